@@ -1,0 +1,12 @@
+"""Pure plotting functions: arrays (or tensors) in, a matplotlib ``Figure`` out.
+
+Nothing here touches ipywidgets or global pyplot state beyond creating the figure, so each
+function can be unit-tested under the Agg backend and called directly from a notebook before a
+widget wraps it (widget callbacks swallow exceptions; a direct call fails loudly).
+
+One file per chapter; everything is re-exported here, so notebooks write ``nlbook.viz.plot_*``.
+"""
+
+from nlbook.viz._common import new_figure, to_numpy
+
+__all__ = ["new_figure", "to_numpy"]

@@ -1,0 +1,5 @@
+"""Unit tests draw figures with the non-interactive Agg backend."""
+
+import matplotlib
+
+matplotlib.use("Agg")
