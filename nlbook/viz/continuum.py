@@ -1,0 +1,176 @@
+"""Plots for chapter 3 (the Continuum Memory System): arrays in, a matplotlib Figure out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.figure
+import numpy as np
+
+from nlbook.viz._common import new_figure, to_numpy
+
+__all__ = ["plot_cms_explorer", "plot_forgetting", "plot_stream_losses", "plot_update_ticks"]
+
+
+def _level_names(count: int, names: Sequence[str] | None) -> list[str]:
+    if names is None:
+        return [f"level {index}" for index in range(count)]
+    if len(names) != count:
+        raise ValueError(f"level_names must have {count} entries, got {len(names)}")
+    return list(names)
+
+
+def _draw_ticks(axis, steps_per_level, length: int, names: list[str], sizes=None,
+                time: int | None = None) -> None:
+    """One row per level: a stem at every update step (height ∝ update size when given)."""
+    for row, steps in enumerate(steps_per_level):
+        steps = np.asarray(to_numpy(steps), dtype=float).ravel()
+        if sizes is not None and len(steps):
+            heights = np.asarray(to_numpy(sizes[row]), dtype=float).ravel()
+            heights = 0.8 * heights / max(heights.max(), 1e-12)
+        else:
+            heights = np.full(len(steps), 0.8)
+        shown = steps if time is None else steps[steps <= time]
+        axis.vlines(shown, row, row + heights[: len(shown)], color=f"C{row}", linewidth=1.2)
+        if time is not None:
+            later = steps[steps > time]
+            axis.vlines(later, row, row + heights[len(shown):], color="0.85", linewidth=1.0)
+    axis.set_yticks(np.arange(len(names)) + 0.4, names)
+    axis.set_ylim(-0.1, len(names))
+    axis.set_xlim(0, length)
+    axis.set_xlabel("tokens seen (an update at i is used from position i on)")
+    axis.set_title("update ticks per level")
+
+
+def plot_update_ticks(steps_per_level: Sequence, length: int, *, sizes: Sequence | None = None,
+                      level_names: Sequence[str] | None = None) -> matplotlib.figure.Figure:
+    """When every level updated over a stream of ``length`` tokens.
+
+    Args:
+        steps_per_level: per level, the token counts at which it updated (``CMSRecord``).
+        length: stream length T.
+        sizes: per level, the size of each update (stem heights are scaled per level).
+        level_names: labels, default "level ℓ".
+    """
+    names = _level_names(len(steps_per_level), level_names)
+    figure, axes = new_figure(width=8.0, height=0.6 + 0.5 * len(names))
+    _draw_ticks(axes[0], steps_per_level, length, names, sizes)
+    return figure
+
+
+def plot_cms_explorer(trajectories: Sequence, steps_per_level: Sequence, losses,
+                      time: int, *, show: str = "change",
+                      level_names: Sequence[str] | None = None) -> matplotlib.figure.Figure:
+    """The per-timescale memory explorer at token position ``time``.
+
+    Top: every level's weight matrix in force at ``time`` (``show="weights"``) or its change
+    from the start (``show="change"``), on a colour scale fixed over the whole stream. Middle:
+    the update ticks of every level (grey = still to come). Bottom: the per-token loss on the
+    stream with a marker at ``time``.
+
+    Args:
+        trajectories: per level, (n_updates + 1, rows, cols): the weights after each update
+            (row 0 = start), e.g. from ``nlbook.cms.parameter_trajectory``.
+        steps_per_level: per level, the n_updates token counts of those updates.
+        losses: (T,) per-token loss on the stream.
+        time: 0-based token position shown.
+        show: "change" or "weights".
+    """
+    if show not in ("change", "weights"):
+        raise ValueError(f"show must be 'change' or 'weights', got {show!r}")
+    if len(trajectories) != len(steps_per_level):
+        raise ValueError(f"trajectories and steps_per_level must have one entry per level, got "
+                         f"{len(trajectories)} and {len(steps_per_level)}")
+    losses = np.asarray(to_numpy(losses), dtype=float).ravel()
+    length = len(losses)
+    if not 0 <= time < max(length, 1):
+        raise ValueError(f"time must lie in [0, {length - 1}], got {time}")
+    names = _level_names(len(trajectories), level_names)
+    count = len(names)
+    figure, axes = new_figure(ncols=count, nrows=3, width=3.0, height=2.2)
+    grid = axes[0].get_gridspec()
+    for axis in axes[count:]:
+        axis.remove()
+    tick_axis = figure.add_subplot(grid[1, :])
+    loss_axis = figure.add_subplot(grid[2, :])
+    for level, (trajectory, steps) in enumerate(zip(trajectories, steps_per_level, strict=True)):
+        trajectory = np.asarray(to_numpy(trajectory), dtype=float)
+        steps = np.asarray(to_numpy(steps), dtype=float).ravel()
+        if trajectory.ndim == 2:
+            trajectory = trajectory[:, None, :]
+        if len(trajectory) != len(steps) + 1:
+            raise ValueError(f"trajectories[{level}] must have len(steps) + 1 = {len(steps) + 1} "
+                             f"rows, got {len(trajectory)}")
+        values = trajectory - trajectory[0] if show == "change" else trajectory
+        limit = max(float(np.abs(values).max()), 1e-12)
+        index = int(np.searchsorted(steps, time, side="right"))
+        image = axes[level].imshow(values[index], cmap="RdBu_r", vmin=-limit, vmax=limit)
+        axes[level].set_title(f"{names[level]}: {index} updates", fontsize=9)
+        axes[level].set_xticks([])
+        axes[level].set_yticks([])
+        figure.colorbar(image, ax=axes[level], shrink=0.8)
+    _draw_ticks(tick_axis, steps_per_level, length, names, time=time)
+    tick_axis.axvline(time, color="k", linewidth=0.8)
+    loss_axis.plot(np.arange(length), losses, color="0.5", linewidth=0.8)
+    if length:
+        loss_axis.plot([time], [losses[time]], "o", color="C3")
+    loss_axis.axvline(time, color="k", linewidth=0.8)
+    loss_axis.set_xlim(0, length)
+    loss_axis.set_xlabel("token position")
+    loss_axis.set_ylabel("loss on the stream")
+    label = "change from the start" if show == "change" else "weights"
+    figure.suptitle(f"CMS at position {time}: {label}")
+    return figure
+
+
+def plot_stream_losses(curves: Mapping[str, object], *, boundaries: Sequence[int] = (),
+                       labels: Sequence[str] = (), smooth: int = 1,
+                       ylabel: str = "loss on the stream") -> matplotlib.figure.Figure:
+    """Per-token loss of several models on one stream (a moving average of ``smooth`` tokens),
+    with vertical lines at the phase ``boundaries`` and the phase ``labels`` on top."""
+    if smooth < 1:
+        raise ValueError(f"smooth must be a positive int, got {smooth}")
+    figure, axes = new_figure(width=8.0, height=3.2)
+    axis = axes[0]
+    for index, (name, curve) in enumerate(curves.items()):
+        values = np.asarray(to_numpy(curve), dtype=float).ravel()
+        if smooth > 1 and len(values) >= smooth:
+            values = np.convolve(values, np.ones(smooth) / smooth, mode="valid")
+        axis.plot(np.arange(len(values)) + smooth - 1, values, color=f"C{index}", label=name,
+                  linewidth=1.0)
+    edges = [0, *boundaries]
+    for boundary in boundaries:
+        axis.axvline(boundary, color="k", linewidth=0.6, linestyle="--")
+    for index, label in enumerate(labels[: len(edges)]):
+        axis.text(edges[index], 1.01, f" {label}", transform=axis.get_xaxis_transform(),
+                  fontsize=9)
+    axis.set_yscale("log")
+    axis.set_xlabel("token position")
+    axis.set_ylabel(ylabel)
+    axis.legend(fontsize=8)
+    return figure
+
+
+def plot_forgetting(results: Mapping[str, Sequence[float]], phase_labels: Sequence[str], *,
+                    ylabel: str = "test MSE on task A",
+                    log: bool = True) -> matplotlib.figure.Figure:
+    """Grouped bars: one group per measurement point (``phase_labels``), one bar per setup."""
+    names = list(results)
+    for name in names:
+        if len(results[name]) != len(phase_labels):
+            raise ValueError(f"results[{name!r}] must have {len(phase_labels)} values, "
+                             f"got {len(results[name])}")
+    figure, axes = new_figure(width=7.0, height=3.4)
+    axis = axes[0]
+    width = 0.8 / max(len(names), 1)
+    positions = np.arange(len(phase_labels))
+    for index, name in enumerate(names):
+        values = np.asarray(results[name], dtype=float)
+        axis.bar(positions + (index - (len(names) - 1) / 2) * width, values, width,
+                 label=name, color=f"C{index}")
+    axis.set_xticks(positions, phase_labels)
+    if log:
+        axis.set_yscale("log")
+    axis.set_ylabel(ylabel)
+    axis.legend(fontsize=8)
+    return figure
