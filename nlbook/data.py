@@ -6,14 +6,28 @@ Nothing here downloads: the course must run offline.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+
+from nlbook._checks import check_positive_int
 
 __all__ = [
     "DATA_DIR",
     "TINY_SHAKESPEARE_SHA256",
+    "TRAIN_FRACTION",
+    "CharCorpus",
+    "CharVocabulary",
     "DataFileError",
+    "load_corpus",
+    "load_text_file",
     "load_tiny_shakespeare",
+    "make_corpus",
+    "random_batch",
+    "sequential_windows",
     "sha256_of_file",
+    "split_train_val",
     "tiny_shakespeare_path",
 ]
 
@@ -67,3 +81,214 @@ def load_tiny_shakespeare(data_dir: str | Path | None = None, *, verify: bool = 
                 f"altered or truncated. Restore it with `git checkout -- data/tinyshakespeare.txt`."
             )
     return path.read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Character corpora: vocabulary, the nanoGPT split, random-window batches (chapter 6)
+# ---------------------------------------------------------------------------------------------
+
+#: nanoGPT's ``data/shakespeare_char/prepare.py`` keeps the first 90% for training.
+TRAIN_FRACTION = 0.9
+
+
+def load_text_file(path: str | Path) -> str:
+    """Read any UTF-8 text file as one string (a corpus for ``python -m nlbook.train --data``).
+
+    Raises:
+        DataFileError: naming the file, if it is missing, not UTF-8, or empty.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"corpus file {path} does not exist (or is not a regular file)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataFileError(
+            f"corpus file {path} is not valid UTF-8 (byte {error.start}): {error.reason}"
+        ) from error
+    if not text:
+        raise DataFileError(f"corpus file {path} is empty")
+    return text
+
+
+class CharVocabulary:
+    """A character-level vocabulary: the sorted distinct characters of a text.
+
+    ``chars`` is a plain string, so a checkpoint stores the vocabulary as a string (loadable
+    with ``torch.load(weights_only=True)``) and rebuilds it with ``CharVocabulary(chars)``.
+    Tiny Shakespeare gives nanoGPT's 65 characters in nanoGPT's order (sorted code points).
+    """
+
+    def __init__(self, chars: str) -> None:
+        if not isinstance(chars, str) or not chars:
+            raise ValueError(f"chars must be a non-empty str, got {chars!r}")
+        if len(set(chars)) != len(chars):
+            raise ValueError(f"chars must hold each character once, got {chars!r}")
+        self.chars = chars
+        self._index = {char: index for index, char in enumerate(chars)}
+
+    @classmethod
+    def from_text(cls, text: str) -> CharVocabulary:
+        """The vocabulary of every character that occurs in ``text``."""
+        if not isinstance(text, str) or not text:
+            raise ValueError("text must be a non-empty str")
+        return cls("".join(sorted(set(text))))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def __repr__(self) -> str:
+        return f"CharVocabulary({len(self)} characters)"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CharVocabulary) and other.chars == self.chars
+
+    def __hash__(self) -> int:
+        return hash(self.chars)
+
+    def encode(self, text: str, *, name: str = "text") -> torch.Tensor:
+        """Token ids of ``text``, shape (len(text),), int64.
+
+        Raises:
+            ValueError: naming ``name`` and the first character that is not in the vocabulary.
+        """
+        try:
+            ids = [self._index[char] for char in text]
+        except KeyError as error:
+            raise ValueError(
+                f"{name} contains the character {error.args[0]!r}, which is not in the "
+                f"{len(self)}-character vocabulary"
+            ) from None
+        return torch.tensor(ids, dtype=torch.int64)
+
+    def decode(self, ids) -> str:
+        """The text of a sequence of token ids (a 1-D tensor, array or list of ints)."""
+        if isinstance(ids, torch.Tensor):
+            if ids.ndim != 1:
+                raise ValueError(f"ids must be 1-D, got shape {tuple(ids.shape)}")
+            ids = ids.tolist()
+        size = len(self)
+        out = []
+        for token in ids:
+            if not 0 <= int(token) < size:
+                raise ValueError(f"ids must lie in [0, {size}), got {token}")
+            out.append(self.chars[int(token)])
+        return "".join(out)
+
+
+@dataclass(frozen=True)
+class CharCorpus:
+    """A text split as nanoGPT splits it: the first 90% trains, the last 10% validates.
+
+    Attributes:
+        text: the whole text.
+        vocabulary: its characters (:class:`CharVocabulary`).
+        train_ids: int64 tensor of shape (int(0.9 * len(text)),).
+        val_ids: int64 tensor, the rest.
+        source: where the text came from (a path, or ``"tiny_shakespeare"``).
+        sha256: hex digest of the text's UTF-8 bytes (a resumed run checks it).
+    """
+
+    text: str
+    vocabulary: CharVocabulary
+    train_ids: torch.Tensor
+    val_ids: torch.Tensor
+    source: str
+    sha256: str
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocabulary)
+
+
+def split_train_val(ids: torch.Tensor, train_fraction: float = TRAIN_FRACTION
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a 1-D id tensor at ``int(train_fraction * len(ids))`` (nanoGPT's convention).
+
+    Tiny Shakespeare gives 1,003,854 training and 111,540 validation characters.
+    """
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 1:
+        raise ValueError("ids must be a 1-D tensor of token ids")
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must lie in (0, 1), got {train_fraction!r}")
+    cut = int(train_fraction * len(ids))
+    return ids[:cut], ids[cut:]
+
+
+def make_corpus(text: str, *, source: str = "text", vocabulary: CharVocabulary | None = None,
+                train_fraction: float = TRAIN_FRACTION) -> CharCorpus:
+    """Encode ``text`` (with its own vocabulary unless one is given) and split it."""
+    if not isinstance(text, str) or not text:
+        raise ValueError("text must be a non-empty str")
+    vocabulary = vocabulary if vocabulary is not None else CharVocabulary.from_text(text)
+    ids = vocabulary.encode(text)
+    train_ids, val_ids = split_train_val(ids, train_fraction)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return CharCorpus(text, vocabulary, train_ids, val_ids, source, digest)
+
+
+def load_corpus(path: str | Path | None = None, *, train_fraction: float = TRAIN_FRACTION
+                ) -> CharCorpus:
+    """Tiny Shakespeare (sha256-checked) when ``path`` is None, else any UTF-8 text file."""
+    if path is None:
+        return make_corpus(load_tiny_shakespeare(), source="tiny_shakespeare",
+                           train_fraction=train_fraction)
+    return make_corpus(load_text_file(path), source=str(path), train_fraction=train_fraction)
+
+
+def random_batch(ids: torch.Tensor, batch_size: int, context_length: int,
+                 generator: torch.Generator, device: str | torch.device = "cpu"
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows of a token stream, as nanoGPT's ``get_batch`` draws them.
+
+    Args:
+        ids: 1-D int64 tensor of token ids (on the CPU).
+        batch_size: number of windows B.
+        context_length: window length T.
+        generator: a CPU ``torch.Generator``; the only source of randomness, so a run that
+            saves and restores its state draws the same batches.
+        device: where the returned tensors live.
+
+    Returns:
+        inputs, targets: int64 tensors of shape (B, T); ``targets`` is ``inputs`` shifted by
+        one position (targets[b, t] = ids[start_b + t + 1]).
+    """
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("context_length", context_length)
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 1 or ids.dtype != torch.int64:
+        raise ValueError("ids must be a 1-D int64 tensor of token ids")
+    if len(ids) < context_length + 1:
+        raise ValueError(
+            f"ids has {len(ids)} tokens, fewer than context_length + 1 = {context_length + 1}; "
+            f"use a shorter context or a longer text"
+        )
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator, got {type(generator)}")
+    starts = torch.randint(len(ids) - context_length, (batch_size,), generator=generator)
+    offsets = torch.arange(context_length)
+    windows = starts[:, None] + offsets[None, :]
+    inputs, targets = ids[windows], ids[windows + 1]
+    return inputs.to(device), targets.to(device)
+
+
+def sequential_windows(ids: torch.Tensor, context_length: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut a token stream into consecutive non-overlapping windows that cover it exactly once.
+
+    Used to score *every* validation character once. The last window may be shorter, so the
+    windows come back as one padded pair and a mask.
+
+    Returns:
+        inputs, targets: int64 (N, T); ``targets`` is -1 where padded (the ignore index).
+    """
+    check_positive_int("context_length", context_length)
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 1 or len(ids) < 2:
+        raise ValueError("ids must be a 1-D tensor with at least 2 tokens")
+    n_targets = len(ids) - 1
+    n_windows = -(-n_targets // context_length)
+    padded = n_windows * context_length
+    inputs = torch.zeros(padded, dtype=torch.int64)
+    targets = torch.full((padded,), -1, dtype=torch.int64)
+    inputs[:n_targets] = ids[:-1]
+    targets[:n_targets] = ids[1:]
+    return inputs.view(n_windows, context_length), targets.view(n_windows, context_length)

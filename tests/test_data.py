@@ -1,0 +1,95 @@
+"""nlbook.data: the sha256 check, nanoGPT's vocabulary and split, any UTF-8 corpus, batches."""
+
+import pytest
+import torch
+
+from nlbook.data import (
+    CharVocabulary,
+    DataFileError,
+    load_corpus,
+    load_text_file,
+    load_tiny_shakespeare,
+    make_corpus,
+    random_batch,
+    sequential_windows,
+    tiny_shakespeare_path,
+)
+
+
+def test_tiny_shakespeare_vocabulary_and_nanogpt_split():
+    corpus = load_corpus()
+    assert corpus.vocab_size == 65
+    assert corpus.vocabulary.chars[:3] == "\n !" and corpus.vocabulary.chars[-1] == "z"
+    assert (len(corpus.train_ids), len(corpus.val_ids)) == (1_003_854, 111_540)
+    assert corpus.vocabulary.decode(corpus.train_ids[:14]) == "First Citizen:"
+    # The split is at int(0.9 * len): the validation text is the last 10%.
+    assert corpus.vocabulary.decode(corpus.val_ids) == corpus.text[int(0.9 * len(corpus.text)):]
+
+
+def test_tampered_or_missing_file_gives_a_clear_error(tmp_path):
+    original = tiny_shakespeare_path().read_bytes()
+    tampered = bytearray(original)
+    tampered[1000] = ord("#")
+    (tmp_path / "tinyshakespeare.txt").write_bytes(bytes(tampered))
+    with pytest.raises(DataFileError, match=r"tinyshakespeare\.txt has sha256 .* altered"):
+        load_tiny_shakespeare(tmp_path)
+    with pytest.raises(DataFileError, match="not found"):
+        load_tiny_shakespeare(tmp_path / "elsewhere")
+
+
+def test_any_utf8_file_is_a_corpus(tmp_path):
+    path = tmp_path / "poem.txt"
+    text = "Ünïcödé façade — naïve café.\n" * 20
+    path.write_text(text, encoding="utf-8")
+    corpus = load_corpus(path)
+    assert corpus.vocabulary == CharVocabulary.from_text(text)
+    assert corpus.vocabulary.decode(torch.cat([corpus.train_ids, corpus.val_ids])) == text
+    assert len(corpus.train_ids) == int(0.9 * len(text))
+    assert corpus.source == str(path)
+
+
+def test_bad_corpus_files(tmp_path):
+    with pytest.raises(DataFileError, match="does not exist"):
+        load_text_file(tmp_path / "missing.txt")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(DataFileError, match=r"latin1\.txt is not valid UTF-8"):
+        load_text_file(tmp_path / "latin1.txt")
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(DataFileError, match="empty"):
+        load_text_file(tmp_path / "empty.txt")
+
+
+def test_vocabulary_round_trip_and_errors():
+    vocabulary = CharVocabulary.from_text("hello world")
+    assert vocabulary.chars == " dehlorw"
+    assert vocabulary.decode(vocabulary.encode("hold")) == "hold"
+    with pytest.raises(ValueError, match=r"prompt contains the character 'z'"):
+        vocabulary.encode("zoo", name="prompt")
+    with pytest.raises(ValueError, match="ids must lie in"):
+        vocabulary.decode([0, 8])
+    with pytest.raises(ValueError, match="once"):
+        CharVocabulary("aa")
+
+
+def test_random_batch_is_shifted_and_reproducible():
+    corpus = make_corpus("abcdefghij" * 30)
+    batch = random_batch(corpus.train_ids, 5, 8, torch.Generator().manual_seed(0))
+    again = random_batch(corpus.train_ids, 5, 8, torch.Generator().manual_seed(0))
+    inputs, targets = batch
+    assert inputs.shape == targets.shape == (5, 8) and inputs.dtype == torch.int64
+    assert torch.equal(inputs, again[0]) and torch.equal(targets, again[1])
+    assert torch.equal(inputs[:, 1:], targets[:, :-1])
+    assert torch.equal(targets, (inputs + 1) % 10)  # the text cycles through the alphabet
+    with pytest.raises(ValueError, match="context_length"):
+        random_batch(corpus.train_ids, 2, 0, torch.Generator())
+    with pytest.raises(ValueError, match="fewer than context_length"):
+        random_batch(corpus.train_ids[:5], 2, 8, torch.Generator())
+
+
+def test_sequential_windows_cover_every_target_once():
+    ids = torch.arange(23)
+    inputs, targets = sequential_windows(ids, 5)
+    assert inputs.shape == targets.shape == (5, 5)
+    kept = targets[targets >= 0]
+    assert torch.equal(kept, ids[1:])
+    assert torch.equal(inputs.flatten()[:22], ids[:-1])

@@ -1,0 +1,274 @@
+"""Tests for nlbook.selfmod: DGD, the self-modifying layer and self-modifying Titans."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nlbook.selfmod import (
+    SelfModifyingLinear,
+    SelfModifyingTitans,
+    dgd_proximal_closed_form,
+    dgd_step,
+    dgd_step_rank_k,
+    gated_delta_chunk,
+    reference_self_modifying_titans,
+    silu_derivative,
+)
+
+DTYPE = torch.float64
+
+
+def _generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _layer(chunk_memory: int = 1, chunk_others: int = 1, **kwargs) -> SelfModifyingTitans:
+    return SelfModifyingTitans(8, heads=2, hidden=6, chunk_size_memory=chunk_memory,
+                               chunk_size_others=chunk_others, generator=_generator(1),
+                               **kwargs).double()
+
+
+def _inputs(batch: int = 2, length: int = 11, seed: int = 2) -> torch.Tensor:
+    return torch.randn(batch, length, 8, dtype=DTYPE, generator=_generator(seed))
+
+
+# ---- DGD ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm", [0.5, 2.0, 3.0])
+def test_dgd_step_equals_proximal_closed_form(norm):
+    g = _generator()
+    W = torch.randn(5, 4, dtype=DTYPE, generator=g)
+    x = torch.randn(4, dtype=DTYPE, generator=g)
+    x = x / x.norm() * norm
+    grad_y = torch.randn(5, dtype=DTYPE, generator=g)
+    for lr in (0.1, 1.0, 7.0):
+        fast = dgd_step(W, x, grad_y, lr)
+        closed = dgd_proximal_closed_form(W, x, grad_y, lr)
+        assert (fast - closed).abs().max() < 1e-10
+
+
+def test_dgd_step_batched_and_the_neurips_typo():
+    g = _generator()
+    W = torch.randn(3, 5, 4, dtype=DTYPE, generator=g)
+    x = torch.randn(3, 4, dtype=DTYPE, generator=g)
+    x = 2 * x / x.norm(dim=-1, keepdim=True)
+    grad_y = torch.randn(3, 5, dtype=DTYPE, generator=g)
+    lr = torch.tensor([0.3, 1.0, 2.0], dtype=DTYPE)
+    fast = dgd_step(W, x, grad_y, lr)
+    for i in range(3):
+        closed = dgd_proximal_closed_form(W[i], x[i], grad_y[i], lr[i].item())
+        assert (fast[i] - closed).abs().max() < 1e-10
+    # η/(1+η), exact only for ‖x‖ = 1, is far off at ‖x‖ = 2.
+    eta = 1.0
+    paper = eta / (1 + eta)
+    typo = W[0] @ (torch.eye(4, dtype=DTYPE) - paper * torch.outer(x[0], x[0])) - paper * (
+        torch.outer(grad_y[0], x[0]))
+    assert (typo - dgd_step(W[0], x[0], grad_y[0], eta)).abs().max() > 0.1
+
+
+def test_dgd_step_retention_and_errors():
+    g = _generator()
+    W = torch.randn(3, 4, dtype=DTYPE, generator=g)
+    x = torch.randn(4, dtype=DTYPE, generator=g)
+    grad_y = torch.randn(3, dtype=DTYPE, generator=g)
+    lr_prime = 0.5 / (1 + 0.5 * x.dot(x))
+    expected = W @ (0.9 * torch.eye(4, dtype=DTYPE) - lr_prime * torch.outer(x, x)) - (
+        lr_prime * torch.outer(grad_y, x))
+    assert (dgd_step(W, x, grad_y, 0.5, retention=0.9) - expected).abs().max() < 1e-12
+    with pytest.raises(ValueError, match="x must have shape"):
+        dgd_step(W, x[:3], grad_y, 0.5)
+    with pytest.raises(ValueError, match="grad_y"):
+        dgd_step(W, x, grad_y[:2], 0.5)
+    with pytest.raises(ValueError, match="lr must be positive"):
+        dgd_step(W, x, grad_y, -1.0)
+
+
+def test_rank_k_step_is_the_joint_proximal_solution():
+    g = _generator()
+    W = torch.randn(5, 6, dtype=DTYPE, generator=g)
+    X = torch.randn(3, 6, dtype=DTYPE, generator=g)
+    grad_Y = torch.randn(3, 5, dtype=DTYPE, generator=g)
+    lr = 0.7
+    U = -grad_Y
+    closed = (W + lr * U.T @ X) @ torch.linalg.inv(torch.eye(6, dtype=DTYPE) + lr * X.T @ X)
+    assert (dgd_step_rank_k(W, X, grad_Y, lr) - closed).abs().max() < 1e-10
+    one = dgd_step_rank_k(W, X[:1], grad_Y[:1], lr)
+    assert (one - dgd_step(W, X[0], grad_Y[0], lr)).abs().max() < 1e-12
+
+
+def test_silu_derivative_matches_autograd():
+    a = torch.linspace(-4, 4, 33, dtype=DTYPE, requires_grad=True)
+    (grad,) = torch.autograd.grad(torch.nn.functional.silu(a).sum(), a)
+    assert (silu_derivative(a.detach()) - grad).abs().max() < 1e-12
+
+
+# ---- self-modifying linear layer ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_self_modifying_linear_writes_rank_k_changes(rank):
+    layer = SelfModifyingLinear(6, 4, rank=rank, generator=_generator()).double()
+    x = torch.randn(2, 5, 6, dtype=DTYPE, generator=_generator(3))
+    y, weights = layer(x, return_weights=True)
+    assert y.shape == (2, 5, 4) and weights.shape == (2, 5, 4, 6)
+    previous = layer.initial_weight.expand(2, -1, -1)
+    for t in range(5):
+        change = weights[:, t] - previous
+        ranks = torch.linalg.matrix_rank(change, atol=1e-9)
+        assert bool((ranks == rank).all()), ranks
+        assert (y[:, t] - (weights[:, t] @ x[:, t, :, None])[..., 0]).abs().max() < 1e-12
+        previous = weights[:, t]
+
+
+def test_self_modifying_linear_rank_1_is_dgd_loop():
+    layer = SelfModifyingLinear(5, 3, rank=1, generator=_generator()).double()
+    x = torch.randn(1, 4, 5, dtype=DTYPE, generator=_generator(4))
+    y = layer(x)
+    weight = layer.initial_weight.detach().clone()
+    for t in range(4):
+        x_t = x[0, t]
+        key = torch.nn.functional.normalize(layer.key_projection[0] @ x_t, dim=0)
+        target = weight @ (layer.value_projection[0] @ x_t)
+        lr = torch.nn.functional.softplus(layer.lr_weight @ x_t + layer.lr_bias)
+        weight = dgd_step(weight, key, -target, lr)
+        assert (y[0, t] - weight @ x_t).abs().max() < 1e-12
+
+
+# ---- chunk kernel ------------------------------------------------------------------------
+
+
+def test_gated_delta_chunk_matches_loop():
+    g = _generator()
+    state = torch.randn(2, 4, 3, dtype=DTYPE, generator=g)
+    keys = torch.randn(2, 6, 4, dtype=DTYPE, generator=g)
+    values = torch.randn(2, 6, 3, dtype=DTYPE, generator=g)
+    queries = torch.randn(2, 6, 4, dtype=DTYPE, generator=g)
+    beta = torch.rand(2, 6, dtype=DTYPE, generator=g) * 0.2
+    log_alpha = torch.log(0.8 + 0.2 * torch.rand(2, 6, dtype=DTYPE, generator=g))
+    final, reads = gated_delta_chunk(state, keys, values, beta, log_alpha, queries)
+    running = state.clone()
+    for t in range(6):
+        k, u = keys[:, t], values[:, t]
+        erase = log_alpha[:, t].exp()[:, None, None] * torch.eye(4, dtype=DTYPE) - (
+            beta[:, t, None, None] * k[:, :, None] * k[:, None, :])
+        running = erase @ running + beta[:, t, None, None] * k[:, :, None] * u[:, None, :]
+        read = (running.transpose(-1, -2) @ queries[:, t, :, None])[..., 0]
+        assert (reads[:, t] - read).abs().max() < 1e-12
+    assert (final - running).abs().max() < 1e-12
+
+
+# ---- self-modifying Titans ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("retain_toward_initial", [True, False])
+def test_titans_chunk_1_equals_token_reference(retain_toward_initial):
+    layer = _layer(1, 1, retain_toward_initial=retain_toward_initial)
+    x = _inputs()
+    y, _ = layer(x)
+    reference = reference_self_modifying_titans(layer, x, 1, 1)
+    assert (y - reference).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("chunks", [(3, 2), (4, 4), (5, 1), (1, 3), (16, 8)])
+def test_titans_chunked_equals_frozen_reference(chunks):
+    layer = _layer(*chunks)
+    x = _inputs(length=11)
+    y, _ = layer(x)
+    reference = reference_self_modifying_titans(layer, x, *chunks)
+    assert (y - reference).abs().max() < 1e-10
+
+
+def test_titans_writing_the_first_layer_matches_reference():
+    layer = _layer(3, 2, write_first_layer=True)
+    x = _inputs(length=7)
+    y, _ = layer(x)
+    assert (y - reference_self_modifying_titans(layer, x, 3, 2)).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("splits", [[3, 8], [4, 4, 3], [1, 1, 9], [8, 3]])
+def test_titans_streaming_equals_one_call(splits):
+    layer = _layer(4, 3)
+    x = _inputs(length=11)
+    whole, whole_state = layer(x)
+    pieces, state, start = [], None, 0
+    for size in splits:
+        out, state = layer(x[:, start:start + size], state)
+        pieces.append(out)
+        start += size
+    assert (torch.cat(pieces, 1) - whole).abs().max() < 1e-12
+    assert (state.memory_second - whole_state.memory_second).abs().max() < 1e-12
+    assert state.position == 11
+
+
+def test_titans_is_causal_and_batch_independent():
+    layer = _layer(4, 2)
+    x = _inputs(batch=3, length=10)
+    y, _ = layer(x)
+    changed = x.clone()
+    changed[:, 6:] += 1.0
+    y_changed, _ = layer(changed)
+    assert (y_changed[:, :6] - y[:, :6]).abs().max() < 1e-12
+    assert (y_changed[:, 6:] - y[:, 6:]).abs().max() > 1e-3
+    other = x.clone()
+    other[1] = torch.randn(10, 8, dtype=DTYPE, generator=_generator(9))
+    y_other, _ = layer(other)
+    assert (y_other[[0, 2]] - y[[0, 2]]).abs().max() < 1e-12
+    single, _ = layer(x[2:3])
+    assert (single - y[2:3]).abs().max() < 1e-12
+
+
+def test_gradients_reach_every_initial_state_and_match_reference():
+    layer = _layer(3, 2)
+    x = _inputs(length=7)
+    y, _ = layer(x)
+    (y ** 2).sum().backward()
+    fast = {name: p.grad.clone() for name, p in layer.named_parameters()}
+    for name, grad in fast.items():
+        assert grad.abs().max() > 1e-8, f"no gradient reaches {name}"
+    layer.zero_grad()
+    (reference_self_modifying_titans(layer, x, 3, 2) ** 2).sum().backward()
+    for name, p in layer.named_parameters():
+        assert (p.grad - fast[name]).abs().max() < 1e-9, name
+
+
+def test_every_memory_changes_within_a_context():
+    layer = _layer(4, 2)
+    x = _inputs(length=16)
+    _, state, trace = layer(x, return_trace=True)
+    initial = layer.initial_state(2)
+    h = layer.hidden
+    changes = {
+        "k": (state.generator_second[:, :, 0] - initial.generator_second[:, :, 0]).norm(),
+        "v": (state.generator_second[:, :, 1] - initial.generator_second[:, :, 1]).norm(),
+        "eta": (state.generator_first[..., 2 * h] - initial.generator_first[..., 2 * h]).norm(),
+        "alpha": (state.generator_first[..., 2 * h + 1]
+                  - initial.generator_first[..., 2 * h + 1]).norm(),
+        "memory": (state.memory_second - initial.memory_second).norm(),
+    }
+    for name, change in changes.items():
+        assert change > 1e-3, f"memory {name} did not change: {change}"
+    assert trace["lr"].shape == (2, 2, 16) and bool((trace["lr"] > 0).all())
+    assert bool(((trace["retention"] > 0) & (trace["retention"] < 1)).all())
+    assert trace["lr"].std() > 0 and trace["retention"].std() > 0
+
+
+def test_titans_float32_long_sequence_is_finite():
+    layer = SelfModifyingTitans(32, heads=2, generator=_generator())
+    x = torch.randn(2, 300, 32, generator=_generator(5))
+    y, state = layer(x)
+    assert bool(torch.isfinite(y).all()) and state.memory_second.abs().max() < 100
+
+
+def test_titans_argument_errors():
+    with pytest.raises(ValueError, match="heads must divide"):
+        SelfModifyingTitans(10, heads=3)
+    with pytest.raises(ValueError, match="chunk_size_memory"):
+        SelfModifyingTitans(8, chunk_size_memory=0)
+    layer = _layer()
+    with pytest.raises(ValueError, match="x must have shape"):
+        layer(torch.zeros(2, 3, 7, dtype=DTYPE))
+    _, state = layer(_inputs(batch=2, length=3))
+    with pytest.raises(ValueError, match="state must be for batch"):
+        layer(_inputs(batch=3, length=3), state)

@@ -1,0 +1,244 @@
+"""nlbook.train and nlbook.sample: exact resume, NaN stop, safe checkpoints, schedule,
+registries, presets, the command lines. Tiny models on a small synthetic corpus."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+import nlbook.transformer
+from nlbook import sample as sample_module
+from nlbook import train as train_module
+from nlbook.train import (
+    PRESETS,
+    CheckpointError,
+    ModelUnavailableError,
+    TrainConfig,
+    TrainingDivergedError,
+    build_model,
+    build_optimizer,
+    learning_rate_at,
+    load_checkpoint,
+    load_model,
+    train,
+)
+from nlbook.transformer import parameter_count
+
+
+@pytest.fixture
+def corpus_path(tmp_path):
+    """A small UTF-8 corpus with some structure and non-ASCII characters."""
+    generator = torch.Generator().manual_seed(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "café", "naïve", "über", "and"]
+    picks = torch.randint(len(words), (900,), generator=generator).tolist()
+    text = " ".join(words[i] for i in picks).replace("mat ", "mat.\n")
+    path = tmp_path / "corpus.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def tiny_config(corpus_path, checkpoint=None, **overrides) -> TrainConfig:
+    values = dict(d_model=16, n_layers=1, n_heads=2, context_length=16, batch_size=4, steps=20,
+                  learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=3, eval_interval=5,
+                  eval_batches=2, data=str(corpus_path),
+                  checkpoint=None if checkpoint is None else str(checkpoint))
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def run(config, **kwargs):
+    return train(config, progress=False, log=None, **kwargs)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_equals_an_uninterrupted_run(corpus_path, tmp_path, optimizer):
+    if optimizer == "muon":
+        pytest.importorskip("nlbook.optim")
+    options = {"model_options": {"dropout": 0.1}, "optimizer": optimizer}  # dropout: torch RNG
+    straight = run(tiny_config(corpus_path, tmp_path / "a.pt", **options))
+    config = tiny_config(corpus_path, tmp_path / "b.pt", **options)
+    first = run(config, stop_at_step=8)
+    assert first.step == 8 and load_checkpoint(tmp_path / "b.pt")["step"] == 8
+    resumed = run(config, resume=True)
+    assert resumed.step == straight.step == 20
+    assert resumed.history == straight.history
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(),
+                                 resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoint_is_plain_and_atomic(corpus_path, tmp_path):
+    path = tmp_path / "run" / "model.pt"
+    result = run(tiny_config(corpus_path, path, steps=6))
+    assert path.is_file() and not (tmp_path / "run" / "model.pt.tmp").exists()
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 6 and state["config"]["steps"] == 6
+    assert state["vocabulary"] == result.vocabulary.chars and "é" in state["vocabulary"]
+    model, vocabulary, _ = load_model(path)
+    idx = torch.zeros(1, 5, dtype=torch.int64)
+    assert torch.equal(model(idx)[0], result.model(idx)[0])
+    assert vocabulary == result.vocabulary
+
+
+class NotATensor:
+    """A custom class: unpickling it could run arbitrary code."""
+
+    def __init__(self) -> None:
+        self.payload = "anything"
+
+
+def test_checkpoint_with_pickled_objects_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "nlbook-checkpoint-1", "model": {}, "extra": NotATensor()}, path)
+    with pytest.raises(CheckpointError, match=r"evil\.pt.*weights_only=True"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_model(path)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not an nlbook checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("corrupt_at", [7, 10])
+def test_nan_stops_cleanly_and_keeps_the_last_good_checkpoint(corpus_path, tmp_path,
+                                                              corrupt_at):
+    path = tmp_path / "nan.pt"
+
+    def corrupt(step, model):  # test-only fault: a parameter becomes NaN after this step
+        if step == corrupt_at:
+            with torch.no_grad():
+                next(model.parameters())[0, 0] = float("nan")
+
+    config = tiny_config(corpus_path, path, checkpoint_interval=5)
+    with pytest.raises(TrainingDivergedError, match=r"step (8|10)") as caught:
+        run(config, after_step=corrupt)
+    assert caught.value.last_good_step == 5
+    state = load_checkpoint(path)
+    assert state["step"] == 5
+    assert all(bool(torch.isfinite(value).all()) for value in state["model"].values())
+    assert run(config, resume=True, stop_at_step=6).step == 6  # the good checkpoint resumes
+
+
+def test_cli_exits_non_zero_with_the_divergence_message(corpus_path, tmp_path, monkeypatch,
+                                                        capsys):
+    forward = nlbook.transformer.TransformerLM.forward
+    calls = {"training": 0}
+
+    def diverging_forward(self, idx, targets=None):
+        logits, loss = forward(self, idx, targets)
+        if self.training:
+            calls["training"] += 1
+            if calls["training"] >= 4:
+                loss = loss * float("nan")
+        return logits, loss
+
+    monkeypatch.setattr(nlbook.transformer.TransformerLM, "forward", diverging_forward)
+    status = train_module.main(["--data", str(corpus_path), "--steps", "10", "--d-model", "16",
+                                "--n-layers", "1", "--n-heads", "2", "--context-length", "8",
+                                "--eval-interval", "2", "--eval-batches", "1", "--no-progress",
+                                "--checkpoint", str(tmp_path / "cli.pt")])
+    assert status == 1
+    error = capsys.readouterr().err
+    assert "diverged" in error and "at step 4" in error and "step 2" in error
+
+
+def test_cli_trains_saves_figure_and_samples(corpus_path, tmp_path, capsys):
+    checkpoint, figure = tmp_path / "cli.pt", tmp_path / "figures" / "loss.png"
+    status = train_module.main(["--data", str(corpus_path), "--steps", "6", "--d-model", "16",
+                                "--n-layers", "1", "--n-heads", "2", "--context-length", "8",
+                                "--eval-interval", "3", "--eval-batches", "1", "--no-progress",
+                                "--checkpoint", str(checkpoint), "--figure", str(figure)])
+    assert status == 0 and checkpoint.is_file() and figure.stat().st_size > 1000
+    output = capsys.readouterr().out
+    assert "bits/char" in output and "7-gram KN" in output
+    assert train_module.main(["--checkpoint", str(checkpoint), "--resume", "--no-progress",
+                              "--no-baselines", "--figure", str(figure)]) == 0
+    status = sample_module.main(["--checkpoint", str(checkpoint), "--prompt", "the café",
+                                 "--max-new-tokens", "30", "--top-k", "5", "--top-p", "0.9"])
+    assert status == 0
+    text = capsys.readouterr().out.splitlines()[-1]
+    assert text.startswith("the café")
+    assert sample_module.main(["--checkpoint", str(checkpoint), "--prompt", "QQQ"]) == 2
+    assert "prompt contains the character 'Q'" in capsys.readouterr().err
+
+
+def test_time_budget_fixes_the_number_of_steps(corpus_path):
+    config = tiny_config(corpus_path, steps=None, minutes=0.01, calibration_steps=3)
+    result = run(config)
+    assert result.step == result.total_steps >= 4
+    assert result.history["val_steps"][-1] == result.step
+
+
+def test_learning_rate_schedule():
+    def rate(step):
+        return learning_rate_at(step, learning_rate=1e-3, min_learning_rate=1e-4,
+                                warmup_steps=10, total_steps=110)
+
+    assert rate(0) == pytest.approx(1e-4) and rate(9) == pytest.approx(1e-3)
+    assert rate(60) == pytest.approx(5.5e-4)  # half-way down the cosine
+    assert rate(110) == pytest.approx(1e-4)
+    decay = [rate(step) for step in range(10, 111)]
+    assert all(a >= b for a, b in itertools.pairwise(decay))
+    assert learning_rate_at(500, learning_rate=1e-3, min_learning_rate=0.0, warmup_steps=10,
+                            total_steps=None) == 1e-3
+
+
+def test_model_registry_and_errors(monkeypatch):
+    model = build_model("transformer", 10, 16, 1, 2, context_length=8)
+    assert isinstance(model, nlbook.transformer.TransformerLM) and model.context_length == 8
+    with pytest.raises(ValueError, match="model must be one of"):
+        build_model("lstm", 10, 16, 1, 2)
+    monkeypatch.setitem(train_module.MODEL_REGISTRY, "hope", "nlbook._not_written_yet:HopeLM")
+    with pytest.raises(ModelUnavailableError, match=r"nlbook\._not_written_yet\.HopeLM"):
+        build_model("hope", 10, 16, 1, 2)
+
+
+def test_optimizer_selection():
+    model = nlbook.transformer.TransformerLM(10, 16, 1, 2, context_length=8, bias=True)
+    adamw = build_optimizer("AdamW", model, learning_rate=1e-3, weight_decay=0.1)
+    decays = sorted(group["weight_decay"] for group in adamw.param_groups)
+    assert decays == [0.0, 0.1]
+    assert all(p.ndim < 2 for p in adamw.param_groups[1]["params"])
+    with pytest.raises(ValueError, match="optimizer must be"):
+        build_optimizer("lion", model, learning_rate=1e-3)
+
+
+def test_every_chapter_2_optimizer_trains(corpus_path):
+    pytest.importorskip("nlbook.optim")
+    for name in train_module.NLBOOK_OPTIMIZERS:
+        result = run(tiny_config(corpus_path, steps=3, eval_interval=3, eval_batches=1,
+                                 optimizer=name, learning_rate=1e-3, min_learning_rate=1e-4))
+        assert math.isfinite(result.val_loss), name
+
+
+def test_presets_are_the_documented_sizes():
+    sizes = {}
+    for preset in PRESETS:
+        config = TrainConfig.from_preset(preset)
+        model = build_model(config.model, 65, config.d_model, config.n_layers, config.n_heads,
+                            context_length=config.context_length, **config.model_options)
+        sizes[preset] = parameter_count(model)
+    position = {name: PRESETS[name]["context_length"] * PRESETS[name]["d_model"]
+                for name in PRESETS}
+    # nanoGPT counts parameters without the position embedding: 0.80M and 10.65M.
+    assert round((sizes["small"].total - position["small"]) / 1e6, 2) == 0.80
+    assert round((sizes["base"].total - position["base"]) / 1e6, 2) == 10.65
+    assert sizes["tiny"].total < sizes["small"].total
+    with pytest.raises(ValueError, match="preset"):
+        TrainConfig.from_preset("huge")
+    with pytest.raises(ValueError, match="exactly one of steps and minutes"):
+        TrainConfig(steps=None)
+
+
+def test_loss_figure_has_reference_lines_and_checks_lengths():
+    from nlbook.viz import plot_training_curves
+
+    figure = plot_training_curves([1, 2, 3], [4.0, 3.0, 2.5], [0, 3], [4.1, 2.6],
+                                  references={"bigram": 2.487, "7-gram KN": 1.517})
+    labels = figure.axes[0].get_legend_handles_labels()[1]
+    assert "bigram: 2.487" in labels and "7-gram KN: 1.517" in labels
+    with pytest.raises(ValueError, match="train_steps and train_loss"):
+        plot_training_curves([1, 2], [4.0])
