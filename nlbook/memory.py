@@ -318,6 +318,21 @@ def _chunkwise_titans(q, k, v, lr, momentum, forget, memory, surprise, chunk_siz
 # --------------------------------------------------------------------------------------------
 
 
+def _delta_family(q, k, v, beta, decay, initial_state, chunk_size, return_states):
+    """Check the arguments of linear attention (beta=None) or the delta rule, then dispatch."""
+    _check_qkv(q, k, v)
+    beta = _check_gate("beta", beta, q, 0.0, 2.0)
+    decay = _check_gate("decay", decay, q, 0.0, 1.0, low_inclusive=False)
+    state = _check_state("initial_state", initial_state, q, v.shape[-1])
+    check_positive_int("chunk_size", chunk_size, allow_none=True)
+    if chunk_size is None:
+        output, state, states = _delta_rule_loop(q, k, v, beta, decay, state, return_states)
+    else:
+        output, state, states = _chunkwise_delta(q, k, v, beta, decay, state, chunk_size,
+                                                 return_states)
+    return (output, state, states) if return_states else (output, state)
+
+
 def linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -345,16 +360,7 @@ def linear_attention(
         ``(o, final_state)`` with o (B, H, T, d_v) and S_T (B, H, d_k, d_v); plus the per-token
         states when ``return_states``.
     """
-    _check_qkv(q, k, v)
-    decay = _check_gate("decay", decay, q, 0.0, 1.0, low_inclusive=False)
-    state = _check_state("initial_state", initial_state, q, v.shape[-1])
-    check_positive_int("chunk_size", chunk_size, allow_none=True)
-    if chunk_size is None:
-        output, state, states = _delta_rule_loop(q, k, v, None, decay, state, return_states)
-    else:
-        output, state, states = _chunkwise_delta(q, k, v, None, decay, state, chunk_size,
-                                                 return_states)
-    return (output, state, states) if return_states else (output, state)
+    return _delta_family(q, k, v, None, decay, initial_state, chunk_size, return_states)
 
 
 def delta_rule(
@@ -390,20 +396,10 @@ def delta_rule(
     Returns:
         ``(o, final_state)``, plus the per-token states when ``return_states``.
     """
-    _check_qkv(q, k, v)
     if beta is None:
         raise ValueError("beta must be a tensor of shape (B, H, T), got None "
                          "(use linear_attention for the rule without correction)")
-    beta = _check_gate("beta", beta, q, 0.0, 2.0)
-    decay = _check_gate("decay", decay, q, 0.0, 1.0, low_inclusive=False)
-    state = _check_state("initial_state", initial_state, q, v.shape[-1])
-    check_positive_int("chunk_size", chunk_size, allow_none=True)
-    if chunk_size is None:
-        output, state, states = _delta_rule_loop(q, k, v, beta, decay, state, return_states)
-    else:
-        output, state, states = _chunkwise_delta(q, k, v, beta, decay, state, chunk_size,
-                                                 return_states)
-    return (output, state, states) if return_states else (output, state)
+    return _delta_family(q, k, v, beta, decay, initial_state, chunk_size, return_states)
 
 
 def titans_memory(
