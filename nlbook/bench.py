@@ -66,12 +66,30 @@ def bench_memory(args: argparse.Namespace) -> None:
                      repeats=args.repeats)
 
 
+def _optim_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+
+
+def bench_optim(args: argparse.Namespace) -> None:
+    """Step time of every chapter 2 optimizer relative to torch.optim.SGD on one model."""
+    from nlbook.optim import benchmark_optimizers
+
+    _header("optim: optimizer.step() time relative to torch.optim.SGD(momentum=0.9)")
+    benchmark_optimizers(width=args.width, depth=args.depth, batch=args.batch,
+                         repeats=args.repeats)
+
+
 BenchmarkEntry = tuple[
     Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None], str
 ]
 BENCHMARKS: dict[str, BenchmarkEntry] = {
     "memory": (_memory_arguments, bench_memory,
                "chapter 1: chunkwise vs token-loop associative memories"),
+    "optim": (_optim_arguments, bench_optim,
+              "chapter 2: optimizer step time relative to torch.optim.SGD"),
 }
 
 

@@ -53,8 +53,6 @@ def run(config, **kwargs):
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_resume_equals_an_uninterrupted_run(corpus_path, tmp_path, optimizer):
-    if optimizer == "muon":
-        pytest.importorskip("nlbook.optim")
     options = {"model_options": {"dropout": 0.1}, "optimizer": optimizer}  # dropout: torch RNG
     straight = run(tiny_config(corpus_path, tmp_path / "a.pt", **options))
     config = tiny_config(corpus_path, tmp_path / "b.pt", **options)
@@ -207,7 +205,6 @@ def test_optimizer_selection():
 
 
 def test_every_chapter_2_optimizer_trains(corpus_path):
-    pytest.importorskip("nlbook.optim")
     for name in train_module.NLBOOK_OPTIMIZERS:
         result = run(tiny_config(corpus_path, steps=3, eval_interval=3, eval_batches=1,
                                  optimizer=name, learning_rate=1e-3, min_learning_rate=1e-4))
