@@ -244,7 +244,7 @@ class PreconditionedMomentum(_MemoryOptimizer):
         param.add_(memory)
 
 
-class DeltaMomentum(_MemoryOptimizer):
+class DeltaMomentum(PreconditionedMomentum):
     r"""Delta-rule momentum: the momentum memory with an L2 inner objective (A-eq 48–49; N-eq 22).
 
     Flattened form (m, g as vectors of the parameter's size), with the normalised gradient
@@ -266,13 +266,8 @@ class DeltaMomentum(_MemoryOptimizer):
     def __init__(self, params: Iterable, lr: float, momentum: float = 0.9,
                  preconditioner: str | Callable = "identity", beta2: float = 0.999,
                  eps: float = 1e-8) -> None:
-        _check_lr(lr)
-        _check_retention("momentum", momentum)
-        _check_retention("beta2", beta2)
-        _check_eps(eps)
-        _check_preconditioner(preconditioner)
-        super().__init__(params, {"lr": lr, "momentum": momentum, "beta2": beta2, "eps": eps,
-                                  "preconditioner": preconditioner})
+        # Same hyper-parameters as PreconditionedMomentum; only the default P and _update differ.
+        super().__init__(params, lr, momentum, preconditioner, beta2, eps)
 
     def _update(self, param, grad, state, group) -> None:
         memory = _zeros_state(state, "momentum_memory", param)
