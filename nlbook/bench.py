@@ -82,6 +82,29 @@ def bench_optim(args: argparse.Namespace) -> None:
                          repeats=args.repeats)
 
 
+def _hope_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--d-model", type=int, default=144,
+                        help="HOPE's width (about 1M parameters at 4 layers); the Transformer's "
+                             "is matched by parameter count")
+    parser.add_argument("--n-layers", type=int, default=4)
+    parser.add_argument("--n-heads", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps per model")
+    parser.add_argument("--second-order", action="store_true",
+                        help="also time HOPE with create_graph through the CMS updates")
+
+
+def bench_hope(args: argparse.Namespace) -> None:
+    """Training tokens/s of HopeLM vs TransformerLM at equal parameter count (chapter 5)."""
+    from nlbook.hope import benchmark_hope
+
+    _header("hope: training tokens/s (forward + backward + AdamW), HOPE vs Transformer")
+    benchmark_hope(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
+                   batch=args.batch, length=args.length, steps=args.steps,
+                   second_order=args.second_order)
+
+
 BenchmarkEntry = tuple[
     Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None], str
 ]
@@ -90,6 +113,8 @@ BENCHMARKS: dict[str, BenchmarkEntry] = {
                "chapter 1: chunkwise vs token-loop associative memories"),
     "optim": (_optim_arguments, bench_optim,
               "chapter 2: optimizer step time relative to torch.optim.SGD"),
+    "hope": (_hope_arguments, bench_hope,
+             "chapter 5: training tokens/s of HOPE vs Transformer at equal parameters"),
 }
 
 

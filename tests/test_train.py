@@ -66,6 +66,20 @@ def test_resume_equals_an_uninterrupted_run(corpus_path, tmp_path, optimizer):
         assert torch.equal(a, b), name
 
 
+def test_hope_resume_equals_an_uninterrupted_run(corpus_path, tmp_path):
+    pytest.importorskip("nlbook.hope")
+    options = {"model": "hope", "steps": 10, "eval_interval": 5}
+    straight = run(tiny_config(corpus_path, tmp_path / "a.pt", **options))
+    config = tiny_config(corpus_path, tmp_path / "b.pt", **options)
+    run(config, stop_at_step=4)
+    resumed = run(config, resume=True)
+    assert resumed.history == straight.history
+    assert straight.history["train_loss"][-1] < straight.history["train_loss"][0]
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(),
+                                 resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_checkpoint_is_plain_and_atomic(corpus_path, tmp_path):
     path = tmp_path / "run" / "model.pt"
     result = run(tiny_config(corpus_path, path, steps=6))
