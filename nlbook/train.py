@@ -326,22 +326,28 @@ class OptimizerPair:
 _MATRIX_OPTIMIZERS = ("Muon", "M3")
 
 
+def _is_matrix(parameter: torch.Tensor) -> bool:
+    """A weight matrix (or stack of them): at least two axes longer than 1."""
+    return sum(size > 1 for size in parameter.shape) >= 2
+
+
 def build_optimizer(name: str, model: nn.Module, *, learning_rate: float,
                     weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.99)
                     ) -> torch.optim.Optimizer | OptimizerPair:
     """An optimizer by name: ``adamw`` (default of the course), ``adam``, ``sgd``, or a chapter-2
     optimizer of :mod:`nlbook.optim` (``muon``, ``m3``, ``adam_memory``, ``deep_momentum``, ...).
 
-    Weight decay applies to matrices and embeddings only (ndim >= 2), as in nanoGPT; biases and
-    norm gains are not decayed. Muon and M3 update the hidden weight matrices only, and AdamW
+    Weight decay applies to matrices and embeddings only (at least two axes longer than 1), as in
+    nanoGPT; biases, norm gains and per-head scalars such as HOPE's (H, 1, 1) gate biases are not
+    decayed. Muon and M3 update the hidden weight matrices only, and AdamW
     the rest (:class:`OptimizerPair`); Muon then scales its update to AdamW's RMS
     (``adjust_lr_fn="match_rms_adamw"``) so one learning rate serves both. A chapter-2
     optimizer gets ``lr`` and, where it takes one, ``weight_decay``; its other arguments keep
     their defaults. Every parameter group records its ``peak_lr`` for the schedule.
     """
     parameters = [p for p in model.parameters() if p.requires_grad]
-    decayed = [p for p in parameters if p.ndim >= 2]
-    not_decayed = [p for p in parameters if p.ndim < 2]
+    decayed = [p for p in parameters if _is_matrix(p)]
+    not_decayed = [p for p in parameters if not _is_matrix(p)]
     groups = [{"params": decayed, "weight_decay": weight_decay},
               {"params": not_decayed, "weight_decay": 0.0}]
     groups = [group for group in groups if group["params"]]
@@ -372,8 +378,8 @@ def build_optimizer(name: str, model: nn.Module, *, learning_rate: float,
             others = [p for p in parameters if all(p is not q for q in hidden)]
             main = optimizer_class(hidden, lr=learning_rate, **kwargs)
             fallback_groups = [
-                {"params": [p for p in others if p.ndim >= 2], "weight_decay": weight_decay},
-                {"params": [p for p in others if p.ndim < 2], "weight_decay": 0.0}]
+                {"params": [p for p in others if _is_matrix(p)], "weight_decay": weight_decay},
+                {"params": [p for p in others if not _is_matrix(p)], "weight_decay": 0.0}]
             fallback = torch.optim.AdamW([g for g in fallback_groups if g["params"]],
                                          lr=learning_rate, betas=betas)
             optimizer = OptimizerPair(main, fallback)

@@ -253,3 +253,17 @@ def test_loss_figure_has_reference_lines_and_checks_lengths():
     assert "bigram: 2.487" in labels and "7-gram KN: 1.517" in labels
     with pytest.raises(ValueError, match="train_steps and train_loss"):
         plot_training_curves([1, 2], [4.0])
+
+
+def test_weight_decay_skips_biases_gains_and_per_head_scalars():
+    from nlbook.hope import HopeLM
+
+    model = HopeLM(vocab_size=11, d_model=16, n_layers=1, n_heads=2, context_length=16)
+    optimizer = build_optimizer("adamw", model, learning_rate=1e-3, weight_decay=0.1)
+    decay_of = {id(p): group["weight_decay"] for group in optimizer.param_groups
+                for p in group["params"]}
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    assert any(len(shape) == 3 and shape[1:] == (1, 1) for shape in shapes.values())
+    for name, parameter in model.named_parameters():
+        is_matrix = sum(size > 1 for size in parameter.shape) >= 2
+        assert decay_of[id(parameter)] == (0.1 if is_matrix else 0.0), name
