@@ -146,7 +146,8 @@ class TrainConfig:
     ``steps`` fixes the number of optimizer steps; alternatively ``minutes`` gives a wall-clock
     budget, turned into a number of steps after timing the first ``calibration_steps`` steps
     and one evaluation (the cosine schedule then runs over that number, and a resumed run keeps
-    it). ``model_options`` are extra keyword arguments of the model (e.g. ``dropout``).
+    it); the budget is also a deadline: if the machine slows down later, the run stops when the
+    time is up. ``model_options`` are extra keyword arguments of the model (e.g. ``dropout``).
     ``checkpoint`` None trains without writing checkpoints (notebook use).
     """
 
@@ -697,6 +698,14 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
                 bar.refresh()
                 say(f"time budget {config.minutes} min: {seconds_per_step * 1e3:.1f} ms/step "
                     f"-> {total_steps} steps")
+            if config.minutes is not None and total_steps is not None and step < total_steps \
+                    and elapsed_before + time.perf_counter() - start_time >= config.minutes * 60:
+                # The budget is wall-clock time: if the machine slowed down after the steps were
+                # planned, stop at the deadline (two models compared get the same time).
+                say(f"time budget {config.minutes} min reached after {step} of the "
+                    f"{total_steps} planned steps")
+                total_steps = step
+                bar.total = total_steps
             finished = total_steps is not None and step >= total_steps
             if step % config.eval_interval == 0 or finished:
                 history["val_steps"].append(step)

@@ -3,6 +3,7 @@ registries, presets, the command lines. Tiny models on a small synthetic corpus.
 
 import itertools
 import math
+import time
 
 import pytest
 import torch
@@ -267,3 +268,18 @@ def test_weight_decay_skips_biases_gains_and_per_head_scalars():
     for name, parameter in model.named_parameters():
         is_matrix = sum(size > 1 for size in parameter.shape) >= 2
         assert decay_of[id(parameter)] == (0.1 if is_matrix else 0.0), name
+
+
+def test_time_budget_is_a_deadline_when_steps_slow_down(corpus_path):
+    """Planned from fast early steps, a run whose steps then slow down stops at the deadline."""
+    config = tiny_config(corpus_path, steps=None, minutes=0.02, calibration_steps=3)
+
+    def slow_after_calibration(step, model):
+        if step > 4:
+            time.sleep(0.25)
+
+    start = time.perf_counter()
+    result = run(config, after_step=slow_after_calibration)
+    assert result.step == result.total_steps < 20
+    assert time.perf_counter() - start < 0.02 * 60 + 3  # the deadline plus one step and evals
+    assert result.history["val_steps"][-1] == result.step
