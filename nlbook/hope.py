@@ -87,7 +87,9 @@ from nlbook.cms import CMSRecord, CMSState, ContinuumMemory, cross_entropy_loss
 from nlbook.selfmod import SelfModifyingState, SelfModifyingTitans
 from nlbook.transformer import (
     TransformerLM,
+    check_targets,
     check_token_ids,
+    language_model_loss,
     parameter_count,
     sample_next_token,
 )
@@ -358,17 +360,9 @@ class HopeLM(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         check_token_ids("idx", idx, self.vocab_size, None)
-        if targets is not None:
-            check_token_ids("targets", targets, self.vocab_size, None, allow_ignore_index=True)
-            if targets.shape != idx.shape:
-                raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, "
-                                 f"got {tuple(targets.shape)}")
+        check_targets(idx, targets, self.vocab_size)
         logits, _ = self.stream(idx)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                   ignore_index=-1)
-        return logits, loss
+        return logits, language_model_loss(logits, targets)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,

@@ -29,8 +29,10 @@ from nlbook._checks import check_ndim, check_positive_int, check_scalar_in_range
 __all__ = [
     "ParameterCount",
     "TransformerLM",
+    "check_targets",
     "check_token_ids",
     "generate_tokens",
+    "language_model_loss",
     "parameter_count",
     "reference_causal_attention",
     "sample_next_token",
@@ -53,6 +55,25 @@ def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, context_lengt
         if smallest < low or largest >= vocab_size:
             raise ValueError(f"{name} must lie in [{low}, {vocab_size}), got values in "
                              f"[{smallest}, {largest}]")
+
+
+def check_targets(idx: torch.Tensor, targets: torch.Tensor | None, vocab_size: int) -> None:
+    """Raise ValueError unless ``targets`` is None or int64 ids (or -1) of idx's shape (B, T)."""
+    if targets is None:
+        return
+    check_token_ids("targets", targets, vocab_size, None, allow_ignore_index=True)
+    if targets.shape != idx.shape:
+        raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, "
+                         f"got {tuple(targets.shape)}")
+
+
+def language_model_loss(logits: torch.Tensor, targets: torch.Tensor | None
+                        ) -> torch.Tensor | None:
+    """Mean next-token cross-entropy in nats: logits (B, T, V), targets (B, T), -1 ignored."""
+    if targets is None:
+        return None
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=-1)
 
 
 def reference_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
@@ -189,21 +210,13 @@ class TransformerLM(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         check_token_ids("idx", idx, self.vocab_size, self.context_length)
-        if targets is not None:
-            check_token_ids("targets", targets, self.vocab_size, None, allow_ignore_index=True)
-            if targets.shape != idx.shape:
-                raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, "
-                                 f"got {tuple(targets.shape)}")
+        check_targets(idx, targets, self.vocab_size)
         positions = torch.arange(idx.shape[1], device=idx.device)
         x = self.embedding_dropout(self.token_embedding(idx) + self.position_embedding(positions))
         for block in self.blocks:
             x = block(x)
         logits = self.lm_head(self.final_norm(x))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                   ignore_index=-1)
-        return logits, loss
+        return logits, language_model_loss(logits, targets)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
