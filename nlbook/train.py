@@ -145,7 +145,8 @@ class TrainConfig:
 
     ``steps`` fixes the number of optimizer steps; alternatively ``minutes`` gives a wall-clock
     budget, turned into a number of steps after timing the first ``calibration_steps`` steps
-    and one evaluation (the cosine schedule then runs over that number, and a resumed run keeps
+    (or the whole warm-up, if longer: the plan then fixes the cosine before it starts) and one
+    evaluation (the cosine schedule then runs over that number, and a resumed run keeps
     it); the budget is also a deadline: if the machine slows down later, the run stops when the
     time is up. ``model_options`` are extra keyword arguments of the model (e.g. ``dropout``).
     ``checkpoint`` None trains without writing checkpoints (notebook use).
@@ -645,6 +646,9 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
         history["val_loss"].append(evaluate())
         eval_seconds = time.perf_counter() - eval_start
     calibration_start, calibration_from = None, 0
+    # Time the whole warm-up when it is longer than calibration_steps: early steps are slower
+    # than steady state, and planning before the cosine starts changes no learning rate used.
+    calibration_window = max(config.calibration_steps, config.warmup_steps - 1)
     bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step",
                desc=f"{config.model}", dynamic_ncols=True)
     smoothed = None
@@ -688,9 +692,8 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
             smoothed = loss_value if smoothed is None else 0.9 * smoothed + 0.1 * loss_value
             bar.update(1)
             if total_steps is None and calibration_start is not None and \
-                    step - calibration_from == config.calibration_steps:
-                seconds_per_step = (time.perf_counter() - calibration_start) / \
-                    config.calibration_steps
+                    step - calibration_from == calibration_window:
+                seconds_per_step = (time.perf_counter() - calibration_start) / calibration_window
                 per_step = seconds_per_step + eval_seconds / config.eval_interval
                 remaining = config.minutes * 60.0 - (time.perf_counter() - start_time)
                 total_steps = step + max(0, int(remaining / per_step))
@@ -698,12 +701,12 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
                 bar.refresh()
                 say(f"time budget {config.minutes} min: {seconds_per_step * 1e3:.1f} ms/step "
                     f"-> {total_steps} steps")
-            if config.minutes is not None and total_steps is not None and step < total_steps \
+            if config.minutes is not None and (total_steps is None or step < total_steps) \
                     and elapsed_before + time.perf_counter() - start_time >= config.minutes * 60:
                 # The budget is wall-clock time: if the machine slowed down after the steps were
                 # planned, stop at the deadline (two models compared get the same time).
-                say(f"time budget {config.minutes} min reached after {step} of the "
-                    f"{total_steps} planned steps")
+                planned = "" if total_steps is None else f" of the {total_steps} planned"
+                say(f"time budget {config.minutes} min reached after {step} steps{planned}")
                 total_steps = step
                 bar.total = total_steps
             finished = total_steps is not None and step >= total_steps

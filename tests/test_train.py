@@ -283,3 +283,15 @@ def test_time_budget_is_a_deadline_when_steps_slow_down(corpus_path):
     assert result.step == result.total_steps < 20
     assert time.perf_counter() - start < 0.02 * 60 + 3  # the deadline plus one step and evals
     assert result.history["val_steps"][-1] == result.step
+
+
+def test_time_budget_shorter_than_the_warm_up_still_stops_on_time(corpus_path):
+    config = tiny_config(corpus_path, steps=None, minutes=0.01, warmup_steps=10_000)
+
+    def slow(step, model):
+        time.sleep(0.05)
+
+    start = time.perf_counter()
+    result = run(config, after_step=slow)
+    assert result.step == result.total_steps < 10_000
+    assert time.perf_counter() - start < 0.01 * 60 + 3
