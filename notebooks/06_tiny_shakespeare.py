@@ -238,29 +238,24 @@ figure.axes[0].legend(fontsize=7)
 figure
 
 # %% [markdown]
-# **What we measured** (`python -m nlbook.bench shakespeare --minutes 5`, run twice: the same
-# two configurations on one thread of a 2-core x86 CPU shared with other jobs, torch 2.13):
+# **What we measured** (`python -m nlbook.bench shakespeare --minutes 5`: the same two
+# configurations on one thread of a 2-core x86 CPU, torch 2.13; the budget is planned over the
+# warm-up and is also a deadline, so both models get the same time):
 #
-# | run (load average at start) | model | parameters | steps in the budget | val nats/char (bits) |
-# |---|---|---|---|---|
-# | 1 (1.30) | Transformer, width 128 | 804,096 | 3,726 in 362 s | **1.756** (2.53) |
-# | 1 (1.30) | HOPE, width 128 | 785,184 | 794 in 288 s | 1.908 (2.75) |
-# | 2 (0.23) | Transformer, width 128 | 804,096 | 3,613 in 286 s | **1.756** (2.53) |
-# | 2 (0.23) | HOPE, width 128 | 785,184 | 1,012 in 358 s | 1.857 (2.68) |
+# | model | parameters | steps in the budget | val nats/char (bits) |
+# |---|---|---|---|
+# | Transformer, width 128 | 804,096 | 3,601 in 301 s | **1.753** (2.53) |
+# | HOPE, width 128 | 785,184 | 860 in 303 s | 1.891 (2.73) |
 #
-# HOPE / Transformer = 1.087 and 1.057: **at equal time on a CPU, HOPE is worse**, and only
-# in the run where it got the longer time does it get below nanoGPT's 1.88; both models stay
-# far above the 7-gram line (1.52). A full run of this notebook gave the same picture
-# (Transformer 1.756 in 3,712 steps, HOPE 1.918 in 759 steps, ratio 1.093); it and run 1
-# predate a small change in nlbook.train (weight decay no longer reaches HOPE's gate biases).
-# Note the seconds:
-# the budget is turned into steps after timing the first ten, so a change of load on a shared
-# machine later moves the end by up to a quarter of the budget, in either direction. The
-# printed seconds say how equal each race really was.
+# HOPE / Transformer = 1.079: **at equal parameters and equal time on a CPU, HOPE is worse**,
+# and it ends just above nanoGPT's 1.88; both models stay far above the 7-gram line (1.52).
+# Earlier runs, whose time budgets drifted with the machine's load (HOPE got 288 s and 358 s,
+# the Transformer 362 s and 286 s), gave ratios of 1.087 and 1.057: the same picture. The
+# printed seconds say how equal each race really was; your numbers will differ with your CPU.
 #
-# **Per step the ranking flips**: after 759 steps the Transformer was at 2.17 nats while HOPE
-# had reached 1.92 (second figure; the Transformer was then mid-schedule, with a higher
-# learning rate, so this favours HOPE somewhat). HOPE's cost is speed: a step runs the
+# **Per step the ranking flips**: in an earlier run, after 759 steps the Transformer was at
+# 2.17 nats while HOPE had reached 1.92 (second figure; the Transformer was then mid-schedule,
+# with a higher learning rate, so this favours HOPE somewhat). HOPE's cost is speed: a step runs the
 # self-modifying memory chunk by chunk and the CMS's in-context updates, about four times the
 # time of attention over 64 characters. Your numbers will differ with your CPU and its load.
 
