@@ -82,11 +82,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlbook._checks import check_dtype_float, check_ndim, check_positive_int, check_shape
+from nlbook._checks import check_dtype_float, check_positive_int, check_shape
 from nlbook.cms import CMSRecord, CMSState, ContinuumMemory, cross_entropy_loss
 from nlbook.selfmod import SelfModifyingState, SelfModifyingTitans
 from nlbook.transformer import (
     TransformerLM,
+    check_generation_arguments,
     check_targets,
     check_token_ids,
     language_model_loss,
@@ -374,12 +375,7 @@ class HopeLM(nn.Module):
         re-reading, no cropping). ``return_logits``: also return the logits (B, new, V) from
         which each new token was drawn (they equal a single forward pass, see the tests).
         """
-        check_ndim("idx", idx, 2, "(B, T)")
-        if idx.shape[1] < 1:
-            raise ValueError("idx must hold at least one token per row (a prompt)")
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
-                or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+        check_generation_arguments(idx, max_new_tokens)
         was_training = self.training
         self.eval()
         try:

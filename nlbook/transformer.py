@@ -29,6 +29,7 @@ from nlbook._checks import check_ndim, check_positive_int, check_scalar_in_range
 __all__ = [
     "ParameterCount",
     "TransformerLM",
+    "check_generation_arguments",
     "check_targets",
     "check_token_ids",
     "generate_tokens",
@@ -55,6 +56,16 @@ def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, context_lengt
         if smallest < low or largest >= vocab_size:
             raise ValueError(f"{name} must lie in [{low}, {vocab_size}), got values in "
                              f"[{smallest}, {largest}]")
+
+
+def check_generation_arguments(idx: torch.Tensor, max_new_tokens: int) -> None:
+    """Raise ValueError unless idx is a (B, T) prompt with T >= 1 and max_new_tokens an int >= 0."""
+    check_ndim("idx", idx, 2, "(B, T)")
+    if idx.shape[1] < 1:
+        raise ValueError("idx must hold at least one token per row (a prompt)")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+            or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
 
 
 def check_targets(idx: torch.Tensor, targets: torch.Tensor | None, vocab_size: int) -> None:
@@ -269,12 +280,7 @@ def generate_tokens(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, *,
     """Autoregressive sampling for any model with ``model(idx) -> (logits, loss)`` and
     ``model.context_length``: idx (B, T) int64 -> (B, T + max_new_tokens). The input is cropped
     to the last ``context_length`` tokens before each step."""
-    check_ndim("idx", idx, 2, "(B, T)")
-    if idx.shape[1] < 1:
-        raise ValueError("idx must hold at least one token per row (a prompt)")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
-            or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+    check_generation_arguments(idx, max_new_tokens)
     was_training = model.training
     model.eval()
     try:
