@@ -281,6 +281,116 @@ class SelfModifyingLinear(nn.Module):
 # The chunk kernel: a gated delta rule with the paper's (α I − β k kᵀ) erase
 
 
+def _lower_mask(length: int, diagonal: int, like: torch.Tensor) -> torch.Tensor:
+    """A (length, length) 0/1 mask of the lower triangle (``diagonal`` as in torch.tril)."""
+    return torch.ones(length, length, dtype=like.dtype, device=like.device).tril(diagonal)
+
+
+def _decay_matrix(log_gamma_previous: torch.Tensor, log_gamma: torch.Tensor) -> torch.Tensor:
+    """D[t, i] = γ_{t−1} / γ_i for i < t, else 0: (..., C, C), computed in log space.
+
+    Below the diagonal the exponent is ≤ 0; clamping it to ≤ 0 everywhere (before masking the
+    upper triangle to 0) keeps exp from overflowing, and in-place ops keep it cheap.
+    """
+    difference = log_gamma_previous[..., :, None] - log_gamma[..., None, :]
+    mask = _lower_mask(log_gamma.shape[-1], -1, difference)
+    return difference.clamp_(max=0).exp_().mul_(mask)
+
+
+def _read_decay(decay: torch.Tensor, log_alpha: torch.Tensor) -> torch.Tensor:
+    """E[t, i] = γ_t / γ_i for i ≤ t, else 0, from D: E = diag(α) D + I."""
+    eye = torch.eye(decay.shape[-1], dtype=decay.dtype, device=decay.device)
+    return decay * torch.exp(log_alpha)[..., :, None] + eye
+
+
+class _GatedDeltaChunk(torch.autograd.Function):
+    """The chunk kernel with a hand-written backward (see :func:`gated_delta_chunk`).
+
+    Autograd through the same forward records ~40 nodes per chunk; this backward is the
+    derivative written out once (checked by gradcheck and against the token loop in
+    tests/test_selfmod.py). Notation: γ_t = Π_{j≤t} α_j, D and E the decay matrices,
+    M = diag(β)(K Kᵀ ⊙ D), W = (I + M)⁻¹ diag(β)(U − diag(γ_{t−1}) K S_0).
+    """
+
+    @staticmethod
+    def forward(ctx, state, keys, values, beta, log_alpha, queries):
+        log_gamma = torch.cumsum(log_alpha, dim=-1)                           # (..., C)
+        log_gamma_previous = log_gamma - log_alpha                           # log γ_{t−1}
+        decay = _decay_matrix(log_gamma_previous, log_gamma)                 # D (..., C, C)
+        gram_decay = (keys @ keys.transpose(-1, -2)) * decay                 # K Kᵀ ⊙ D
+        system = beta[..., :, None] * gram_decay                             # M, strictly lower
+        keys_state = keys @ state                                            # K S_0
+        residual = values - torch.exp(log_gamma_previous)[..., None] * keys_state
+        # (I + M) W = diag(β) residual; unitriangular: the zero diagonal of M is never read.
+        new_values = torch.linalg.solve_triangular(system, beta[..., None] * residual,
+                                                   upper=False, unitriangular=True)
+        to_end = torch.exp(log_gamma[..., -1:] - log_gamma)                  # γ_C / γ_i
+        keys_to_end = keys * to_end[..., None]
+        total = torch.exp(log_gamma[..., -1])[..., None, None]               # γ_C
+        final = total * state + keys_to_end.transpose(-1, -2) @ new_values
+        reads = None
+        if queries is not None:
+            mixing = (queries @ keys.transpose(-1, -2)) * _read_decay(decay, log_alpha)
+            reads = torch.exp(log_gamma)[..., None] * (queries @ state) + mixing @ new_values
+        ctx.save_for_backward(state, keys, beta, log_alpha, queries, log_gamma, decay,
+                              gram_decay, system, keys_state, residual, new_values, to_end)
+        return final, reads
+
+    @staticmethod
+    def backward(ctx, d_final, d_reads):
+        (state, keys, beta, log_alpha, queries, log_gamma, decay, gram_decay, system,
+         keys_state, residual, new_values, to_end) = ctx.saved_tensors
+        total = torch.exp(log_gamma[..., -1])
+        # Through S_C = γ_C S_0 + Kᵀ diag(γ_C/γ) W.
+        d_state = total[..., None, None] * d_final
+        d_new_values = (keys * to_end[..., None]) @ d_final
+        d_keys = to_end[..., None] * (new_values @ d_final.transpose(-1, -2))
+        flow_end = (d_new_values * new_values).sum(-1)                       # ∂/∂log(γ_C/γ_i)
+        d_log_gamma = -flow_end
+        d_log_total = total * (state * d_final).sum((-1, -2)) + flow_end.sum(-1)
+        d_queries = None
+        if queries is not None:
+            # Through the reads O = diag(γ) Q S_0 + (Q Kᵀ ⊙ E) W.
+            gamma = torch.exp(log_gamma)[..., None]
+            scaled_d_reads = gamma * d_reads
+            d_queries = scaled_d_reads @ state.transpose(-1, -2)
+            d_state = d_state + queries.transpose(-1, -2) @ scaled_d_reads
+            d_log_gamma = d_log_gamma + ((queries @ state) * scaled_d_reads).sum(-1)
+            read_decay = _read_decay(decay, log_alpha)
+            query_keys = queries @ keys.transpose(-1, -2)
+            d_new_values = d_new_values + (query_keys * read_decay).transpose(-1, -2) @ d_reads
+            # read_decay is 0 above the diagonal: no mask needed.
+            d_query_keys = (d_reads @ new_values.transpose(-1, -2)) * read_decay
+            d_queries = d_queries + d_query_keys @ keys
+            d_keys = d_keys + d_query_keys.transpose(-1, -2) @ queries
+            flow_read = d_query_keys * query_keys                            # ∂/∂log E[t, i]
+            d_log_gamma = d_log_gamma + flow_read.sum(-1) - flow_read.sum(-2)
+        d_log_gamma[..., -1] += d_log_total
+        # Through the solve (I + M) W = diag(β) R: the adjoint (I + M)ᵀ d_right = d_W, solved
+        # as d_rightᵀ (I + M) = d_Wᵀ (left=False: 2x faster here than the transposed solve).
+        d_right = torch.linalg.solve_triangular(
+            system, d_new_values.transpose(-1, -2), upper=False, unitriangular=True,
+            left=False).transpose(-1, -2)
+        d_system = (d_right @ new_values.transpose(-1, -2)).mul_(
+            _lower_mask(system.shape[-1], -1, system)).neg_()
+        d_beta = (residual * d_right).sum(-1) + (d_system * gram_decay).sum(-1)
+        d_values = beta[..., None] * d_right
+        start = torch.exp(log_gamma - log_alpha)                             # γ_{t−1}
+        d_log_gamma_previous = -start * (keys_state * d_values).sum(-1)
+        d_keys_state = -start[..., None] * d_values
+        d_keys = d_keys + d_keys_state @ state.transpose(-1, -2)
+        d_state = d_state + keys.transpose(-1, -2) @ d_keys_state
+        d_gram = beta[..., :, None] * d_system * decay
+        d_keys = d_keys + (d_gram + d_gram.transpose(-1, -2)) @ keys
+        flow_decay = d_system * system                                       # ∂/∂log D[t, i]
+        d_log_gamma_previous = d_log_gamma_previous + flow_decay.sum(-1)
+        d_log_gamma = d_log_gamma - flow_decay.sum(-2) + d_log_gamma_previous
+        # log γ = cumsum(log α), log γ_{t−1} = log γ_t − log α_t.
+        d_log_alpha = (torch.flip(torch.cumsum(torch.flip(d_log_gamma, [-1]), -1), [-1])
+                       - d_log_gamma_previous)
+        return d_state, d_keys, d_values, d_beta, d_log_alpha, d_queries
+
+
 def gated_delta_chunk(state: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                       beta: torch.Tensor, log_alpha: torch.Tensor,
                       queries: torch.Tensor | None = None):
@@ -291,6 +401,7 @@ def gated_delta_chunk(state: torch.Tensor, keys: torch.Tensor, values: torch.Ten
     S_t = α_t S_{t−1} + k_t w_tᵀ with w_t = β_t (u_t − S_{t−1}ᵀ k_t); unrolling with
     γ_t = Π_{j≤t} α_j gives the triangular system (I + L) w = β ⊙ (u − γ_{t−1} K S_0),
     L[t, i] = β_t (γ_{t−1}/γ_i) k_t·k_i for i < t, solved at once (WY / UT form).
+    The backward is written out by hand (:class:`_GatedDeltaChunk`).
 
     Args:
         state: (..., d_k, d_v) S_0. keys: (..., C, d_k). values: (..., C, d_v) targets u_t.
@@ -301,28 +412,19 @@ def gated_delta_chunk(state: torch.Tensor, keys: torch.Tensor, values: torch.Ten
     Returns:
         (S_C, reads) with S_C (..., d_k, d_v) and reads (..., C, d_v) or None.
     """
+    lead = torch.broadcast_shapes(state.shape[:-2], keys.shape[:-2], values.shape[:-2],
+                                  beta.shape[:-1], log_alpha.shape[:-1])
     length = keys.shape[-2]
-    log_gamma = torch.cumsum(log_alpha, dim=-1)                               # (..., C)
-    log_gamma_previous = log_gamma - log_alpha                               # log γ_{t−1}
-    strictly_lower = torch.ones(length, length, dtype=torch.bool, device=keys.device).tril(-1)
-    decay = (log_gamma_previous[..., :, None] - log_gamma[..., None, :])
-    decay = torch.exp(decay.masked_fill(~strictly_lower, -math.inf))          # (..., C, C)
-    key_gram = keys @ keys.transpose(-1, -2)
-    system = beta[..., :, None] * key_gram * decay
-    system = system + torch.eye(length, dtype=keys.dtype, device=keys.device)
-    right = beta[..., None] * (values - torch.exp(log_gamma_previous)[..., None] * (keys @ state))
-    new_values = torch.linalg.solve_triangular(system, right, upper=False, unitriangular=True)
-    to_end = torch.exp(log_gamma[..., -1:] - log_gamma)                      # γ_C / γ_i
-    final = (torch.exp(log_gamma[..., -1])[..., None, None] * state
-             + (keys * to_end[..., None]).transpose(-1, -2) @ new_values)
-    if queries is None:
-        return final, None
-    lower = torch.ones(length, length, dtype=torch.bool, device=keys.device).tril()
-    read_decay = log_gamma[..., :, None] - log_gamma[..., None, :]
-    read_decay = torch.exp(read_decay.masked_fill(~lower, -math.inf))
-    reads = (torch.exp(log_gamma)[..., None] * (queries @ state)
-             + ((queries @ keys.transpose(-1, -2)) * read_decay) @ new_values)
-    return final, reads
+
+    def expand(tensor: torch.Tensor, tail: tuple[int, ...]) -> torch.Tensor:
+        return tensor.expand(*lead, *tail)
+
+    state = expand(state, state.shape[-2:])
+    if queries is not None:
+        queries = expand(queries, queries.shape[-2:])
+    return _GatedDeltaChunk.apply(state, expand(keys, keys.shape[-2:]),
+                                  expand(values, values.shape[-2:]), expand(beta, (length,)),
+                                  expand(log_alpha, (length,)), queries)
 
 
 def _anchored_chunk(state, anchor, keys, values, beta, log_alpha, queries=None):
@@ -536,6 +638,135 @@ class SelfModifyingTitans(nn.Module):
                                        F.silu(pre_query))
         return queries + read, first, second
 
+    # ---- the two loops: first layers written (general) or fixed (default, faster) ------------
+    def _generator_written(self, x, inputs, state, anchors, return_trace):
+        """The generator loop when every layer is written (chunk by chunk, from the state)."""
+        first_snap, first = state.generator_first_snapshot, state.generator_first
+        second_snap, second = state.generator_second_snapshot, state.generator_second
+        generated, trace_states = [], []
+        for start, end in self._boundaries(state.position, inputs.shape[2],
+                                           self.chunk_size_others):
+            out, first, second = self._generator_chunk(inputs[:, :, start:end], first_snap,
+                                                       second_snap, first, second, anchors)
+            generated.append(out)
+            if (state.position + end) % self.chunk_size_others == 0:
+                first_snap, second_snap = first, second
+            if return_trace:
+                trace_states.append((state.position + end, self._named_states(first, second)))
+        keys, values, lr, log_alpha = (torch.cat(parts, dim=2)
+                                       for parts in zip(*generated, strict=True))
+        return (keys, values, lr, log_alpha, first_snap, first, second_snap, second,
+                trace_states)
+
+    def _memory_written(self, keys, values, queries, lr, log_alpha, state, anchors):
+        """The main-memory loop when its first layer is written too."""
+        first_snap, first = state.memory_first_snapshot, state.memory_first
+        second_snap, second = state.memory_second_snapshot, state.memory_second
+        reads = []
+        for start, end in self._boundaries(state.position, keys.shape[2],
+                                           self.chunk_size_memory):
+            span = slice(start, end)
+            read, first, second = self._memory_chunk(
+                keys[:, :, span], values[:, :, span], queries[:, :, span], lr[:, :, span],
+                log_alpha[:, :, span], first_snap, second_snap, first, second, anchors)
+            reads.append(read)
+            if (state.position + end) % self.chunk_size_memory == 0:
+                first_snap, second_snap = first, second
+        return torch.cat(reads, dim=2), first_snap, first, second_snap, second
+
+    def _generator_fixed_first(self, x, inputs, state, anchors, return_trace):
+        """The generator loop when the MLP memories' first layers are never written.
+
+        Those layers then equal their meta-learned initial values for the whole stream, so
+        their work leaves the sequential loop: silu(x_t S1) for M_k and M_v is one matmul over
+        all tokens (x_t = W_x x folded into one weight), and only the written parts (the
+        second layers, and the linear M_η, M_α) are carried chunk by chunk. Same rule as
+        :meth:`_generator_chunk` (tested against the float64 token reference).
+        """
+        batch, length, _ = x.shape
+        heads, d, h = self.heads, self.head_dim, self.hidden
+        fixed_first = torch.stack([self.key_memory_first, self.value_memory_first], dim=1)
+        folded = torch.einsum("mhd,hgdk->mhgk",
+                              self.input_projection.view(self.d_model, heads, d), fixed_first)
+        hidden_inputs = F.silu(x @ folded.reshape(self.d_model, heads * 2 * h))
+        hidden_inputs = hidden_inputs.view(batch, length, heads, 2, h).permute(0, 2, 3, 1, 4)
+        fixed_first = fixed_first.unsqueeze(0)                                # (1, H, 2, d, h)
+        scalar_anchor = None if anchors[0] is None else anchors[0][..., 2 * h:]
+        scalar_snap = state.generator_first_snapshot[..., 2 * h:]             # (B, H, d, 2)
+        scalar = state.generator_first[..., 2 * h:]
+        second_snap, second = state.generator_second_snapshot, state.generator_second
+        generated, trace_states = [], []
+        for start, end in self._boundaries(state.position, length, self.chunk_size_others):
+            x_chunk, size = inputs[:, :, start:end], end - start
+            key_value = x_chunk.unsqueeze(2) + hidden_inputs[:, :, :, start:end] @ second_snap
+            keys = F.normalize(key_value[:, :, 0], dim=-1)                    # (B, H, C, d)
+            values = F.normalize(key_value[:, :, 1], dim=-1)
+            scalars = x_chunk @ scalar_snap                                   # (B, H, C, 2)
+            lr = F.softplus(scalars[..., 0] + self.lr_bias[..., 0])
+            log_alpha = F.logsigmoid(scalars[..., 1] + self.retention_bias[..., 0])
+            # Hidden activations of M_k and M_v at the keys and at the values, one matmul.
+            hidden = F.silu(torch.cat([keys, values], dim=2).unsqueeze(2) @ fixed_first)
+            hidden_key, hidden_value = hidden[..., :size, :], hidden[..., size:, :]
+            targets = values.unsqueeze(2) + hidden_value @ second_snap        # v̂ = M(v)
+            key_norm = (keys * keys).sum(-1)
+            scalar, _ = _anchored_chunk(scalar, scalar_anchor, keys, values @ scalar_snap,
+                                        lr / (1 + lr * key_norm), log_alpha)
+            hidden_norm = (hidden_key * hidden_key).sum(-1)                   # (B, H, 2, C)
+            lr2 = lr.unsqueeze(2)
+            second, _ = _anchored_chunk(second, anchors[1], hidden_key,
+                                        targets - keys.unsqueeze(2),
+                                        lr2 / (1 + lr2 * hidden_norm), log_alpha.unsqueeze(2))
+            generated.append((keys, values, lr, log_alpha))
+            if (state.position + end) % self.chunk_size_others == 0:
+                scalar_snap, second_snap = scalar, second
+            if return_trace:
+                trace_states.append((state.position + end, self._named_states(
+                    self._with_fixed_first(scalar), second)))
+        keys, values, lr, log_alpha = (torch.cat(parts, dim=2)
+                                       for parts in zip(*generated, strict=True))
+        return (keys, values, lr, log_alpha, self._with_fixed_first(scalar_snap),
+                self._with_fixed_first(scalar), second_snap, second, trace_states)
+
+    def _with_fixed_first(self, scalar: torch.Tensor) -> torch.Tensor:
+        """[S1 of M_k | S1 of M_v | w_η | w_α] (B, H, d, 2h+2) from the written w (B, H, d, 2)."""
+        fixed = torch.cat([self.key_memory_first, self.value_memory_first], dim=-1)
+        return torch.cat([fixed.expand(scalar.shape[0], *fixed.shape), scalar], dim=-1)
+
+    def _memory_fixed_first(self, keys, values, queries, lr, log_alpha, state, anchors):
+        """The main-memory loop when its first layer is never written: silu(z S1) for keys,
+        values and queries is one matmul over the whole call, and so are the anchor terms;
+        only the second layer is carried chunk by chunk (rule of :meth:`_memory_chunk`)."""
+        hidden_key, hidden_value, hidden_query = F.silu(
+            torch.stack([keys, values, queries], dim=2) @ state.memory_first.unsqueeze(2)
+        ).unbind(2)                                                           # (B, H, T, h) each
+        anchor = anchors[1]
+        if anchor is not None:
+            key_anchor, query_anchor = (torch.stack([hidden_key, hidden_query], dim=2)
+                                        @ anchor.unsqueeze(2)).unbind(2)      # (B, H, T, d)
+        second_snap, second = state.memory_second_snapshot, state.memory_second
+        reads = []
+        for start, end in self._boundaries(state.position, keys.shape[2],
+                                           self.chunk_size_memory):
+            span = slice(start, end)
+            chunk_hidden_key, chunk_lr = hidden_key[:, :, span], lr[:, :, span]
+            # Target of the written layer: v̂ − k with v̂ = M(v) at the snapshot.
+            targets = hidden_value[:, :, span] @ second_snap + values[:, :, span] - keys[:, :, span]
+            beta = chunk_lr / (1 + chunk_lr * (chunk_hidden_key * chunk_hidden_key).sum(-1))
+            if anchor is None:
+                second, read = gated_delta_chunk(second, chunk_hidden_key, targets, beta,
+                                                 log_alpha[:, :, span], hidden_query[:, :, span])
+            else:
+                delta, read = gated_delta_chunk(second - anchor, chunk_hidden_key,
+                                                targets - key_anchor[:, :, span], beta,
+                                                log_alpha[:, :, span], hidden_query[:, :, span])
+                second, read = delta + anchor, read + query_anchor[:, :, span]
+            reads.append(queries[:, :, span] + read)
+            if (state.position + end) % self.chunk_size_memory == 0:
+                second_snap = second
+        return (torch.cat(reads, dim=2), state.memory_first_snapshot, state.memory_first,
+                second_snap, second)
+
+
     @staticmethod
     def _boundaries(position: int, length: int, chunk: int) -> list[tuple[int, int]]:
         """Chunk spans [start, end) of this call, aligned to global multiples of ``chunk``."""
@@ -578,34 +809,16 @@ class SelfModifyingTitans(nn.Module):
             (x @ self.query_projection).view(batch, length, heads, d).transpose(1, 2), dim=-1)
 
         # 1) The generator bank does not read the main memory: run it over the whole call.
-        first_snap, first = state.generator_first_snapshot, state.generator_first
-        second_snap, second = state.generator_second_snapshot, state.generator_second
-        generated, trace_states = [], []
-        for start, end in self._boundaries(state.position, length, self.chunk_size_others):
-            out, first, second = self._generator_chunk(inputs[:, :, start:end], first_snap,
-                                                       second_snap, first, second,
-                                                       generator_anchors)
-            generated.append(out)
-            if (state.position + end) % self.chunk_size_others == 0:
-                first_snap, second_snap = first, second
-            if return_trace:
-                trace_states.append((state.position + end, self._named_states(first, second)))
-        keys, values, lr, log_alpha = (torch.cat(parts, dim=2) for parts in zip(*generated,
-                                                                                strict=True))
+        run_generator = (self._generator_written if self.write_first_layer
+                         else self._generator_fixed_first)
+        (keys, values, lr, log_alpha, first_snap, first, second_snap, second,
+         trace_states) = run_generator(x, inputs, state, generator_anchors, return_trace)
         # 2) The main memory, with its own (usually longer) chunks.
-        mem_first_snap, mem_first = state.memory_first_snapshot, state.memory_first
-        mem_second_snap, mem_second = state.memory_second_snapshot, state.memory_second
-        reads = []
-        for start, end in self._boundaries(state.position, length, self.chunk_size_memory):
-            span = slice(start, end)
-            read, mem_first, mem_second = self._memory_chunk(
-                keys[:, :, span], values[:, :, span], queries[:, :, span], lr[:, :, span],
-                log_alpha[:, :, span], mem_first_snap, mem_second_snap, mem_first, mem_second,
-                memory_anchors)
-            reads.append(read)
-            if (state.position + end) % self.chunk_size_memory == 0:
-                mem_first_snap, mem_second_snap = mem_first, mem_second
-        output = torch.cat(reads, dim=2).transpose(1, 2).reshape(batch, length, heads * d)
+        run_memory = (self._memory_written if self.write_first_layer
+                      else self._memory_fixed_first)
+        reads, mem_first_snap, mem_first, mem_second_snap, mem_second = run_memory(
+            keys, values, queries, lr, log_alpha, state, memory_anchors)
+        output = reads.transpose(1, 2).reshape(batch, length, heads * d)
         y = output @ self.output_projection
         new_state = SelfModifyingState(first_snap, first, second_snap, second, mem_first_snap,
                                        mem_first, mem_second_snap, mem_second,
