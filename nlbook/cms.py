@@ -255,6 +255,30 @@ def _check_chunk_sizes(chunk_sizes: Sequence[int]) -> None:
         check_positive_int(f"chunk_sizes[{index}]", size)
 
 
+class _PerSequenceAffine(torch.autograd.Function):
+    """inputs (B, n, d_in) @ weight (B, d_out, d_in)ᵀ + bias (B, d_out), with a backward whose
+    weight gradient comes out contiguous in the weight's own layout.
+
+    Autograd through ``baddbmm(bias, inputs, weight.transpose(1, 2))`` returns the weight's
+    gradient as a transposed view; adding it to the (contiguous) weight in every in-context
+    update then reads memory across strides, measured 5-40x slower than a contiguous add.
+    The backward is made of differentiable ops, so second-order updates still work.
+    """
+
+    @staticmethod
+    def forward(ctx, inputs, weight, bias):
+        ctx.save_for_backward(inputs, weight)
+        return torch.baddbmm(bias[:, None], inputs, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        inputs, weight = ctx.saved_tensors
+        grad_inputs = grad_output @ weight if ctx.needs_input_grad[0] else None
+        grad_weight = grad_output.transpose(1, 2) @ inputs if ctx.needs_input_grad[1] else None
+        grad_bias = grad_output.sum(1) if ctx.needs_input_grad[2] else None
+        return grad_inputs, grad_weight, grad_bias
+
+
 def _affine(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """inputs (B, n, d_in) @ per-sequence weight (B, d_out, d_in)ᵀ + bias (B, d_out).
 
@@ -264,7 +288,7 @@ def _affine(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
     """
     if weight.stride(0) == 0 and bias.stride(0) == 0:
         return F.linear(inputs, weight[0], bias[0])
-    return torch.baddbmm(bias[:, None], inputs, weight.transpose(1, 2))
+    return _PerSequenceAffine.apply(inputs, weight, bias)
 
 
 def _per_sequence_alias(value: torch.Tensor, keep_graph: bool) -> torch.Tensor:
@@ -440,12 +464,13 @@ class ContinuumMemory(nn.Module):
         for level in self._active_levels():
             if count % self.chunk_sizes[level] == 0 and sums[level] is not None:
                 rate = self.learning_rates[level]
-                delta = {name: -rate * gradient for name, gradient in sums[level].items()}
-                parameters[level] = {name: value + delta[name]
+                # One fused pass value − η·sum per tensor (these are (B, d_out, d_in) each).
+                parameters[level] = {name: torch.add(value, sums[level][name], alpha=-rate)
                                      for name, value in parameters[level].items()}
-                sums[level] = None
                 if record is not None:
-                    record.log_update(level, count, delta)
+                    record.log_update(level, count, {name: -rate * gradient
+                                                     for name, gradient in sums[level].items()})
+                sums[level] = None
             period = self.reset_every[level]
             if period is not None and count % period == 0:
                 parameters[level] = self.initial_parameters(level, batch)
