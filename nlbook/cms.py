@@ -231,13 +231,14 @@ class CMSOutput:
         output: (B, T, d) the CMS output.
         losses: (B, T) per-token task loss at the parameters in force (NaN where the target was
             not given or no loss was passed).
-        state: the :class:`CMSState` after the call (pass it to the next call to stream).
+        state: the :class:`CMSState` after the call (pass it to the next call to stream);
+            ``None`` when called with ``keep_state=False``.
         pending_loss: (B,) loss of the position resolved at the start of the call, or ``None``.
     """
 
     output: torch.Tensor
     losses: torch.Tensor
-    state: CMSState
+    state: CMSState | None
     pending_loss: torch.Tensor | None = None
 
 
@@ -480,7 +481,7 @@ class ContinuumMemory(nn.Module):
 
     def _segment(self, parameters: list[LevelParameters], inputs: torch.Tensor,
                  targets: torch.Tensor | None, loss_fn: LossFn | None, need_graph: bool,
-                 sums: list[LevelParameters | None]):
+                 sums: list[LevelParameters | None], inner_gradients: bool = True):
         """Outputs of a segment in which no level changes, the per-token losses of its first
         ``targets.shape[1]`` positions, and their gradient sums added into ``sums``.
 
@@ -488,13 +489,14 @@ class ContinuumMemory(nn.Module):
         loss of sequence b depends only on sequence b's parameters, so one backward pass gives
         every level's per-sequence chunk sum. ``create_graph`` keeps the updates differentiable
         w.r.t. the initial parameters and the inputs when the caller records a graph.
+        ``inner_gradients=False``: outputs and losses only (no level's sum is needed).
         """
         batch, length, _ = inputs.shape
         if loss_fn is None or targets is None or targets.shape[1] == 0:
             outputs = self.apply_parameters(parameters, inputs)
             nan = torch.full((batch, length), math.nan, dtype=inputs.dtype, device=inputs.device)
             return outputs, nan
-        active = self._active_levels()
+        active = self._active_levels() if inner_gradients else []
         with torch.enable_grad():
             work = list(parameters)
             for level in active:
@@ -540,7 +542,7 @@ class ContinuumMemory(nn.Module):
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None, *,
                 loss_fn: LossFn | None = None, state: CMSState | None = None,
                 pending_target: torch.Tensor | None = None,
-                record: CMSRecord | None = None) -> CMSOutput:
+                record: CMSRecord | None = None, keep_state: bool = True) -> CMSOutput:
         """Run the CMS over a chunk of stream with in-context updates (A-eq 70–72).
 
         Args:
@@ -553,6 +555,9 @@ class ContinuumMemory(nn.Module):
             state: carried state of the stream (``None``: start from the initial parameters).
             pending_target: (B, ...) target of the state's pending position.
             record: a :class:`CMSRecord` to append every update to.
+            keep_state: ``False`` when the caller discards the state (a training step): the
+                last segment's inner gradients, which only the state would carry on, are then
+                not computed, and ``state`` is ``None``. Outputs and losses are unchanged.
 
         Returns:
             :class:`CMSOutput` with output (B, T, d), per-token losses (B, T) and the new state.
@@ -611,7 +616,8 @@ class ContinuumMemory(nn.Module):
             segment_targets = (None if targets is None
                                else targets[:, start:max(start, min(end, known))])
             segment_outputs, segment_losses = self._segment(
-                parameters, x[:, start:end], segment_targets, loss_fn, need_graph, sums)
+                parameters, x[:, start:end], segment_targets, loss_fn, need_graph, sums,
+                inner_gradients=keep_state or end < length)
             outputs.append(segment_outputs)
             losses.append(segment_losses)
             if end > known and targets is not None:  # the last position waits for its target
@@ -622,7 +628,8 @@ class ContinuumMemory(nn.Module):
         if length == 0:
             outputs.append(x)
             losses.append(x.new_zeros(batch, 0))
-        new_state = CMSState(parameters, sums, position + length, pending_input)
+        new_state = (CMSState(parameters, sums, position + length, pending_input) if keep_state
+                     else None)
         return CMSOutput(torch.cat(outputs, 1), torch.cat(losses, 1), new_state, pending_loss)
 
 

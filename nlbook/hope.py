@@ -232,8 +232,11 @@ class HopeBlock(nn.Module):
                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                 state: HopeBlockState | None = None, pending_target: torch.Tensor | None = None,
                 record: CMSRecord | None = None, return_trace: bool = False,
-                dropout: float = 0.0) -> HopeBlockOutput:
-        """x (B, T, d) → :class:`HopeBlockOutput` (output (B, T, d), new state, CMS losses)."""
+                dropout: float = 0.0, keep_state: bool = True) -> HopeBlockOutput:
+        """x (B, T, d) → :class:`HopeBlockOutput` (output (B, T, d), new state, CMS losses).
+
+        ``keep_state=False`` (a training step): work that only the returned state would carry
+        on is skipped, and the state is ``None``; the output is unchanged."""
         check_shape("x", x, (None, None, self.d_model), "(B, T, d_model)")
         check_dtype_float("x", x)
         if state is None:
@@ -247,11 +250,13 @@ class HopeBlock(nn.Module):
             memory_out, titans_state, trace = self.titans(hidden, state.titans,
                                                           return_trace=True)
         else:
-            memory_out, titans_state = self.titans(hidden, state.titans)
+            memory_out, titans_state = self.titans(hidden, state.titans, keep_state=keep_state)
         x = x + F.dropout(memory_out, dropout, self.training)
         cms_out = self.cms(x, targets, loss_fn=loss_fn, state=state.cms,
-                           pending_target=pending_target, record=record)
-        new_state = HopeBlockState(conv_buffer, titans_state, cms_out.state)
+                           pending_target=pending_target, record=record,
+                           keep_state=keep_state)
+        new_state = (HopeBlockState(conv_buffer, titans_state, cms_out.state) if keep_state
+                     else None)
         return HopeBlockOutput(cms_out.output, new_state, cms_out.losses, trace)
 
 
@@ -324,13 +329,16 @@ class HopeLM(nn.Module):
         return cross_entropy_loss(self.readout)(outputs, targets)
 
     def stream(self, idx: torch.Tensor, state: HopeState | None = None, *,
-               record: list[CMSRecord] | None = None, return_trace: bool = False):
+               record: list[CMSRecord] | None = None, return_trace: bool = False,
+               keep_state: bool = True):
         """Continue a stream: idx (B, T) int64, T ≥ 1 → (logits (B, T, V), new state[, traces]).
 
         The target of position t (token t+1) reaches each CMS one call later for the last
         position (pending), so the result equals one pass over the concatenated text.
         ``record``: one :class:`nlbook.cms.CMSRecord` per layer, appended to.
         ``traces``: per layer the self-modifying Titans trace.
+        ``keep_state=False``: the new state is ``None`` and the work only it needs is skipped
+        (what :meth:`forward` does: a training pass discards the state).
         """
         check_token_ids("idx", idx, self.vocab_size, None)
         if idx.shape[1] < 1:
@@ -349,20 +357,21 @@ class HopeLM(nn.Module):
             out = block(x, idx[:, 1:], loss_fn=self._cms_loss, state=block_state,
                         pending_target=pending if has_pending else None,
                         record=None if record is None else record[index],
-                        return_trace=return_trace, dropout=self.dropout)
+                        return_trace=return_trace, dropout=self.dropout,
+                        keep_state=keep_state)
             x = out.output
             new_layers.append(out.state)
             traces.append(out.titans_trace)
         logits = self.readout(x)
         position = (0 if state is None else state.position) + idx.shape[1]
-        new_state = HopeState(new_layers, position)
+        new_state = HopeState(new_layers, position) if keep_state else None
         return (logits, new_state, traces) if return_trace else (logits, new_state)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         check_token_ids("idx", idx, self.vocab_size, None)
         check_targets(idx, targets, self.vocab_size)
-        logits, _ = self.stream(idx)
+        logits, _ = self.stream(idx, keep_state=False)  # a training pass discards the state
         return logits, language_model_loss(logits, targets)
 
     @torch.no_grad()

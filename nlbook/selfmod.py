@@ -639,7 +639,7 @@ class SelfModifyingTitans(nn.Module):
         return queries + read, first, second
 
     # ---- the two loops: first layers written (general) or fixed (default, faster) ------------
-    def _generator_written(self, x, inputs, state, anchors, return_trace):
+    def _generator_written(self, x, inputs, state, anchors, return_trace, keep_state=True):
         """The generator loop when every layer is written (chunk by chunk, from the state)."""
         first_snap, first = state.generator_first_snapshot, state.generator_first
         second_snap, second = state.generator_second_snapshot, state.generator_second
@@ -674,7 +674,7 @@ class SelfModifyingTitans(nn.Module):
                 first_snap, second_snap = first, second
         return torch.cat(reads, dim=2), first_snap, first, second_snap, second
 
-    def _generator_fixed_first(self, x, inputs, state, anchors, return_trace):
+    def _generator_fixed_first(self, x, inputs, state, anchors, return_trace, keep_state=True):
         """The generator loop when the MLP memories' first layers are never written.
 
         Those layers then equal their meta-learned initial values for the whole stream, so
@@ -706,6 +706,9 @@ class SelfModifyingTitans(nn.Module):
             log_alpha = F.logsigmoid(scalars[..., 1] + self.retention_bias[..., 0])
             # Hidden activations of M_k and M_v at the keys and at the values, one matmul.
             hidden = F.silu(torch.cat([keys, values], dim=2).unsqueeze(2) @ fixed_first)
+            generated.append((keys, values, lr, log_alpha))
+            if end == length and not keep_state:
+                break  # the last writes would only reach the discarded state
             hidden_key, hidden_value = hidden[..., :size, :], hidden[..., size:, :]
             targets = values.unsqueeze(2) + hidden_value @ second_snap        # v̂ = M(v)
             key_norm = (keys * keys).sum(-1)
@@ -716,7 +719,6 @@ class SelfModifyingTitans(nn.Module):
             second, _ = _anchored_chunk(second, anchors[1], hidden_key,
                                         targets - keys.unsqueeze(2),
                                         lr2 / (1 + lr2 * hidden_norm), log_alpha.unsqueeze(2))
-            generated.append((keys, values, lr, log_alpha))
             if (state.position + end) % self.chunk_size_others == 0:
                 scalar_snap, second_snap = scalar, second
             if return_trace:
@@ -779,8 +781,12 @@ class SelfModifyingTitans(nn.Module):
 
     # ---- forward -----------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, state: SelfModifyingState | None = None, *,
-                return_trace: bool = False):
+                return_trace: bool = False, keep_state: bool = True):
         """x (B, T, d_model) → (y (B, T, d_model), state[, trace]).
+
+        ``keep_state=False`` (a training step that discards the state): the generator's
+        writes after the last chunk of the call, which only the state would carry on, are
+        skipped, and the returned state is ``None``. The output is unchanged.
 
         ``trace`` (for plots) holds per-token ``lr`` η_t and ``retention`` α_t (B, H, T), and
         ``states``: a list of (tokens seen, {memory name: (B, H, ...) state}) after every
@@ -812,7 +818,8 @@ class SelfModifyingTitans(nn.Module):
         run_generator = (self._generator_written if self.write_first_layer
                          else self._generator_fixed_first)
         (keys, values, lr, log_alpha, first_snap, first, second_snap, second,
-         trace_states) = run_generator(x, inputs, state, generator_anchors, return_trace)
+         trace_states) = run_generator(x, inputs, state, generator_anchors, return_trace,
+                                       keep_state or return_trace)
         # 2) The main memory, with its own (usually longer) chunks.
         run_memory = (self._memory_written if self.write_first_layer
                       else self._memory_fixed_first)
@@ -824,7 +831,7 @@ class SelfModifyingTitans(nn.Module):
                                        mem_first, mem_second_snap, mem_second,
                                        state.position + length)
         if not return_trace:
-            return y, new_state
+            return y, (new_state if keep_state else None)
         trace = {"lr": lr, "retention": log_alpha.exp(), "keys": keys, "values": values,
                  "states": trace_states,
                  "memory": self._named_states(new_state.generator_first,

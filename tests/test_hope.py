@@ -174,6 +174,23 @@ def test_streaming_any_split_equals_one_pass(split):
     assert state.position == 13
 
 
+def test_training_pass_without_state_equals_the_stream():
+    # forward() passes keep_state=False: it skips the work only the state needs (the last
+    # generator writes, the last CMS segment's inner gradients). Same logits, same gradients.
+    model = tiny_model()
+    idx = tokens(2, 13)
+    with_state, state = model.stream(idx)
+    without_state, no_state = model.stream(idx, keep_state=False)
+    assert state is not None and no_state is None
+    assert (with_state - without_state).abs().max() < 1e-12
+    with_state.square().sum().backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    without_state.square().sum().backward()
+    for name, parameter in model.named_parameters():
+        assert (parameter.grad - grads[name]).abs().max() < 1e-10, name
+
+
 def test_generation_logits_equal_the_full_forward_pass_float32():
     model = tiny_model(torch.float32)
     prompt = tokens(2, 5)
