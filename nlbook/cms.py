@@ -281,27 +281,64 @@ class _PerSequenceAffine(torch.autograd.Function):
 
 
 def _affine(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """inputs (B, n, d_in) @ per-sequence weight (B, d_out, d_in)ᵀ + bias (B, d_out).
+    """inputs (B, n, d_in) @ weight ᵀ + bias, the weight (B, d_out, d_in) per sequence or one
+    shared (d_out, d_in), the bias (B, d_out) or shared (d_out,).
 
-    While a level has not been updated its per-sequence parameters are one shared tensor
-    expanded over the batch (stride 0): then a single matrix product over all B·n tokens does
-    the same work as B small ones, several times faster on a CPU.
+    A shared weight (or one expanded over the batch, stride 0) is one matrix product over all
+    B·n tokens: the same work as B small ones, several times faster on a CPU.
     """
-    if weight.stride(0) == 0 and bias.stride(0) == 0:
-        return F.linear(inputs, weight[0], bias[0])
+    if weight.ndim == 2 or weight.stride(0) == 0:
+        shared = weight if weight.ndim == 2 else weight[0]
+        if bias.ndim == 1 or bias.stride(0) == 0:
+            return F.linear(inputs, shared, bias if bias.ndim == 1 else bias[0])
+        return F.linear(inputs, shared) + bias[:, None]
     return _PerSequenceAffine.apply(inputs, weight, bias)
 
 
-def _per_sequence_alias(value: torch.Tensor, keep_graph: bool) -> torch.Tensor:
-    """A fresh tensor to differentiate a level's loss against, one gradient per sequence.
+@dataclass
+class _LevelTensors:
+    """One level's per-sequence tensors while a call runs: ``dense`` (name → (B, *shape)) plus,
+    for a weight, a low-rank term ``low_rank[name] = (G (B, m, d_out), X (B, m, d_in))`` with
+    W = dense + Gᵀ X.
 
-    With ``keep_graph`` it stays connected to the initial parameters (outer gradients flow);
-    otherwise it is a detached leaf. A shared, expanded tensor (stride 0) is materialised
-    either way, so that its gradient is per sequence and not summed onto one copy.
+    Why: the in-context gradient of an affine weight over a chunk is Σ_t g_t x_tᵀ (g_t the
+    gradient at the layer's output, x_t its input), so every update −η Σ_t g_t x_tᵀ is kept as
+    its factors (−η G, X) and applied as (x Xᵀ) G (the "dual form"), never written as a
+    (B, d_out, d_in) tensor per sequence. Exact, not an approximation. Measured in
+    ``bench hope``: the materialised form spent most of the CMS's time writing those tensors.
+    Dense tensors are made only for the returned :class:`CMSState` (:meth:`materialize`).
+    A gradient sum may hold only some names densely (a missing name counts as zero).
     """
-    if keep_graph and value.requires_grad:
-        return value.contiguous() if value.stride(0) == 0 else value.view_as(value)
-    return value.detach().contiguous().requires_grad_(True)
+
+    dense: dict[str, torch.Tensor]
+    low_rank: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    # A dense tensor may also be the level's shared parameter itself, without the batch axis
+    # (the start of a stream and every reset): no (B, ...) copy, no per-sequence gradient.
+
+    def plus(self, other: _LevelTensors, scale: float = 1.0) -> _LevelTensors:
+        """self + scale · other, keeping weights factored (scale folds into G)."""
+        dense = dict(self.dense)
+        for name, value in other.dense.items():
+            dense[name] = (torch.add(dense[name], value, alpha=scale) if name in dense
+                           else scale * value)
+        low_rank = dict(self.low_rank)
+        for name, (left, right) in other.low_rank.items():
+            left = left if scale == 1.0 else scale * left
+            if name in low_rank:
+                old_left, old_right = low_rank[name]
+                left, right = torch.cat([old_left, left], 1), torch.cat([old_right, right], 1)
+            low_rank[name] = (left, right)
+        return _LevelTensors(dense, low_rank)
+
+    def materialize(self, batch: int, shapes: dict[str, torch.Size]) -> LevelParameters:
+        """Dense (B, *shape) tensors: dense + Gᵀ X for every factored weight; shared tensors are
+        expanded over the batch. ``shapes``: the parameter shapes, to tell shared from batched."""
+        out = dict(self.dense)
+        for name, (left, right) in self.low_rank.items():
+            product = left.transpose(1, 2) @ right
+            out[name] = out[name] + product if name in out else product
+        return {name: value.expand(batch, *shapes[name]) if value.shape == shapes[name]
+                else value for name, value in out.items()}
 
 
 class ContinuumMemory(nn.Module):
@@ -407,27 +444,52 @@ class ContinuumMemory(nn.Module):
 
     def branch(self, parameters: LevelParameters, inputs: torch.Tensor) -> torch.Tensor:
         """MLP of one level without the residual: (B, n, d) -> (B, n, d), parameters (B, ...)."""
+        return self._branch(_LevelTensors(dict(parameters)), inputs, None)
+
+    def _branch(self, level: _LevelTensors, inputs: torch.Tensor,
+                capture: list | None) -> torch.Tensor:
+        """:meth:`branch` at possibly factored parameters; ``capture`` collects, per affine
+        layer, (weight name, bias name, layer input, layer output) for the inner gradients."""
         hidden = F.layer_norm(inputs, inputs.shape[-1:]) if self.pre_norm else inputs
         if self.linear:
-            return _affine(hidden, parameters["weight"], parameters["bias"])
-        hidden = _affine(hidden, parameters["w_in"], parameters["b_in"])
+            return self._layer(level, "weight", "bias", hidden, capture)
+        hidden = self._layer(level, "w_in", "b_in", hidden, capture)
         hidden = _ACTIVATIONS[self.activation](hidden)
-        return _affine(hidden, parameters["w_out"], parameters["b_out"])
+        return self._layer(level, "w_out", "b_out", hidden, capture)
+
+    @staticmethod
+    def _layer(level: _LevelTensors, weight: str, bias: str, inputs: torch.Tensor,
+               capture: list | None) -> torch.Tensor:
+        output = _affine(inputs, level.dense[weight], level.dense[bias])
+        if weight in level.low_rank:
+            left, right = level.low_rank[weight]
+            output = output + (inputs @ right.transpose(1, 2)) @ left    # x (W + Gᵀ X)ᵀ
+        if capture is not None:
+            capture.append((weight, bias, inputs, output))
+        return output
 
     def apply_parameters(self, parameters: Sequence[LevelParameters],
                          inputs: torch.Tensor) -> torch.Tensor:
         """The CMS output (A-eq 70 / 74) with fixed per-level parameters, no update:
         (B, n, d) -> (B, n, d). ``state.parameters`` can be passed to evaluate a stream's
         current memory on held-out inputs."""
+        return self._run_levels([_LevelTensors(dict(level)) for level in parameters], inputs)
+
+    def _run_levels(self, levels: Sequence[_LevelTensors], inputs: torch.Tensor,
+               captures: dict[int, list] | None = None) -> torch.Tensor:
+        """:meth:`apply_parameters` at possibly factored parameters (``captures``: per level
+        index a list for :meth:`_branch`)."""
+        captures = captures or {}
         if self.variant == "independent":
             assert self.aggregation is not None
             total = inputs if self.residual else torch.zeros_like(inputs)
-            for level, level_parameters in enumerate(parameters):
-                total = total + self.aggregation[level] * self.branch(level_parameters, inputs)
+            for index, level in enumerate(levels):
+                total = total + self.aggregation[index] * self._branch(level, inputs,
+                                                                       captures.get(index))
             return total
         hidden = inputs
-        for level_parameters in parameters:
-            update = self.branch(level_parameters, hidden)
+        for index, level in enumerate(levels):
+            update = self._branch(level, hidden, captures.get(index))
             hidden = hidden + update if self.residual else update
         return hidden
 
@@ -457,78 +519,83 @@ class ContinuumMemory(nn.Module):
                     best = min(best, (position // period + 1) * period)
         return best
 
-    def _close(self, parameters: list[LevelParameters], sums: list[LevelParameters | None],
-               count: int, record: CMSRecord | None) -> None:
+    def _shapes(self, level: int) -> dict[str, torch.Size]:
+        return {name: value.shape for name, value in self.levels[level].items()}
+
+    def _close(self, levels: list[_LevelTensors], sums: list[_LevelTensors | None],
+               count: int, record: CMSRecord | None, batch: int) -> None:
         """Apply every update whose chunk closes at token count ``count`` (A-eq 71), then the
         nested resets (A-eq 72). Mutates the two lists."""
-        batch = next(iter(parameters[0].values())).shape[0]
         for level in self._active_levels():
             if count % self.chunk_sizes[level] == 0 and sums[level] is not None:
                 rate = self.learning_rates[level]
-                # One fused pass value − η·sum per tensor (these are (B, d_out, d_in) each).
-                parameters[level] = {name: torch.add(value, sums[level][name], alpha=-rate)
-                                     for name, value in parameters[level].items()}
+                levels[level] = levels[level].plus(sums[level], -rate)   # θ ← θ − η Σ ∇
                 if record is not None:
-                    record.log_update(level, count, {name: -rate * gradient
-                                                     for name, gradient in sums[level].items()})
+                    record.log_update(level, count, {
+                        name: -rate * value for name, value
+                        in sums[level].materialize(batch, self._shapes(level)).items()})
                 sums[level] = None
             period = self.reset_every[level]
             if period is not None and count % period == 0:
-                parameters[level] = self.initial_parameters(level, batch)
+                levels[level] = _LevelTensors(dict(self.levels[level].items()))
                 sums[level] = None
                 if record is not None:
                     record.log_reset(level, count)
 
-    def _segment(self, parameters: list[LevelParameters], inputs: torch.Tensor,
+    def _segment(self, levels: list[_LevelTensors], inputs: torch.Tensor,
                  targets: torch.Tensor | None, loss_fn: LossFn | None, need_graph: bool,
-                 sums: list[LevelParameters | None], inner_gradients: bool = True):
+                 sums: list[_LevelTensors | None], inner_gradients: bool = True):
         """Outputs of a segment in which no level changes, the per-token losses of its first
         ``targets.shape[1]`` positions, and their gradient sums added into ``sums``.
 
         Σ_t ∇loss_t at shared parameters = ∇ Σ_t loss_t (every level is token-wise), and the
         loss of sequence b depends only on sequence b's parameters, so one backward pass gives
-        every level's per-sequence chunk sum. ``create_graph`` keeps the updates differentiable
-        w.r.t. the initial parameters and the inputs when the caller records a graph.
-        ``inner_gradients=False``: outputs and losses only (no level's sum is needed).
+        every level's per-sequence chunk sum. It is taken at each affine layer's output
+        (g_t = ∂L/∂z_t): the weight's sum is Σ_t g_t x_tᵀ, kept as the factors (G, X), and the
+        bias's is Σ_t g_t (see :class:`_LevelTensors`). ``create_graph`` keeps the updates
+        differentiable w.r.t. the initial parameters and the inputs when the caller records a
+        graph and ``first_order`` is off. ``inner_gradients=False``: outputs and losses only.
         """
         batch, length, _ = inputs.shape
         if loss_fn is None or targets is None or targets.shape[1] == 0:
-            outputs = self.apply_parameters(parameters, inputs)
+            outputs = self._run_levels(levels, inputs)
             nan = torch.full((batch, length), math.nan, dtype=inputs.dtype, device=inputs.device)
             return outputs, nan
         active = self._active_levels() if inner_gradients else []
+        second_order = need_graph and not self.first_order
         with torch.enable_grad():
-            work = list(parameters)
-            for level in active:
-                # Differentiate w.r.t. a fresh alias of the parameters in force: a partial
-                # derivative. The parameters themselves may depend on earlier updates of other
-                # levels (create_graph), and a gradient w.r.t. them would follow those paths too.
-                work[level] = {name: _per_sequence_alias(value, need_graph)
-                               for name, value in parameters[level].items()}
-            outputs = self.apply_parameters(work, inputs)
+            if active and not (need_graph and inputs.requires_grad):
+                # A graph to differentiate through even when the caller records none.
+                inputs = inputs.detach().requires_grad_(True)
+            captures: dict[int, list] = {level: [] for level in active}
+            outputs = self._run_levels(levels, inputs, captures)
             known = targets.shape[1]
             losses = loss_fn(outputs[:, :known], targets)
             if not isinstance(losses, torch.Tensor) or losses.shape != (batch, known):
                 shape = getattr(losses, "shape", type(losses).__name__)
                 raise ValueError(f"loss_fn must return per-token losses of shape (B, n) = "
                                  f"({batch}, {known}), got {shape}")
-            leaves = [value for level in active for value in work[level].values()]
-            if leaves:
-                # first_order: detached inner gradients, but keep the graph for the outer loss.
-                second_order = need_graph and not self.first_order
-                gradients = torch.autograd.grad(losses.sum(), leaves, create_graph=second_order,
-                                                retain_graph=need_graph, allow_unused=True)
-            else:
-                gradients = ()
+            layers = [entry for level in active for entry in captures[level]]
+            gradients = (torch.autograd.grad(losses.sum(), [entry[3] for entry in layers],
+                                             create_graph=second_order,
+                                             retain_graph=need_graph, allow_unused=True)
+                         if layers else ())
         index = 0
         for level in active:
-            new = {}
-            for name, value in work[level].items():
+            dense, low_rank = {}, {}
+            for weight, bias, layer_input, layer_output in captures[level]:
                 gradient = gradients[index]
                 index += 1
-                new[name] = torch.zeros_like(value) if gradient is None else gradient
-            old = sums[level]
-            sums[level] = new if old is None else {k: old[k] + new[k] for k in new}
+                if gradient is None:
+                    gradient = torch.zeros_like(layer_output)
+                # Positions past ``known`` have no loss: their rows of G are zero.
+                gradient, layer_input = gradient[:, :known], layer_input[:, :known]
+                if not second_order:
+                    layer_input = layer_input.detach()
+                low_rank[weight] = (gradient, layer_input)
+                dense[bias] = gradient.sum(1)
+            new = _LevelTensors(dense, low_rank)
+            sums[level] = new if sums[level] is None else sums[level].plus(new)
         if known < length:
             nan = torch.full((batch, length - known), math.nan, dtype=losses.dtype,
                              device=losses.device)
@@ -588,12 +655,15 @@ class ContinuumMemory(nn.Module):
                 raise ValueError(f"targets must have shape (B, T, ...) or (B, T-1, ...) with "
                                  f"B = {batch}, T = {length}, got {tuple(targets.shape)}")
         if state is None:
-            state = self.initial_state(batch)
+            # The shared parameters themselves, not an expand over the batch (see _LevelTensors).
+            state = CMSState([dict(level.items()) for level in self.levels],
+                             [None] * self.num_levels, 0, None)
         elif next(iter(state.parameters[0].values())).shape[0] != batch:
             raise ValueError(f"state holds a different batch size than x (B = {batch})")
         need_graph = torch.is_grad_enabled()
-        parameters = list(state.parameters)
-        sums = list(state.gradient_sums)
+        parameters = [_LevelTensors(dict(level)) for level in state.parameters]
+        sums = [None if level is None else _LevelTensors(dict(level))
+                for level in state.gradient_sums]
         position = state.position
         pending_loss = None
 
@@ -604,7 +674,7 @@ class ContinuumMemory(nn.Module):
             _, losses = self._segment(parameters, state.pending_input, pending_target[:, None],
                                       loss_fn, need_graph, sums)
             pending_loss = losses[:, 0]
-            self._close(parameters, sums, position, record)
+            self._close(parameters, sums, position, record, batch)
         elif pending_target is not None:
             raise ValueError("pending_target was given but the state has no pending position")
 
@@ -623,13 +693,18 @@ class ContinuumMemory(nn.Module):
             if end > known and targets is not None:  # the last position waits for its target
                 pending_input = x[:, length - 1:length]
             else:
-                self._close(parameters, sums, position + end, record)
+                self._close(parameters, sums, position + end, record, batch)
             start = end
         if length == 0:
             outputs.append(x)
             losses.append(x.new_zeros(batch, 0))
-        new_state = (CMSState(parameters, sums, position + length, pending_input) if keep_state
-                     else None)
+        new_state = None
+        if keep_state:
+            shapes = [self._shapes(level) for level in range(self.num_levels)]
+            new_state = CMSState(
+                [level.materialize(batch, shapes[index]) for index, level in enumerate(parameters)],
+                [None if level is None else level.materialize(batch, shapes[index])
+                 for index, level in enumerate(sums)], position + length, pending_input)
         return CMSOutput(torch.cat(outputs, 1), torch.cat(losses, 1), new_state, pending_loss)
 
 

@@ -239,6 +239,7 @@ class HopeBlock(nn.Module):
         on is skipped, and the state is ``None``; the output is unchanged."""
         check_shape("x", x, (None, None, self.d_model), "(B, T, d_model)")
         check_dtype_float("x", x)
+        fresh = state is None
         if state is None:
             state = self.initial_state(x)
         hidden = self.norm(x)
@@ -252,7 +253,9 @@ class HopeBlock(nn.Module):
         else:
             memory_out, titans_state = self.titans(hidden, state.titans, keep_state=keep_state)
         x = x + F.dropout(memory_out, dropout, self.training)
-        cms_out = self.cms(x, targets, loss_fn=loss_fn, state=state.cms,
+        # A fresh stream passes no CMS state: the CMS then starts from its shared parameters
+        # without expanding them over the batch (cheaper, same values).
+        cms_out = self.cms(x, targets, loss_fn=loss_fn, state=None if fresh else state.cms,
                            pending_target=pending_target, record=record,
                            keep_state=keep_state)
         new_state = (HopeBlockState(conv_buffer, titans_state, cms_out.state) if keep_state
