@@ -639,7 +639,7 @@ class SelfModifyingTitans(nn.Module):
         return queries + read, first, second
 
     # ---- the two loops: first layers written (general) or fixed (default, faster) ------------
-    def _generator_written(self, x, inputs, state, anchors, return_trace, keep_state=True):
+    def _generator_written(self, inputs, state, anchors, return_trace):
         """The generator loop when every layer is written (chunk by chunk, from the state)."""
         first_snap, first = state.generator_first_snapshot, state.generator_first
         second_snap, second = state.generator_second_snapshot, state.generator_second
@@ -674,7 +674,16 @@ class SelfModifyingTitans(nn.Module):
                 first_snap, second_snap = first, second
         return torch.cat(reads, dim=2), first_snap, first, second_snap, second
 
-    def _generator_fixed_first(self, x, inputs, state, anchors, return_trace, keep_state=True):
+    def _folded_first_layers(self) -> torch.Tensor:
+        """W_x S1 for M_k and M_v, (d_model, H·2·h): x_t S1 = x (W_x S1), per head."""
+        fixed_first = torch.stack([self.key_memory_first, self.value_memory_first], dim=1)
+        folded = torch.einsum("mhd,hgdk->mhgk",
+                              self.input_projection.view(self.d_model, self.heads,
+                                                         self.head_dim), fixed_first)
+        return folded.reshape(self.d_model, -1)
+
+    def _generator_fixed_first(self, pre_hidden, inputs, state, anchors, return_trace,
+                               keep_state=True):
         """The generator loop when the MLP memories' first layers are never written.
 
         Those layers then equal their meta-learned initial values for the whole stream, so
@@ -683,14 +692,11 @@ class SelfModifyingTitans(nn.Module):
         second layers, and the linear M_η, M_α) are carried chunk by chunk. Same rule as
         :meth:`_generator_chunk` (tested against the float64 token reference).
         """
-        batch, length, _ = x.shape
-        heads, d, h = self.heads, self.head_dim, self.hidden
+        batch, length, _ = pre_hidden.shape
+        heads, h = self.heads, self.hidden
+        # pre_hidden = x W_x S1 (B, T, H·2·h), from the fused projection in forward.
+        hidden_inputs = F.silu(pre_hidden).view(batch, length, heads, 2, h).permute(0, 2, 3, 1, 4)
         fixed_first = torch.stack([self.key_memory_first, self.value_memory_first], dim=1)
-        folded = torch.einsum("mhd,hgdk->mhgk",
-                              self.input_projection.view(self.d_model, heads, d), fixed_first)
-        hidden_inputs = F.silu(x @ folded.reshape(self.d_model, heads * 2 * h))
-        hidden_inputs = hidden_inputs.view(batch, length, heads, 2, h).permute(0, 2, 3, 1, 4)
-        fixed_first = fixed_first.unsqueeze(0)                                # (1, H, 2, d, h)
         scalar_anchor = None if anchors[0] is None else anchors[0][..., 2 * h:]
         scalar_snap = state.generator_first_snapshot[..., 2 * h:]             # (B, H, d, 2)
         scalar = state.generator_first[..., 2 * h:]
@@ -705,7 +711,8 @@ class SelfModifyingTitans(nn.Module):
             lr = F.softplus(scalars[..., 0] + self.lr_bias[..., 0])
             log_alpha = F.logsigmoid(scalars[..., 1] + self.retention_bias[..., 0])
             # Hidden activations of M_k and M_v at the keys and at the values, one matmul.
-            hidden = F.silu(torch.cat([keys, values], dim=2).unsqueeze(2) @ fixed_first)
+            hidden = F.silu(torch.einsum("bhcd,hgdk->bhgck", torch.cat([keys, values], dim=2),
+                                         fixed_first))                        # (B, H, 2, 2C, h)
             generated.append((keys, values, lr, log_alpha))
             if end == length and not keep_state:
                 break  # the last writes would only reach the discarded state
@@ -738,13 +745,15 @@ class SelfModifyingTitans(nn.Module):
         """The main-memory loop when its first layer is never written: silu(z S1) for keys,
         values and queries is one matmul over the whole call, and so are the anchor terms;
         only the second layer is carried chunk by chunk (rule of :meth:`_memory_chunk`)."""
-        hidden_key, hidden_value, hidden_query = F.silu(
-            torch.stack([keys, values, queries], dim=2) @ state.memory_first.unsqueeze(2)
-        ).unbind(2)                                                           # (B, H, T, h) each
+        # Per-head products with the fixed first layer (the meta-learned one: never written).
+        hidden_key, hidden_value, hidden_query = F.silu(torch.einsum(
+            "bhgtd,hdk->bhgtk", torch.stack([keys, values, queries], dim=2),
+            self.main_memory_first)).unbind(2)                                # (B, H, T, h) each
         anchor = anchors[1]
         if anchor is not None:
-            key_anchor, query_anchor = (torch.stack([hidden_key, hidden_query], dim=2)
-                                        @ anchor.unsqueeze(2)).unbind(2)      # (B, H, T, d)
+            key_anchor, query_anchor = torch.einsum(
+                "bhgtk,hkd->bhgtd", torch.stack([hidden_key, hidden_query], dim=2),
+                self.main_memory_second).unbind(2)                            # (B, H, T, d)
         second_snap, second = state.memory_second_snapshot, state.memory_second
         reads = []
         for start, end in self._boundaries(state.position, keys.shape[2],
@@ -810,16 +819,25 @@ class SelfModifyingTitans(nn.Module):
             memory_anchors = (anchor.memory_first, anchor.memory_second)
         else:
             generator_anchors = memory_anchors = (None, None)
-        inputs = (x @ self.input_projection).view(batch, length, heads, d).transpose(1, 2)
-        queries = F.normalize(
-            (x @ self.query_projection).view(batch, length, heads, d).transpose(1, 2), dim=-1)
+        # One matmul for every projection of x: W_x, W_q and (fixed first layers) W_x S1.
+        width = heads * d
+        weights = [self.input_projection, self.query_projection]
+        if not self.write_first_layer:
+            weights.append(self._folded_first_layers())
+        projected = x @ torch.cat(weights, dim=1)
+        inputs = projected[..., :width].view(batch, length, heads, d).transpose(1, 2)
+        queries = F.normalize(projected[..., width:2 * width].view(batch, length, heads, d)
+                              .transpose(1, 2), dim=-1)
 
         # 1) The generator bank does not read the main memory: run it over the whole call.
-        run_generator = (self._generator_written if self.write_first_layer
-                         else self._generator_fixed_first)
+        if self.write_first_layer:
+            generated = self._generator_written(inputs, state, generator_anchors, return_trace)
+        else:
+            generated = self._generator_fixed_first(projected[..., 2 * width:], inputs, state,
+                                                    generator_anchors, return_trace,
+                                                    keep_state or return_trace)
         (keys, values, lr, log_alpha, first_snap, first, second_snap, second,
-         trace_states) = run_generator(x, inputs, state, generator_anchors, return_trace,
-                                       keep_state or return_trace)
+         trace_states) = generated
         # 2) The main memory, with its own (usually longer) chunks.
         run_memory = (self._memory_written if self.write_first_layer
                       else self._memory_fixed_first)
