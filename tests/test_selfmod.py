@@ -139,14 +139,18 @@ def test_self_modifying_linear_rank_1_is_dgd_loop():
 # ---- chunk kernel ------------------------------------------------------------------------
 
 
-def test_gated_delta_chunk_matches_loop():
+@pytest.mark.parametrize("log_alpha_scale", [1.0, 200.0])
+def test_gated_delta_chunk_matches_loop(log_alpha_scale):
+    # Scale 200: the chunk's total decay passes e^-60, where the kernel switches from the
+    # factored decay matrix to the clamped C x C exp (both paths must match the loop).
     g = _generator()
     state = torch.randn(2, 4, 3, dtype=DTYPE, generator=g)
     keys = torch.randn(2, 6, 4, dtype=DTYPE, generator=g)
     values = torch.randn(2, 6, 3, dtype=DTYPE, generator=g)
     queries = torch.randn(2, 6, 4, dtype=DTYPE, generator=g)
     beta = torch.rand(2, 6, dtype=DTYPE, generator=g) * 0.2
-    log_alpha = torch.log(0.8 + 0.2 * torch.rand(2, 6, dtype=DTYPE, generator=g))
+    log_alpha = log_alpha_scale * torch.log(0.8 + 0.2 * torch.rand(2, 6, dtype=DTYPE,
+                                                                     generator=g))
     final, reads = gated_delta_chunk(state, keys, values, beta, log_alpha, queries)
     running = state.clone()
     for t in range(6):
