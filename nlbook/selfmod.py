@@ -592,7 +592,8 @@ class SelfModifyingTitans(nn.Module):
         return keys, F.normalize(key_value[:, :, 1], dim=-1), lr, log_alpha
 
     def _generator_chunk(self, x, first_snapshot, second_snapshot, first, second, anchors):
-        """Generate k, v, η, α for one chunk and write it into the generator bank."""
+        """Generate k, v, η, α for one chunk and write it into the generator bank, every layer
+        included (``write_first_layer=True``; default path: :meth:`_generator_fixed_first`)."""
         h = self.hidden
         keys, values, lr, log_alpha = self._generate(x, first_snapshot, second_snapshot)
         # Self-generated targets v̂ = M(v) and pre-activations at the key, both at the snapshot.
@@ -611,13 +612,8 @@ class SelfModifyingTitans(nn.Module):
         first_values = torch.cat([first_targets[:, :, 0], first_targets[:, :, 1],
                                   pre_value[..., 2 * h:]], dim=-1)            # (B, H, C, 2h+2)
         key_norm = (keys * keys).sum(-1)
-        written = slice(0, None) if self.write_first_layer else slice(2 * h, None)
-        anchor = None if anchors[0] is None else anchors[0][..., written]
-        first_written, _ = _anchored_chunk(first[..., written], anchor, keys,
-                                           first_values[..., written],
-                                           lr / (1 + lr * key_norm), log_alpha)
-        first = (first_written if self.write_first_layer
-                 else torch.cat([first[..., :2 * h], first_written], dim=-1))
+        first, _ = _anchored_chunk(first, anchors[0], keys, first_values,
+                                   lr / (1 + lr * key_norm), log_alpha)
         hidden_norm = (hidden_key * hidden_key).sum(-1)                      # (B, H, 2, C)
         lr2 = lr.unsqueeze(2)
         second, _ = _anchored_chunk(second, anchors[1], hidden_key, targets - keys_mlp,
@@ -626,7 +622,8 @@ class SelfModifyingTitans(nn.Module):
 
     def _memory_chunk(self, keys, values, queries, lr, log_alpha, first_snapshot,
                       second_snapshot, first, second, anchors):
-        """Write one chunk into the main memory and read it with the queries."""
+        """Write one chunk into the main memory, both layers, and read it with the queries
+        (``write_first_layer=True``; the default path is :meth:`_memory_fixed_first`)."""
         targets = _memory_apply(values, first_snapshot, second_snapshot)     # v̂ = M(v)
         pre_key = keys @ first_snapshot
         hidden_key = F.silu(pre_key)
@@ -634,11 +631,8 @@ class SelfModifyingTitans(nn.Module):
         first_targets = pre_key - (error @ second_snapshot.transpose(-1, -2)) * (
             silu_derivative(pre_key))
         key_norm = (keys * keys).sum(-1)
-        if self.write_first_layer:
-            first, pre_query = _anchored_chunk(first, anchors[0], keys, first_targets,
-                                               lr / (1 + lr * key_norm), log_alpha, queries)
-        else:
-            pre_query = queries @ first
+        first, pre_query = _anchored_chunk(first, anchors[0], keys, first_targets,
+                                           lr / (1 + lr * key_norm), log_alpha, queries)
         hidden_norm = (hidden_key * hidden_key).sum(-1)
         second, read = _anchored_chunk(second, anchors[1], hidden_key, targets - keys,
                                        lr / (1 + lr * hidden_norm), log_alpha,
