@@ -171,7 +171,8 @@ def _hope_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-heads", type=int, default=4)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps per model")
+    parser.add_argument("--steps", type=int, default=5,
+                        help="timed training steps per model (interleaved; the median counts)")
     parser.add_argument("--second-order", action="store_true",
                         help="also time HOPE with create_graph through the CMS updates")
 
