@@ -1,0 +1,213 @@
+"""DGD, the exact proximal step of an L2 regression (arXiv §4.5, A-eq 54–57), and a
+self-modifying linear layer built from it (the simple entry point of chapter 4)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nlbook._checks import (
+    check_dtype_float,
+    check_positive_int,
+    check_same_dtype_device,
+    check_shape,
+)
+
+
+def dgd_step(W: torch.Tensor, x: torch.Tensor, grad_y: torch.Tensor, lr, *,
+             retention=1.0) -> torch.Tensor:
+    """One Delta Gradient Descent step (arXiv A-eq 57), optionally with retention α (A-eq 88).
+
+    W_new = W (α I − η′ x xᵀ) − η′ grad_y xᵀ,   η′ = lr / (1 + lr ‖x‖²).
+
+    With α = 1 this is the *exact* solution of the proximal L2 regression step (A-eq 56)
+    argmin_W ½‖W x − u‖² + (1/2 lr)‖W − W_old‖², u = −grad_y, i.e.
+    (W_old + lr u xᵀ)(I + lr x xᵀ)⁻¹, by Sherman–Morrison. The NeurIPS print (N-eq 29) drops η′
+    from the decay term; that is a typo (reference §3.2).
+
+    Args:
+        W: (..., d_out, d_in) weights.
+        x: (..., d_in) the layer's input.
+        grad_y: (..., d_out) gradient of the loss at the layer's output y = W x.
+        lr: step size η > 0, a float or a tensor broadcastable to the leading dims (...).
+        retention: α, a float or a tensor broadcastable to (...); 1 gives plain DGD.
+
+    Returns:
+        (..., d_out, d_in) the updated weights.
+    """
+    if not isinstance(W, torch.Tensor) or W.ndim < 2:
+        raise ValueError(f"W must be a tensor of shape (..., d_out, d_in), got "
+                         f"{getattr(W, 'shape', type(W))}")
+    check_dtype_float("W", W)
+    if x.shape[-1] != W.shape[-1] or x.shape[:-1] != W.shape[:-2]:
+        raise ValueError(f"x must have shape (..., d_in) = {(*W.shape[:-2], W.shape[-1])}, "
+                         f"got {tuple(x.shape)}")
+    if grad_y.shape[-1] != W.shape[-2] or grad_y.shape[:-1] != W.shape[:-2]:
+        raise ValueError(f"grad_y must have shape (..., d_out) = "
+                         f"{(*W.shape[:-2], W.shape[-2])}, got {tuple(grad_y.shape)}")
+    check_same_dtype_device("W", W, x=x, grad_y=grad_y)
+    lr_tensor = torch.as_tensor(lr, dtype=W.dtype, device=W.device)
+    if bool((lr_tensor <= 0).any()):
+        raise ValueError(f"lr must be positive, got a minimum of {lr_tensor.min().item()}")
+    alpha = torch.as_tensor(retention, dtype=W.dtype, device=W.device)
+    lr_prime = lr_tensor / (1 + lr_tensor * (x * x).sum(-1))          # (...)
+    lr_prime = lr_prime[..., None, None]
+    alpha = alpha[..., None, None] if alpha.ndim else alpha
+    W_x = (W @ x[..., :, None])                                       # (..., d_out, 1)
+    return alpha * W - lr_prime * (W_x + grad_y[..., :, None]) @ x[..., None, :]
+
+
+def dgd_proximal_closed_form(W: torch.Tensor, x: torch.Tensor, grad_y: torch.Tensor,
+                             lr: float) -> torch.Tensor:
+    """The proximal L2 step solved by a matrix inverse: (W + η u xᵀ)(I + η x xᵀ)⁻¹, u = −grad_y.
+
+    A slow reference for :func:`dgd_step` (arXiv A-eq 56, before Sherman–Morrison).
+    Shapes as in :func:`dgd_step` (no batching needed).
+    """
+    eye = torch.eye(x.shape[-1], dtype=W.dtype, device=W.device)
+    u = -grad_y
+    outer_xx = x[..., :, None] * x[..., None, :]
+    return (W + lr * u[..., :, None] * x[..., None, :]) @ torch.linalg.inv(eye + lr * outer_xx)
+
+
+def dgd_step_rank_k(W: torch.Tensor, X: torch.Tensor, grad_Y: torch.Tensor, lr) -> torch.Tensor:
+    """The exact proximal step on r input/target pairs at once (rank-r DGD, via Woodbury).
+
+    argmin_W ½ Σ_j ‖W x_j − u_j‖² + (1/2η)‖W − W_old‖² = (W_old + η U Xᵀ)(I + η X Xᵀ)⁻¹
+               = W_old − η (W_old X − U)(I_r + η XᵀX)⁻¹ Xᵀ,   U = −grad_Y,
+
+    where X (d_in, r) holds the inputs as columns. For r = 1 this is :func:`dgd_step`; for
+    r > 1 it differs from r sequential rank-1 steps (the pairs are fitted jointly).
+
+    Args:
+        W: (..., d_out, d_in). X: (..., r, d_in) the r inputs. grad_Y: (..., r, d_out).
+        lr: η > 0, a float or a tensor broadcastable to (...).
+
+    Returns:
+        (..., d_out, d_in).
+    """
+    check_dtype_float("W", W)
+    if X.ndim != W.ndim or X.shape[-1] != W.shape[-1] or X.shape[:-2] != W.shape[:-2]:
+        raise ValueError(f"X must have shape (..., r, d_in) with d_in = {W.shape[-1]} and the "
+                         f"leading dims {tuple(W.shape[:-2])}, got {tuple(X.shape)}")
+    if grad_Y.shape != (*X.shape[:-1], W.shape[-2]):
+        raise ValueError(f"grad_Y must have shape (..., r, d_out) = "
+                         f"{(*X.shape[:-1], W.shape[-2])}, got {tuple(grad_Y.shape)}")
+    lr_tensor = torch.as_tensor(lr, dtype=W.dtype, device=W.device)
+    if bool((lr_tensor <= 0).any()):
+        raise ValueError(f"lr must be positive, got a minimum of {lr_tensor.min().item()}")
+    lr_tensor = lr_tensor[..., None, None] if lr_tensor.ndim else lr_tensor
+    rank = X.shape[-2]
+    gram = torch.eye(rank, dtype=W.dtype, device=W.device) + lr_tensor * X @ X.transpose(-1, -2)
+    residual = W @ X.transpose(-1, -2) + grad_Y.transpose(-1, -2)     # W X − U: (..., d_out, r)
+    return W - lr_tensor * torch.linalg.solve(gram, residual, left=False) @ X
+
+
+def correlated_stream_experiment(length: int = 400, dim: int = 16, correlation: float = 0.95,
+                                 lrs: tuple[float, ...] = (0.1, 0.5, 1.0, 4.0), seed: int = 0,
+                                 noise: float = 0.0) -> dict:
+    """Online linear regression on a stream of correlated inputs: GD vs DGD (arXiv §4.5).
+
+    Inputs x_t = ρ x_{t−1} + √(1−ρ²) ξ_t (ξ standard normal, ‖x‖² ≈ d), targets
+    y_t = W* x_t (+ noise). Each rule sees one pair per step, starting from W = 0, and takes
+    a step on the loss ½‖W x_t − y_t‖²: GD W − η (W x_t − y_t) x_tᵀ; DGD the exact proximal
+    step :func:`dgd_step` with target u = y_t (grad_y = −y_t), which erases the old answer
+    along x_t before writing. Returns {"gd": {lr: errors}, "dgd": {lr: errors}} with the prediction
+    error ‖W_{t−1} x_t − y_t‖² / ‖y_t‖² *before* each step (T,), in float64.
+    """
+    check_positive_int("length", length)
+    check_positive_int("dim", dim)
+    generator = torch.Generator().manual_seed(seed)
+    target = torch.randn(dim, dim, dtype=torch.float64, generator=generator) / math.sqrt(dim)
+    inputs = torch.empty(length, dim, dtype=torch.float64)
+    current = torch.randn(dim, dtype=torch.float64, generator=generator)
+    for t in range(length):
+        fresh = torch.randn(dim, dtype=torch.float64, generator=generator)
+        current = correlation * current + math.sqrt(1 - correlation ** 2) * fresh
+        inputs[t] = current
+    outputs = inputs @ target.T
+    outputs = outputs + noise * torch.randn(length, dim, dtype=torch.float64,
+                                            generator=generator)
+    results: dict = {"gd": {}, "dgd": {}}
+    for lr in lrs:
+        for rule in ("gd", "dgd"):
+            weight = torch.zeros(dim, dim, dtype=torch.float64)
+            errors = torch.empty(length, dtype=torch.float64)
+            for t in range(length):
+                x_t, y_t = inputs[t], outputs[t]
+                grad_y = weight @ x_t - y_t
+                errors[t] = grad_y.square().sum() / y_t.square().sum()
+                if rule == "gd":
+                    weight = weight - lr * torch.outer(grad_y, x_t)
+                else:
+                    weight = dgd_step(weight, x_t, -y_t, lr)  # regress onto u = y_t
+            results[rule][lr] = errors.nan_to_num(nan=1e6, posinf=1e6).clamp(max=1e6)
+    return results
+
+
+def silu_derivative(a: torch.Tensor) -> torch.Tensor:
+    """d silu(a) / da = s (1 + a (1 − s)), s = sigmoid(a)."""
+    s = torch.sigmoid(a)
+    return s * (1 + a * (1 - s))
+
+
+# --------------------------------------------------------------------------------------------
+# A self-modifying linear layer (the simple entry point)
+
+
+class SelfModifyingLinear(nn.Module):
+    """A linear layer y_t = W_t x_t that rewrites its own weights from its input by DGD.
+
+    At every token the layer makes ``rank`` unit keys κ_j = normalize(P_j x_t) and targets
+    u_j = W_{t−1}(V_j x_t) (self-generated: its own answer to a transformed input, A-eq 83–85
+    in miniature), a step size η_t = softplus(w_η·x_t + b_η), and writes the exact proximal
+    change (:func:`dgd_step_rank_k`; rank 1 is :func:`dgd_step`, A-eq 57):
+
+        W_t = W_{t−1} − η_t (W_{t−1} K − U)(I + η_t KᵀK)⁻¹ Kᵀ,   then y_t = W_t x_t.
+
+    The change W_t − W_{t−1} has rank ≤ ``rank``. W_0, P, V, w_η, b_η are trained by the outer
+    loss (backprop flows through every write). A plain token loop: this layer is for teaching.
+
+    Shapes: x (B, T, d_in) → y (B, T, d_out); weights per sequence (B, d_out, d_in).
+    """
+
+    def __init__(self, d_in: int, d_out: int, rank: int = 1, *,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        check_positive_int("d_in", d_in)
+        check_positive_int("d_out", d_out)
+        check_positive_int("rank", rank)
+        if rank > d_in:
+            raise ValueError(f"rank must be at most d_in = {d_in}, got {rank}")
+        self.d_in, self.d_out, self.rank = d_in, d_out, rank
+        scale = 1 / math.sqrt(d_in)
+        self.initial_weight = nn.Parameter(torch.randn(d_out, d_in, generator=generator) * scale)
+        self.key_projection = nn.Parameter(
+            torch.randn(rank, d_in, d_in, generator=generator) * scale)
+        self.value_projection = nn.Parameter(
+            torch.randn(rank, d_in, d_in, generator=generator) * scale)
+        self.lr_weight = nn.Parameter(torch.zeros(d_in))
+        self.lr_bias = nn.Parameter(torch.tensor(math.log(math.e - 1)))  # softplus⁻¹(1)
+
+    def forward(self, x: torch.Tensor, *, return_weights: bool = False):
+        """x (B, T, d_in) → y (B, T, d_out) [, weights (B, T, d_out, d_in) after each write]."""
+        check_shape("x", x, (None, None, self.d_in), "(B, T, d_in)")
+        check_same_dtype_device("initial_weight", self.initial_weight, x=x)
+        batch, length, _ = x.shape
+        weight = self.initial_weight.expand(batch, -1, -1)
+        outputs, history = [], []
+        for t in range(length):
+            x_t = x[:, t]                                                    # (B, d_in)
+            keys = F.normalize(torch.einsum("rij,bj->bri", self.key_projection, x_t), dim=-1)
+            probes = torch.einsum("rij,bj->bri", self.value_projection, x_t)
+            targets = probes @ weight.transpose(-1, -2)                      # (B, r, d_out)
+            lr = F.softplus(x_t @ self.lr_weight + self.lr_bias)             # (B,)
+            weight = dgd_step_rank_k(weight, keys, -targets, lr)
+            outputs.append((weight @ x_t[..., None])[..., 0])
+            if return_weights:
+                history.append(weight)
+        y = torch.stack(outputs, dim=1)
+        return (y, torch.stack(history, dim=1)) if return_weights else y

@@ -1,0 +1,433 @@
+"""Self-modifying Titans (arXiv §8.1–8.2, A-eq 83–93): the memory that generates its own
+keys, values, learning rates and retention, and writes every memory by DGD."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nlbook._checks import (
+    check_dtype_float,
+    check_positive_int,
+    check_same_dtype_device,
+    check_shape,
+)
+from nlbook.selfmod.chunk_kernel import _anchored_chunk, gated_delta_chunk
+from nlbook.selfmod.dgd import silu_derivative
+
+
+@dataclass
+class SelfModifyingState:
+    """The full fast state of :class:`SelfModifyingTitans`, carried across calls.
+
+    Generator bank (memories k, v, η, α) and main memory, each as a *snapshot* (the state at
+    the last chunk boundary: it produces keys, values, targets and gradients) and a *running*
+    state (after the last processed token). ``position`` counts the tokens seen, so a call may
+    start in the middle of a chunk: streaming is exact for every split.
+
+    Shapes (B batch, H heads, d head dim, h memory hidden width):
+        generator_first(_snapshot): (B, H, d, 2h + 2) = [S1 of M_k | S1 of M_v | w_η | w_α]
+        generator_second(_snapshot): (B, H, 2, h, d) = [S2 of M_k, S2 of M_v]
+        memory_first(_snapshot): (B, H, d, h); memory_second(_snapshot): (B, H, h, d)
+    """
+
+    generator_first_snapshot: torch.Tensor
+    generator_first: torch.Tensor
+    generator_second_snapshot: torch.Tensor
+    generator_second: torch.Tensor
+    memory_first_snapshot: torch.Tensor
+    memory_first: torch.Tensor
+    memory_second_snapshot: torch.Tensor
+    memory_second: torch.Tensor
+    position: int = 0
+
+    def detach(self) -> SelfModifyingState:
+        """A copy cut from the autograd graph (truncated backprop between calls)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return SelfModifyingState(**{name: value.detach() if torch.is_tensor(value) else value
+                                     for name, value in values.items()})
+
+
+def _memory_apply(z: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Residual MLP memory M(z) = z + silu(z S1) S2 (A-eq 89, row convention)."""
+    return z + F.silu(z @ first) @ second
+
+
+class SelfModifyingTitans(nn.Module):
+    """Self-modifying Titans (arXiv §8.1–8.2, final rule A-eq 86–89, chunked A-eq 90–93).
+
+    Per head (width d), with fixed projections x_t = W_x x, q_t = normalize(W_q x):
+
+        k_t = normalize(M_k(x_t)),  v_t = M_v(x_t),
+        η_t = softplus(M_η(x_t) + b_η),  α_t = sigmoid(M_α(x_t) + b_α)
+        v̂_□ = M_□(v_t)    for □ ∈ {k, v, η, α, memory}          (self-generated targets)
+        the written layer W of every memory (output layer of an MLP memory, input x = silu(k S1);
+        the linear M_η, M_α, input x = k), with target u (v̂ − k, resp. v̂):
+            W ← W_0 + (W − W_0)(α_t I − η′ x xᵀ) + η′ (u − W_0 x) xᵀ,  η′ = η_t/(1 + η_t‖x‖²)
+        (A-eq 57/88: the DGD step; retention α acts on the in-context change W − W_0)
+        o_t = M_memory,t(q_t);   y = W_o [o_t over heads]
+
+    M_k, M_v, M_memory are residual MLPs z + silu(z S1) S2 (d → h → d); M_η and M_α are linear
+    (d → 1). Inside a chunk (``chunk_size_others`` for k, v, η, α; ``chunk_size_memory`` for
+    the main memory) every key, value, target and gradient comes from the state that ended the
+    previous chunk; the linear erase recurrence is then solved exactly (:func:`gated_delta_chunk`).
+    With both chunk sizes 1 this is the token-by-token rule. See the module docstring for every
+    choice left open by the paper.
+
+    Args:
+        d_model: model width. heads: number of heads H. head_dim: d (default d_model // H).
+        hidden: h, the hidden width of the MLP memories (default d).
+        chunk_size_memory, chunk_size_others: the two chunk sizes (A §8.2).
+        generator: torch.Generator for the initialisation.
+
+    Call: ``y, state = layer(x, state=None)`` with x (B, T, d_model), any T ≥ 1; pass the
+    returned state to the next call to continue the sequence (exact for any split).
+    """
+
+    def __init__(self, d_model: int, heads: int = 1, head_dim: int | None = None,
+                 hidden: int | None = None, *, chunk_size_memory: int = 32,
+                 chunk_size_others: int = 8, retain_toward_initial: bool = True,
+                 write_first_layer: bool = False,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        check_positive_int("d_model", d_model)
+        check_positive_int("heads", heads)
+        check_positive_int("head_dim", head_dim, allow_none=True)
+        check_positive_int("hidden", hidden, allow_none=True)
+        check_positive_int("chunk_size_memory", chunk_size_memory)
+        check_positive_int("chunk_size_others", chunk_size_others)
+        if head_dim is None:
+            if d_model % heads:
+                raise ValueError(f"heads must divide d_model = {d_model} when head_dim is not "
+                                 f"given, got heads = {heads}")
+            head_dim = d_model // heads
+        hidden = head_dim if hidden is None else hidden
+        self.d_model, self.heads, self.head_dim, self.hidden = d_model, heads, head_dim, hidden
+        self.chunk_size_memory, self.chunk_size_others = chunk_size_memory, chunk_size_others
+        self.retain_toward_initial = bool(retain_toward_initial)
+        self.write_first_layer = bool(write_first_layer)
+
+        def randn(*shape: int, std: float) -> torch.Tensor:
+            return torch.randn(*shape, generator=generator) * std
+
+        d, h, width = head_dim, hidden, heads * head_dim
+        self.input_projection = nn.Parameter(randn(d_model, width, std=d_model ** -0.5))
+        self.query_projection = nn.Parameter(randn(d_model, width, std=d_model ** -0.5))
+        self.output_projection = nn.Parameter(randn(width, d_model, std=width ** -0.5))
+        # Meta-learned initial states of the memories (per head), row convention S = Wᵀ.
+        self.key_memory_first = nn.Parameter(randn(heads, d, h, std=d ** -0.5))
+        self.key_memory_second = nn.Parameter(randn(heads, h, d, std=0.5 * h ** -0.5))
+        self.value_memory_first = nn.Parameter(randn(heads, d, h, std=d ** -0.5))
+        self.value_memory_second = nn.Parameter(randn(heads, h, d, std=0.5 * h ** -0.5))
+        self.lr_memory = nn.Parameter(randn(heads, d, 1, std=0.1 * d ** -0.5))
+        self.retention_memory = nn.Parameter(randn(heads, d, 1, std=0.1 * d ** -0.5))
+        self.main_memory_first = nn.Parameter(randn(heads, d, h, std=d ** -0.5))
+        self.main_memory_second = nn.Parameter(randn(heads, h, d, std=0.5 * h ** -0.5))
+        self.lr_bias = nn.Parameter(torch.full((heads, 1, 1), math.log(math.e - 1)))  # η ≈ 1
+        self.retention_bias = nn.Parameter(torch.full((heads, 1, 1), 3.0))          # α ≈ 0.95
+
+    # ---- state -------------------------------------------------------------------------------
+    def initial_state(self, batch: int) -> SelfModifyingState:
+        """The meta-learned initial state, expanded to ``batch`` sequences (differentiable)."""
+        check_positive_int("batch", batch)
+
+        def expand(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.unsqueeze(0).expand(batch, *tensor.shape)
+
+        first = expand(torch.cat([self.key_memory_first, self.value_memory_first,
+                                  self.lr_memory, self.retention_memory], dim=-1))
+        second = expand(torch.stack([self.key_memory_second, self.value_memory_second], dim=1))
+        memory_first = expand(self.main_memory_first)
+        memory_second = expand(self.main_memory_second)
+        return SelfModifyingState(first, first, second, second, memory_first, memory_first,
+                                  memory_second, memory_second, 0)
+
+    # ---- pieces ------------------------------------------------------------------------------
+    def _generate(self, x: torch.Tensor, first: torch.Tensor, second: torch.Tensor):
+        """k, v, η, α for a chunk x (B, H, C, d) from a generator snapshot."""
+        h = self.hidden
+        pre = x @ first                                                       # (B, H, C, 2h+2)
+        hidden = F.silu(torch.stack([pre[..., :h], pre[..., h:2 * h]], dim=2))  # (B,H,2,C,h)
+        key_value = x.unsqueeze(2) + hidden @ second                         # (B, H, 2, C, d)
+        keys = F.normalize(key_value[:, :, 0], dim=-1)
+        lr = F.softplus(pre[..., 2 * h] + self.lr_bias[..., 0])              # (B, H, C)
+        log_alpha = F.logsigmoid(pre[..., 2 * h + 1] + self.retention_bias[..., 0])
+        return keys, F.normalize(key_value[:, :, 1], dim=-1), lr, log_alpha
+
+    def _generator_chunk(self, x, first_snapshot, second_snapshot, first, second, anchors):
+        """Generate k, v, η, α for one chunk and write it into the generator bank, every layer
+        included (``write_first_layer=True``; default path: :meth:`_generator_fixed_first`)."""
+        h = self.hidden
+        keys, values, lr, log_alpha = self._generate(x, first_snapshot, second_snapshot)
+        # Self-generated targets v̂ = M(v) and pre-activations at the key, both at the snapshot.
+        pre_value = values @ first_snapshot                                   # (B, H, C, 2h+2)
+        pre_key = keys @ first_snapshot
+        hidden_value = F.silu(torch.stack([pre_value[..., :h], pre_value[..., h:2 * h]], 2))
+        targets = values.unsqueeze(2) + hidden_value @ second_snapshot        # (B, H, 2, C, d)
+        pre_key_mlp = torch.stack([pre_key[..., :h], pre_key[..., h:2 * h]], 2)  # (B,H,2,C,h)
+        hidden_key = F.silu(pre_key_mlp)
+        # Local targets (see the class docstring): second layer v̂ − k, first layer
+        # a − ∂L/∂a with L = ½‖M(k) − v̂‖², a = k S1, ∂L/∂a = (e S2ᵀ) ⊙ silu′(a), e = M(k) − v̂.
+        keys_mlp = keys.unsqueeze(2)
+        error = keys_mlp + hidden_key @ second_snapshot - targets             # (B, H, 2, C, d)
+        first_targets = pre_key_mlp - (error @ second_snapshot.transpose(-1, -2)) * (
+            silu_derivative(pre_key_mlp))
+        first_values = torch.cat([first_targets[:, :, 0], first_targets[:, :, 1],
+                                  pre_value[..., 2 * h:]], dim=-1)            # (B, H, C, 2h+2)
+        key_norm = (keys * keys).sum(-1)
+        first, _ = _anchored_chunk(first, anchors[0], keys, first_values,
+                                   lr / (1 + lr * key_norm), log_alpha)
+        hidden_norm = (hidden_key * hidden_key).sum(-1)                      # (B, H, 2, C)
+        lr2 = lr.unsqueeze(2)
+        second, _ = _anchored_chunk(second, anchors[1], hidden_key, targets - keys_mlp,
+                                    lr2 / (1 + lr2 * hidden_norm), log_alpha.unsqueeze(2))
+        return (keys, values, lr, log_alpha), first, second
+
+    def _memory_chunk(self, keys, values, queries, lr, log_alpha, first_snapshot,
+                      second_snapshot, first, second, anchors):
+        """Write one chunk into the main memory, both layers, and read it with the queries
+        (``write_first_layer=True``; the default path is :meth:`_memory_fixed_first`)."""
+        targets = _memory_apply(values, first_snapshot, second_snapshot)     # v̂ = M(v)
+        pre_key = keys @ first_snapshot
+        hidden_key = F.silu(pre_key)
+        error = keys + hidden_key @ second_snapshot - targets                 # e = M(k) − v̂
+        first_targets = pre_key - (error @ second_snapshot.transpose(-1, -2)) * (
+            silu_derivative(pre_key))
+        key_norm = (keys * keys).sum(-1)
+        first, pre_query = _anchored_chunk(first, anchors[0], keys, first_targets,
+                                           lr / (1 + lr * key_norm), log_alpha, queries)
+        hidden_norm = (hidden_key * hidden_key).sum(-1)
+        second, read = _anchored_chunk(second, anchors[1], hidden_key, targets - keys,
+                                       lr / (1 + lr * hidden_norm), log_alpha,
+                                       F.silu(pre_query))
+        return queries + read, first, second
+
+    # ---- the two loops: first layers written (general) or fixed (default, faster) ------------
+    def _generator_written(self, inputs, state, anchors, return_trace):
+        """The generator loop when every layer is written (chunk by chunk, from the state)."""
+        first_snap, first = state.generator_first_snapshot, state.generator_first
+        second_snap, second = state.generator_second_snapshot, state.generator_second
+        generated, trace_states = [], []
+        for start, end in self._boundaries(state.position, inputs.shape[2],
+                                           self.chunk_size_others):
+            out, first, second = self._generator_chunk(inputs[:, :, start:end], first_snap,
+                                                       second_snap, first, second, anchors)
+            generated.append(out)
+            if (state.position + end) % self.chunk_size_others == 0:
+                first_snap, second_snap = first, second
+            if return_trace:
+                trace_states.append((state.position + end, self._named_states(first, second)))
+        keys, values, lr, log_alpha = (torch.cat(parts, dim=2)
+                                       for parts in zip(*generated, strict=True))
+        return (keys, values, lr, log_alpha, first_snap, first, second_snap, second,
+                trace_states)
+
+    def _memory_written(self, keys, values, queries, lr, log_alpha, state, anchors):
+        """The main-memory loop when its first layer is written too."""
+        first_snap, first = state.memory_first_snapshot, state.memory_first
+        second_snap, second = state.memory_second_snapshot, state.memory_second
+        reads = []
+        for start, end in self._boundaries(state.position, keys.shape[2],
+                                           self.chunk_size_memory):
+            span = slice(start, end)
+            read, first, second = self._memory_chunk(
+                keys[:, :, span], values[:, :, span], queries[:, :, span], lr[:, :, span],
+                log_alpha[:, :, span], first_snap, second_snap, first, second, anchors)
+            reads.append(read)
+            if (state.position + end) % self.chunk_size_memory == 0:
+                first_snap, second_snap = first, second
+        return torch.cat(reads, dim=2), first_snap, first, second_snap, second
+
+    def _folded_first_layers(self) -> torch.Tensor:
+        """W_x S1 for M_k and M_v, (d_model, H·2·h): x_t S1 = x (W_x S1), per head."""
+        fixed_first = torch.stack([self.key_memory_first, self.value_memory_first], dim=1)
+        folded = torch.einsum("mhd,hgdk->mhgk",
+                              self.input_projection.view(self.d_model, self.heads,
+                                                         self.head_dim), fixed_first)
+        return folded.reshape(self.d_model, -1)
+
+    def _generator_fixed_first(self, pre_hidden, inputs, state, anchors, return_trace,
+                               keep_state=True):
+        """The generator loop when the MLP memories' first layers are never written.
+
+        Those layers then equal their meta-learned initial values for the whole stream, so
+        their work leaves the sequential loop: silu(x_t S1) for M_k and M_v is one matmul over
+        all tokens (x_t = W_x x folded into one weight), and only the written parts (the
+        second layers, and the linear M_η, M_α) are carried chunk by chunk. Same rule as
+        :meth:`_generator_chunk` (tested against the float64 token reference).
+        """
+        batch, length, _ = pre_hidden.shape
+        heads, h = self.heads, self.hidden
+        # pre_hidden = x W_x S1 (B, T, H·2·h), from the fused projection in forward.
+        hidden_inputs = F.silu(pre_hidden).view(batch, length, heads, 2, h).permute(0, 2, 3, 1, 4)
+        fixed_first = torch.stack([self.key_memory_first, self.value_memory_first], dim=1)
+        scalar_anchor = None if anchors[0] is None else anchors[0][..., 2 * h:]
+        scalar_snap = state.generator_first_snapshot[..., 2 * h:]             # (B, H, d, 2)
+        scalar = state.generator_first[..., 2 * h:]
+        second_snap, second = state.generator_second_snapshot, state.generator_second
+        generated, trace_states = [], []
+        for start, end in self._boundaries(state.position, length, self.chunk_size_others):
+            x_chunk, size = inputs[:, :, start:end], end - start
+            key_value = x_chunk.unsqueeze(2) + hidden_inputs[:, :, :, start:end] @ second_snap
+            keys = F.normalize(key_value[:, :, 0], dim=-1)                    # (B, H, C, d)
+            values = F.normalize(key_value[:, :, 1], dim=-1)
+            scalars = x_chunk @ scalar_snap                                   # (B, H, C, 2)
+            lr = F.softplus(scalars[..., 0] + self.lr_bias[..., 0])
+            log_alpha = F.logsigmoid(scalars[..., 1] + self.retention_bias[..., 0])
+            # Hidden activations of M_k and M_v at the keys and at the values, one matmul.
+            hidden = F.silu(torch.einsum("bhcd,hgdk->bhgck", torch.cat([keys, values], dim=2),
+                                         fixed_first))                        # (B, H, 2, 2C, h)
+            generated.append((keys, values, lr, log_alpha))
+            if end == length and not keep_state:
+                break  # the last writes would only reach the discarded state
+            hidden_key, hidden_value = hidden[..., :size, :], hidden[..., size:, :]
+            targets = values.unsqueeze(2) + hidden_value @ second_snap        # v̂ = M(v)
+            key_norm = (keys * keys).sum(-1)
+            scalar, _ = _anchored_chunk(scalar, scalar_anchor, keys, values @ scalar_snap,
+                                        lr / (1 + lr * key_norm), log_alpha)
+            hidden_norm = (hidden_key * hidden_key).sum(-1)                   # (B, H, 2, C)
+            lr2 = lr.unsqueeze(2)
+            second, _ = _anchored_chunk(second, anchors[1], hidden_key,
+                                        targets - keys.unsqueeze(2),
+                                        lr2 / (1 + lr2 * hidden_norm), log_alpha.unsqueeze(2))
+            if (state.position + end) % self.chunk_size_others == 0:
+                scalar_snap, second_snap = scalar, second
+            if return_trace:
+                trace_states.append((state.position + end, self._named_states(
+                    self._with_fixed_first(scalar), second)))
+        keys, values, lr, log_alpha = (torch.cat(parts, dim=2)
+                                       for parts in zip(*generated, strict=True))
+        return (keys, values, lr, log_alpha, self._with_fixed_first(scalar_snap),
+                self._with_fixed_first(scalar), second_snap, second, trace_states)
+
+    def _with_fixed_first(self, scalar: torch.Tensor) -> torch.Tensor:
+        """[S1 of M_k | S1 of M_v | w_η | w_α] (B, H, d, 2h+2) from the written w (B, H, d, 2)."""
+        fixed = torch.cat([self.key_memory_first, self.value_memory_first], dim=-1)
+        return torch.cat([fixed.expand(scalar.shape[0], *fixed.shape), scalar], dim=-1)
+
+    def _memory_fixed_first(self, keys, values, queries, lr, log_alpha, state, anchors):
+        """The main-memory loop when its first layer is never written: silu(z S1) for keys,
+        values and queries is one matmul over the whole call, and so are the anchor terms;
+        only the second layer is carried chunk by chunk (rule of :meth:`_memory_chunk`)."""
+        # Per-head products with the fixed first layer (the meta-learned one: never written).
+        hidden_key, hidden_value, hidden_query = F.silu(torch.einsum(
+            "bhgtd,hdk->bhgtk", torch.stack([keys, values, queries], dim=2),
+            self.main_memory_first)).unbind(2)                                # (B, H, T, h) each
+        anchor = anchors[1]
+        if anchor is not None:
+            key_anchor, query_anchor = torch.einsum(
+                "bhgtk,hkd->bhgtd", torch.stack([hidden_key, hidden_query], dim=2),
+                self.main_memory_second).unbind(2)                            # (B, H, T, d)
+        second_snap, second = state.memory_second_snapshot, state.memory_second
+        reads = []
+        for start, end in self._boundaries(state.position, keys.shape[2],
+                                           self.chunk_size_memory):
+            span = slice(start, end)
+            chunk_hidden_key, chunk_lr = hidden_key[:, :, span], lr[:, :, span]
+            # Target of the written layer: v̂ − k with v̂ = M(v) at the snapshot.
+            targets = hidden_value[:, :, span] @ second_snap + values[:, :, span] - keys[:, :, span]
+            beta = chunk_lr / (1 + chunk_lr * (chunk_hidden_key * chunk_hidden_key).sum(-1))
+            if anchor is None:
+                second, read = gated_delta_chunk(second, chunk_hidden_key, targets, beta,
+                                                 log_alpha[:, :, span], hidden_query[:, :, span])
+            else:
+                delta, read = gated_delta_chunk(second - anchor, chunk_hidden_key,
+                                                targets - key_anchor[:, :, span], beta,
+                                                log_alpha[:, :, span], hidden_query[:, :, span])
+                second, read = delta + anchor, read + query_anchor[:, :, span]
+            reads.append(queries[:, :, span] + read)
+            if (state.position + end) % self.chunk_size_memory == 0:
+                second_snap = second
+        return (torch.cat(reads, dim=2), state.memory_first_snapshot, state.memory_first,
+                second_snap, second)
+
+
+    @staticmethod
+    def _boundaries(position: int, length: int, chunk: int) -> list[tuple[int, int]]:
+        """Chunk spans [start, end) of this call, aligned to global multiples of ``chunk``."""
+        spans, start = [], 0
+        while start < length:
+            end = min(length, start + chunk - (position + start) % chunk)
+            spans.append((start, end))
+            start = end
+        return spans
+
+    # ---- forward -----------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, state: SelfModifyingState | None = None, *,
+                return_trace: bool = False, keep_state: bool = True):
+        """x (B, T, d_model) → (y (B, T, d_model), state[, trace]).
+
+        ``keep_state=False`` (a training step that discards the state): the generator's
+        writes after the last chunk of the call, which only the state would carry on, are
+        skipped, and the returned state is ``None``. The output is unchanged.
+
+        ``trace`` (for plots) holds per-token ``lr`` η_t and ``retention`` α_t (B, H, T), and
+        ``states``: a list of (tokens seen, {memory name: (B, H, ...) state}) after every
+        generator chunk.
+        """
+        check_shape("x", x, (None, None, self.d_model), "(B, T, d_model)")
+        check_dtype_float("x", x)
+        check_same_dtype_device("input_projection", self.input_projection, x=x)
+        batch, length, _ = x.shape
+        if length == 0:
+            raise ValueError("x must hold at least one token, got T = 0")
+        if state is None:
+            state = self.initial_state(batch)
+        elif state.generator_first.shape[0] != batch:
+            raise ValueError(f"state must be for batch {batch}, got a state for batch "
+                             f"{state.generator_first.shape[0]}")
+        heads, d = self.heads, self.head_dim
+        if self.retain_toward_initial:
+            anchor = self.initial_state(batch)
+            generator_anchors = (anchor.generator_first, anchor.generator_second)
+            memory_anchors = (anchor.memory_first, anchor.memory_second)
+        else:
+            generator_anchors = memory_anchors = (None, None)
+        # One matmul for every projection of x: W_x, W_q and (fixed first layers) W_x S1.
+        width = heads * d
+        weights = [self.input_projection, self.query_projection]
+        if not self.write_first_layer:
+            weights.append(self._folded_first_layers())
+        projected = x @ torch.cat(weights, dim=1)
+        # split, not slices: its backward is one cat, not a zero-filled tensor per slice.
+        projected = projected.split([width, width, projected.shape[-1] - 2 * width], dim=-1)
+        inputs = projected[0].view(batch, length, heads, d).transpose(1, 2)
+        queries = F.normalize(projected[1].view(batch, length, heads, d).transpose(1, 2), dim=-1)
+
+        # 1) The generator bank does not read the main memory: run it over the whole call.
+        if self.write_first_layer:
+            generated = self._generator_written(inputs, state, generator_anchors, return_trace)
+        else:
+            generated = self._generator_fixed_first(projected[2], inputs, state,
+                                                    generator_anchors, return_trace,
+                                                    keep_state or return_trace)
+        (keys, values, lr, log_alpha, first_snap, first, second_snap, second,
+         trace_states) = generated
+        # 2) The main memory, with its own (usually longer) chunks.
+        run_memory = (self._memory_written if self.write_first_layer
+                      else self._memory_fixed_first)
+        reads, mem_first_snap, mem_first, mem_second_snap, mem_second = run_memory(
+            keys, values, queries, lr, log_alpha, state, memory_anchors)
+        output = reads.transpose(1, 2).reshape(batch, length, heads * d)
+        y = output @ self.output_projection
+        new_state = SelfModifyingState(first_snap, first, second_snap, second, mem_first_snap,
+                                       mem_first, mem_second_snap, mem_second,
+                                       state.position + length)
+        if not return_trace:
+            return y, (new_state if keep_state else None)
+        trace = {"lr": lr, "retention": log_alpha.exp(), "keys": keys, "values": values,
+                 "states": trace_states,
+                 "memory": self._named_states(new_state.generator_first,
+                                              new_state.generator_second)
+                 | {"memory_first": mem_first, "memory_second": mem_second}}
+        return y, new_state, trace
+
+    def _named_states(self, first: torch.Tensor, second: torch.Tensor) -> dict:
+        h = self.hidden
+        return {"key_first": first[..., :h], "key_second": second[:, :, 0],
+                "value_first": first[..., h:2 * h], "value_second": second[:, :, 1],
+                "lr": first[..., 2 * h], "retention": first[..., 2 * h + 1]}
