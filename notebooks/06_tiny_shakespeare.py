@@ -239,24 +239,25 @@ figure
 
 # %% [markdown]
 # **What we measured** (`python -m nlbook.bench shakespeare --minutes 5`: the same two
-# configurations on one thread of a 2-core x86 CPU, torch 2.13; the budget is planned over the
-# warm-up and is also a deadline, so both models get the same time):
+# configurations on one thread of a 2-core x86 CPU, torch 2.13; each model gets a 5-minute
+# budget, planned over the warm-up and also a deadline):
 #
 # | model | parameters | steps in the budget | val nats/char (bits) |
 # |---|---|---|---|
-# | Transformer, width 128 | 804,096 | 3,601 in 301 s | **1.753** (2.53) |
-# | HOPE, width 128 | 785,184 | 860 in 303 s | 1.891 (2.73) |
+# | Transformer, width 128 | 804,096 | 3,176 in 265 s | **1.792** (2.59) |
+# | HOPE, width 128 | 785,184 | 1,157 in 288 s | 1.833 (2.65) |
 #
-# HOPE / Transformer = 1.079: **at equal parameters and equal time on a CPU, HOPE is worse**,
-# and it ends just above nanoGPT's 1.88; both models stay far above the 7-gram line (1.52).
-# Earlier runs, whose time budgets drifted with the machine's load (HOPE got 288 s and 358 s,
-# the Transformer 362 s and 286 s), gave ratios of 1.087 and 1.057: the same picture. The
-# printed seconds say how equal each race really was; your numbers will differ with your CPU.
+# HOPE / Transformer = 1.023 (another run: 1.787 against 1.847 in 301 s and 280 s, ratio
+# 1.033): **at equal parameters and equal time on a CPU, HOPE is a little worse**, though it
+# now ends below nanoGPT's 1.88; both models stay far above the 7-gram line (1.52). Before
+# HOPE's speed-ups (chapter 5) the same race gave 1.891 against 1.753 (ratio 1.079). The
+# budget is planned from the warm-up's speed and is also a deadline; a CPU whose speed drifts
+# can end a run early, so read the printed seconds to see how equal each race really was.
 #
 # **Per step the ranking flips**: in an earlier run, after 759 steps the Transformer was at
 # 2.17 nats while HOPE had reached 1.92 (second figure; the Transformer was then mid-schedule,
 # with a higher learning rate, so this favours HOPE somewhat). HOPE's cost is speed: a step runs the
-# self-modifying memory chunk by chunk and the CMS's in-context updates, about four times the
+# self-modifying memory chunk by chunk and the CMS's in-context updates, about three times the
 # time of attention over 64 characters. Your numbers will differ with your CPU and its load.
 
 # %% [markdown]
