@@ -59,6 +59,7 @@ __all__ = [
     "TrainingDivergedError",
     "build_model",
     "build_optimizer",
+    "cosine_progress",
     "estimate_loss",
     "evaluate_all",
     "learning_rate_at",
@@ -147,9 +148,11 @@ class TrainConfig:
     budget, turned into a number of steps after timing the first ``calibration_steps`` steps
     (or the whole warm-up, if longer: the plan then fixes the cosine before it starts) and one
     evaluation (the cosine schedule then runs over that number, and a resumed run keeps
-    it); the budget is also a deadline: if the machine slows down later, the run stops when the
-    time is up. ``model_options`` are extra keyword arguments of the model (e.g. ``dropout``).
-    ``checkpoint`` None trains without writing checkpoints (notebook use).
+    it); half-way through the budget the number is planned once more from the speed measured
+    since (the cosine continues without a jump); the budget is also a deadline: if the machine
+    slows down later, the run stops when the time is up. ``model_options`` are extra keyword
+    arguments of the model (e.g. ``dropout``). ``checkpoint`` None trains without writing
+    checkpoints (notebook use).
     """
 
     model: str = "transformer"
@@ -395,13 +398,27 @@ def build_optimizer(name: str, model: nn.Module, *, learning_rate: float,
     return optimizer
 
 
+def cosine_progress(step: int, *, warmup_steps: int, total_steps: int,
+                    anchor: tuple[int, float] | None = None) -> float:
+    """How far (0 → 1) the cosine of :func:`learning_rate_at` has come after ``step`` steps."""
+    if anchor is not None and step >= anchor[0]:
+        anchor_step, anchor_progress = anchor
+        return anchor_progress + (1.0 - anchor_progress) * (step - anchor_step) / max(
+            1, total_steps - anchor_step)
+    return (step - warmup_steps) / max(1, total_steps - warmup_steps)
+
+
 def learning_rate_at(step: int, *, learning_rate: float, min_learning_rate: float,
-                     warmup_steps: int, total_steps: int | None) -> float:
+                     warmup_steps: int, total_steps: int | None,
+                     anchor: tuple[int, float] | None = None) -> float:
     """Learning rate for the update that follows ``step`` completed steps.
 
     Linear warm-up ``lr (step + 1) / warmup_steps`` during the first ``warmup_steps`` steps, then
     a cosine from ``learning_rate`` down to ``min_learning_rate`` at ``total_steps``.
     ``total_steps`` None (a time budget not yet calibrated) keeps the peak rate after warm-up.
+    ``anchor`` (step a, progress p_a): the plan changed at step a, where the cosine had come
+    p_a of the way; from there it covers the rest linearly in steps up to ``total_steps``, so
+    the rate stays continuous (a time budget re-planned half-way).
     """
     if step < warmup_steps:
         return learning_rate * (step + 1) / warmup_steps
@@ -409,7 +426,8 @@ def learning_rate_at(step: int, *, learning_rate: float, min_learning_rate: floa
         return learning_rate
     if step >= total_steps:
         return min_learning_rate
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    progress = cosine_progress(step, warmup_steps=warmup_steps, total_steps=total_steps,
+                               anchor=anchor)
     return min_learning_rate + 0.5 * (1.0 + math.cos(math.pi * progress)) * (
         learning_rate - min_learning_rate)
 
@@ -583,6 +601,8 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
     history: dict[str, list] = {"train_steps": [], "train_loss": [], "val_steps": [],
                                 "val_loss": []}
     step, total_steps, elapsed_before = 0, config.steps, 0.0
+    anchor: tuple[int, float] | None = None  # where a time budget was re-planned (see below)
+    replanned = False
     last_good_step: int | None = None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -594,6 +614,10 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
         history = {key: list(value) for key, value in state["history"].items()}
         step, total_steps = state["step"], state["total_steps"]
         elapsed_before = state["elapsed_seconds"]
+        saved_anchor = state.get("schedule_anchor")
+        anchor = None if saved_anchor is None else (int(saved_anchor[0]),
+                                                    float(saved_anchor[1]))
+        replanned = bool(state.get("replanned", False))
         last_good_step = step
         say(f"resumed {config.checkpoint} at step {step}")
 
@@ -628,6 +652,8 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
             "optimizer": optimizer.state_dict(),
             "step": step,
             "total_steps": total_steps,
+            "schedule_anchor": None if anchor is None else [anchor[0], anchor[1]],
+            "replanned": replanned,
             "data_generator": data_generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
@@ -646,6 +672,7 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
         history["val_loss"].append(evaluate())
         eval_seconds = time.perf_counter() - eval_start
     calibration_start, calibration_from = None, 0
+    speed_from: tuple[float, int] | None = None  # (time, step) from which the speed is timed
     # Time the whole warm-up when it is longer than calibration_steps: early steps are slower
     # than steady state, and planning before the cosine starts changes no learning rate used.
     calibration_window = max(config.calibration_steps, config.warmup_steps - 1)
@@ -662,7 +689,7 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
             learning_rate = learning_rate_at(step, learning_rate=config.learning_rate,
                                              min_learning_rate=config.min_learning_rate,
                                              warmup_steps=config.warmup_steps,
-                                             total_steps=total_steps)
+                                             total_steps=total_steps, anchor=anchor)
             for group in optimizer.param_groups:  # every group follows the same schedule
                 group["lr"] = group["peak_lr"] * learning_rate / config.learning_rate
             inputs, targets = random_batch(corpus.train_ids, config.batch_size,
@@ -701,6 +728,28 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
                 bar.refresh()
                 say(f"time budget {config.minutes} min: {seconds_per_step * 1e3:.1f} ms/step "
                     f"-> {total_steps} steps")
+                speed_from = (time.perf_counter(), step)
+            elif config.minutes is not None and total_steps is not None and not replanned \
+                    and step < total_steps:
+                if speed_from is None:  # a resumed run measures its speed from here
+                    speed_from = (time.perf_counter(), step)
+                elapsed = elapsed_before + time.perf_counter() - start_time
+                half_steps = step - speed_from[1] >= (total_steps - speed_from[1]) / 2
+                if (elapsed >= 0.5 * config.minutes * 60 or half_steps) and step > speed_from[1]:
+                    # Re-plan once, half-way (in time or in planned steps, whichever comes
+                    # first), from the speed since the plan (evaluations included): early steps
+                    # are often slower than later ones, and a plan made from the warm-up alone
+                    # ended runs up to 12% early (measured). The cosine stays continuous.
+                    per_step = (time.perf_counter() - speed_from[0]) / (step - speed_from[1])
+                    progress = cosine_progress(step, warmup_steps=config.warmup_steps,
+                                               total_steps=total_steps, anchor=anchor)
+                    remaining = config.minutes * 60.0 - elapsed
+                    new_total = step + max(1, int(remaining / per_step))
+                    say(f"time budget re-planned half-way: {per_step * 1e3:.1f} ms/step -> "
+                        f"{new_total} steps (was {total_steps})")
+                    anchor, total_steps, replanned = (step, min(1.0, progress)), new_total, True
+                    bar.total = total_steps
+                    bar.refresh()
             if config.minutes is not None and (total_steps is None or step < total_steps) \
                     and elapsed_before + time.perf_counter() - start_time >= config.minutes * 60:
                 # The budget is wall-clock time: if the machine slowed down after the steps were

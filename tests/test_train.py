@@ -19,6 +19,7 @@ from nlbook.train import (
     TrainingDivergedError,
     build_model,
     build_optimizer,
+    cosine_progress,
     learning_rate_at,
     load_checkpoint,
     load_model,
@@ -283,6 +284,35 @@ def test_time_budget_is_a_deadline_when_steps_slow_down(corpus_path):
     assert result.step == result.total_steps < 20
     assert time.perf_counter() - start < 0.02 * 60 + 3  # the deadline plus one step and evals
     assert result.history["val_steps"][-1] == result.step
+
+
+def test_time_budget_is_replanned_when_early_steps_were_slow(corpus_path):
+    """Planned from slow early steps, a run re-plans half-way and uses its whole budget."""
+    config = tiny_config(corpus_path, steps=None, minutes=0.02, calibration_steps=3)
+
+    def slow_calibration(step, model):
+        if step <= 4:
+            time.sleep(0.1)
+
+    start = time.perf_counter()
+    result = run(config, after_step=slow_calibration)
+    seconds = time.perf_counter() - start
+    # Without the re-plan the run would stop after about 0.8 s / 0.1 s = 8 more steps.
+    assert result.step == result.total_steps > 30
+    assert 0.02 * 60 * 0.75 < seconds < 0.02 * 60 + 3
+
+
+def test_replanned_schedule_is_continuous_and_ends_at_the_minimum():
+    def rate(step, total, anchor=None):
+        return learning_rate_at(step, learning_rate=1e-3, min_learning_rate=1e-4,
+                                warmup_steps=10, total_steps=total, anchor=anchor)
+
+    progress = cosine_progress(60, warmup_steps=10, total_steps=110)
+    anchor = (60, progress)
+    assert rate(60, 110) == pytest.approx(rate(60, 300, anchor))  # no jump at the re-plan
+    later = [rate(step, 300, anchor) for step in range(60, 301)]
+    assert all(a >= b for a, b in itertools.pairwise(later))
+    assert later[-1] == pytest.approx(1e-4)
 
 
 def test_time_budget_shorter_than_the_warm_up_still_stops_on_time(corpus_path):
