@@ -1,0 +1,183 @@
+"""Per-token losses, the state a stream carries, and the records of every update."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from nlbook._checks import check_positive_int
+
+VARIANTS = ("sequential", "independent", "nested")
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LevelParameters = dict[str, torch.Tensor]
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,
+    "relu": F.relu,
+    "silu": F.silu,
+    "tanh": torch.tanh,
+    "identity": lambda tensor: tensor,
+}
+
+
+def _check_chunk_sizes(chunk_sizes: Sequence[int]) -> None:
+    if isinstance(chunk_sizes, (str, bytes)) or not isinstance(chunk_sizes, Sequence):
+        raise ValueError(f"chunk_sizes must be a sequence of positive ints, got {chunk_sizes!r}")
+    if len(chunk_sizes) == 0:
+        raise ValueError("chunk_sizes must name at least one level, got an empty sequence")
+    for index, size in enumerate(chunk_sizes):
+        check_positive_int(f"chunk_sizes[{index}]", size)
+
+
+# --------------------------------------------------------------------------------------------
+# Losses (per token: outputs (B, n, d), targets (B, n, ...) -> (B, n))
+# --------------------------------------------------------------------------------------------
+
+
+def squared_error_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """½‖y_t − target_t‖² per token: (B, n, d), (B, n, d) -> (B, n). Its gradient w.r.t. a linear
+    level W is (W x_t − target_t) x_tᵀ."""
+    return 0.5 * (outputs - targets).pow(2).sum(-1)
+
+
+def cross_entropy_loss(readout: Callable[[torch.Tensor], torch.Tensor]) -> LossFn:
+    """Per-token cross-entropy of ``readout(outputs)`` (B, n, V) against integer targets (B, n).
+
+    For a language model ``readout`` is the LM head (closed over, so the outer optimizer trains
+    it) and the target of position t is token t+1: the in-context next-token loss of A-eq 71.
+    """
+
+    def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = readout(outputs)
+        flat = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+        return flat.view(targets.shape)
+
+    return loss
+
+
+def nested_reset_periods(chunk_sizes: Sequence[int]) -> list[int | None]:
+    """Context length of every level in the nested CMS (A-eq 72): the chunk size of the next
+    slower level (the smallest larger chunk); the slowest level never resets (``None``)."""
+    _check_chunk_sizes(chunk_sizes)
+    periods: list[int | None] = []
+    for size in chunk_sizes:
+        slower = [other for other in chunk_sizes if other > size]
+        periods.append(min(slower) if slower else None)
+    return periods
+
+
+# --------------------------------------------------------------------------------------------
+# State and update records
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CMSState:
+    """What a stream carries from one call to the next (per sequence, never shared in a batch).
+
+    Attributes:
+        parameters: per level, the fast parameters now in force, each (B, *shape).
+        gradient_sums: per level, the summed per-token gradients of the open (partial) chunk,
+            each (B, *shape), or ``None`` when nothing has been accumulated since the last close.
+        position: how many tokens the stream has consumed (a pending one included).
+        pending_input: (B, 1, d) CMS input of the last position when its target was not known
+            yet (next-token LM at generation time); the next call resolves it.
+    """
+
+    parameters: list[LevelParameters]
+    gradient_sums: list[LevelParameters | None]
+    position: int
+    pending_input: torch.Tensor | None = None
+
+    def detach(self) -> CMSState:
+        """A copy cut from the autograd graph (truncated backprop through the updates)."""
+
+        def cut(level: LevelParameters | None) -> LevelParameters | None:
+            return None if level is None else {k: v.detach() for k, v in level.items()}
+
+        pending = None if self.pending_input is None else self.pending_input.detach()
+        return CMSState([cut(p) for p in self.parameters],  # type: ignore[misc]
+                        [cut(g) for g in self.gradient_sums], self.position, pending)
+
+
+@dataclass
+class LevelRecord:
+    """Updates of one level: ``steps[j]`` is the token count i at which update j was applied
+    (it is used from 0-based position i on), ``sizes[j]`` its Frobenius norm per sequence (B,),
+    ``deltas[j]`` the change itself (only with ``keep_deltas``), ``resets`` the re-inits."""
+
+    steps: list[int] = field(default_factory=list)
+    sizes: list[torch.Tensor] = field(default_factory=list)
+    deltas: list[LevelParameters] = field(default_factory=list)
+    resets: list[int] = field(default_factory=list)
+
+
+class CMSRecord:
+    """Every update of every level, so that it can be plotted; pass the same record to several
+    streaming calls to keep appending. Levels with η = 0 never change and log nothing."""
+
+    def __init__(self, num_levels: int, *, keep_deltas: bool = False) -> None:
+        check_positive_int("num_levels", num_levels)
+        self.levels = [LevelRecord() for _ in range(num_levels)]
+        self.keep_deltas = keep_deltas
+
+    def log_update(self, level: int, step: int, delta: LevelParameters) -> None:
+        squares = sum(v.detach().pow(2).flatten(1).sum(1) for v in delta.values())
+        record = self.levels[level]
+        record.steps.append(step)
+        record.sizes.append(squares.sqrt())
+        if self.keep_deltas:
+            record.deltas.append({k: v.detach().clone() for k, v in delta.items()})
+
+    def log_reset(self, level: int, step: int) -> None:
+        self.levels[level].resets.append(step)
+
+    def update_steps(self, level: int) -> list[int]:
+        return list(self.levels[level].steps)
+
+    def update_sizes(self, level: int) -> torch.Tensor:
+        """(n_updates, B) norms of the updates of ``level`` (empty (0, 0) when none)."""
+        sizes = self.levels[level].sizes
+        return torch.stack(sizes) if sizes else torch.zeros(0, 0)
+
+
+def parameter_trajectory(record: CMSRecord, level: int, name: str, initial: torch.Tensor,
+                         sequence: int = 0) -> torch.Tensor:
+    """Parameter ``name`` of ``level`` after each recorded update, for one sequence:
+    (n_updates + 1, *shape), row 0 = ``initial``. Needs ``keep_deltas=True``; resets restart
+    from ``initial``."""
+    level_record = record.levels[level]
+    if not record.keep_deltas and level_record.steps:
+        raise ValueError("record must be created with keep_deltas=True to rebuild trajectories")
+    current = initial.detach().clone()
+    rows = [current.clone()]
+    resets = sorted(level_record.resets)
+    for step, delta in zip(level_record.steps, level_record.deltas, strict=True):
+        while resets and resets[0] < step:
+            resets.pop(0)
+            current = initial.detach().clone()
+        current = current + delta[name][sequence]
+        rows.append(current.clone())
+    return torch.stack(rows)
+
+
+@dataclass
+class CMSOutput:
+    """Result of :meth:`ContinuumMemory.forward`.
+
+    Attributes:
+        output: (B, T, d) the CMS output.
+        losses: (B, T) per-token task loss at the parameters in force (NaN where the target was
+            not given or no loss was passed).
+        state: the :class:`CMSState` after the call (pass it to the next call to stream);
+            ``None`` when called with ``keep_state=False``.
+        pending_loss: (B,) loss of the position resolved at the start of the call, or ``None``.
+    """
+
+    output: torch.Tensor
+    losses: torch.Tensor
+    state: CMSState | None
+    pending_loss: torch.Tensor | None = None
