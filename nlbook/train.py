@@ -20,8 +20,10 @@ What the loop does, step by step (one *step* is one optimizer update on one rand
 * a checkpoint is written atomically (temporary file, then ``os.replace``) every
   ``checkpoint_interval`` steps. It holds only tensors and plain containers, is loaded with
   ``torch.load(weights_only=True)``, and stores everything a resumed run needs to continue
-  exactly as an uninterrupted one: model, optimizer, step, planned number of steps, the data
-  generator's state, torch's RNG state (dropout) and the loss history;
+  exactly as an uninterrupted one: model, optimizer, step, number of steps, the data
+  generator's state, torch's RNG state (dropout) and the loss history (a ``--minutes`` run
+  also stores the time spent, and its schedule follows the clock, so its resume is exact in
+  everything but timing);
 * a non-finite loss or gradient stops training with :class:`TrainingDivergedError`, naming the
   step, before the bad update is applied or saved: the last checkpoint stays the last good one.
 """
@@ -59,7 +61,6 @@ __all__ = [
     "TrainingDivergedError",
     "build_model",
     "build_optimizer",
-    "cosine_progress",
     "estimate_loss",
     "evaluate_all",
     "learning_rate_at",
@@ -145,14 +146,13 @@ class TrainConfig:
     """Everything that defines a training run; stored in every checkpoint as a plain dict.
 
     ``steps`` fixes the number of optimizer steps; alternatively ``minutes`` gives a wall-clock
-    budget, turned into a number of steps after timing the first ``calibration_steps`` steps
-    (or the whole warm-up, if longer: the plan then fixes the cosine before it starts) and one
-    evaluation (the cosine schedule then runs over that number, and a resumed run keeps
-    it); half-way through the budget the number is planned once more from the speed measured
-    since (the cosine continues without a jump); the budget is also a deadline: if the machine
-    slows down later, the run stops when the time is up. ``model_options`` are extra keyword
-    arguments of the model (e.g. ``dropout``). ``checkpoint`` None trains without writing
-    checkpoints (notebook use).
+    budget: after the warm-up (counted in steps) the cosine runs over wall-clock time, from the
+    end of the warm-up to the deadline, and the run stops at the deadline with the rate at its
+    minimum, however the machine's speed drifts. Evaluations count in the budget. (Planning a
+    number of steps from the warm-up's speed instead ended runs up to 12% early or late on a
+    shared CPU: measured.) ``calibration_steps`` only sizes the progress bar's estimate.
+    ``model_options`` are extra keyword arguments of the model (e.g. ``dropout``).
+    ``checkpoint`` None trains without writing checkpoints (notebook use).
     """
 
     model: str = "transformer"
@@ -398,36 +398,24 @@ def build_optimizer(name: str, model: nn.Module, *, learning_rate: float,
     return optimizer
 
 
-def cosine_progress(step: int, *, warmup_steps: int, total_steps: int,
-                    anchor: tuple[int, float] | None = None) -> float:
-    """How far (0 → 1) the cosine of :func:`learning_rate_at` has come after ``step`` steps."""
-    if anchor is not None and step >= anchor[0]:
-        anchor_step, anchor_progress = anchor
-        return anchor_progress + (1.0 - anchor_progress) * (step - anchor_step) / max(
-            1, total_steps - anchor_step)
-    return (step - warmup_steps) / max(1, total_steps - warmup_steps)
-
-
 def learning_rate_at(step: int, *, learning_rate: float, min_learning_rate: float,
                      warmup_steps: int, total_steps: int | None,
-                     anchor: tuple[int, float] | None = None) -> float:
+                     progress: float | None = None) -> float:
     """Learning rate for the update that follows ``step`` completed steps.
 
     Linear warm-up ``lr (step + 1) / warmup_steps`` during the first ``warmup_steps`` steps, then
-    a cosine from ``learning_rate`` down to ``min_learning_rate`` at ``total_steps``.
-    ``total_steps`` None (a time budget not yet calibrated) keeps the peak rate after warm-up.
-    ``anchor`` (step a, progress p_a): the plan changed at step a, where the cosine had come
-    p_a of the way; from there it covers the rest linearly in steps up to ``total_steps``, so
-    the rate stays continuous (a time budget re-planned half-way).
+    a cosine from ``learning_rate`` down to ``min_learning_rate``: over the steps up to
+    ``total_steps``, or, when ``progress`` (0 → 1) is given, at that point of the cosine (a time
+    budget: the fraction of the time left after the warm-up that has passed).
+    ``total_steps`` None and no ``progress`` keeps the peak rate after warm-up.
     """
     if step < warmup_steps:
         return learning_rate * (step + 1) / warmup_steps
-    if total_steps is None:
-        return learning_rate
-    if step >= total_steps:
-        return min_learning_rate
-    progress = cosine_progress(step, warmup_steps=warmup_steps, total_steps=total_steps,
-                               anchor=anchor)
+    if progress is None:
+        if total_steps is None:
+            return learning_rate
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    progress = min(1.0, max(0.0, progress))
     return min_learning_rate + 0.5 * (1.0 + math.cos(math.pi * progress)) * (
         learning_rate - min_learning_rate)
 
@@ -601,8 +589,7 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
     history: dict[str, list] = {"train_steps": [], "train_loss": [], "val_steps": [],
                                 "val_loss": []}
     step, total_steps, elapsed_before = 0, config.steps, 0.0
-    anchor: tuple[int, float] | None = None  # where a time budget was re-planned (see below)
-    replanned = False
+    warmup_end: float | None = None  # seconds of the budget spent when the warm-up ended
     last_good_step: int | None = None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -614,10 +601,7 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
         history = {key: list(value) for key, value in state["history"].items()}
         step, total_steps = state["step"], state["total_steps"]
         elapsed_before = state["elapsed_seconds"]
-        saved_anchor = state.get("schedule_anchor")
-        anchor = None if saved_anchor is None else (int(saved_anchor[0]),
-                                                    float(saved_anchor[1]))
-        replanned = bool(state.get("replanned", False))
+        warmup_end = state.get("warmup_end_seconds")
         last_good_step = step
         say(f"resumed {config.checkpoint} at step {step}")
 
@@ -652,8 +636,7 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
             "optimizer": optimizer.state_dict(),
             "step": step,
             "total_steps": total_steps,
-            "schedule_anchor": None if anchor is None else [anchor[0], anchor[1]],
-            "replanned": replanned,
+            "warmup_end_seconds": warmup_end,
             "data_generator": data_generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
@@ -672,9 +655,9 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
         history["val_loss"].append(evaluate())
         eval_seconds = time.perf_counter() - eval_start
     calibration_start, calibration_from = None, 0
-    speed_from: tuple[float, int] | None = None  # (time, step) from which the speed is timed
-    # Time the whole warm-up when it is longer than calibration_steps: early steps are slower
-    # than steady state, and planning before the cosine starts changes no learning rate used.
+    budget = None if config.minutes is None else config.minutes * 60.0
+    # Time the whole warm-up when it is longer than calibration_steps (early steps are slower
+    # than steady state): an estimate of the number of steps, for the progress bar only.
     calibration_window = max(config.calibration_steps, config.warmup_steps - 1)
     bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step",
                desc=f"{config.model}", dynamic_ncols=True)
@@ -686,10 +669,19 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
             if total_steps is None and calibration_start is None and step >= 1:
                 # Time from the second step on: the first one includes one-off warm-up costs.
                 calibration_start, calibration_from = time.perf_counter(), step
+            time_progress = None
+            if budget is not None and step >= config.warmup_steps:
+                # A time budget runs its cosine over wall-clock time: from the end of the
+                # warm-up to the deadline, so the run ends with the rate at its minimum
+                # whatever the speed does meanwhile (two models compared get the same time).
+                elapsed = elapsed_before + time.perf_counter() - start_time
+                if warmup_end is None:
+                    warmup_end = elapsed
+                time_progress = (elapsed - warmup_end) / max(1e-9, budget - warmup_end)
             learning_rate = learning_rate_at(step, learning_rate=config.learning_rate,
                                              min_learning_rate=config.min_learning_rate,
                                              warmup_steps=config.warmup_steps,
-                                             total_steps=total_steps, anchor=anchor)
+                                             total_steps=total_steps, progress=time_progress)
             for group in optimizer.param_groups:  # every group follows the same schedule
                 group["lr"] = group["peak_lr"] * learning_rate / config.learning_rate
             inputs, targets = random_batch(corpus.train_ids, config.batch_size,
@@ -720,40 +712,19 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
             bar.update(1)
             if total_steps is None and calibration_start is not None and \
                     step - calibration_from == calibration_window:
+                # Only an estimate, for the progress bar: the deadline ends the run.
                 seconds_per_step = (time.perf_counter() - calibration_start) / calibration_window
                 per_step = seconds_per_step + eval_seconds / config.eval_interval
-                remaining = config.minutes * 60.0 - (time.perf_counter() - start_time)
-                total_steps = step + max(0, int(remaining / per_step))
-                bar.total = total_steps
+                remaining = config.minutes * 60.0 - (elapsed_before + time.perf_counter()
+                                                     - start_time)
+                bar.total = step + max(0, int(remaining / per_step))
                 bar.refresh()
                 say(f"time budget {config.minutes} min: {seconds_per_step * 1e3:.1f} ms/step "
-                    f"-> {total_steps} steps")
-                speed_from = (time.perf_counter(), step)
-            elif config.minutes is not None and total_steps is not None and not replanned \
-                    and step < total_steps:
-                if speed_from is None:  # a resumed run measures its speed from here
-                    speed_from = (time.perf_counter(), step)
-                elapsed = elapsed_before + time.perf_counter() - start_time
-                half_steps = step - speed_from[1] >= (total_steps - speed_from[1]) / 2
-                if (elapsed >= 0.5 * config.minutes * 60 or half_steps) and step > speed_from[1]:
-                    # Re-plan once, half-way (in time or in planned steps, whichever comes
-                    # first), from the speed since the plan (evaluations included): early steps
-                    # are often slower than later ones, and a plan made from the warm-up alone
-                    # ended runs up to 12% early (measured). The cosine stays continuous.
-                    per_step = (time.perf_counter() - speed_from[0]) / (step - speed_from[1])
-                    progress = cosine_progress(step, warmup_steps=config.warmup_steps,
-                                               total_steps=total_steps, anchor=anchor)
-                    remaining = config.minutes * 60.0 - elapsed
-                    new_total = step + max(1, int(remaining / per_step))
-                    say(f"time budget re-planned half-way: {per_step * 1e3:.1f} ms/step -> "
-                        f"{new_total} steps (was {total_steps})")
-                    anchor, total_steps, replanned = (step, min(1.0, progress)), new_total, True
-                    bar.total = total_steps
-                    bar.refresh()
+                    f"-> about {bar.total} steps")
             if config.minutes is not None and (total_steps is None or step < total_steps) \
                     and elapsed_before + time.perf_counter() - start_time >= config.minutes * 60:
-                # The budget is wall-clock time: if the machine slowed down after the steps were
-                # planned, stop at the deadline (two models compared get the same time).
+                # The budget is wall-clock time: stop at the deadline (two models compared get
+                # the same time).
                 planned = "" if total_steps is None else f" of the {total_steps} planned"
                 say(f"time budget {config.minutes} min reached after {step} steps{planned}")
                 total_steps = step
