@@ -166,9 +166,9 @@ else:
 #
 # A fair race fixes everything but the architecture: the same data split, optimiser (AdamW,
 # warm-up 100 steps, cosine to a tenth of the peak rate), batch, context, seed, one CPU thread,
-# and **the same time budget**. `nlbook.train.train` times its first steps and turns
-# `minutes=` into a number of steps, so a model that is slower per step simply takes fewer
-# steps. The progress bar shows the running loss and the last validation estimate.
+# and **the same time budget**. With `minutes=`, `nlbook.train.train` runs the cosine over
+# wall-clock time and stops at the deadline, so a model that is slower per step simply takes
+# fewer steps. The progress bar shows the running loss and the last validation estimate.
 #
 # Validation is estimated as nanoGPT does (20 fixed random batches of windows; positions see 0
 # to 63 characters of context), which is the number its "1.88" means. At the end we also
@@ -239,20 +239,20 @@ figure
 
 # %% [markdown]
 # **What we measured** (`python -m nlbook.bench shakespeare --minutes 5`: the same two
-# configurations on one thread of a 2-core x86 CPU, torch 2.13; each model gets a 5-minute
-# budget, planned over the warm-up and also a deadline):
+# configurations on one thread of a 2-core x86 CPU, torch 2.13; each model gets 5 minutes, its
+# cosine running over wall-clock time up to the deadline):
 #
 # | model | parameters | steps in the budget | val nats/char (bits) |
 # |---|---|---|---|
-# | Transformer, width 128 | 804,096 | 3,176 in 265 s | **1.792** (2.59) |
-# | HOPE, width 128 | 785,184 | 1,157 in 288 s | 1.833 (2.65) |
+# | Transformer, width 128 | 804,096 | 3,546 in 301 s | **1.765** (2.55) |
+# | HOPE, width 128 | 785,184 | 1,114 in 302 s | 1.843 (2.66) |
 #
-# HOPE / Transformer = 1.023 (another run: 1.787 against 1.847 in 301 s and 280 s, ratio
-# 1.033): **at equal parameters and equal time on a CPU, HOPE is a little worse**, though it
-# now ends below nanoGPT's 1.88; both models stay far above the 7-gram line (1.52). Before
-# HOPE's speed-ups (chapter 5) the same race gave 1.891 against 1.753 (ratio 1.079). The
-# budget is planned from the warm-up's speed and is also a deadline; a CPU whose speed drifts
-# can end a run early, so read the printed seconds to see how equal each race really was.
+# HOPE / Transformer = 1.044: **at equal parameters and equal time on a CPU, HOPE is a little
+# worse**, though it now ends below nanoGPT's 1.88; both models stay far above the 7-gram line
+# (1.52). Before HOPE's speed-ups (chapter 5) the same race gave 1.891 against 1.753 (ratio
+# 1.079). Three runs that planned their steps from the warm-up's speed (and so ended up to
+# 12% early on a CPU whose speed drifts) gave ratios of 1.023-1.033: the same picture. Read the
+# printed seconds to see how equal each race really was; your numbers will differ.
 #
 # **Per step the ranking flips**: in an earlier run, after 759 steps the Transformer was at
 # 2.17 nats while HOPE had reached 1.92 (second figure; the Transformer was then mid-schedule,
