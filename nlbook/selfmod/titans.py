@@ -278,12 +278,12 @@ class SelfModifyingTitans(nn.Module):
             scalars = x_chunk @ scalar_snap                                   # (B, H, C, 2)
             lr = F.softplus(scalars[..., 0] + self.lr_bias[..., 0])
             log_alpha = F.logsigmoid(scalars[..., 1] + self.retention_bias[..., 0])
-            # Hidden activations of M_k and M_v at the keys and at the values, one matmul.
-            hidden = F.silu(torch.einsum("bhcd,hgdk->bhgck", torch.cat([keys, values], dim=2),
-                                         fixed_first))                        # (B, H, 2, 2C, h)
             generated.append((keys, values, lr, log_alpha))
             if end == length and not keep_state:
                 break  # the last writes would only reach the discarded state
+            # Hidden activations of M_k and M_v at the keys and at the values, one matmul.
+            hidden = F.silu(torch.einsum("bhcd,hgdk->bhgck", torch.cat([keys, values], dim=2),
+                                         fixed_first))                        # (B, H, 2, 2C, h)
             hidden_key, hidden_value = hidden[..., :size, :], hidden[..., size:, :]
             targets = values.unsqueeze(2) + hidden_value @ second_snap        # v̂ = M(v)
             key_norm = (keys * keys).sum(-1)
