@@ -54,7 +54,7 @@ first-order default is the cheaper and simpler reading. The self-modifying Titan
 differentiated fully.
 
 Speed (``python -m nlbook.bench hope``, one thread, ~1M parameters, batch 16, context 128):
-HOPE trains at about 0.33–0.36× the Transformer's tokens/s, short of the 0.5× target. Measured
+HOPE trains at 0.34–0.39× the Transformer's tokens/s, short of the 0.5× target. Measured
 by removing parts of the model (step times, same run): the self-modifying Titans is about
 two thirds of a HOPE step (≈105 ms per layer, forward + backward, against ≈60 ms for a whole
 Transformer layer), the fast CMS level about a tenth, everything else (norms, convolution,
