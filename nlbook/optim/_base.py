@@ -1,0 +1,138 @@
+"""Shared machinery of the chapter-2 optimizers: argument checks, the memory-optimizer
+base class, preconditioning and the Newton-Schulz orthogonalisation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from nlbook._checks import check_scalar_in_range
+
+MUON_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Jordan's quintic, also torch.optim.Muon's
+_PRECISIONS = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
+_INFINITY = float("inf")
+
+
+# --------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _check_lr(lr: float) -> None:
+    check_scalar_in_range("lr", lr, 0.0, _INFINITY)
+
+
+def _check_retention(name: str, value: float) -> None:
+    check_scalar_in_range(name, value, 0.0, 1.0, high_inclusive=False)
+
+
+def _check_eps(eps: float) -> None:
+    check_scalar_in_range("eps", eps, 0.0, _INFINITY, low_inclusive=False)
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _check_preconditioner(preconditioner: str | Callable) -> None:
+    if not callable(preconditioner):
+        _check_choice("preconditioner", preconditioner, ["identity", "rms"])
+
+
+# --------------------------------------------------------------------------------------------
+# shared machinery
+
+
+class _MemoryOptimizer(Optimizer):
+    """Loop over parameters that have a gradient and call ``_update`` on each (no grad)."""
+
+    def _update(self, param: torch.Tensor, grad: torch.Tensor, state: dict,
+                group: dict) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        """One outer step. ``closure`` (optional) re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                if param.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                state = self.state[param]
+                state["step"] = state.get("step", 0) + 1
+                self._update(param, param.grad, state, group)
+        return loss
+
+
+def _zeros_state(state: dict, name: str, like: torch.Tensor) -> torch.Tensor:
+    if name not in state:
+        state[name] = torch.zeros_like(like, memory_format=torch.preserve_format)
+    return state[name]
+
+
+def _precondition(grad: torch.Tensor, state: dict, group: dict) -> torch.Tensor:
+    """P_i g_i for the preconditioned momenta: identity, RMS (a bias-corrected EMA of g²,
+    P = diag(1/(√v̂ + ε))), or a user callable ``preconditioner(grad, state) -> P g``."""
+    preconditioner = group["preconditioner"]
+    if callable(preconditioner):
+        return preconditioner(grad, state)
+    if preconditioner == "identity":
+        return grad
+    beta2 = group["beta2"]
+    second_moment = _zeros_state(state, "second_moment", grad)
+    second_moment.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    bias_correction = 1 - beta2 ** state["step"]
+    return grad / ((second_moment / bias_correction).sqrt_().add_(group["eps"]))
+
+
+def newton_schulz(matrix: torch.Tensor, steps: int = 5,
+                  coefficients: tuple[float, float, float] = MUON_COEFFICIENTS,
+                  eps: float = 1e-7, compute_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Approximately orthogonalise ``matrix`` (r, c): U Vᵀ of its SVD, singular values → ~1.
+
+    The quintic Newton–Schulz iteration X ← a X + (b XXᵀ + c (XXᵀ)²) X from X₀ = G/‖G‖_F,
+    on the wide orientation (transposed when r > c). NL reads it as a memory that minimises
+    ‖Oᵀ O − I‖²_F by gradient steps (A-eq 43–44); with the coefficients of Keller Jordan's Muon
+    (also ``torch.optim.Muon``'s) the singular values land in about [0.7, 1.2], not exactly 1.
+
+    Args:
+        matrix: (r, c) tensor.
+        steps: number of iterations (≥ 0).
+        coefficients: (a, b, c) of the quintic.
+        eps: the Frobenius norm is clamped below at ``eps`` before dividing.
+        compute_dtype: dtype of the iteration (``torch.bfloat16`` reproduces torch's Muon);
+            ``None`` keeps ``matrix.dtype``. The result has ``compute_dtype``.
+
+    Returns:
+        (r, c) tensor.
+    """
+    if not isinstance(matrix, torch.Tensor) or matrix.ndim != 2:
+        shape = tuple(matrix.shape) if isinstance(matrix, torch.Tensor) else type(matrix)
+        raise ValueError(f"matrix must be a 2-D tensor (r, c), got {shape}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    a, b, c = coefficients
+    x = matrix.to(compute_dtype) if compute_dtype is not None else matrix.clone()
+    tall = matrix.shape[0] > matrix.shape[1]
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        polynomial = torch.addmm(gram, gram, gram, beta=b, alpha=c)  # b·A + c·A²
+        x = torch.addmm(x, polynomial, x, beta=a)  # a·X + (b·A + c·A²)·X
+    return x.T if tall else x
+
+def _check_betas(betas: Sequence[float], count: int) -> None:
+    if not isinstance(betas, (tuple, list)) or len(betas) != count:
+        raise ValueError(f"betas must be a tuple of {count} numbers, got {betas!r}")
+    for index, beta in enumerate(betas):
+        _check_retention(f"betas[{index}]", beta)
