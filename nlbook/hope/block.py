@@ -1,0 +1,163 @@
+"""The HOPE block (arXiv A-eq 94–97): causal convolution → self-modifying Titans → CMS,
+with the choices the paper leaves open stated in :mod:`nlbook.hope`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nlbook._checks import check_dtype_float, check_positive_int, check_shape
+from nlbook.cms import CMSRecord, CMSState, ContinuumMemory
+from nlbook.selfmod import SelfModifyingState, SelfModifyingTitans
+
+
+class CausalDepthwiseConv(nn.Module):
+    """y_t = Σ_{j=0}^{w−1} a_j ⊙ x_{t−w+1+j}: a causal depth-wise 1-D convolution (window w).
+
+    Shapes: x (B, T, d) → y (B, T, d). ``buffer`` (B, w−1, d) holds the last w−1 inputs of the
+    previous call (zeros at the start of a stream), so streaming is exact. Initialised to the
+    identity (a_{w−1} = 1, other taps 0): the block starts as if there were no convolution.
+    """
+
+    def __init__(self, dim: int, window: int = 4) -> None:
+        super().__init__()
+        check_positive_int("dim", dim)
+        check_positive_int("window", window)
+        self.dim, self.window = dim, window
+        weight = torch.zeros(dim, window)
+        weight[:, -1] = 1.0
+        self.weight = nn.Parameter(weight)
+
+    def initial_buffer(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0], self.window - 1, self.dim)
+
+    def forward(self, x: torch.Tensor, buffer: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, d) → (y (B, T, d), new buffer (B, w−1, d))."""
+        check_shape("x", x, (None, None, self.dim), "(B, T, d)")
+        if buffer is None:
+            buffer = self.initial_buffer(x)
+        padded = torch.cat([buffer, x], dim=1)                               # (B, w−1+T, d)
+        y = F.conv1d(padded.transpose(1, 2), self.weight.unsqueeze(1), groups=self.dim)
+        return y.transpose(1, 2), padded[:, padded.shape[1] - (self.window - 1):]
+
+
+# --------------------------------------------------------------------------------------------
+# The HOPE block
+
+
+@dataclass
+class HopeBlockState:
+    """What one block carries between calls: the convolution buffer (B, w−1, d), the
+    self-modifying Titans state and the CMS state (with its pending position)."""
+
+    conv: torch.Tensor
+    titans: SelfModifyingState
+    cms: CMSState
+
+    def detach(self) -> HopeBlockState:
+        return HopeBlockState(self.conv.detach(), self.titans.detach(), self.cms.detach())
+
+
+@dataclass
+class HopeBlockOutput:
+    """Result of :meth:`HopeBlock.forward`: output (B, T, d), the new state, the CMS's per-token
+    in-context losses (B, T) (NaN where no target was known) and, with ``return_trace``, the
+    self-modifying Titans trace (see :meth:`nlbook.selfmod.SelfModifyingTitans.forward`)."""
+
+    output: torch.Tensor
+    state: HopeBlockState
+    cms_losses: torch.Tensor
+    titans_trace: dict | None = None
+
+
+class HopeBlock(nn.Module):
+    """One HOPE block (arXiv A-eq 94–97): conv → self-modifying Titans → CMS (see module doc).
+
+    Args:
+        d_model: width d.
+        heads: heads H of the self-modifying Titans. head_dim: d_h (default d / H).
+        memory_hidden: hidden width of the Titans' MLP memories (default d_h / 2: speed).
+        chunk_size_memory, chunk_size_others: the Titans' two chunk sizes (A §8.2).
+        cms_chunk_sizes, cms_learning_rates: C_ℓ and η_ℓ per CMS level, in chain order
+            (η = 0: the level changes only through the outer optimizer).
+        cms_hidden_dim: hidden width of every CMS MLP (default 2 d).
+        conv_window: window of the causal depth-wise convolution (0 or 1: none).
+        first_order: first-order in-context CMS updates (see the module docstring).
+        generator: torch.Generator for the initialisation.
+
+    Call: ``out = block(x, targets, loss_fn=..., state=..., pending_target=...)`` with the
+    CMS's conventions (nlbook.cms): targets (B, T) or (B, T−1) (the last one then pending),
+    ``loss_fn(outputs (B, n, d), targets (B, n)) -> (B, n)``; without targets the CMS runs
+    frozen at the state's parameters.
+    """
+
+    def __init__(self, d_model: int, heads: int, *, head_dim: int | None = None,
+                 memory_hidden: int | None = None, chunk_size_memory: int = 64,
+                 chunk_size_others: int = 32, cms_chunk_sizes: Sequence[int] = (256, 32),
+                 cms_learning_rates: Sequence[float] = (0.0, 1e-2),
+                 cms_hidden_dim: int | None = None, conv_window: int = 4,
+                 first_order: bool = True, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        check_positive_int("d_model", d_model)
+        self.d_model = d_model
+        self.norm = nn.LayerNorm(d_model, bias=False)
+        self.conv = CausalDepthwiseConv(d_model, conv_window) if conv_window > 1 else None
+        if head_dim is None and d_model % heads == 0:
+            head_dim = d_model // heads
+        if memory_hidden is None and head_dim is not None:
+            memory_hidden = max(1, head_dim // 2)
+        self.titans = SelfModifyingTitans(d_model, heads, head_dim, memory_hidden,
+                                          chunk_size_memory=chunk_size_memory,
+                                          chunk_size_others=chunk_size_others,
+                                          generator=generator)
+        self.cms = ContinuumMemory(d_model, list(cms_chunk_sizes), list(cms_learning_rates),
+                                   hidden_dim=cms_hidden_dim or 2 * d_model,
+                                   variant="sequential", residual=True, pre_norm=True,
+                                   generator=generator, first_order=first_order)
+
+    def initial_state(self, x: torch.Tensor) -> HopeBlockState:
+        """The state at the start of a stream, for input x (B, T, d) (its batch, dtype)."""
+        batch = x.shape[0]
+        conv = (self.conv.initial_buffer(x) if self.conv is not None
+                else x.new_zeros(batch, 0, self.d_model))
+        return HopeBlockState(conv, self.titans.initial_state(batch),
+                              self.cms.initial_state(batch))
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None, *,
+                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                state: HopeBlockState | None = None, pending_target: torch.Tensor | None = None,
+                record: CMSRecord | None = None, return_trace: bool = False,
+                dropout: float = 0.0, keep_state: bool = True) -> HopeBlockOutput:
+        """x (B, T, d) → :class:`HopeBlockOutput` (output (B, T, d), new state, CMS losses).
+
+        ``keep_state=False`` (a training step): work that only the returned state would carry
+        on is skipped, and the state is ``None``; the output is unchanged."""
+        check_shape("x", x, (None, None, self.d_model), "(B, T, d_model)")
+        check_dtype_float("x", x)
+        fresh = state is None
+        if state is None:
+            state = self.initial_state(x)
+        hidden = self.norm(x)
+        conv_buffer = state.conv
+        if self.conv is not None:
+            hidden, conv_buffer = self.conv(hidden, state.conv)
+        trace = None
+        if return_trace:
+            memory_out, titans_state, trace = self.titans(hidden, state.titans,
+                                                          return_trace=True)
+        else:
+            memory_out, titans_state = self.titans(hidden, state.titans, keep_state=keep_state)
+        x = x + F.dropout(memory_out, dropout, self.training)
+        # A fresh stream passes no CMS state: the CMS then starts from its shared parameters
+        # without expanding them over the batch (cheaper, same values).
+        cms_out = self.cms(x, targets, loss_fn=loss_fn, state=None if fresh else state.cms,
+                           pending_target=pending_target, record=record,
+                           keep_state=keep_state)
+        new_state = (HopeBlockState(conv_buffer, titans_state, cms_out.state) if keep_state
+                     else None)
+        return HopeBlockOutput(cms_out.output, new_state, cms_out.losses, trace)
