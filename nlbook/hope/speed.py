@@ -10,9 +10,7 @@ from torch import nn
 
 from nlbook._checks import check_positive_int
 from nlbook.hope.language_model import matched_models
-from nlbook.transformer import (
-    parameter_count,
-)
+from nlbook.transformer import parameter_count
 
 
 def _training_step(model: nn.Module, *, batch: int, length: int, vocab_size: int = 65,

@@ -10,9 +10,7 @@ import torch.nn.functional as F
 
 from nlbook.cms import CMSRecord
 from nlbook.hope.language_model import HopeLM
-from nlbook.transformer import (
-    check_token_ids,
-)
+from nlbook.transformer import check_token_ids
 
 
 @dataclass

@@ -12,9 +12,7 @@ import torch
 from torch.optim import Optimizer
 
 from nlbook._checks import check_positive_int, check_scalar_in_range
-from nlbook.optim._base import (
-    _check_choice,
-)
+from nlbook.optim._base import _check_choice
 from nlbook.optim.momentum import (
     AdamMemory,
     DeepMomentum,

@@ -1,0 +1,85 @@
+"""Training loop, checkpoints and evaluation for the character language models of chapter 6.
+
+Used by the notebook (``nlbook.train.train(TrainConfig(...))``) and by the command line::
+
+    python -m nlbook.train --model transformer --preset tiny --steps 2000
+    python -m nlbook.train --model hope --minutes 5 --data my_text.txt --device cuda
+    python -m nlbook.train --checkpoint checkpoints/transformer-tiny.pt --resume
+
+What the loop does, step by step (one *step* is one optimizer update on one random batch):
+
+* batches are random windows of the training split (first 90%, nanoGPT's split), drawn from an
+  explicit ``torch.Generator`` seeded by ``config.seed``;
+* the learning rate warms up linearly for ``warmup_steps`` and then follows a cosine down to
+  ``min_learning_rate`` at the last step (nanoGPT's schedule);
+* the optimizer is AdamW (weight decay on matrices only) unless ``config.optimizer`` names a
+  torch optimizer (``adam``, ``sgd``) or a chapter-2 optimizer of :mod:`nlbook.optim`;
+* validation loss is estimated every ``eval_interval`` steps on ``eval_batches`` fixed random
+  windows of the validation split (a separate generator, so evaluating never changes training),
+  reported in nats and bits per character (bits = nats / ln 2);
+* a checkpoint is written atomically (temporary file, then ``os.replace``) every
+  ``checkpoint_interval`` steps. It holds only tensors and plain containers, is loaded with
+  ``torch.load(weights_only=True)``, and stores everything a resumed run needs to continue
+  exactly as an uninterrupted one: model, optimizer, step, number of steps, the data
+  generator's state, torch's RNG state (dropout) and the loss history (a ``--minutes`` run
+  also stores the time spent, and its schedule follows the clock, so its resume is exact in
+  everything but timing);
+* a non-finite loss or gradient stops training with :class:`TrainingDivergedError`, naming the
+  step, before the bad update is applied or saved: the last checkpoint stays the last good one.
+"""
+
+from __future__ import annotations
+
+from nlbook.train.building import (
+    OptimizerPair,
+    build_model,
+    build_optimizer,
+    estimate_loss,
+    evaluate_all,
+    learning_rate_at,
+)
+from nlbook.train.checkpoints import (
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from nlbook.train.cli import main
+from nlbook.train.config import (
+    CHECKPOINT_FORMAT,
+    MODEL_REGISTRY,
+    NLBOOK_OPTIMIZERS,
+    PRESETS,
+    CheckpointError,
+    ModelUnavailableError,
+    TrainConfig,
+    TrainingDivergedError,
+    TrainResult,
+)
+from nlbook.train.loop import (
+    save_loss_figure,
+    train,
+)
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "MODEL_REGISTRY",
+    "NLBOOK_OPTIMIZERS",
+    "PRESETS",
+    "CheckpointError",
+    "ModelUnavailableError",
+    "OptimizerPair",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDivergedError",
+    "build_model",
+    "build_optimizer",
+    "estimate_loss",
+    "evaluate_all",
+    "learning_rate_at",
+    "load_checkpoint",
+    "load_model",
+    "main",
+    "save_checkpoint",
+    "save_loss_figure",
+    "train",
+]

@@ -1,0 +1,155 @@
+"""``python -m nlbook.train``: the command line of the training loop."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from typing import Any
+
+import torch
+
+from nlbook.data import DataFileError, load_corpus
+from nlbook.train.building import evaluate_all
+from nlbook.train.checkpoints import load_checkpoint
+from nlbook.train.config import (
+    LN2,
+    MODEL_REGISTRY,
+    PRESETS,
+    CheckpointError,
+    ModelUnavailableError,
+    TrainConfig,
+    TrainingDivergedError,
+)
+from nlbook.train.loop import (
+    save_loss_figure,
+    train,
+)
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--model-option expects KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        parsed = value
+    return key, parsed
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m nlbook.train",
+        description="Train a character language model (Tiny Shakespeare by default).")
+    parser.add_argument("--model", choices=sorted(MODEL_REGISTRY), default="transformer")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
+                        help="tested size and schedule (default tiny; base is for a GPU)")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
+    budget.add_argument("--minutes", type=float, help="wall-clock budget instead of --steps")
+    parser.add_argument("--data", help="any UTF-8 text file (default: Tiny Shakespeare)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps (default cpu)")
+    parser.add_argument("--optimizer", default="adamw",
+                        help="adamw (default), adam, sgd or an nlbook.optim name (e.g. muon)")
+    parser.add_argument("--lr", type=float, help="peak learning rate")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--context-length", type=int)
+    parser.add_argument("--d-model", type=int)
+    parser.add_argument("--n-layers", type=int)
+    parser.add_argument("--n-heads", type=int)
+    parser.add_argument("--dropout", type=float)
+    parser.add_argument("--model-option", action="append", type=_parse_option, default=[],
+                        metavar="KEY=VALUE", help="extra model keyword argument (repeatable)")
+    parser.add_argument("--eval-interval", type=int)
+    parser.add_argument("--eval-batches", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", help="checkpoint file (default "
+                        "checkpoints/<model>-<preset>.pt)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run stored in --checkpoint exactly where it stopped")
+    parser.add_argument("--figure", help="loss-curve image (default figures/loss-<model>-"
+                        "<preset>.png)")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="skip the n-gram reference lines (they take a few seconds)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: small models gain little from more)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+    overrides: dict[str, Any] = {"model": args.model, "seed": args.seed, "device": args.device,
+                                 "optimizer": args.optimizer, "data": args.data}
+    for argument, name in (("steps", "steps"), ("minutes", "minutes"), ("lr", "learning_rate"),
+                           ("batch_size", "batch_size"), ("context_length", "context_length"),
+                           ("d_model", "d_model"), ("n_layers", "n_layers"),
+                           ("n_heads", "n_heads"), ("eval_interval", "eval_interval"),
+                           ("eval_batches", "eval_batches")):
+        if getattr(args, argument) is not None:
+            overrides[name] = getattr(args, argument)
+    if args.lr is not None:
+        overrides["min_learning_rate"] = min(PRESETS[args.preset]["min_learning_rate"], args.lr)
+    options = dict(PRESETS[args.preset].get("model_options", {}))
+    if args.dropout is not None:
+        options["dropout"] = args.dropout
+    options.update(dict(args.model_option))
+    overrides["model_options"] = options
+    overrides["checkpoint"] = args.checkpoint or f"checkpoints/{args.model}-{args.preset}.pt"
+    return TrainConfig.from_preset(args.preset, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0 on success)."""
+    args = _parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        if args.resume:
+            if args.checkpoint is None:
+                raise ValueError("--resume needs --checkpoint PATH")
+            stored = load_checkpoint(args.checkpoint)["config"]
+            config = TrainConfig.from_dict(dict(stored, device=args.device,
+                                                checkpoint=args.checkpoint))
+            print(f"resuming {args.checkpoint}: the stored configuration is used; other "
+                  f"training options on the command line are ignored")
+        else:
+            config = _config_from_args(args)
+        corpus = load_corpus(config.data)
+        print(f"data: {corpus.source} | {len(corpus.text):,} characters, vocabulary "
+              f"{corpus.vocab_size} | train {len(corpus.train_ids):,} / val "
+              f"{len(corpus.val_ids):,}")
+        result = train(config, corpus=corpus, resume=args.resume,
+                       progress=not args.no_progress)
+    except TrainingDivergedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (DataFileError, CheckpointError, ModelUnavailableError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; resume with: python -m nlbook.train --checkpoint "
+              f"{args.checkpoint or 'checkpoints/<model>-<preset>.pt'} --resume", file=sys.stderr)
+        return 130
+    from nlbook.transformer import parameter_count
+
+    count = parameter_count(result.model)
+    full_val = evaluate_all(result.model, corpus.val_ids,
+                            context_length=result.config.context_length,
+                            device=result.config.device)
+    print(f"parameters: {count.total:,} ({count.non_embedding:,} non-embedding)")
+    print(f"validation (every character, windows of {result.config.context_length}): "
+          f"{full_val:.4f} nats/char = {full_val / LN2:.4f} bits/char")
+    references = None
+    if not args.no_baselines:
+        from nlbook.ngram import ngram_baselines
+
+        baselines = ngram_baselines(corpus.train_ids, corpus.val_ids, corpus.vocab_size,
+                                    orders=(5, 7))
+        references = {name: values["nats"] for name, values in baselines.items()}
+        print("references: " + ", ".join(f"{name} {nats:.3f}"
+                                         for name, nats in references.items()))
+    figure = args.figure or f"figures/loss-{result.config.model}-" \
+                            f"{result.config.preset or 'custom'}.png"
+    print(f"figure: {save_loss_figure(result, figure, references)}")
+    print(f"checkpoint: {result.checkpoint}")
+    return 0

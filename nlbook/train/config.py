@@ -1,0 +1,198 @@
+"""What defines a training run: presets, the run's configuration and result, and the
+errors training can end with."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from nlbook.data import CharVocabulary
+
+CHECKPOINT_FORMAT = "nlbook-checkpoint-1"
+LN2 = math.log(2.0)
+
+#: name -> "module:ClassName"; imported only when used, so a model still being written (HOPE)
+#: does not break the others.
+MODEL_REGISTRY: dict[str, str] = {
+    "transformer": "nlbook.transformer:TransformerLM",
+    "hope": "nlbook.hope:HopeLM",
+}
+
+#: Chapter-2 optimizers of nlbook.optim, selectable by name (case, '-' and '_' ignored).
+NLBOOK_OPTIMIZERS = ("MomentumMemory", "AdamMemory", "PreconditionedMomentum", "DeltaMomentum",
+                     "DeepMomentum", "Muon", "M3")
+
+#: Tested size presets. "tiny" (0.11M parameters) trains in about 1.5 minutes on one core of a
+#: 2-core laptop (measured: val 1.85 nats/char after 3000 steps, 79 s); "small" is nanoGPT's
+#: CPU "baby GPT" recipe (0.8M parameters, val 1.88 after 2000 steps, about 3 minutes);
+#: "base" is nanoGPT's shakespeare_char GPU recipe (10.7M parameters, val 1.47), for a GPU.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(d_model=64, n_layers=2, n_heads=4, context_length=64, batch_size=16,
+                 steps=3000, learning_rate=2e-3, min_learning_rate=2e-4, warmup_steps=100,
+                 eval_interval=250, eval_batches=20),
+    "small": dict(d_model=128, n_layers=4, n_heads=4, context_length=64, batch_size=12,
+                  steps=2000, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=100,
+                  eval_interval=250, eval_batches=20),
+    "base": dict(d_model=384, n_layers=6, n_heads=6, context_length=256, batch_size=64,
+                 steps=5000, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=100,
+                 eval_interval=250, eval_batches=200, model_options={"dropout": 0.2}),
+}
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the gradient became NaN or infinite; the message names the step."""
+
+    def __init__(self, message: str, step: int, last_good_step: int | None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.last_good_step = last_good_step
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, damaged, not an nlbook checkpoint, or holds pickled objects."""
+
+
+class ModelUnavailableError(ImportError):
+    """A registered model's module cannot be imported yet (e.g. ``nlbook.hope``)."""
+
+
+_PLAIN_TYPES = (bool, int, float, str, type(None))
+
+
+def _check_plain(name: str, value: Any) -> None:
+    """Checkpoints load with weights_only=True, so configs may hold only plain values."""
+    if isinstance(value, _PLAIN_TYPES):
+        return
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_plain(name, item)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{name} keys must be str, got {key!r}")
+            _check_plain(name, item)
+        return
+    raise ValueError(f"{name} must hold only numbers, strings, bools, None, lists and dicts "
+                     f"(checkpoints are loaded with weights_only=True), got {type(value)}")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; stored in every checkpoint as a plain dict.
+
+    ``steps`` fixes the number of optimizer steps; alternatively ``minutes`` gives a wall-clock
+    budget: after the warm-up (counted in steps) the cosine runs over wall-clock time, from the
+    end of the warm-up to the deadline, and the run stops at the deadline with the rate at its
+    minimum, however the machine's speed drifts. Evaluations count in the budget. (Planning a
+    number of steps from the warm-up's speed instead ended runs up to 12% early or late on a
+    shared CPU: measured.) ``calibration_steps`` only sizes the progress bar's estimate.
+    ``model_options`` are extra keyword arguments of the model (e.g. ``dropout``).
+    ``checkpoint`` None trains without writing checkpoints (notebook use).
+    """
+
+    model: str = "transformer"
+    preset: str | None = None
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    context_length: int = 64
+    model_options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 16
+    steps: int | None = 3000
+    minutes: float | None = None
+    calibration_steps: int = 10
+    optimizer: str = "adamw"
+    learning_rate: float = 2e-3
+    min_learning_rate: float = 2e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float | None = 1.0
+    eval_interval: int = 250
+    eval_batches: int = 20
+    checkpoint_interval: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    data: str | None = None
+    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_REGISTRY:
+            raise ValueError(f"model must be one of {sorted(MODEL_REGISTRY)}, got {self.model!r}")
+        for name in ("d_model", "n_layers", "n_heads", "context_length", "batch_size",
+                     "eval_interval", "eval_batches", "calibration_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("warmup_steps", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        if (self.steps is None) == (self.minutes is None):
+            raise ValueError(f"give exactly one of steps and minutes, got steps={self.steps!r}, "
+                             f"minutes={self.minutes!r}")
+        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
+            raise ValueError(f"steps must be a positive int, got {self.steps!r}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ValueError(f"minutes must be positive, got {self.minutes!r}")
+        if self.checkpoint_interval is not None and self.checkpoint_interval < 1:
+            raise ValueError(f"checkpoint_interval must be positive or None, "
+                             f"got {self.checkpoint_interval!r}")
+        if not 0 < self.learning_rate or not 0 <= self.min_learning_rate <= self.learning_rate:
+            raise ValueError(f"need 0 < learning_rate and 0 <= min_learning_rate <= "
+                             f"learning_rate, got {self.learning_rate!r}, "
+                             f"{self.min_learning_rate!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
+        _check_plain("model_options", self.model_options)
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides: Any) -> TrainConfig:
+        """The configuration named ``preset`` (see :data:`PRESETS`), with ``overrides``."""
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        values = dict(PRESETS[preset], preset=preset)
+        values.update(overrides)
+        if overrides.get("minutes") is not None and "steps" not in overrides:
+            values["steps"] = None
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {item.name for item in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    ``history`` holds plain lists: ``train_steps``/``train_loss`` (every step, nats) and
+    ``val_steps``/``val_loss`` (every evaluation, nats). ``val_loss`` is the last estimate.
+    """
+
+    model: nn.Module
+    vocabulary: CharVocabulary
+    config: TrainConfig
+    history: dict[str, list]
+    step: int
+    total_steps: int
+    seconds: float
+    checkpoint: str | None
+
+    @property
+    def val_loss(self) -> float:
+        return self.history["val_loss"][-1] if self.history["val_loss"] else float("nan")
+
+    @property
+    def val_bits_per_char(self) -> float:
+        return self.val_loss / LN2
