@@ -16,7 +16,7 @@ from nlbook._checks import (
     check_same_dtype_device,
     check_shape,
 )
-from nlbook.selfmod.chunk_kernel import _anchored_chunk, gated_delta_chunk
+from nlbook.selfmod.chunk_kernel import _anchored_chunk
 from nlbook.selfmod.dgd import silu_derivative
 
 
@@ -318,7 +318,8 @@ class SelfModifyingTitans(nn.Module):
             "bhgtd,hdk->bhgtk", torch.stack([keys, values, queries], dim=2),
             self.main_memory_first)).unbind(2)                                # (B, H, T, h) each
         anchor = anchors[1]
-        if anchor is not None:
+        key_anchor = query_anchor = None
+        if anchor is not None:  # the anchor is fixed: its products over the whole call at once
             key_anchor, query_anchor = torch.einsum(
                 "bhgtk,hkd->bhgtd", torch.stack([hidden_key, hidden_query], dim=2),
                 self.main_memory_second).unbind(2)                            # (B, H, T, d)
@@ -331,20 +332,16 @@ class SelfModifyingTitans(nn.Module):
             # Target of the written layer: v̂ − k with v̂ = M(v) at the snapshot.
             targets = hidden_value[:, :, span] @ second_snap + values[:, :, span] - keys[:, :, span]
             beta = chunk_lr / (1 + chunk_lr * (chunk_hidden_key * chunk_hidden_key).sum(-1))
-            if anchor is None:
-                second, read = gated_delta_chunk(second, chunk_hidden_key, targets, beta,
-                                                 log_alpha[:, :, span], hidden_query[:, :, span])
-            else:
-                delta, read = gated_delta_chunk(second - anchor, chunk_hidden_key,
-                                                targets - key_anchor[:, :, span], beta,
-                                                log_alpha[:, :, span], hidden_query[:, :, span])
-                second, read = delta + anchor, read + query_anchor[:, :, span]
+            second, read = _anchored_chunk(
+                second, anchor, chunk_hidden_key, targets, beta, log_alpha[:, :, span],
+                hidden_query[:, :, span],
+                keys_anchor=None if key_anchor is None else key_anchor[:, :, span],
+                queries_anchor=None if query_anchor is None else query_anchor[:, :, span])
             reads.append(queries[:, :, span] + read)
             if (state.position + end) % self.chunk_size_memory == 0:
                 second_snap = second
         return (torch.cat(reads, dim=2), state.memory_first_snapshot, state.memory_first,
                 second_snap, second)
-
 
     @staticmethod
     def _boundaries(position: int, length: int, chunk: int) -> list[tuple[int, int]]:
