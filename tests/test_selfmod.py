@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from nlbook.selfmod import chunk_kernel
 from nlbook.selfmod import (
     SelfModifyingLinear,
     SelfModifyingTitans,
@@ -218,6 +219,20 @@ def test_titans_chunked_equals_frozen_reference(chunks):
     y, _ = layer(x)
     reference = reference_self_modifying_titans(layer, x, *chunks)
     assert (y - reference).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("kernel_block", [1, 2, 3])
+def test_titans_kernel_blocks_inside_a_chunk_change_nothing(monkeypatch, kernel_block):
+    # The main memory's chunks (here 8) are solved in kernel blocks shorter than a chunk.
+    monkeypatch.setattr(chunk_kernel, "KERNEL_BLOCK", kernel_block)
+    layer = _layer(8, 3)
+    x = _inputs(length=19)
+    y, state = layer(x)
+    assert (y - reference_self_modifying_titans(layer, x, 8, 3)).abs().max() < 1e-10
+    streamed, streamed_state = layer(x[:, :5])
+    rest, streamed_state = layer(x[:, 5:], streamed_state)
+    assert (torch.cat([streamed, rest], 1) - y).abs().max() < 1e-12
+    assert (streamed_state.memory_second - state.memory_second).abs().max() < 1e-12
 
 
 def test_titans_writing_the_first_layer_matches_reference():

@@ -16,7 +16,7 @@ from nlbook._checks import (
     check_same_dtype_device,
     check_shape,
 )
-from nlbook.selfmod.chunk_kernel import _anchored_chunk
+from nlbook.selfmod.chunk_kernel import _anchored_chunk, block_sizes, gated_delta_chunk
 from nlbook.selfmod.dgd import silu_derivative
 
 
@@ -270,9 +270,15 @@ class SelfModifyingTitans(nn.Module):
         scalar = state.generator_first[..., 2 * h:]
         second_snap, second = state.generator_second_snapshot, state.generator_second
         generated, trace_states = [], []
-        for start, end in self._boundaries(state.position, length, self.chunk_size_others):
-            x_chunk, size = inputs[:, :, start:end], end - start
-            key_value = x_chunk.unsqueeze(2) + hidden_inputs[:, :, :, start:end] @ second_snap
+        spans = self._boundaries(state.position, length, self.chunk_size_others)
+        sizes = [end - start for start, end in spans]
+        # split, not slices: the backward of a split is one cat, not a zero-filled (B, H, T, ·)
+        # tensor per chunk.
+        chunks = zip(spans, inputs.split(sizes, dim=2), hidden_inputs.split(sizes, dim=3),
+                     strict=True)
+        for (_, end), x_chunk, hidden_chunk in chunks:
+            size = x_chunk.shape[2]
+            key_value = x_chunk.unsqueeze(2) + hidden_chunk @ second_snap
             keys = F.normalize(key_value[:, :, 0], dim=-1)                    # (B, H, C, d)
             values = F.normalize(key_value[:, :, 1], dim=-1)
             scalars = x_chunk @ scalar_snap                                   # (B, H, C, 2)
@@ -311,37 +317,51 @@ class SelfModifyingTitans(nn.Module):
 
     def _memory_fixed_first(self, keys, values, queries, lr, log_alpha, state, anchors):
         """The main-memory loop when its first layer is never written: silu(z S1) for keys,
-        values and queries is one matmul over the whole call, and so are the anchor terms;
-        only the second layer is carried chunk by chunk (rule of :meth:`_memory_chunk`)."""
+        values and queries is one matmul over the whole call, and so is everything that does
+        not depend on the carried state; only the second layer is carried chunk by chunk
+        (rule of :meth:`_memory_chunk`, tested against the float64 token reference).
+
+        The loop carries the in-context change Δ = S2 − A (A the fixed anchor, see
+        :func:`_anchored_chunk`), so that the anchor's products are taken once per call:
+        target v̂ − k − hₖA = v − k + (h_v − hₖ)A + h_v Δ_snap, read q + h_q A + (kernel's read).
+        """
         # Per-head products with the fixed first layer (the meta-learned one: never written).
         hidden_key, hidden_value, hidden_query = F.silu(torch.einsum(
             "bhgtd,hdk->bhgtk", torch.stack([keys, values, queries], dim=2),
             self.main_memory_first)).unbind(2)                                # (B, H, T, h) each
+        beta = lr / (1 + lr * (hidden_key * hidden_key).sum(-1))              # η′ (B, H, T)
+        base, reads_base = values - keys, queries
         anchor = anchors[1]
-        key_anchor = query_anchor = None
-        if anchor is not None:  # the anchor is fixed: its products over the whole call at once
-            key_anchor, query_anchor = torch.einsum(
-                "bhgtk,hkd->bhgtd", torch.stack([hidden_key, hidden_query], dim=2),
+        change_snap, change = state.memory_second_snapshot, state.memory_second
+        if anchor is not None:
+            key_anchor, value_anchor, query_anchor = torch.einsum(
+                "bhgtk,hkd->bhgtd", torch.stack([hidden_key, hidden_value, hidden_query], 2),
                 self.main_memory_second).unbind(2)                            # (B, H, T, d)
-        second_snap, second = state.memory_second_snapshot, state.memory_second
-        reads = []
-        for start, end in self._boundaries(state.position, keys.shape[2],
-                                           self.chunk_size_memory):
-            span = slice(start, end)
-            chunk_hidden_key, chunk_lr = hidden_key[:, :, span], lr[:, :, span]
-            # Target of the written layer: v̂ − k with v̂ = M(v) at the snapshot.
-            targets = hidden_value[:, :, span] @ second_snap + values[:, :, span] - keys[:, :, span]
-            beta = chunk_lr / (1 + chunk_lr * (chunk_hidden_key * chunk_hidden_key).sum(-1))
-            second, read = _anchored_chunk(
-                second, anchor, chunk_hidden_key, targets, beta, log_alpha[:, :, span],
-                hidden_query[:, :, span],
-                keys_anchor=None if key_anchor is None else key_anchor[:, :, span],
-                queries_anchor=None if query_anchor is None else query_anchor[:, :, span])
-            reads.append(queries[:, :, span] + read)
-            if (state.position + end) % self.chunk_size_memory == 0:
-                second_snap = second
-        return (torch.cat(reads, dim=2), state.memory_first_snapshot, state.memory_first,
-                second_snap, second)
+            base = base + (value_anchor - key_anchor)
+            reads_base = reads_base + query_anchor
+            change_snap, change = change_snap - anchor, change - anchor
+        # split, not slices: the backward of a split is one cat, not a zero-filled (B, H, T, ·)
+        # tensor per chunk and per input.
+        # Chunks of the rule, each solved in kernel blocks (same result, less C×C work).
+        sizes = [size for start, end in self._boundaries(state.position, keys.shape[2],
+                                                         self.chunk_size_memory)
+                 for size in block_sizes(end - start)]
+        chunks = zip(*(tensor.split(sizes, dim=2) for tensor in
+                       (hidden_key, hidden_value, hidden_query, base, beta, log_alpha)),
+                     strict=True)
+        reads, position = [], state.position
+        for chunk_key, chunk_value, chunk_query, chunk_base, chunk_beta, chunk_log_alpha in chunks:
+            targets = chunk_value @ change_snap + chunk_base
+            change, read = gated_delta_chunk(change, chunk_key, targets, chunk_beta,
+                                             chunk_log_alpha, chunk_query)
+            reads.append(read)
+            position += chunk_key.shape[2]
+            if position % self.chunk_size_memory == 0:
+                change_snap = change
+        if anchor is not None:
+            change_snap, change = change_snap + anchor, change + anchor
+        return (reads_base + torch.cat(reads, dim=2), state.memory_first_snapshot,
+                state.memory_first, change_snap, change)
 
     @staticmethod
     def _boundaries(position: int, length: int, chunk: int) -> list[tuple[int, int]]:
