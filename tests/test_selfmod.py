@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nlbook.selfmod import chunk_kernel
 from nlbook.selfmod import (
     SelfModifyingLinear,
     SelfModifyingTitans,
+    chunk_kernel,
     dgd_proximal_closed_form,
     dgd_step,
     dgd_step_rank_k,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import torch
 
-
 # Longest stretch the kernel solves at once. A chunk is a unit of the *rule* (its keys and
 # targets come from one snapshot); the recurrence inside it is linear, so it can be solved in
 # consecutive blocks with the same result (tested). Its C×C work grows as C², and at C = 64 a
