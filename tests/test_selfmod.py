@@ -140,10 +140,13 @@ def test_self_modifying_linear_rank_1_is_dgd_loop():
 # ---- chunk kernel ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("log_alpha_scale", [1.0, 200.0])
-def test_gated_delta_chunk_matches_loop(log_alpha_scale):
+@pytest.mark.parametrize(("log_alpha_scale", "kernel_block"), [(1.0, 32), (200.0, 32),
+                                                                 (1.0, 4), (1.0, 1)])
+def test_gated_delta_chunk_matches_loop(monkeypatch, log_alpha_scale, kernel_block):
     # Scale 200: the chunk's total decay passes e^-60, where the kernel switches from the
     # factored decay matrix to the clamped C x C exp (both paths must match the loop).
+    # kernel_block < 6: the chunk is solved in consecutive blocks.
+    monkeypatch.setattr(chunk_kernel, "KERNEL_BLOCK", kernel_block)
     g = _generator()
     state = torch.randn(2, 4, 3, dtype=DTYPE, generator=g)
     keys = torch.randn(2, 6, 4, dtype=DTYPE, generator=g)
@@ -164,8 +167,9 @@ def test_gated_delta_chunk_matches_loop(log_alpha_scale):
     assert (final - running).abs().max() < 1e-12
 
 
-@pytest.mark.parametrize("with_queries", [True, False])
-def test_gated_delta_chunk_backward_is_the_derivative(with_queries):
+@pytest.mark.parametrize(("with_queries", "kernel_block"), [(True, 32), (False, 32), (True, 4)])
+def test_gated_delta_chunk_backward_is_the_derivative(monkeypatch, with_queries, kernel_block):
+    monkeypatch.setattr(chunk_kernel, "KERNEL_BLOCK", kernel_block)
     # The kernel's backward is written by hand: gradcheck against finite differences, and
     # against autograd through the token loop, for every input (state, k, u, β, log α, q).
     g = _generator(3)

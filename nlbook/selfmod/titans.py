@@ -16,7 +16,7 @@ from nlbook._checks import (
     check_same_dtype_device,
     check_shape,
 )
-from nlbook.selfmod.chunk_kernel import _anchored_chunk, block_sizes, gated_delta_chunk
+from nlbook.selfmod.chunk_kernel import _anchored_chunk, gated_delta_chunk
 from nlbook.selfmod.dgd import silu_derivative
 
 
@@ -342,10 +342,8 @@ class SelfModifyingTitans(nn.Module):
             change_snap, change = change_snap - anchor, change - anchor
         # split, not slices: the backward of a split is one cat, not a zero-filled (B, H, T, ·)
         # tensor per chunk and per input.
-        # Chunks of the rule, each solved in kernel blocks (same result, less C×C work).
-        sizes = [size for start, end in self._boundaries(state.position, keys.shape[2],
-                                                         self.chunk_size_memory)
-                 for size in block_sizes(end - start)]
+        sizes = [end - start for start, end in self._boundaries(state.position, keys.shape[2],
+                                                                self.chunk_size_memory)]
         chunks = zip(*(tensor.split(sizes, dim=2) for tensor in
                        (hidden_key, hidden_value, hidden_query, base, beta, log_alpha)),
                      strict=True)
