@@ -263,7 +263,7 @@ viz.plot_speed_and_size(names, speeds, sizes)
 
 # %% [markdown]
 # **Reading the numbers.** On a CPU HOPE trains several times slower than a Transformer of the
-# same size (`python -m nlbook.bench hope` measured 0.34–0.39× at 1M parameters, one thread).
+# same size (`python -m nlbook.bench hope` measured 0.37–0.39× at 1M parameters, one thread).
 # Attention at context 128 is one fused kernel; HOPE runs the Titans chunk by chunk
 # (triangular solves on small matrices) and the CMS segment by segment with an inner backward
 # pass. Generation is the other way round: HOPE's state has a fixed size, so its cost per token

@@ -54,16 +54,17 @@ first-order default is the cheaper and simpler reading. The self-modifying Titan
 differentiated fully.
 
 Speed (``python -m nlbook.bench hope``, one thread, ~1M parameters, batch 16, context 128):
-HOPE trains at 0.34–0.39× the Transformer's tokens/s, short of the 0.5× target. Measured
-by removing parts of the model (step times, same run): the self-modifying Titans is about
-two thirds of a HOPE step (≈105 ms per layer, forward + backward, against ≈60 ms for a whole
-Transformer layer), the fast CMS level about a tenth, everything else (norms, convolution,
-the CMS MLPs, embedding, readout) is cheaper than the Transformer. The Titans runs its chunks
+HOPE trains at 0.37–0.39× the Transformer's tokens/s, short of the 0.5× target. Measured
+by removing parts of the model (median step times, same run): the self-modifying Titans is
+about 60% of a HOPE step (100–140 ms per layer, forward + backward, against 60–80 ms for a
+whole Transformer layer), the CMS's in-context updates 15–20%, everything else (norms,
+convolution, the CMS MLPs, embedding, readout) is cheaper than the Transformer. The Titans runs its chunks
 one after another, each a few dozen medium-sized batched products, exps and triangular solves
 (memory-bound in eager PyTorch), while attention at T = 128 is one fused kernel. What made it
-faster (0.28× before): a hand-written backward for the chunk kernel, the never-written first
-layers moved out of the chunk loop, the CMS's in-context updates kept as low-rank factors,
-and a training pass that skips the work only the discarded state needs.
+faster (0.28× before): a hand-written backward for the chunk kernel, chunks longer than 32
+solved in blocks of 32 (exact: the recurrence inside a chunk is linear), the never-written
+first layers moved out of the chunk loop, the CMS's in-context updates kept as low-rank
+factors, and a training pass that skips the work only the discarded state needs.
 
 Open choice: chunk sizes of the Titans (A §8.2): main memory 64, generator memories (k, v, η,
 α) 32, memory hidden width d_h / 2. Measured at d = 144, B = 16, T = 128: the Titans layer's
@@ -71,9 +72,9 @@ forward + backward took 310 ms with chunks (32, 8), 210 ms with (16, 16), 150 ms
 (64, 64) (before the speed-ups above): each chunk is a sequential step of small triangular
 solves, so fewer chunks is faster on a CPU. Inside a chunk the linear erase recurrence is
 still exact token by token; only keys, values and targets come from the chunk-start state.
-Measured after the speed-ups (whole model, one run each): (main 32, others 64) trains at
-0.41× the Transformer, (64, 64) at 0.36–0.41×, the default (64, 32) at 0.35–0.38×; the
-defaults are kept so that the shipped checkpoint and the chapters' numbers stay valid.
+Measured after the speed-ups (the Titans layer alone, interleaved, one run): against the
+default (64, 32), (64, 64) is 23% faster and (32, 64) 25%; the defaults are kept so that the
+shipped checkpoint and the chapters' numbers stay valid.
 
 Generation carries every state forward (conv buffer, self-modifying Titans state, CMS state
 with its pending position) and feeds one token at a time: the logits equal those of one forward
