@@ -250,9 +250,10 @@ figure
 # HOPE / Transformer = 1.046: **at equal parameters and equal time on a CPU, HOPE is a little
 # worse**, though it now ends below nanoGPT's 1.88; both models stay far above the 7-gram line
 # (1.52). The previous run gave 1.843 against 1.765 (ratio 1.044); before HOPE's speed-ups
-# (chapter 5) the same race gave 1.891 against 1.753 (ratio 1.079). Three runs that planned their steps from the warm-up's speed (and so ended up to
-# 12% early on a CPU whose speed drifts) gave ratios of 1.023-1.033: the same picture. Read the
-# printed seconds to see how equal each race really was; your numbers will differ.
+# (chapter 5) the same race gave 1.891 against 1.753 (ratio 1.079). Three runs that planned
+# their steps from the warm-up's speed (and so ended up to 12% early on a CPU whose speed
+# drifts) gave ratios of 1.023-1.033: the same picture. Read the printed seconds to see how
+# equal each race really was; your numbers will differ.
 #
 # **Per step the ranking flips**: in an earlier run, after 759 steps the Transformer was at
 # 2.17 nats while HOPE had reached 1.92 (second figure; the Transformer was then mid-schedule,

@@ -53,18 +53,18 @@ alone: 1.5× slower), with no measurable gain at this scale (see the chapter's r
 first-order default is the cheaper and simpler reading. The self-modifying Titans is always
 differentiated fully.
 
-Speed (``python -m nlbook.bench hope``, one thread, ~1M parameters, batch 16, context 128):
-HOPE trains at 0.37–0.39× the Transformer's tokens/s, short of the 0.5× target. Measured
-by removing parts of the model (median step times, same run): the self-modifying Titans is
-about 60% of a HOPE step (100–140 ms per layer, forward + backward, against 60–80 ms for a
-whole Transformer layer), the CMS's in-context updates 15–20%, everything else (norms,
-convolution, the CMS MLPs, embedding, readout) is cheaper than the Transformer. The Titans runs its chunks
-one after another, each a few dozen medium-sized batched products, exps and triangular solves
-(memory-bound in eager PyTorch), while attention at T = 128 is one fused kernel. What made it
-faster (0.28× before): a hand-written backward for the chunk kernel, chunks longer than 32
-solved in blocks of 32 (exact: the recurrence inside a chunk is linear), the never-written
-first layers moved out of the chunk loop, the CMS's in-context updates kept as low-rank
-factors, and a training pass that skips the work only the discarded state needs.
+Speed (``python -m nlbook.bench hope``, one thread, ~1M parameters, batch 16, context 128): HOPE
+trains at 0.37–0.39× the Transformer's tokens/s, short of the 0.5× target. Measured by removing
+parts of the model (median step times, same run): the self-modifying Titans is about 60% of a HOPE
+step (100–140 ms per layer, forward + backward, against 60–80 ms for a whole Transformer layer), the
+CMS's in-context updates 15–20%, everything else (norms, convolution, the CMS MLPs, embedding,
+readout) is cheaper than the Transformer. The Titans runs its chunks one after another, each a few
+dozen medium-sized batched products, exps and triangular solves (memory-bound in eager PyTorch),
+while attention at T = 128 is one fused kernel. What made it faster (0.28× before): a hand-written
+backward for the chunk kernel, chunks longer than 32 solved in blocks of 32 (exact: the recurrence
+inside a chunk is linear), the never-written first layers moved out of the chunk loop, the CMS's
+in-context updates kept as low-rank factors, and a training pass that skips the work only the
+discarded state needs.
 
 Open choice: chunk sizes of the Titans (A §8.2): main memory 64, generator memories (k, v, η,
 α) 32, memory hidden width d_h / 2. Measured at d = 144, B = 16, T = 128: the Titans layer's
