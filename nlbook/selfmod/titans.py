@@ -288,8 +288,10 @@ class SelfModifyingTitans(nn.Module):
             if end == length and not keep_state:
                 break  # the last writes would only reach the discarded state
             # Hidden activations of M_k and M_v at the keys and at the values, one matmul.
-            hidden = F.silu(torch.einsum("bhcd,hgdk->bhgck", torch.cat([keys, values], dim=2),
-                                         fixed_first))                        # (B, H, 2, 2C, h)
+            # Per-head weights broadcast over the batch: a batched product without the permuted
+            # copies that einsum makes here.
+            hidden = F.silu(torch.cat([keys, values], dim=2).unsqueeze(2)
+                            @ fixed_first.unsqueeze(0))                       # (B, H, 2, 2C, h)
             hidden_key, hidden_value = hidden[..., :size, :], hidden[..., size:, :]
             targets = values.unsqueeze(2) + hidden_value @ second_snap        # v̂ = M(v)
             key_norm = (keys * keys).sum(-1)
@@ -326,17 +328,19 @@ class SelfModifyingTitans(nn.Module):
         target v̂ − k − hₖA = v − k + (h_v − hₖ)A + h_v Δ_snap, read q + h_q A + (kernel's read).
         """
         # Per-head products with the fixed first layer (the meta-learned one: never written).
-        hidden_key, hidden_value, hidden_query = F.silu(torch.einsum(
-            "bhgtd,hdk->bhgtk", torch.stack([keys, values, queries], dim=2),
-            self.main_memory_first)).unbind(2)                                # (B, H, T, h) each
+        # Per-head weights broadcast over the batch (no permuted copies, unlike einsum here).
+        length = keys.shape[2]
+        hidden_key, hidden_value, hidden_query = F.silu(
+            torch.cat([keys, values, queries], dim=2) @ self.main_memory_first.unsqueeze(0)
+        ).split(length, dim=2)                                                # (B, H, T, h) each
         beta = lr / (1 + lr * (hidden_key * hidden_key).sum(-1))              # η′ (B, H, T)
         base, reads_base = values - keys, queries
         anchor = anchors[1]
         change_snap, change = state.memory_second_snapshot, state.memory_second
         if anchor is not None:
-            key_anchor, value_anchor, query_anchor = torch.einsum(
-                "bhgtk,hkd->bhgtd", torch.stack([hidden_key, hidden_value, hidden_query], 2),
-                self.main_memory_second).unbind(2)                            # (B, H, T, d)
+            key_anchor, value_anchor, query_anchor = (
+                torch.cat([hidden_key, hidden_value, hidden_query], dim=2)
+                @ self.main_memory_second.unsqueeze(0)).split(length, dim=2)  # (B, H, T, d)
             base = base + (value_anchor - key_anchor)
             reads_base = reads_base + query_anchor
             change_snap, change = change_snap - anchor, change - anchor
