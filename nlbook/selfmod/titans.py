@@ -278,9 +278,9 @@ class SelfModifyingTitans(nn.Module):
                      strict=True)
         for (_, end), x_chunk, hidden_chunk in chunks:
             size = x_chunk.shape[2]
-            key_value = x_chunk.unsqueeze(2) + hidden_chunk @ second_snap
-            keys = F.normalize(key_value[:, :, 0], dim=-1)                    # (B, H, C, d)
-            values = F.normalize(key_value[:, :, 1], dim=-1)
+            # [k; v] = normalize(x + silu(x S1) S2) for M_k and M_v together: (B, H, 2, C, d).
+            key_value = F.normalize(x_chunk.unsqueeze(2) + hidden_chunk @ second_snap, dim=-1)
+            keys, values = key_value.unbind(2)                                # (B, H, C, d)
             scalars = x_chunk @ scalar_snap                                   # (B, H, C, 2)
             lr = F.softplus(scalars[..., 0] + self.lr_bias[..., 0])
             log_alpha = F.logsigmoid(scalars[..., 1] + self.retention_bias[..., 0])
@@ -290,7 +290,7 @@ class SelfModifyingTitans(nn.Module):
             # Hidden activations of M_k and M_v at the keys and at the values, one matmul.
             # Per-head weights broadcast over the batch: a batched product without the permuted
             # copies that einsum makes here.
-            hidden = F.silu(torch.cat([keys, values], dim=2).unsqueeze(2)
+            hidden = F.silu(key_value.flatten(2, 3).unsqueeze(2)              # [k; v] (B,H,2C,d)
                             @ fixed_first.unsqueeze(0))                       # (B, H, 2, 2C, h)
             hidden_key, hidden_value = hidden[..., :size, :], hidden[..., size:, :]
             targets = values.unsqueeze(2) + hidden_value @ second_snap        # v̂ = M(v)
