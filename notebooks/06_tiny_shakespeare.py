@@ -244,16 +244,16 @@ figure
 #
 # | model | parameters | steps in the budget | val nats/char (bits) |
 # |---|---|---|---|
-# | Transformer, width 128 | 804,096 | 3,798 in 301 s | **1.751** (2.53) |
-# | HOPE, width 128 | 785,184 | 1,173 in 302 s | 1.832 (2.64) |
+# | Transformer, width 128 | 804,096 | 3,568 in 301 s | **1.760** (2.54) |
+# | HOPE, width 128 | 785,184 | 1,240 in 302 s | 1.818 (2.62) |
 #
-# HOPE / Transformer = 1.046: **at equal parameters and equal time on a CPU, HOPE is a little
+# HOPE / Transformer = 1.032: **at equal parameters and equal time on a CPU, HOPE is a little
 # worse**, though it now ends below nanoGPT's 1.88; both models stay far above the 7-gram line
-# (1.52). The previous run gave 1.843 against 1.765 (ratio 1.044); before HOPE's speed-ups
-# (chapter 5) the same race gave 1.891 against 1.753 (ratio 1.079). Three runs that planned
-# their steps from the warm-up's speed (and so ended up to 12% early on a CPU whose speed
-# drifts) gave ratios of 1.023-1.033: the same picture. Read the printed seconds to see how
-# equal each race really was; your numbers will differ.
+# (1.52). Earlier runs, as HOPE got faster, gave ratios of 1.044 and 1.046; before HOPE's
+# speed-ups (chapter 5) the same race gave 1.891 against 1.753 (ratio 1.079). Three runs that
+# planned their steps from the warm-up's speed (and so ended up to 12% early on a CPU whose
+# speed drifts) gave ratios of 1.023-1.033: the same picture. Read the printed seconds to see
+# how equal each race really was; your numbers will differ.
 #
 # **Per step the ranking flips**: in an earlier run, after 759 steps the Transformer was at
 # 2.17 nats while HOPE had reached 1.92 (second figure; the Transformer was then mid-schedule,
