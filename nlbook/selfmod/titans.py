@@ -327,8 +327,8 @@ class SelfModifyingTitans(nn.Module):
         :func:`_anchored_chunk`), so that the anchor's products are taken once per call:
         target v̂ − k − hₖA = v − k + (h_v − hₖ)A + h_v Δ_snap, read q + h_q A + (kernel's read).
         """
-        # Per-head products with the fixed first layer (the meta-learned one: never written).
-        # Per-head weights broadcast over the batch (no permuted copies, unlike einsum here).
+        # Per-head products with the fixed first layer (the meta-learned one: never written),
+        # its weights broadcast over the batch (no permuted copies, unlike einsum here).
         length = keys.shape[2]
         hidden_key, hidden_value, hidden_query = F.silu(
             torch.cat([keys, values, queries], dim=2) @ self.main_memory_first.unsqueeze(0)
@@ -346,7 +346,7 @@ class SelfModifyingTitans(nn.Module):
             change_snap, change = change_snap - anchor, change - anchor
         # split, not slices: the backward of a split is one cat, not a zero-filled (B, H, T, ·)
         # tensor per chunk and per input.
-        sizes = [end - start for start, end in self._boundaries(state.position, keys.shape[2],
+        sizes = [end - start for start, end in self._boundaries(state.position, length,
                                                                 self.chunk_size_memory)]
         chunks = zip(*(tensor.split(sizes, dim=2) for tensor in
                        (hidden_key, hidden_value, hidden_query, base, beta, log_alpha)),
