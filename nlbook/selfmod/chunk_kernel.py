@@ -187,20 +187,16 @@ def gated_delta_chunk(state: torch.Tensor, keys: torch.Tensor, values: torch.Ten
     return state, reads[0] if len(reads) == 1 else torch.cat(reads, dim=-2)
 
 
-def _anchored_chunk(state, anchor, keys, values, beta, log_alpha, queries=None, *,
-                    keys_anchor=None, queries_anchor=None):
+def _anchored_chunk(state, anchor, keys, values, beta, log_alpha, queries=None):
     """:func:`gated_delta_chunk` with retention pulling towards ``anchor`` instead of 0.
 
     S_t = A + (α_t I − β_t k kᵀ)(S_{t−1} − A) + β_t k (u_t − Aᵀk)ᵀ: at α = 1 this is the plain
     DGD step; α < 1 forgets the in-context change S − A. ``anchor=None`` means A = 0.
-    ``keys_anchor`` / ``queries_anchor``: K A and Q A when the caller has them already (a
-    fixed anchor's products can be taken over a whole call at once).
     """
     if anchor is None:
         return gated_delta_chunk(state, keys, values, beta, log_alpha, queries)
-    keys_anchor = keys @ anchor if keys_anchor is None else keys_anchor
-    final, reads = gated_delta_chunk(state - anchor, keys, values - keys_anchor, beta,
+    final, reads = gated_delta_chunk(state - anchor, keys, values - keys @ anchor, beta,
                                      log_alpha, queries)
     if reads is not None:
-        reads = reads + (queries @ anchor if queries_anchor is None else queries_anchor)
+        reads = reads + queries @ anchor
     return final + anchor, reads
