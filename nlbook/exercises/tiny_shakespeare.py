@@ -28,16 +28,20 @@ __all__ = [
 
 # ------------------------------------------------------------------------------ bits per char
 
+def _as_number(name: str, value: object) -> float:
+    """``value`` as a float, or an AssertionError saying that ``name`` must return a number."""
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise AssertionError(f"{name} must return a number, got {value!r}") from None
+
+
 def check_bits_per_char(bits_per_char: Callable[[float], float]) -> bool:
     """Check ``bits_per_char(nats) -> bits``: the same cross-entropy with a base-2 logarithm,
     bits = nats / ln 2 (because log2 p = ln p / ln 2)."""
     for nats in (math.log(65.0), 1.88, 1.5165, 0.25):
         expected = nats / math.log(2.0)
-        got = bits_per_char(nats)
-        try:
-            got = float(got)
-        except (TypeError, ValueError):
-            raise AssertionError(f"bits_per_char must return a number, got {got!r}") from None
+        got = _as_number("bits_per_char", bits_per_char(nats))
         if abs(got - expected) < 1e-9:
             continue
         hints = [(nats * math.log(2.0), "you multiplied by ln 2: divide by it instead"),
@@ -162,11 +166,7 @@ def check_bigram_loss(bigram_loss: Callable[[torch.Tensor, int], float]) -> bool
              torch.randint(0, 65, (3000,), generator=generator) % 13]
     for ids, vocab in zip(cases, (3, 5, 65), strict=True):
         expected = bigram_count_cross_entropy(ids, vocab)
-        got = bigram_loss(ids.clone(), vocab)
-        try:
-            got = float(got)
-        except (TypeError, ValueError):
-            raise AssertionError(f"bigram_loss must return a number, got {got!r}") from None
+        got = _as_number("bigram_loss", bigram_loss(ids.clone(), vocab))
         if abs(got - expected) < 1e-6:
             continue
         counts = np.bincount((ids[:-1] * vocab + ids[1:]).numpy(), minlength=vocab ** 2)
