@@ -22,6 +22,9 @@ MODEL_REGISTRY: dict[str, str] = {
     "hope": "nlbook.hope:HopeLM",
 }
 
+#: Models that carry a state from one window to the next (``carry_state=True``).
+STATEFUL_MODELS = ("hope",)
+
 #: Chapter-2 optimizers of nlbook.optim, selectable by name (case, '-' and '_' ignored).
 NLBOOK_OPTIMIZERS = ("MomentumMemory", "AdamMemory", "PreconditionedMomentum", "DeltaMomentum",
                      "DeepMomentum", "Muon", "M3")
@@ -121,6 +124,8 @@ class TrainConfig:
     device: str = "cpu"
     data: str | None = None
     checkpoint: str | None = None
+    carry_state: bool = False
+    stream_length: int | None = 1024
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_REGISTRY:
@@ -151,6 +156,20 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
         _check_plain("model_options", self.model_options)
+        if not isinstance(self.carry_state, bool):
+            raise ValueError(f"carry_state must be a bool, got {self.carry_state!r}")
+        if self.carry_state and self.model not in STATEFUL_MODELS:
+            raise ValueError(f"carry_state=True needs a model that carries its state from one "
+                             f"window to the next ({', '.join(STATEFUL_MODELS)}); model "
+                             f"{self.model!r} has a fixed context and no state to carry")
+        if self.stream_length is not None:
+            if isinstance(self.stream_length, bool) or not isinstance(self.stream_length, int) \
+                    or self.stream_length < 1:
+                raise ValueError(f"stream_length must be a positive int or None, got "
+                                 f"{self.stream_length!r}")
+            if self.carry_state and self.stream_length % self.context_length:
+                raise ValueError(f"stream_length must be a multiple of context_length "
+                                 f"({self.context_length}), got {self.stream_length}")
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> TrainConfig:
