@@ -49,7 +49,8 @@ def test_configs_match_parameters_and_share_everything_but_the_width():
     assert hope["minutes"] == transformer["minutes"] == 0.5
     assert hope["steps"] is None and transformer["steps"] is None
     different = {key for key in hope if hope[key] != transformer[key]}
-    assert different <= {"model", "d_model"}
+    assert different <= {"model", "d_model", "carry_state"}
+    assert hope["carry_state"] and not transformer["carry_state"]  # HOPE trains statefully
     counts = [parameter_count(build_model(config.model, 65, config.d_model, config.n_layers,
                                           config.n_heads,
                                           context_length=config.context_length)).total
@@ -67,10 +68,13 @@ def test_benchmark_runs_end_to_end_on_a_small_text(tmp_path, capsys):
     path.write_text(text, encoding="utf-8")
     main(["shakespeare", "--data", str(path), "--minutes", "0.002", "--d-model", "16",
           "--n-layers", "1", "--n-heads", "2", "--context-length", "16", "--batch-size", "4",
-          "--eval-batches", "1", "--no-baselines"])
+          "--eval-batches", "1", "--no-baselines", "--stream-length", "64",
+          "--position-length", "40"])
     out = capsys.readouterr().out
     assert "load average" in out and "threads 1" in out
-    for name in ("transformer:", "hope:", "ratio HOPE / Transformer"):
+    for name in ("transformer:", "hope:", "ratio HOPE / Transformer", "streaming (one stream)",
+                 "streaming (sliding window 16)", "positions 30-39", "positions 12-15",
+                 "fresh windows of 16"):
         assert name in out
     assert "nats/char" in out and "bits/char" in out
 

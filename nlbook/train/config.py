@@ -96,6 +96,16 @@ class TrainConfig:
     shared CPU: measured.) ``calibration_steps`` only sizes the progress bar's estimate.
     ``model_options`` are extra keyword arguments of the model (e.g. ``dropout``).
     ``checkpoint`` None trains without writing checkpoints (notebook use).
+
+    ``carry_state`` (models in :data:`STATEFUL_MODELS`, i.e. HOPE): stateful training. Each
+    batch row reads its own contiguous stream of the training text, consecutive optimizer steps
+    continue the same streams, and the model's whole fast state is carried from one window to
+    the next and cut from the graph between steps (truncated backpropagation through time; see
+    :mod:`nlbook.hope.carry` for what is cut and why). A stream restarts at a new random place,
+    with a fresh state, after ``stream_length`` tokens (``None``: only at the end of the text);
+    restarts are staggered over the rows (see :class:`nlbook.data.ContiguousStreams`).
+    Checkpoints hold the stream positions and the carried state, so a resumed run continues
+    bit for bit. The Transformer, whose context is a fixed window, refuses ``carry_state``.
     """
 
     model: str = "transformer"

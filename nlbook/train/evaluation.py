@@ -145,11 +145,21 @@ def evaluate_stream(model: nn.Module, ids: torch.Tensor, *, window: int,
             a 1-D int64 tensor of at least 2 tokens, or a ``window`` that is not a positive int
             (or longer than a fixed-context model's ``context_length``).
     """
+    return float(_stream_token_losses(model, ids, window=window, device=device,
+                                      batch_size=batch_size).mean())
+
+
+def _stream_token_losses(model: nn.Module, ids: torch.Tensor, *, window: int,
+                         device: str | torch.device = "cpu", batch_size: int = 64
+                         ) -> torch.Tensor:
+    """The per-token losses behind :func:`evaluate_stream`: (len(ids) − 1,) float64, entry t
+    the loss of predicting ``ids[t + 1]``."""
     _check_model(model)
     _check_ids(ids, 2)
     check_positive_int("window", window)
     check_positive_int("batch_size", batch_size)
-    total, count = 0.0, len(ids) - 1
+    count = len(ids) - 1
+    losses = torch.zeros(count, dtype=torch.float64)
     with _EvalMode(model):
         if hasattr(model, "stream"):
             state = None
@@ -158,29 +168,26 @@ def evaluate_stream(model: nn.Module, ids: torch.Tensor, *, window: int,
                 inputs = ids[None, start:end].to(device)
                 targets = ids[None, start + 1:end + 1].to(device)
                 logits, state = model.stream(inputs, state, targets=targets)
-                total += float(_summed_cross_entropy(logits, targets).sum())
-            return total / count
+                losses[start:end] = _summed_cross_entropy(logits, targets)[0].double().cpu()
+            return losses
         context = getattr(model, "context_length", None)
         if context is not None and window > context:
             raise ValueError(f"window must be at most the model's context_length ({context}), "
                              f"got {window}")
-        spans = list(_sliding_windows(len(ids), window))
         # Windows of equal length are batched; the last one may be shorter.
         groups: dict[int, list[tuple[int, int, int]]] = {}
-        for span in spans:
+        for span in _sliding_windows(len(ids), window):
             groups.setdefault(span[1] - span[0], []).append(span)
         for length, members in groups.items():
             for first in range(0, len(members), batch_size):
                 batch = members[first:first + batch_size]
                 starts = torch.tensor([start for start, _, _ in batch])
-                offsets = torch.arange(length)
-                inputs = ids[starts[:, None] + offsets].to(device)
-                targets = ids[starts[:, None] + offsets + 1].to(device)
-                logits, _ = model(inputs)
-                losses = _summed_cross_entropy(logits, targets)
-                for row, (_, _, scored_from) in enumerate(batch):
-                    total += float(losses[row, scored_from:].sum())
-    return total / count
+                rows = starts[:, None] + torch.arange(length)
+                logits, _ = model(ids[rows].to(device))
+                window_losses = _summed_cross_entropy(logits, ids[rows + 1].to(device))
+                for row, (start, end, scored_from) in enumerate(batch):
+                    losses[start + scored_from:end] = window_losses[row, scored_from:].double()
+    return losses
 
 
 def loss_by_position(model: nn.Module, ids: torch.Tensor, *, length: int, windows: int,
