@@ -188,6 +188,76 @@ def bench_shakespeare(args: argparse.Namespace) -> None:
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
+#: The training variants of ``bench stateful``: how a HOPE is trained, as TrainConfig fields.
+STATEFUL_VARIANTS: dict[str, dict[str, object]] = {
+    "fresh windows": {"carry_state": False},
+    "carried, offsets from θ₀, restarts": {"carry_state": True},
+    "carried, plain detach, restarts": {"carry_state": True, "carry_relative": False},
+    "carried, offsets from θ₀, never restarted": {"carry_state": True, "stream_length": None},
+}
+
+
+def _stateful_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps per variant")
+    parser.add_argument("--preset", default="tiny", help="size and schedule (default tiny)")
+    parser.add_argument("--stream-length", type=int, default=1024,
+                        help="tokens before a carried stream restarts (default 1024)")
+    parser.add_argument("--variants", default=",".join(str(i) for i in
+                                                       range(len(STATEFUL_VARIANTS))),
+                        help="comma-separated indices of the variants to run (default all): "
+                             + "; ".join(f"{i} = {name}" for i, name in
+                                         enumerate(STATEFUL_VARIANTS)))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", help="any UTF-8 text file (default: Tiny Shakespeare)")
+    parser.add_argument("--position-length", type=int, default=1024,
+                        help="length of the loss-by-position windows (default 1024)")
+    parser.add_argument("--progress", action="store_true", help="show tqdm progress bars")
+
+
+def bench_stateful(args: argparse.Namespace) -> None:
+    """How HOPE is trained decides what its memory can do: the same HOPE trained on fresh
+    windows and on carried streams (three ways), each scored in fresh windows, as one stream
+    with and without its in-context CMS updates, and by position far past its window."""
+    import time
+
+    from nlbook.data import load_corpus
+    from nlbook.hope import frozen_cms
+    from nlbook.train import TrainConfig, evaluate_all, evaluate_stream, loss_by_position, train
+
+    _header(f"stateful: HOPE trained {args.steps} steps on fresh windows and on carried streams")
+    corpus = load_corpus(args.data)
+    names = list(STATEFUL_VARIANTS)
+    try:
+        chosen = [names[int(index)] for index in args.variants.split(",")]
+    except (ValueError, IndexError):
+        raise SystemExit(f"error: --variants must be comma-separated indices in "
+                         f"[0, {len(names)}), got {args.variants!r}") from None
+    length = args.position_length
+    print(f"preset {args.preset}, seed {args.seed}; streams restart every "
+          f"{args.stream_length} tokens unless said; stream = the whole validation split "
+          f"({len(corpus.val_ids):,} characters) read once; by position: 32 fresh windows of "
+          f"{length}")
+    quarter = f"by position {3 * length // 4}-{length - 1}"
+    print(f"{'variant':44} {'train s':>7} {'fresh':>7} {'stream':>7} {'stream, CMS frozen':>18}"
+          f" {quarter:>20}")
+    for name in chosen:
+        overrides = dict(model="hope", steps=args.steps, seed=args.seed,
+                         stream_length=args.stream_length, eval_interval=args.steps)
+        overrides.update(STATEFUL_VARIANTS[name])
+        config = TrainConfig.from_preset(args.preset, **overrides)
+        start = time.perf_counter()
+        model = train(config, corpus=corpus, progress=args.progress, log=None).model
+        seconds = time.perf_counter() - start
+        fresh = evaluate_all(model, corpus.val_ids, context_length=config.context_length)
+        streaming = evaluate_stream(model, corpus.val_ids, window=2048)
+        with frozen_cms(model):
+            frozen = evaluate_stream(model, corpus.val_ids, window=2048)
+        curve = loss_by_position(model, corpus.val_ids, length=length, windows=32,
+                                 seed=args.seed)
+        print(f"{name:44} {seconds:7.0f} {fresh:7.4f} {streaming:7.4f} {frozen:18.4f} "
+              f"{float(curve[3 * length // 4:].mean()):20.4f}")
+
+
 def _hope_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--d-model", type=int, default=144,
                         help="HOPE's width (about 1M parameters at 4 layers); the Transformer's "
@@ -257,6 +327,8 @@ BENCHMARKS: dict[str, BenchmarkEntry] = {
              "chapter 5: training tokens/s of HOPE vs Transformer at equal parameters"),
     "shakespeare": (_shakespeare_arguments, bench_shakespeare,
                     "chapter 6: HOPE vs Transformer at equal parameters and wall-clock time"),
+    "stateful": (_stateful_arguments, bench_stateful,
+                 "chapter 6: HOPE trained on fresh windows vs carried streams"),
 }
 
 

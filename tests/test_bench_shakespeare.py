@@ -189,3 +189,18 @@ def test_shipped_checkpoint_loads_with_the_current_model_and_is_trained():
     loss = estimate_loss(model, corpus.val_ids, batch_size=8, context_length=64, batches=2,
                          seed=1)
     assert loss < 2.2, f"shipped model scores {loss:.3f} nats/char; regenerate: {command}"
+
+
+def test_stateful_benchmark_runs_the_chosen_variants_on_a_small_text(tmp_path, capsys):
+    from nlbook.bench import STATEFUL_VARIANTS, main
+
+    text = "".join(f"Now is the winter of our discontent, line {index}.\n"
+                   for index in range(200))
+    path = tmp_path / "small.txt"
+    path.write_text(text, encoding="utf-8")
+    main(["stateful", "--data", str(path), "--steps", "2", "--stream-length", "128",
+          "--position-length", "64", "--variants", "0,2"])
+    out = capsys.readouterr().out
+    names = list(STATEFUL_VARIANTS)
+    assert names[0] in out and names[2] in out and names[1] not in out
+    assert "stream, CMS frozen" in out and "by position 48-63" in out

@@ -151,10 +151,10 @@ class HopeLM(nn.Module):
                         periods.add(block.cms.reset_every[index])
         return math.lcm(*periods)
 
-    def carry_over(self, state: HopeState) -> CarriedState:
+    def carry_over(self, state: HopeState, *, relative: bool = True) -> CarriedState:
         """Cut a stream state from the graph between training steps, as offsets from the
         meta-learned initial parameters (:func:`nlbook.hope.carry.carry_over`)."""
-        return carry_over(self, state)
+        return carry_over(self, state, relative=relative)
 
     def resume_stream(self, carried: CarriedState, *,
                       restart: torch.Tensor | None = None) -> HopeState:

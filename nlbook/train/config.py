@@ -33,16 +33,19 @@ NLBOOK_OPTIMIZERS = ("MomentumMemory", "AdamMemory", "PreconditionedMomentum", "
 #: 2-core laptop (measured: val 1.85 nats/char after 3000 steps, 79 s); "small" is nanoGPT's
 #: CPU "baby GPT" recipe (0.8M parameters, val 1.88 after 2000 steps, about 3 minutes);
 #: "base" is nanoGPT's shakespeare_char GPU recipe (10.7M parameters, val 1.47), for a GPU.
+#: ``carry_state`` applies to the models that carry a state (HOPE trains on carried streams
+#: of ``stream_length`` tokens; the Transformer ignores it and reads fresh windows).
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(d_model=64, n_layers=2, n_heads=4, context_length=64, batch_size=16,
                  steps=3000, learning_rate=2e-3, min_learning_rate=2e-4, warmup_steps=100,
-                 eval_interval=250, eval_batches=20),
+                 eval_interval=250, eval_batches=20, carry_state=True, stream_length=1024),
     "small": dict(d_model=128, n_layers=4, n_heads=4, context_length=64, batch_size=12,
                   steps=2000, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=100,
-                  eval_interval=250, eval_batches=20),
+                  eval_interval=250, eval_batches=20, carry_state=True, stream_length=1024),
     "base": dict(d_model=384, n_layers=6, n_heads=6, context_length=256, batch_size=64,
                  steps=5000, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=100,
-                 eval_interval=250, eval_batches=200, model_options={"dropout": 0.2}),
+                 eval_interval=250, eval_batches=200, model_options={"dropout": 0.2},
+                 carry_state=True, stream_length=4096),
 }
 
 
@@ -106,6 +109,9 @@ class TrainConfig:
     restarts are staggered over the rows (see :class:`nlbook.data.ContiguousStreams`).
     Checkpoints hold the stream positions and the carried state, so a resumed run continues
     bit for bit. The Transformer, whose context is a fixed window, refuses ``carry_state``.
+    ``carry_relative=False`` cuts the carried fast weights whole instead of as offsets from
+    their meta-learned initial values (the plain detach; kept to reproduce the comparison in
+    chapter 6, where it trains worse).
     """
 
     model: str = "transformer"
@@ -136,6 +142,7 @@ class TrainConfig:
     checkpoint: str | None = None
     carry_state: bool = False
     stream_length: int | None = 1024
+    carry_relative: bool = True
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_REGISTRY:
@@ -166,8 +173,9 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
         _check_plain("model_options", self.model_options)
-        if not isinstance(self.carry_state, bool):
-            raise ValueError(f"carry_state must be a bool, got {self.carry_state!r}")
+        for name in ("carry_state", "carry_relative"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.carry_state and self.model not in STATEFUL_MODELS:
             raise ValueError(f"carry_state=True needs a model that carries its state from one "
                              f"window to the next ({', '.join(STATEFUL_MODELS)}); model "
@@ -188,6 +196,9 @@ class TrainConfig:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
         values = dict(PRESETS[preset], preset=preset)
         values.update(overrides)
+        if "carry_state" not in overrides and values.get("model", "transformer") \
+                not in STATEFUL_MODELS:
+            values["carry_state"] = False  # the preset's streams are for models with a state
         if overrides.get("minutes") is not None and "steps" not in overrides:
             values["steps"] = None
         return cls(**values)

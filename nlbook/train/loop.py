@@ -236,7 +236,7 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
                     f"rate.", step + 1, last_good_step)
             if stream_state is not None:
                 # Cut from the graph before the update: offsets from the θ₀ that made them.
-                carried = model.carry_over(stream_state)
+                carried = model.carry_over(stream_state, relative=config.carry_relative)
             optimizer.step()
             step += 1
             history["train_steps"].append(step)
