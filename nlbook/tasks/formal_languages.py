@@ -187,8 +187,36 @@ def is_member(language: str, string: str) -> bool:
 
 
 def prefix_labels(language: str, string: str) -> list[bool]:
-    """``[is_member(language, string[:t + 1]) for t in range(len(string))]``."""
-    return [is_member(language, string[:end]) for end in range(1, len(string) + 1)]
+    """``[is_member(language, string[:t + 1]) for t in range(len(string))]``, in one pass."""
+    _check_language(language)
+    _check_string(language, string)
+    labels = []
+    if language in _AUTOMATA:
+        transitions, accepting = _AUTOMATA[language]
+        state = 0
+        for char in string:
+            state = transitions[state].get(char, -1) if state >= 0 else -1
+            labels.append(state in accepting)
+        return labels
+    if language in ("anbn", "anbncn"):
+        alphabet = ALPHABETS[language]
+        counts, last, ordered = [0] * len(alphabet), 0, True
+        for char in string:
+            index = alphabet.index(char)
+            ordered = ordered and index >= last
+            last = index
+            counts[index] += 1
+            labels.append(ordered and counts[0] >= 1 and len(set(counts)) == 1)
+        return labels
+    depth, opener, never_negative = {"(": 0, "[": 0}, {")": "(", "]": "["}, True
+    for char in string:
+        if char in depth:
+            depth[char] += 1
+        else:
+            depth[opener[char]] -= 1
+            never_negative = never_negative and depth[opener[char]] >= 0
+        labels.append(never_negative and depth["("] == 0 and depth["["] == 0)
+    return labels
 
 
 # ---------------------------------------------------------------------------------------------
