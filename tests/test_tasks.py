@@ -157,7 +157,10 @@ def test_tasks_default_to_a_bin1_twice_as_long():
     task = formal_language_task("parity", train_lengths=(1, 20))
     assert (task.lengths("train"), task.lengths("bin0"), task.lengths("bin1")) == \
         ((1, 20), (1, 20), (21, 40))
-    assert task.sequence_length == 41
+    assert task.lengths("Bin1") == (21, 40) and task.sequence_length == 41
+    assert formal_language_task("(aa)*").language == "aa_star"
+    assert formal_language_task("Shuffle-2").language == "shuffle2"
+    assert formal_language_task("aⁿbⁿcⁿ").language == "anbncn"
 
 
 @pytest.mark.parametrize(("call", "pattern"), [
@@ -202,6 +205,7 @@ def test_harness_scores_an_exact_recogniser_at_100_and_a_constant_at_chance():
     task = formal_language_task("parity")
     assert evaluate_formal_language(ParityOracle(), task, "bin0") == 1.0
     assert evaluate_formal_language(ParityOracle(), task, "bin1") == 1.0
+    assert evaluate_formal_language(ParityOracle(), "parity", "Bin1", examples=64) == 1.0
 
     class AlwaysAccept(ParityOracle):
         def forward(self, idx, targets=None):

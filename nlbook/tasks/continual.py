@@ -19,7 +19,7 @@ of optimizer steps*: what HOPE brings to it is its in-context memories (self-mod
 and the CMS's fast levels adapt within a window or a stream, its slow CMS level only through
 the optimizer), against a Transformer whose only memory across windows is its weights.
 
-**What it does not test, compared with the paper** (arXiv 2512.24695 §9.1, reference Figs. 6–8):
+**What it does not test, compared with the paper** (arXiv 2512.24695 §9.1, Figs. 6–8):
 
 - the paper's **class-incremental** experiments (CLINC 150 intents, Banking 77, DBpedia 70
   classes) add *new classes* over time to a *pre-trained Llama-3B/8B* adapted into HOPE, and

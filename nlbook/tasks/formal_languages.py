@@ -68,6 +68,7 @@ __all__ = [
     "END_ID",
     "FORMAL_VOCABULARY",
     "LANGUAGES",
+    "LANGUAGE_ALIASES",
     "PAD_ID",
     "REJECT_ID",
     "SPLITS",
@@ -103,9 +104,30 @@ SPLITS: tuple[str, ...] = ("train", "bin0", "bin1")
 _MAX_ATTEMPTS = 1000
 
 
-def _check_language(language: str) -> None:
-    if language not in LANGUAGES:
-        raise ValueError(f"language must be one of {LANGUAGES}, got {language!r}")
+#: Other spellings accepted for the languages (the paper's and Bhattamishra et al.'s names).
+LANGUAGE_ALIASES: dict[str, str] = {
+    "(aa)*": "aa_star", "aa*": "aa_star", "(abab)*": "abab_star", "abab*": "abab_star",
+    "a^nb^n": "anbn", "aⁿbⁿ": "anbn", "a^nb^nc^n": "anbncn", "aⁿbⁿcⁿ": "anbncn",
+    "counter-3": "anbncn", "shuffle-2": "shuffle2", "shuffle_2": "shuffle2",
+}
+
+
+def _language(language: str) -> str:
+    """The canonical name of ``language`` (one of :data:`LANGUAGES` or an alias), or raise."""
+    if isinstance(language, str):
+        key = language.strip().lower()
+        key = LANGUAGE_ALIASES.get(key, key)
+        if key in LANGUAGES:
+            return key
+    raise ValueError(f"language must be one of {LANGUAGES} (or an alias: "
+                     f"{sorted(LANGUAGE_ALIASES)}), got {language!r}")
+
+
+def _split(split: str) -> str:
+    """``"train"``, ``"bin0"`` or ``"bin1"`` (any case, e.g. the papers' ``"Bin1"``), or raise."""
+    if isinstance(split, str) and split.lower() in SPLITS:
+        return split.lower()
+    raise ValueError(f"split must be one of {SPLITS} (any case), got {split!r}")
 
 
 def _check_string(language: str, string: str) -> None:
@@ -176,7 +198,7 @@ def is_member(language: str, string: str) -> bool:
     The empty string is in parity, (aa)*, (abab)* and Shuffle-2, and not in aⁿbⁿ or aⁿbⁿcⁿ
     (n ≥ 1). Raises ValueError for an unknown language or a character outside its alphabet.
     """
-    _check_language(language)
+    language = _language(language)
     _check_string(language, string)
     if language in _AUTOMATA:
         return _run_automaton(language, string)
@@ -188,7 +210,7 @@ def is_member(language: str, string: str) -> bool:
 
 def prefix_labels(language: str, string: str) -> list[bool]:
     """``[is_member(language, string[:t + 1]) for t in range(len(string))]``, in one pass."""
-    _check_language(language)
+    language = _language(language)
     _check_string(language, string)
     labels = []
     if language in _AUTOMATA:
@@ -255,7 +277,7 @@ def sample_positive(language: str, length: int, generator: np.random.Generator) 
     Raises ValueError if the language has no string of that length (e.g. (abab)* needs a
     multiple of 4, aⁿbⁿcⁿ a positive multiple of 3).
     """
-    _check_language(language)
+    language = _language(language)
     _check_generator(generator)
     check_positive_int("length", length)
     if not _positive_length_ok(language, length):
@@ -375,7 +397,7 @@ def sample_negative(language: str, lengths: Sequence[int], generator: np.random.
     bracket turned round, retyped, or swapped with its neighbour. All but (abab)*'s odd number
     of ``ab`` are one edit (substitution, insertion, deletion, transposition) from a positive.
     """
-    _check_language(language)
+    language = _language(language)
     _check_generator(generator)
     low, high = _check_lengths("lengths", lengths)
     for _ in range(_MAX_ATTEMPTS):
@@ -399,7 +421,7 @@ def sample_strings(language: str, count: int, lengths: Sequence[int], *,
         ValueError: naming the argument, for an unknown language, a count < 1, a malformed
             length range, or a range holding no positive string of the language.
     """
-    _check_language(language)
+    language = _language(language)
     check_positive_int("count", count)
     _check_generator(generator)
     low, high = _check_lengths("lengths", lengths)
@@ -458,7 +480,7 @@ def encode_strings(language: str, strings: Sequence[str], *, supervision: str = 
             prefix at its last character).
         length: pad every row to this T (≥ longest string + 1); default longest + 1.
     """
-    _check_language(language)
+    language = _language(language)
     if supervision not in _SUPERVISION:
         raise ValueError(f"supervision must be one of {_SUPERVISION}, got {supervision!r}")
     if isinstance(strings, str) or not isinstance(strings, Sequence) or not strings:
@@ -504,9 +526,7 @@ class FormalLanguageTask:
 
     def lengths(self, split: str) -> tuple[int, int]:
         """The (shortest, longest) string lengths of ``split`` (one of :data:`SPLITS`)."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        return self.test_lengths if split == "bin1" else self.train_lengths
+        return self.test_lengths if _split(split) == "bin1" else self.train_lengths
 
     @property
     def sequence_length(self) -> int:
@@ -528,7 +548,7 @@ def formal_language_task(language: str, *, train_lengths: Sequence[int] = (2, 24
             the language, or Bin1 is not longer than training (its shortest must exceed the
             training longest).
     """
-    _check_language(language)
+    language = _language(language)
     train = _check_lengths("train_lengths", train_lengths)
     test = (train[1] + 1, 2 * train[1]) if test_lengths is None else \
         _check_lengths("test_lengths", test_lengths)
@@ -547,12 +567,21 @@ def formal_language_task(language: str, *, train_lengths: Sequence[int] = (2, 24
     return FormalLanguageTask(language, train, test)
 
 
-def formal_language_batch(task: FormalLanguageTask, split: str, batch_size: int,
+def _task(task: FormalLanguageTask | str) -> FormalLanguageTask:
+    """A task, or the default task of a language name."""
+    if isinstance(task, FormalLanguageTask):
+        return task
+    if isinstance(task, str):
+        return formal_language_task(task)
+    raise ValueError(f"task must be a FormalLanguageTask or a language name, got "
+                     f"{type(task).__name__}")
+
+
+def formal_language_batch(task: FormalLanguageTask | str, split: str, batch_size: int,
                           generator: np.random.Generator, *, supervision: str = "end"
                           ) -> FormalBatch:
     """A balanced batch of ``split``'s lengths, padded to the batch's longest string + 1."""
-    if not isinstance(task, FormalLanguageTask):
-        raise ValueError(f"task must be a FormalLanguageTask, got {type(task).__name__}")
+    task = _task(task)
     check_positive_int("batch_size", batch_size)
     strings, _ = sample_strings(task.language, batch_size, task.lengths(split),
                                 generator=generator)
@@ -587,11 +616,14 @@ def _check_model(model: nn.Module, task: FormalLanguageTask) -> None:
                          f"it with context_length >= {task.sequence_length}")
 
 
-def train_formal_language(model: nn.Module, task: FormalLanguageTask, *, steps: int,
+def train_formal_language(model: nn.Module, task: FormalLanguageTask | str, *, steps: int,
                           batch_size: int = 32, learning_rate: float = 3e-3,
                           weight_decay: float = 0.0, seed: int = 0, supervision: str = "end",
                           grad_clip: float = 1.0) -> FormalTrainingResult:
     """Train ``model`` to accept/reject strings of ``task``'s training lengths.
+
+    ``task``: a :class:`FormalLanguageTask`, or a language name for its default task
+    (training lengths 2–24).
 
     Any model with the course's interface works: ``logits, loss = model(idx, targets)`` with
     logits (B, T, V), targets -1 ignored (``TransformerLM``, ``HopeLM``) and
@@ -602,6 +634,7 @@ def train_formal_language(model: nn.Module, task: FormalLanguageTask, *, steps: 
     Returns:
         :class:`FormalTrainingResult` (per-step losses, steps, wall-clock seconds).
     """
+    task = _task(task)
     _check_model(model, task)
     check_positive_int("steps", steps)
     check_positive_int("batch_size", batch_size)
@@ -633,18 +666,20 @@ def train_formal_language(model: nn.Module, task: FormalLanguageTask, *, steps: 
 
 
 @torch.no_grad()
-def evaluate_formal_language(model: nn.Module, task: FormalLanguageTask, split: str, *,
-                             examples: int = 512, seed: int = 1, batch_size: int = 128) -> float:
-    """Accuracy (0–1) of the accept/reject decision at the end token on ``split``.
+def evaluate_formal_language(model: nn.Module, task: FormalLanguageTask | str, split: str,
+                             *, examples: int = 512, seed: int = 1, batch_size: int = 128
+                             ) -> float:
+    """Accuracy (0–1) of the accept/reject decision at the end token on ``split``
+    (``"bin0"``: the training lengths, ``"bin1"``: the longer ones, ``"train"``; any case).
 
     ``examples`` balanced strings of the split's lengths are drawn from
     ``numpy.random.default_rng((seed, split index))``, so every model is scored on the same
     strings, drawn from another random stream than training's. The decision is
     ``Y`` if its logit beats ``N``'s (the other tokens are ignored). Chance is 0.5.
     """
+    task = _task(task)
     _check_model(model, task)
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    split = _split(split)
     check_positive_int("examples", examples)
     check_positive_int("batch_size", batch_size)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
