@@ -16,16 +16,21 @@ from nlbook._checks import check_positive_int
 
 __all__ = [
     "DATA_DIR",
+    "PYTHON_STDLIB_SHA256",
     "TINY_SHAKESPEARE_SHA256",
     "TRAIN_FRACTION",
     "CharCorpus",
     "CharVocabulary",
     "ContiguousStreams",
     "DataFileError",
+    "joint_vocabulary",
     "load_corpus",
+    "load_corpus_pair",
+    "load_python_stdlib",
     "load_text_file",
     "load_tiny_shakespeare",
     "make_corpus",
+    "python_stdlib_path",
     "random_batch",
     "sequential_windows",
     "sha256_of_file",
@@ -413,3 +418,68 @@ class ContiguousStreams:
         self.positions = positions.clone()
         self.windows_left = state["windows_left"].clone()
         self.calls = int(state["calls"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The second corpus (chapter 7, continual learning): a snapshot of CPython's standard library
+# ---------------------------------------------------------------------------------------------
+
+#: ``data/python-stdlib.txt``: 40 modules of CPython 3.11.7's ``Lib/`` concatenated unchanged
+#: (821,855 bytes, 96 ASCII characters; PSF licence, provenance in ``data/SOURCE-python.md``).
+PYTHON_STDLIB_SHA256 = "c1346dabfcb300a9cf98179a2cc350f13eadd67803332c49aca21dd7ed7bd250"
+
+
+def python_stdlib_path(data_dir: str | Path | None = None) -> Path:
+    """Path of ``python-stdlib.txt`` in ``data_dir`` (default: the course's ``data/``)."""
+    return Path(data_dir if data_dir is not None else DATA_DIR) / "python-stdlib.txt"
+
+
+def load_python_stdlib(data_dir: str | Path | None = None, *, verify: bool = True) -> str:
+    """Read the CPython standard-library snapshot as one string, after checking its sha256.
+
+    Raises:
+        DataFileError: naming the file, if it is missing or its checksum differs.
+    """
+    path = python_stdlib_path(data_dir)
+    restore = "Restore it with `git checkout -- data/python-stdlib.txt` (nothing is downloaded)."
+    if not path.is_file():
+        raise DataFileError(f"the Python standard-library corpus was not found at {path}. "
+                            f"The course ships it in data/. {restore}")
+    if verify:
+        found = sha256_of_file(path)
+        if found != PYTHON_STDLIB_SHA256:
+            raise DataFileError(f"{path} has sha256 {found}, expected {PYTHON_STDLIB_SHA256}: "
+                                f"the file was altered or truncated. {restore}")
+    return path.read_text(encoding="utf-8")
+
+
+def joint_vocabulary(*texts: str) -> CharVocabulary:
+    """One vocabulary for several texts: the sorted distinct characters of all of them.
+
+    Tiny Shakespeare + the standard-library snapshot gives 96 characters (Shakespeare's 65
+    are a subset), so one character model can be trained on both.
+    """
+    if not texts:
+        raise ValueError("texts must hold at least one non-empty str, got none")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"texts[{index}] must be a non-empty str, got {type(text).__name__}")
+    return CharVocabulary("".join(sorted(set().union(*texts))))
+
+
+def load_corpus_pair(*, train_fraction: float = TRAIN_FRACTION, data_dir: str | Path | None = None
+                     ) -> tuple[CharCorpus, CharCorpus]:
+    """Tiny Shakespeare and the standard-library snapshot, both sha256-checked and encoded with
+    one joint vocabulary (:func:`joint_vocabulary`), each split 90/10 as nanoGPT splits.
+
+    Returns:
+        (shakespeare, python): two :class:`CharCorpus` with the same ``vocabulary`` (96
+        characters), sources ``"tiny_shakespeare"`` and ``"python_stdlib"``.
+    """
+    shakespeare = load_tiny_shakespeare(data_dir)
+    python = load_python_stdlib(data_dir)
+    vocabulary = joint_vocabulary(shakespeare, python)
+    return (make_corpus(shakespeare, source="tiny_shakespeare", vocabulary=vocabulary,
+                        train_fraction=train_fraction),
+            make_corpus(python, source="python_stdlib", vocabulary=vocabulary,
+                        train_fraction=train_fraction))

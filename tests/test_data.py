@@ -6,7 +6,10 @@ import torch
 from nlbook.data import (
     CharVocabulary,
     DataFileError,
+    joint_vocabulary,
     load_corpus,
+    load_corpus_pair,
+    load_python_stdlib,
     load_text_file,
     load_tiny_shakespeare,
     make_corpus,
@@ -149,3 +152,47 @@ def test_contiguous_streams_state_round_trip_and_validation():
     never = ContiguousStreams(ids[:100], 2, 8, stream_length=None, generator=torch.Generator())
     restarted_any = [bool(never.next_batch()[2].any()) for _ in range(30)]
     assert restarted_any[0] and any(restarted_any[1:])  # only at the end of the text
+
+
+# The second corpus (chapter 7): the CPython standard-library snapshot and the joint vocabulary
+
+
+def test_python_stdlib_snapshot_matches_its_recorded_sha256():
+    from nlbook.data import PYTHON_STDLIB_SHA256, python_stdlib_path, sha256_of_file
+
+    assert sha256_of_file(python_stdlib_path()) == PYTHON_STDLIB_SHA256
+    text = load_python_stdlib()
+    assert len(text) == 821_855 and text.isascii()
+    assert text.count("# ==== Lib/") == 40 and "Python Software Foundation" in text[:200]
+    assert (python_stdlib_path().parent / "LICENSE-python.txt").is_file()
+
+
+def test_tampered_or_missing_python_corpus_gives_a_clear_error(tmp_path):
+    from nlbook.data import python_stdlib_path
+
+    tampered = bytearray(python_stdlib_path().read_bytes())
+    tampered[5000] = ord("#") if tampered[5000] != ord("#") else ord("!")
+    (tmp_path / "python-stdlib.txt").write_bytes(bytes(tampered))
+    with pytest.raises(DataFileError, match=r"python-stdlib\.txt has sha256 .* altered"):
+        load_python_stdlib(tmp_path)
+    with pytest.raises(DataFileError, match="not found"):
+        load_python_stdlib(tmp_path / "elsewhere")
+
+
+def test_corpus_pair_shares_one_vocabulary_covering_both_texts():
+    shakespeare, python = load_corpus_pair()
+    assert shakespeare.vocabulary == python.vocabulary
+    assert len(shakespeare.vocabulary) == 96
+    assert set(load_corpus().vocabulary.chars) <= set(shakespeare.vocabulary.chars)
+    assert (shakespeare.source, python.source) == ("tiny_shakespeare", "python_stdlib")
+    assert shakespeare.vocabulary.decode(shakespeare.train_ids[:14]) == "First Citizen:"
+    assert python.vocabulary.decode(python.val_ids) == python.text[int(0.9 * len(python.text)):]
+    assert len(python.train_ids) == int(0.9 * 821_855)
+
+
+def test_joint_vocabulary_is_validated():
+    assert joint_vocabulary("ba", "ca").chars == "abc"
+    with pytest.raises(ValueError, match="texts must hold"):
+        joint_vocabulary()
+    with pytest.raises(ValueError, match=r"texts\[1\] must be a non-empty str"):
+        joint_vocabulary("ab", "")
