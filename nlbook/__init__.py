@@ -89,10 +89,11 @@ def setup(seed: int = 0, threads: int | None = 1, verbose: bool = True) -> Setup
     Raises:
         ValueError: if ``seed`` is negative or ``threads`` is not a positive integer.
     """
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    from nlbook._checks import check_bool, check_int, check_positive_int
+
+    check_int("seed", seed, low=0)
+    check_positive_int("threads", threads, allow_none=True)
+    check_bool("verbose", verbose)
 
     import matplotlib
     import numpy as np

@@ -40,11 +40,17 @@ import torch
 import torch.nn.functional as F
 
 from nlbook._checks import (
-    check_dtype_float,
+    check_bool,
+    check_finite,
     check_in_range,
+    check_int,
+    check_int_sequence,
+    check_memory,
     check_positive_int,
     check_same_dtype_device,
     check_shape,
+    check_tensor,
+    entry_point,
 )
 
 __all__ = [
@@ -69,14 +75,15 @@ _STATE_LAYOUT = "(B, H, d_k, d_v)"
 
 
 def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, ...]:
-    check_shape("q", q, (None, None, None, None), _QK_LAYOUT)
-    check_dtype_float("q", q)
+    check_tensor("q", q, ndim=4, layout=_QK_LAYOUT, dtype="float")
     batch, heads, length, key_dim = q.shape
-    check_shape("k", k, (batch, heads, length, key_dim), _QK_LAYOUT)
-    check_shape("v", v, (batch, heads, length, None), _V_LAYOUT)
+    check_shape("k", k, (batch, heads, length, key_dim), _QK_LAYOUT + " of q")
+    check_shape("v", v, (batch, heads, length, None), _V_LAYOUT + " with (B, H, T) of q")
     check_same_dtype_device("q", q, k=k, v=v)
     if length < 1:
         raise ValueError(f"q must hold at least one token (T >= 1), got shape {tuple(q.shape)}")
+    for name, tensor in (("k", k), ("v", v)):
+        check_finite(name, tensor)
     return batch, heads, length, key_dim, v.shape[-1]
 
 
@@ -84,10 +91,8 @@ def _check_gate(name: str, gate, q: torch.Tensor, low: float, high: float, *,
                 low_inclusive: bool = True) -> torch.Tensor | None:
     if gate is None:
         return None
-    if not isinstance(gate, torch.Tensor):
-        raise ValueError(f"{name} must be a tensor of shape {_GATE_LAYOUT} or None, "
-                         f"got {type(gate).__name__}")
-    check_shape(name, gate, tuple(q.shape[:3]), _GATE_LAYOUT)
+    check_tensor(name, gate, ndim=3, layout=_GATE_LAYOUT, allow_none=True)
+    check_shape(name, gate, tuple(q.shape[:3]), _GATE_LAYOUT + " of q")
     check_same_dtype_device("q", q, **{name: gate})
     check_in_range(name, gate, low, high, low_inclusive=low_inclusive)
     return gate
@@ -97,9 +102,16 @@ def _check_state(name: str, state, q: torch.Tensor, value_dim: int) -> torch.Ten
     batch, heads, _, key_dim = q.shape
     if state is None:
         return q.new_zeros(batch, heads, key_dim, value_dim)
-    check_shape(name, state, (batch, heads, key_dim, value_dim), _STATE_LAYOUT)
+    check_shape(name, state, (batch, heads, key_dim, value_dim), _STATE_LAYOUT + " of q and v")
     check_same_dtype_device("q", q, **{name: state})
+    check_finite(name, state)
     return state
+
+
+def _check_chunk_size(chunk_size, length: int) -> int | None:
+    """A chunk longer than the sequence is the sequence: it costs what T costs."""
+    check_positive_int("chunk_size", chunk_size, allow_none=True)
+    return None if chunk_size is None else min(chunk_size, length)
 
 
 def _read(query: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
@@ -324,7 +336,8 @@ def _delta_family(q, k, v, beta, decay, initial_state, chunk_size, return_states
     beta = _check_gate("beta", beta, q, 0.0, 2.0)
     decay = _check_gate("decay", decay, q, 0.0, 1.0, low_inclusive=False)
     state = _check_state("initial_state", initial_state, q, v.shape[-1])
-    check_positive_int("chunk_size", chunk_size, allow_none=True)
+    chunk_size = _check_chunk_size(chunk_size, q.shape[2])
+    check_bool("return_states", return_states)
     if chunk_size is None:
         output, state, states = _delta_rule_loop(q, k, v, beta, decay, state, return_states)
     else:
@@ -333,6 +346,7 @@ def _delta_family(q, k, v, beta, decay, initial_state, chunk_size, return_states
     return (output, state, states) if return_states else (output, state)
 
 
+@entry_point
 def linear_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -363,6 +377,7 @@ def linear_attention(
     return _delta_family(q, k, v, None, decay, initial_state, chunk_size, return_states)
 
 
+@entry_point
 def delta_rule(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -402,6 +417,7 @@ def delta_rule(
     return _delta_family(q, k, v, beta, decay, initial_state, chunk_size, return_states)
 
 
+@entry_point
 def titans_memory(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -440,23 +456,10 @@ def titans_memory(
     Returns:
         ``(o, (M_T, S_T))``, plus the per-token states when ``return_states``.
     """
-    _check_qkv(q, k, v)
-    lr = _check_gate("lr", lr, q, 0.0, 1.0)
-    momentum = _check_gate("momentum", momentum, q, 0.0, 1.0)
-    forget = _check_gate("forget", forget, q, 0.0, 1.0)
-    for name, gate in (("lr", lr), ("momentum", momentum), ("forget", forget)):
-        if gate is None:
-            raise ValueError(f"{name} must be a tensor of shape {_GATE_LAYOUT}, got None")
-    if initial_state is None:
-        memory = surprise = None
-    elif isinstance(initial_state, (tuple, list)) and len(initial_state) == 2:
-        memory, surprise = initial_state
-    else:
-        raise ValueError("initial_state must be None or the pair (M_0, S_0), each "
-                         f"{_STATE_LAYOUT}, got {type(initial_state).__name__}")
-    memory = _check_state("initial_state[0] (M_0)", memory, q, v.shape[-1])
-    surprise = _check_state("initial_state[1] (S_0)", surprise, q, v.shape[-1])
-    check_positive_int("chunk_size", chunk_size, allow_none=True)
+    lr, momentum, forget, memory, surprise = _check_titans(q, k, v, lr, momentum, forget,
+                                                           initial_state)
+    chunk_size = _check_chunk_size(chunk_size, q.shape[2])
+    check_bool("return_states", return_states)
     if chunk_size is None:
         output, final, states = _titans_loop(q, k, v, lr, momentum, forget, memory, surprise,
                                              1, return_states)
@@ -466,6 +469,27 @@ def titans_memory(
     return (output, final, states) if return_states else (output, final)
 
 
+def _check_titans(q, k, v, lr, momentum, forget, initial_state):
+    """Checked gates and initial (M_0, S_0) of Titans' memory."""
+    _check_qkv(q, k, v)
+    gates = []
+    for name, gate in (("lr", lr), ("momentum", momentum), ("forget", forget)):
+        if gate is None:
+            raise ValueError(f"{name} must be a tensor of shape {_GATE_LAYOUT}, got None")
+        gates.append(_check_gate(name, gate, q, 0.0, 1.0))
+    if initial_state is None:
+        memory = surprise = None
+    elif isinstance(initial_state, (tuple, list)) and len(initial_state) == 2:
+        memory, surprise = initial_state
+    else:
+        raise ValueError("initial_state must be None or the pair (M_0, S_0), each "
+                         f"{_STATE_LAYOUT}, got {type(initial_state).__name__}")
+    memory = _check_state("initial_state[0] (M_0)", memory, q, v.shape[-1])
+    surprise = _check_state("initial_state[1] (S_0)", surprise, q, v.shape[-1])
+    return (*gates, memory, surprise)
+
+
+@entry_point
 def reference_titans_memory(q, k, v, lr, momentum, forget, *, initial_state=None,
                             frozen_chunk_size: int = 1, return_states: bool = False):
     """Token-by-token Titans loop whose gradients are frozen per chunk of ``frozen_chunk_size``.
@@ -474,16 +498,15 @@ def reference_titans_memory(q, k, v, lr, momentum, forget, *, initial_state=None
     ``frozen_chunk_size=1`` it is the exact online rule.
     """
     check_positive_int("frozen_chunk_size", frozen_chunk_size)
-    _check_qkv(q, k, v)
-    if initial_state is None:
-        memory = surprise = q.new_zeros(*q.shape[:2], q.shape[-1], v.shape[-1])
-    else:
-        memory, surprise = initial_state
+    lr, momentum, forget, memory, surprise = _check_titans(q, k, v, lr, momentum, forget,
+                                                           initial_state)
+    check_bool("return_states", return_states)
     output, final, states = _titans_loop(q, k, v, lr, momentum, forget, memory, surprise,
                                          frozen_chunk_size, return_states)
     return (output, final, states) if return_states else (output, final)
 
 
+@entry_point
 def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                       causal: bool = True, window: int | None = None) -> torch.Tensor:
     """Softmax attention as the non-parametric memory (NL arXiv eq. 62-63).
@@ -502,6 +525,7 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         o: (B, H, T, d_v).
     """
     _check_qkv(q, k, v)
+    check_bool("causal", causal)
     check_positive_int("window", window, allow_none=True)
     if window is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
@@ -513,10 +537,12 @@ def softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
 
 
+@entry_point
 def softmax_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                                 causal: bool = True) -> torch.Tensor:
     """The same Nadaraya-Watson read written out: weights exp(qᵀk/√d) normalised over i ≤ t."""
     _check_qkv(q, k, v)
+    check_bool("causal", causal)
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
     if causal:
         future = torch.ones(q.shape[2], q.shape[2], dtype=torch.bool, device=q.device).triu(1)
@@ -540,6 +566,13 @@ def benchmark_memory(batch: int = 16, heads: int = 4, length: int = 256, dim: in
     """
     from nlbook.bench import time_call
 
+    for name, value in (("batch", batch), ("heads", heads), ("length", length), ("dim", dim),
+                        ("repeats", repeats)):
+        check_positive_int(name, value)
+    check_int_sequence("chunk_sizes", chunk_sizes, low=1)
+    check_int("seed", seed, low=0)
+    # q, k, v, their gradients and the chunkwise intermediates: about 16 (B, H, T, d) tensors
+    check_memory("batch, heads, length and dim", 16 * batch * heads * length * max(dim, length))
     generator = torch.Generator().manual_seed(seed)
 
     def normal(*shape):

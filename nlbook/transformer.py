@@ -24,7 +24,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlbook._checks import check_ndim, check_positive_int, check_scalar_in_range
+from nlbook._checks import (
+    check_bool,
+    check_finite,
+    check_instance,
+    check_int,
+    check_memory,
+    check_ndim,
+    check_positive_int,
+    check_scalar_in_range,
+    check_shape,
+    check_tensor,
+    check_torch_generator,
+    entry_point,
+)
 
 __all__ = [
     "ParameterCount",
@@ -44,6 +57,9 @@ def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, context_lengt
                     *, allow_ignore_index: bool = False) -> None:
     """Raise ValueError naming ``name`` unless ``ids`` is int64 (B, T), T <= context, ids in
     [0, vocab_size) (or -1, the ignore index, when ``allow_ignore_index``)."""
+    check_positive_int("vocab_size", vocab_size)
+    check_positive_int("context_length", context_length, allow_none=True)
+    check_bool("allow_ignore_index", allow_ignore_index)
     check_ndim(name, ids, 2, "(B, T)")
     if ids.dtype != torch.int64:
         raise ValueError(f"{name} must have dtype torch.int64, got {ids.dtype}")
@@ -60,7 +76,7 @@ def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, context_lengt
 
 def check_generation_arguments(idx: torch.Tensor, max_new_tokens: int) -> None:
     """Raise ValueError unless idx is a (B, T) prompt with T >= 1 and max_new_tokens an int >= 0."""
-    check_ndim("idx", idx, 2, "(B, T)")
+    check_tensor("idx", idx, ndim=2, layout="(B, T)", dtype="int")
     if idx.shape[1] < 1:
         raise ValueError("idx must hold at least one token per row (a prompt)")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
@@ -70,6 +86,7 @@ def check_generation_arguments(idx: torch.Tensor, max_new_tokens: int) -> None:
 
 def check_targets(idx: torch.Tensor, targets: torch.Tensor | None, vocab_size: int) -> None:
     """Raise ValueError unless ``targets`` is None or int64 ids (or -1) of idx's shape (B, T)."""
+    check_tensor("idx", idx, ndim=2, layout="(B, T)", dtype="int")
     if targets is None:
         return
     check_token_ids("targets", targets, vocab_size, None, allow_ignore_index=True)
@@ -78,15 +95,39 @@ def check_targets(idx: torch.Tensor, targets: torch.Tensor | None, vocab_size: i
                          f"got {tuple(targets.shape)}")
 
 
+@entry_point
 def language_model_loss(logits: torch.Tensor, targets: torch.Tensor | None
                         ) -> torch.Tensor | None:
-    """Mean next-token cross-entropy in nats: logits (B, T, V), targets (B, T), -1 ignored."""
+    """Mean next-token cross-entropy in nats: logits (B, T, V), targets (B, T), -1 ignored.
+
+    Raises:
+        ValueError: naming the argument, for logits that are not (B, T, V) floats (finite,
+            when called directly), targets that are not int64 ids of logits' (B, T) in
+            [-1, V), or targets with no counted position (all -1, T = 0 or B = 0): their mean
+            would be NaN.
+    """
+    check_tensor("logits", logits, ndim=3, layout="(B, T, V)", dtype="float")
     if targets is None:
         return None
+    check_tensor("targets", targets, ndim=2, layout="(B, T)", dtype="int", finite=False)
+    check_shape("targets", targets, tuple(logits.shape[:2]), "(B, T) of logits")
+    if targets.numel() == 0:
+        raise ValueError(f"targets must hold at least one position (no target, no loss), got "
+                         f"shape {tuple(targets.shape)}")
+    if not torch.compiler.is_compiling():
+        # Not only in the outermost call: a model's forward must not return a NaN loss either.
+        smallest, largest = int(targets.min()), int(targets.max())
+        if smallest < -1 or largest >= logits.shape[-1]:
+            raise ValueError(f"targets must lie in [-1, {logits.shape[-1]}) (V of logits, -1 "
+                             f"ignored), got values in [{smallest}, {largest}]")
+        if largest < 0:
+            raise ValueError("targets must hold at least one counted position (>= 0), got "
+                             "only the ignore index -1: the mean loss would be NaN")
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                            ignore_index=-1)
 
 
+@entry_point
 def reference_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
                                ) -> torch.Tensor:
     """Causal softmax attention by the textbook formula, in float64 (a test reference).
@@ -97,6 +138,11 @@ def reference_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     Returns:
         (B, H, T, d_head) float64: o_t = sum_{s <= t} softmax_s(q_t . k_s / sqrt(d_head)) v_s.
     """
+    check_tensor("q", q, ndim=4, layout="(B, H, T, d_head)", dtype="float")
+    check_shape("k", k, tuple(q.shape), "(B, H, T, d_head) of q")
+    check_shape("v", v, (*q.shape[:3], None), "(B, H, T, d_v) with (B, H, T) of q")
+    for name, tensor in (("k", k), ("v", v)):
+        check_tensor(name, tensor, dtype="float")
     q, k, v = q.double(), k.double(), v.double()
     length = q.shape[-2]
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
@@ -191,6 +237,10 @@ class TransformerLM(nn.Module):
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         check_scalar_in_range("dropout", dropout, 0.0, 1.0, high_inclusive=False)
+        check_bool("bias", bias)
+        check_memory("vocab_size, d_model, n_layers, context_length and mlp_ratio",
+                     (vocab_size + context_length) * d_model
+                     + n_layers * (4 + 2 * mlp_ratio) * d_model ** 2, what="the parameters")
         self.vocab_size = vocab_size
         self.d_model = d_model
         self.n_layers = n_layers
@@ -218,6 +268,7 @@ class TransformerLM(nn.Module):
             for projection in (block.attention.out, block.mlp.down):
                 nn.init.normal_(projection.weight, mean=0.0, std=0.02 / math.sqrt(2 * n_layers))
 
+    @entry_point
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         check_token_ids("idx", idx, self.vocab_size, self.context_length)
@@ -238,23 +289,51 @@ class TransformerLM(nn.Module):
                                top_p=top_p, generator=generator)
 
 
+def _check_logits(logits: torch.Tensor) -> None:
+    """Logits (B, V), V >= 1, floats: -inf (a masked token) allowed, NaN and +inf not, and at
+    least one finite logit per row. Reads the values (not while torch.compile traces)."""
+    check_tensor("logits", logits, ndim=2, layout="(B, V)", dtype="float", finite=False)
+    if logits.shape[1] < 1:
+        raise ValueError(f"logits must hold at least one token (V >= 1), got shape "
+                         f"{tuple(logits.shape)}")
+    if torch.compiler.is_compiling() or logits.numel() == 0:
+        return
+    values = logits.detach()
+    if bool(torch.isnan(values).any()) or bool((values == math.inf).any()):
+        raise ValueError("logits must not hold NaN or +inf (-inf masks a token), got "
+                         f"{int((torch.isnan(values) | (values == math.inf)).sum())} such values")
+    if not bool(torch.isfinite(values).any(dim=-1).all()):
+        raise ValueError("logits must hold at least one finite value per row, got a row of "
+                         "-inf only (every token masked)")
+
+
 def sample_next_token(logits: torch.Tensor, *, temperature: float = 1.0,
                       top_k: int | None = None, top_p: float | None = None,
                       generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw one token per row from logits (B, V) -> int64 (B, 1).
 
-    ``temperature`` divides the logits (0 means greedy argmax); ``top_k`` keeps the k largest;
-    ``top_p`` keeps the smallest set of most likely tokens whose probability reaches p
-    (nucleus sampling, Holtzman et al. 2020). Both filters may be combined (top-k first).
+    ``temperature`` divides the logits (0 means greedy argmax; any tiny positive value works:
+    the logits are shifted by their row maximum first, so nothing overflows); ``top_k`` keeps
+    the k largest; ``top_p`` keeps the smallest set of most likely tokens whose probability
+    reaches p (nucleus sampling, Holtzman et al. 2020). Both filters may be combined (top-k
+    first). ``-inf`` logits (masked tokens) are never drawn.
+
+    Raises:
+        ValueError: naming the argument: logits that are not (B, V) floats, hold NaN or +inf,
+            or mask every token of a row; temperature < 0 or not finite; top_k < 1;
+            top_p outside (0, 1]; a generator that is not a torch.Generator.
     """
-    check_ndim("logits", logits, 2, "(B, V)")
+    _check_logits(logits)
     check_scalar_in_range("temperature", temperature, 0.0, math.inf)
     check_positive_int("top_k", top_k, allow_none=True)
-    if top_p is not None:
-        check_scalar_in_range("top_p", top_p, 0.0, 1.0, low_inclusive=False)
+    check_scalar_in_range("top_p", top_p, 0.0, 1.0, low_inclusive=False, allow_none=True)
+    check_torch_generator("generator", generator, allow_none=True)
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    # Shift by the row maximum before dividing: a tiny temperature then sends every other
+    # logit towards -inf instead of overflowing the largest one to +inf (softmax: NaN).
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth_largest = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth_largest, float("-inf"))
@@ -280,7 +359,17 @@ def generate_tokens(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, *,
     """Autoregressive sampling for any model with ``model(idx) -> (logits, loss)`` and
     ``model.context_length``: idx (B, T) int64 -> (B, T + max_new_tokens). The input is cropped
     to the last ``context_length`` tokens before each step."""
+    check_instance("model", model, nn.Module, expected="a torch.nn.Module language model")
+    context = getattr(model, "context_length", None)
+    check_int("model.context_length", context, low=1)
     check_generation_arguments(idx, max_new_tokens)
+    vocab_size = getattr(model, "vocab_size", None)
+    if vocab_size is not None:
+        check_token_ids("idx", idx, vocab_size, None)
+    check_scalar_in_range("temperature", temperature, 0.0, math.inf)
+    check_positive_int("top_k", top_k, allow_none=True)
+    check_scalar_in_range("top_p", top_p, 0.0, 1.0, low_inclusive=False, allow_none=True)
+    check_torch_generator("generator", generator, allow_none=True)
     was_training = model.training
     model.eval()
     try:
@@ -307,6 +396,7 @@ class ParameterCount:
 
 def parameter_count(model: nn.Module) -> ParameterCount:
     """Count the trainable parameters of any model (works for TransformerLM and HopeLM)."""
+    check_instance("model", model, nn.Module, expected="a torch.nn.Module")
     seen: set[int] = set()
     total = 0
     for parameter in model.parameters():

@@ -1,0 +1,320 @@
+"""Bad input gets one clear error, everywhere: the public API and the command lines, fuzzed.
+
+``test_public_api_under_fuzzing`` walks the nlbook package, collects every callable that a
+module exports (its ``__all__``, or the public names it defines when it has none; nlbook.exercises
+is left to its own tests), and fails when one has no entry in ``REGISTRY`` below: a new public
+function needs one valid example call and a spec per argument. Each entry is called once as
+given, then once per mutation of one argument (see tests/_fuzz.py): rank ±1, dtypes, empty axes,
+NaN/inf, huge values, None, strings, bools for ints, batch mismatches, gates out of range, token
+ids out of range, chunk sizes 0/−1/1.5/T+3/100000; non-contiguous and requires_grad copies must
+give the same result. Anything other than a valid result or a ValueError/TypeError naming the
+argument fails the test (with a per-call alarm for hangs). Seeded, tiny sizes.
+
+``test_command_lines_with_bad_arguments`` runs every ``python -m nlbook.*`` entry point in
+process with bad arguments: each must print one ``error: ...`` line and exit non-zero, without
+a traceback, and without training first.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import io
+import math
+import os
+import pkgutil
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import nlbook
+from _fuzz import (
+    EITHER,
+    REFUSE,
+    SAME,
+    Bool,
+    Choice,
+    Device,
+    Entry,
+    File,
+    Float,
+    Free,
+    Func,
+    Gen,
+    Int,
+    IntList,
+    Obj,
+    OutFile,
+    Str,
+    Tensor,
+    run_registry,
+    summarise,
+)
+
+REGISTRY: dict[str, Entry] = {}
+EXCLUDED_PACKAGES = ("nlbook.exercises",)  # redesigned elsewhere; its own tests check it
+
+
+def key_of(target) -> str:
+    return f"{target.__module__}:{target.__qualname__}"
+
+
+def entry(target, make, specs=None, **options) -> None:
+    REGISTRY[key_of(target)] = Entry(call=target, make=make, specs=specs or {}, **options)
+
+
+def method(name: str, call, make, specs=None, **options) -> None:
+    REGISTRY[name] = Entry(call=call, make=make, specs=specs or {}, **options)
+
+
+def exempt(target, reason: str) -> None:
+    REGISTRY[key_of(target)] = Entry(call=target, make=dict, specs={}, exempt=reason)
+
+
+RECORD = "a plain record built by nlbook; the functions that receive it check it"
+ERROR = "an exception class"
+COMMAND_LINE = "a command line: test_command_lines_with_bad_arguments runs it"
+
+
+def randn(*shape, seed=0, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def rand(*shape, seed=0, low=0.0, high=1.0, dtype=torch.float32):
+    values = torch.rand(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    return low + (high - low) * values
+
+
+def tokens(batch, length, vocab, seed=0):
+    return torch.randint(vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def shape_is(path, expected):
+    """A check: ``path(result)`` has shape ``expected(arguments)``."""
+
+    def check(result, arguments):
+        try:
+            got = tuple(path(result).shape)
+            want = tuple(expected(arguments))
+        except Exception as error:  # noqa: BLE001 - a malformed result is a finding
+            return f"result of unexpected structure ({type(error).__name__}: {error})"
+        return None if got == want else f"result shape {got}, expected {want}"
+
+    return check
+
+
+def all_of(*checks):
+    def check(result, arguments):
+        for one in checks:
+            problem = one(result, arguments)
+            if problem:
+                return problem
+        return None
+
+    return check
+
+
+# ============================================================================================
+# nlbook (the package)
+
+exempt(nlbook.SetupInfo, RECORD)
+entry(nlbook.setup, lambda: dict(seed=0, threads=1, verbose=False),
+      {"seed": Int(low=0, role="seed"), "threads": Int(low=1, none=True, role="cost"),
+       "verbose": Bool()}, same=False)
+entry(nlbook.smoke, lambda: dict(full=2000, small=20), {"full": Free(), "small": Free()})
+entry(nlbook.is_smoke, dict)
+entry(nlbook.is_headless, dict)
+
+# ============================================================================================
+# nlbook.memory (B, H, T, d) = (2, 1, 5, 3)
+
+from nlbook import memory  # noqa: E402
+
+QKV = dict(q=Tensor(batch="B"), k=Tensor(batch="B"), v=Tensor(batch="B"))
+
+
+def qkv(length=5):
+    return dict(q=randn(2, 1, length, 3, seed=1), k=F.normalize(randn(2, 1, length, 3, seed=2),
+                                                                dim=-1),
+                v=randn(2, 1, length, 3, seed=3))
+
+
+def memory_shapes(result, arguments):
+    output, state = result[0], result[1]
+    if isinstance(state, tuple):
+        state = state[0]
+    v = arguments["v"]
+    if tuple(output.shape) != tuple(v.shape):
+        return f"output shape {tuple(output.shape)}, expected {tuple(v.shape)}"
+    want = (*v.shape[:2], arguments["q"].shape[-1], v.shape[-1])
+    if tuple(state.shape) != want:
+        return f"state shape {tuple(state.shape)}, expected {want}"
+    return None
+
+
+CHUNK = Int(low=1, role="chunk", length=5, none=True)
+entry(memory.linear_attention,
+      lambda: dict(**qkv(), decay=rand(2, 1, 5, low=0.5), initial_state=randn(2, 1, 3, 3),
+                   chunk_size=2, return_states=False),
+      {**QKV, "decay": Tensor(gate=(0, 1), none=True, batch="B"),
+       "initial_state": Tensor(none=True, batch="B"), "chunk_size": CHUNK,
+       "return_states": Bool()}, check=memory_shapes)
+entry(memory.delta_rule,
+      lambda: dict(**qkv(), beta=rand(2, 1, 5), decay=rand(2, 1, 5, low=0.5),
+                   initial_state=randn(2, 1, 3, 3), chunk_size=2, return_states=True),
+      {**QKV, "beta": Tensor(gate=(0, 2), batch="B"),
+       "decay": Tensor(gate=(0, 1), none=True, batch="B"),
+       "initial_state": Tensor(none=True, batch="B"), "chunk_size": CHUNK,
+       "return_states": Bool()}, check=memory_shapes)
+TITANS_GATES = {"lr": Tensor(gate=(0, 1), batch="B"), "momentum": Tensor(gate=(0, 1), batch="B"),
+                "forget": Tensor(gate=(0, 1), batch="B")}
+
+
+def titans_gates():
+    return dict(lr=rand(2, 1, 5, high=0.5, seed=4), momentum=rand(2, 1, 5, seed=5),
+                forget=rand(2, 1, 5, high=0.2, seed=6))
+
+
+entry(memory.titans_memory,
+      lambda: dict(**qkv(), **titans_gates(), initial_state=(randn(2, 1, 3, 3), randn(2, 1, 3, 3)),
+                   chunk_size=2, return_states=False),
+      {**QKV, **TITANS_GATES, "initial_state": Obj(none=True), "chunk_size": CHUNK,
+       "return_states": Bool()}, check=memory_shapes,
+      extra=[("initial_state", "a pair of one wrong shape", (randn(2, 1, 3, 3), randn(2, 3, 3)),
+              REFUSE),
+             ("initial_state", "a triple", (randn(2, 1, 3, 3),) * 3, REFUSE)])
+entry(memory.reference_titans_memory,
+      lambda: dict(**qkv(), **titans_gates(), initial_state=None, frozen_chunk_size=2,
+                   return_states=False),
+      {**QKV, **TITANS_GATES, "initial_state": Obj(none=True),
+       "frozen_chunk_size": Int(low=1, role="chunk", length=5), "return_states": Bool()},
+      check=memory_shapes)
+entry(memory.softmax_attention, lambda: dict(**qkv(), causal=True, window=3),
+      {**QKV, "causal": Bool(), "window": Int(low=1, role="chunk", length=5, none=True)},
+      check=shape_is(lambda r: r, lambda a: a["v"].shape))
+entry(memory.softmax_attention_reference, lambda: dict(**qkv(), causal=True),
+      {**QKV, "causal": Bool()}, check=shape_is(lambda r: r, lambda a: a["v"].shape))
+entry(memory.benchmark_memory,
+      lambda: dict(batch=1, heads=1, length=4, dim=2, chunk_sizes=(2,), repeats=1, seed=0),
+      {"batch": Int(low=1), "heads": Int(low=1), "length": Int(low=1), "dim": Int(low=1),
+       "chunk_sizes": IntList(item=Int(low=1)), "repeats": Int(low=1, role="cost"),
+       "seed": Int(low=0, role="seed")}, same=False)
+
+# ============================================================================================
+# nlbook.transformer: V = 7, (B, T) = (2, 5)
+
+from nlbook import transformer  # noqa: E402
+
+V = 7
+
+
+@functools.cache
+def small_transformer():
+    torch.manual_seed(0)
+    return transformer.TransformerLM(V, 8, 1, 2, context_length=8, mlp_ratio=2)
+
+
+IDS = Tensor(kind="int", vocab=V, batch="B")
+TARGETS = Tensor(kind="int", vocab=V, ignore=True, batch="B", none=True)
+exempt(transformer.ParameterCount, RECORD)
+entry(transformer.TransformerLM,
+      lambda: dict(vocab_size=V, d_model=8, n_layers=1, n_heads=2, context_length=8,
+                   mlp_ratio=2, dropout=0.0, bias=False),
+      {"vocab_size": Int(low=1), "d_model": Int(low=1), "n_layers": Int(low=1),
+       "n_heads": Int(low=1), "context_length": Int(low=1), "mlp_ratio": Int(low=1),
+       "dropout": Float(0, 1, high_inclusive=False), "bias": Bool()}, same=False)
+LOGITS_SHAPE = shape_is(lambda r: r[0], lambda a: (*a["idx"].shape, V))
+method("TransformerLM.forward", lambda idx, targets: small_transformer()(idx, targets),
+       lambda: dict(idx=tokens(2, 5, V), targets=tokens(2, 5, V, seed=1)),
+       {"idx": IDS, "targets": TARGETS}, check=LOGITS_SHAPE)
+SAMPLING = {"temperature": Float(low=0), "top_k": Int(low=1, none=True),
+            "top_p": Float(0, 1, low_inclusive=False, none=True), "generator": Gen(none=True)}
+
+
+def sampling():
+    return dict(temperature=0.8, top_k=3, top_p=0.9, generator=torch.Generator().manual_seed(0))
+
+
+method("TransformerLM.generate", lambda **a: small_transformer().generate(**a),
+       lambda: dict(idx=tokens(2, 3, V), max_new_tokens=3, **sampling()),
+       {"idx": Tensor(kind="int", vocab=V), "max_new_tokens": Int(low=0, role="cost"),
+        **SAMPLING}, check=shape_is(lambda r: r, lambda a: (a["idx"].shape[0],
+                                                             a["idx"].shape[1] + 3)))
+entry(transformer.check_token_ids,
+      lambda: dict(name="idx", ids=tokens(2, 5, V), vocab_size=V, context_length=8,
+                   allow_ignore_index=False),
+      {"name": Free(), "ids": Tensor(kind="int", vocab=V), "vocab_size": Int(low=1),
+       "context_length": Int(low=1, none=True), "allow_ignore_index": Bool()},
+      aliases={"ids": ("idx",)})
+entry(transformer.check_generation_arguments,
+      lambda: dict(idx=tokens(2, 5, V), max_new_tokens=3),
+      {"idx": Tensor(kind="int", vocab=None), "max_new_tokens": Int(low=0, role="cost")})
+entry(transformer.check_targets,
+      lambda: dict(idx=tokens(2, 5, V), targets=tokens(2, 5, V), vocab_size=V),
+      {"idx": Tensor(kind="int", batch="B"), "targets": TARGETS, "vocab_size": Int(low=1)})
+entry(transformer.generate_tokens,
+      lambda: dict(model=small_transformer(), idx=tokens(2, 3, V), max_new_tokens=3,
+                   **sampling()),
+      {"model": Obj(), "idx": Tensor(kind="int", vocab=V),
+       "max_new_tokens": Int(low=0, role="cost"), **SAMPLING},
+      check=shape_is(lambda r: r, lambda a: (a["idx"].shape[0], a["idx"].shape[1] + 3)))
+entry(transformer.language_model_loss,
+      lambda: dict(logits=randn(2, 5, V), targets=tokens(2, 5, V)),
+      {"logits": Tensor(batch="B"), "targets": TARGETS},
+      extra=[("targets", "every target -1", torch.full((2, 5), -1), REFUSE)])
+entry(transformer.parameter_count, lambda: dict(model=small_transformer()), {"model": Obj()})
+entry(transformer.reference_causal_attention, lambda: qkv(), QKV,
+      check=shape_is(lambda r: r, lambda a: a["v"].shape))
+entry(transformer.sample_next_token,
+      lambda: dict(logits=randn(2, V), **sampling()),
+      {"logits": Tensor(), **SAMPLING},
+      check=shape_is(lambda r: r, lambda a: (a["logits"].shape[0], 1)),
+      extra=[("temperature", "1e-40", 1e-40, EITHER),
+             ("logits", "a row of -inf", torch.full((2, V), -math.inf), REFUSE),
+             ("logits", "some -inf", torch.tensor([[0.0, -math.inf] * 3 + [1.0]] * 2), EITHER)])
+
+
+# ============================================================================================
+# the tests
+
+
+def public_callables() -> dict[str, object]:
+    """Every callable an nlbook module exports, keyed module:qualname (deduplicated)."""
+    names = ["nlbook"] + [info.name for info in pkgutil.walk_packages(nlbook.__path__, "nlbook.")]
+    found: dict[str, object] = {}
+    for name in names:
+        parts = name.split(".")
+        if parts[-1] == "__main__" or any(part.startswith("_") for part in parts[1:]):
+            continue
+        if name.startswith(EXCLUDED_PACKAGES):
+            continue
+        module = importlib.import_module(name)
+        exported = getattr(module, "__all__", None)
+        if exported is None:
+            exported = [key for key, value in vars(module).items() if not key.startswith("_")
+                        and getattr(value, "__module__", None) == name]
+        for key in exported:
+            value = getattr(module, key)
+            if callable(value) and not isinstance(value, (dict, torch.dtype)):
+                found.setdefault(key_of(value), value)
+    return found
+
+
+def test_every_public_callable_has_a_fuzz_entry():
+    missing = sorted(set(public_callables()) - set(REGISTRY))
+    assert not missing, f"public callables without a fuzz entry in tests/test_fuzz.py: {missing}"
+
+
+def test_public_api_under_fuzzing(capsys):
+    outcomes, seconds = run_registry(REGISTRY)
+    report = summarise(outcomes, seconds)
+    bad = [outcome for outcome in outcomes if outcome.kind in ("unclear", "silent", "hang")]
+    with capsys.disabled():
+        print("\n" + report)
+    lines = "\n".join(f"  {o.kind}: {o.entry} | {o.mutation} | {o.detail}" for o in bad[:80])
+    assert not bad, f"{report}\n{lines}"
