@@ -129,7 +129,8 @@ class Int(Spec):
         if self.role == "size":
             out.append(("10**12", HUGE_INT, EITHER))
         if self.role == "chunk":
-            out += [("0", 0, REFUSE)]
+            if self.low != 1:
+                out += [("0", 0, REFUSE)]
             if self.length is not None:
                 out.append(("T+3", self.length + 3, EITHER))
             out.append(("100000", 100000, EITHER))
@@ -165,6 +166,22 @@ class IntList(Spec):
 
     def mutations(self, value):
         out = [*self.common(value), ("an int", 3, REFUSE)]
+        if not self.empty:
+            out.append(("[]", [], REFUSE))
+        if value:
+            for label, bad, expect in self.item.mutations(value[0]):
+                if expect == REFUSE and label not in ("a str",):
+                    out.append((f"[{label}, ...]", [bad, *list(value)[1:]], REFUSE))
+        return out
+
+
+@dataclass
+class FloatList(Spec):
+    item: Float = field(default_factory=Float)
+    empty: bool = False
+
+    def mutations(self, value):
+        out = [*self.common(value), ("a float", 0.5, REFUSE)]
         if not self.empty:
             out.append(("[]", [], REFUSE))
         if value:
@@ -257,6 +274,8 @@ class Tensor(Spec):
             low, high = self.gate
             for label, bad in ((f"a gate above {high}", high + 0.5),
                                (f"a gate below {low}", low - 0.5)):
+                if not math.isfinite(bad):
+                    continue
                 broken = value.detach().clone()
                 broken.view(-1)[0] = bad
                 out.append((label, broken, REFUSE))
@@ -305,7 +324,10 @@ def _floats(value, path="result"):
     """Yield (path, array) for every floating array-like inside ``value``."""
     if isinstance(value, torch.Tensor):
         if value.is_floating_point() or value.is_complex():
-            yield path, value.detach().cpu().double().numpy()
+            # an expanded view (stride 0) holds one value along that axis: look at it once
+            index = tuple(0 if stride == 0 and size > 1 else slice(None)
+                          for size, stride in zip(value.shape, value.stride(), strict=True))
+            yield path, value.detach()[index].cpu().double().numpy()
     elif isinstance(value, np.ndarray):
         if np.issubdtype(value.dtype, np.floating):
             yield path, value

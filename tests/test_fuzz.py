@@ -43,6 +43,7 @@ from _fuzz import (
     Entry,
     File,
     Float,
+    FloatList,
     Free,
     Func,
     Gen,
@@ -277,6 +278,120 @@ entry(transformer.sample_next_token,
       extra=[("temperature", "1e-40", 1e-40, EITHER),
              ("logits", "a row of -inf", torch.full((2, V), -math.inf), REFUSE),
              ("logits", "some -inf", torch.tensor([[0.0, -math.inf] * 3 + [1.0]] * 2), EITHER)])
+
+
+# ============================================================================================
+# nlbook.selfmod: W (2, 3, 4) (a batch of 2 layers d_out = 3, d_in = 4)
+
+from nlbook import selfmod  # noqa: E402
+from nlbook.selfmod import chunk_kernel  # noqa: E402
+
+DGD = {"W": Tensor(batch="B"), "x": Tensor(batch="B"), "grad_y": Tensor(batch="B"),
+       "lr": Float(low=0, low_inclusive=False), "retention": Float(0, 1)}
+
+
+def dgd_arguments():
+    return dict(W=randn(2, 3, 4), x=randn(2, 4, seed=1), grad_y=randn(2, 3, seed=2), lr=0.5)
+
+
+W_SHAPE = shape_is(lambda r: r, lambda a: a["W"].shape)
+LR_TENSORS = [("lr", "a tensor of shape (3,)", torch.full((3,), 0.5), REFUSE),
+              ("lr", "a tensor of shape (2,)", torch.full((2,), 0.5), EITHER),
+              ("lr", "a NaN tensor", torch.tensor(math.nan), REFUSE),
+              ("lr", "a tensor with a zero", torch.tensor([0.5, 0.0]), REFUSE)]
+entry(selfmod.dgd_step, lambda: dict(**dgd_arguments(), retention=0.9), DGD, check=W_SHAPE,
+      extra=[*LR_TENSORS, ("retention", "a tensor of shape (3,)", torch.full((3,), 0.9), REFUSE),
+             ("retention", "a tensor of shape (2,)", torch.full((2,), 0.9), EITHER)])
+entry(selfmod.dgd_proximal_closed_form, dgd_arguments,
+      {key: value for key, value in DGD.items() if key != "retention"}, check=W_SHAPE,
+      extra=LR_TENSORS)
+entry(selfmod.dgd_step_rank_k,
+      lambda: dict(W=randn(2, 3, 4), X=randn(2, 2, 4, seed=1), grad_Y=randn(2, 2, 3, seed=2),
+                   lr=0.5),
+      {"W": Tensor(batch="B"), "X": Tensor(batch="B"), "grad_Y": Tensor(batch="B"),
+       "lr": Float(low=0, low_inclusive=False)}, check=W_SHAPE, extra=LR_TENSORS)
+entry(selfmod.silu_derivative, lambda: dict(a=randn(2, 3)), {"a": Tensor(rank=False)},
+      check=shape_is(lambda r: r, lambda a: a["a"].shape))
+entry(selfmod.correlated_stream_experiment,
+      lambda: dict(length=6, dim=3, correlation=0.9, lrs=(0.5,), seed=0, noise=0.0),
+      {"length": Int(low=1), "dim": Int(low=1), "correlation": Float(-1, 1),
+       "lrs": FloatList(item=Float(low=0, low_inclusive=False)), "seed": Int(low=0, role="seed"),
+       "noise": Float(low=0)})
+def chunk_shapes(result, arguments):
+    lead = torch.broadcast_shapes(
+        arguments["state"].shape[:-2], arguments["keys"].shape[:-2],
+        arguments["values"].shape[:-2], arguments["beta"].shape[:-1],
+        arguments["log_alpha"].shape[:-1])
+    want = (*lead, *arguments["state"].shape[-2:])
+    if tuple(result[0].shape) != want:
+        return f"state shape {tuple(result[0].shape)}, expected {want}"
+    if arguments["queries"] is None:
+        return None if result[1] is None else "reads without queries"
+    reads = (*lead, arguments["keys"].shape[-2], arguments["state"].shape[-1])
+    return None if tuple(result[1].shape) == reads else (
+        f"reads shape {tuple(result[1].shape)}, expected {reads}")
+
+
+entry(chunk_kernel.gated_delta_chunk,
+      lambda: dict(state=randn(2, 3, 4), keys=F.normalize(randn(2, 5, 3, seed=1), dim=-1),
+                   values=randn(2, 5, 4, seed=2), beta=rand(2, 5, seed=3),
+                   log_alpha=-rand(2, 5, seed=4, high=0.2), queries=randn(2, 5, 3, seed=5)),
+      # Leading dims broadcast (documented): a tensor of rank ± 1 or batch 1 is valid input.
+      {"state": Tensor(rank=False), "keys": Tensor(rank=False), "values": Tensor(rank=False),
+       "beta": Tensor(gate=(0, math.inf), rank=False),
+       "log_alpha": Tensor(gate=(-math.inf, 0), rank=False),
+       "queries": Tensor(none=True, rank=False)}, check=chunk_shapes)
+entry(chunk_kernel.block_sizes, lambda: dict(length=70, block=32),
+      {"length": Int(low=0), "block": Int(low=1, none=True)})
+
+
+@functools.cache
+def small_titans():
+    return selfmod.SelfModifyingTitans(4, 2, chunk_size_memory=2, chunk_size_others=2,
+                                       generator=torch.Generator().manual_seed(0))
+
+
+exempt(selfmod.SelfModifyingState, RECORD)
+entry(selfmod.SelfModifyingTitans,
+      lambda: dict(d_model=4, heads=2, head_dim=None, hidden=None, chunk_size_memory=2,
+                   chunk_size_others=2, retain_toward_initial=True, write_first_layer=False,
+                   generator=torch.Generator().manual_seed(0)),
+      {"d_model": Int(low=1), "heads": Int(low=1), "head_dim": Int(low=1, none=True),
+       "hidden": Int(low=1, none=True), "chunk_size_memory": Int(low=1, role="chunk"),
+       "chunk_size_others": Int(low=1, role="chunk"), "retain_toward_initial": Bool(),
+       "write_first_layer": Bool(), "generator": Gen(none=True)}, same=False)
+method("SelfModifyingTitans.forward",
+       lambda x, state, return_trace, keep_state: small_titans()(
+           x, state, return_trace=return_trace, keep_state=keep_state),
+       lambda: dict(x=randn(2, 5, 4), state=None, return_trace=False, keep_state=True),
+       {"x": Tensor(), "state": Obj(none=True), "return_trace": Bool(), "keep_state": Bool()},
+       check=shape_is(lambda r: r[0], lambda a: a["x"].shape),
+       extra=[("state", "a state for batch 1", small_titans().initial_state(1), REFUSE)])
+method("SelfModifyingTitans.initial_state", lambda batch: small_titans().initial_state(batch),
+       lambda: dict(batch=2), {"batch": Int(low=1)})
+entry(selfmod.reference_self_modifying_titans,
+      lambda: dict(layer=small_titans(), x=randn(1, 3, 4), chunk_size_memory=2,
+                   chunk_size_others=1),
+      {"layer": Obj(), "x": Tensor(float64=EITHER),
+       "chunk_size_memory": Int(low=1, role="chunk", length=3),
+       "chunk_size_others": Int(low=1, role="chunk", length=3)},
+      check=shape_is(lambda r: r, lambda a: a["x"].shape))
+
+
+@functools.cache
+def small_selfmod_linear():
+    return selfmod.SelfModifyingLinear(3, 2, generator=torch.Generator().manual_seed(0))
+
+
+entry(selfmod.SelfModifyingLinear,
+      lambda: dict(d_in=3, d_out=2, rank=1, generator=torch.Generator().manual_seed(0)),
+      {"d_in": Int(low=1), "d_out": Int(low=1), "rank": Int(low=1), "generator": Gen(none=True)},
+      same=False)
+method("SelfModifyingLinear.forward",
+       lambda x, return_weights: small_selfmod_linear()(x, return_weights=return_weights),
+       lambda: dict(x=randn(2, 4, 3), return_weights=False),
+       {"x": Tensor(), "return_weights": Bool()},
+       check=shape_is(lambda r: r, lambda a: (*a["x"].shape[:2], 2)))
 
 
 # ============================================================================================

@@ -5,6 +5,18 @@ from __future__ import annotations
 
 import torch
 
+from nlbook._checks import (
+    check_finite,
+    check_in_range,
+    check_int,
+    check_memory,
+    check_positive_int,
+    check_same_dtype_device,
+    check_tensor,
+    data_checks_enabled,
+    entry_point,
+)
+
 # Longest stretch the kernel solves at once. A chunk is a unit of the *rule* (its keys and
 # targets come from one snapshot); the recurrence inside it is linear, so it can be solved in
 # consecutive blocks with the same result (tested). Its C×C work grows as C², and at C = 64 a
@@ -14,7 +26,9 @@ KERNEL_BLOCK = 32
 
 def block_sizes(length: int, block: int | None = None) -> list[int]:
     """Split ``length`` tokens into kernel blocks of at most ``block`` (default KERNEL_BLOCK)."""
-    block = KERNEL_BLOCK if block is None else block
+    check_int("length", length, low=0)
+    block = KERNEL_BLOCK if block is None else check_positive_int("block", block)
+    check_memory("length", length // block, bytes_per_element=8, what="the list of blocks")
     return [block] * (length // block) + ([length % block] if length % block else [])
 
 
@@ -140,6 +154,55 @@ class _GatedDeltaChunk(torch.autograd.Function):
         return d_state, d_keys, d_values, d_beta, d_log_alpha, d_queries
 
 
+def _check_chunk(state, keys, values, beta, log_alpha, queries) -> None:
+    """Shapes (..., d_k, d_v), (..., C, d_k), (..., C, d_v), (..., C), (..., C), (..., C, d_k)
+    with broadcastable leading dims (...); values only in the outermost call."""
+    check_tensor("state", state, layout="(..., d_k, d_v)", dtype="float", finite=False)
+    if state.ndim < 2:
+        raise ValueError(f"state must have at least 2 dimensions (..., d_k, d_v), got shape "
+                         f"{tuple(state.shape)}")
+    key_dim, value_dim = state.shape[-2:]
+    check_tensor("keys", keys, layout="(..., C, d_k)", finite=False)
+    if keys.ndim < 2 or keys.shape[-1] != key_dim or keys.shape[-2] < 1:
+        raise ValueError(f"keys must have shape (..., C, d_k) with C >= 1 and d_k = {key_dim} "
+                         f"(of state), got {tuple(keys.shape)}")
+    length = keys.shape[-2]
+    tails = {"values": (length, value_dim), "beta": (length,), "log_alpha": (length,),
+             "queries": (length, key_dim)}
+    layouts = {"values": "(..., C, d_v)", "beta": "(..., C)", "log_alpha": "(..., C)",
+               "queries": "(..., C, d_k)"}
+    tensors = {"values": values, "beta": beta, "log_alpha": log_alpha, "queries": queries}
+    for name, tensor in tensors.items():
+        if tensor is None and name == "queries":
+            continue
+        check_tensor(name, tensor, layout=layouts[name], finite=False)
+        tail = tails[name]
+        if tensor.ndim < len(tail) or tuple(tensor.shape[tensor.ndim - len(tail):]) != tail:
+            raise ValueError(f"{name} must have shape {layouts[name]} with C = {length} (of "
+                             f"keys) and d = {tail[-1]}, got {tuple(tensor.shape)}")
+    check_same_dtype_device("state", state, keys=keys, **tensors)
+    leads = {"state": state.shape[:-2], "keys": keys.shape[:-2], "values": values.shape[:-2],
+             "beta": beta.shape[:-1], "log_alpha": log_alpha.shape[:-1]}
+    try:
+        lead = torch.broadcast_shapes(*leads.values())
+        fits = queries is None or torch.broadcast_shapes(lead, queries.shape[:-2]) == lead
+    except RuntimeError:
+        lead, fits = None, False
+    if lead is None or not fits:
+        if queries is not None:
+            leads["queries"] = queries.shape[:-2]
+        raise ValueError("state, keys, values, beta, log_alpha and queries must have "
+                         "leading dims (...) that broadcast (queries' within the others'), got "
+                         + ", ".join(f"{name} {tuple(lead)}" for name, lead in leads.items()))
+    if data_checks_enabled():
+        for name, tensor in (("state", state), ("keys", keys), *tensors.items()):
+            if tensor is not None:
+                check_finite(name, tensor)
+        check_in_range("beta", beta, 0.0, float("inf"))
+        check_in_range("log_alpha", log_alpha, float("-inf"), 0.0)
+
+
+@entry_point
 def gated_delta_chunk(state: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                       beta: torch.Tensor, log_alpha: torch.Tensor,
                       queries: torch.Tensor | None = None):
@@ -161,7 +224,12 @@ def gated_delta_chunk(state: torch.Tensor, keys: torch.Tensor, values: torch.Ten
 
     Returns:
         (S_C, reads) with S_C (..., d_k, d_v) and reads (..., C, d_v) or None.
+
+    Raises:
+        ValueError: naming the argument, for shapes that do not fit (C >= 1), mixed dtypes or
+            devices, and (in the outermost call) non-finite values, beta < 0 or log_alpha > 0.
     """
+    _check_chunk(state, keys, values, beta, log_alpha, queries)
     lead = torch.broadcast_shapes(state.shape[:-2], keys.shape[:-2], values.shape[:-2],
                                   beta.shape[:-1], log_alpha.shape[:-1])
     length = keys.shape[-2]

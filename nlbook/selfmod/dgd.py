@@ -10,13 +10,73 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlbook._checks import (
-    check_dtype_float,
+    ArgumentTypeError,
+    check_bool,
+    check_finite,
+    check_int,
+    check_memory,
     check_positive_int,
     check_same_dtype_device,
+    check_scalar_in_range,
     check_shape,
+    check_tensor,
+    describe,
+    entry_point,
 )
 
 
+def _check_step_size(name: str, value, W: torch.Tensor, low: float, high: float,
+                     *, low_inclusive: bool) -> torch.Tensor:
+    """``value`` (a number or a tensor broadcastable to W's leading dims (...), without
+    growing them) in the interval, as a tensor of W's dtype and device."""
+    lead = tuple(W.shape[:-2])
+    expected = ("be positive and finite" if math.isinf(high) else
+                f"lie in {'(' if not low_inclusive else '['}{low}, {high}]")
+    if isinstance(value, torch.Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(f"{name} must be a real tensor, got dtype {value.dtype}")
+        try:
+            fits = torch.broadcast_shapes(value.shape, lead) == lead
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(f"{name} must be a number or a tensor broadcastable to the leading "
+                             f"dims (...) = {lead} of W, got shape {tuple(value.shape)}")
+        tensor = value.to(dtype=W.dtype, device=W.device)
+        values = tensor.detach()
+        above = values > low if not low_inclusive else values >= low
+        if not bool((above & (values <= high) & torch.isfinite(values)).all()):
+            raise ValueError(f"{name} must {expected}, got values in "
+                             f"[{values.min().item():.4g}, {values.max().item():.4g}]")
+        return tensor
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgumentTypeError(f"{name} must be a number or a tensor, got {describe(value)}")
+    if not (math.isfinite(value) and (value > low if not low_inclusive else value >= low)
+            and value <= high):
+        raise ValueError(f"{name} must {expected}, got {value!r}")
+    return torch.as_tensor(value, dtype=W.dtype, device=W.device)
+
+
+def _check_layer_step(W, x, grad_y, x_name: str = "x", grad_name: str = "grad_y",
+                      pairs: bool = False) -> None:
+    """W (..., d_out, d_in); x (..., d_in) or X (..., r, d_in); grad_y likewise with d_out."""
+    check_tensor("W", W, layout="(..., d_out, d_in)", dtype="float")
+    if W.ndim < 2:
+        raise ValueError(f"W must have at least 2 dimensions (..., d_out, d_in), got shape "
+                         f"{tuple(W.shape)}")
+    lead, (d_out, d_in) = tuple(W.shape[:-2]), W.shape[-2:]
+    rows = (None,) if pairs else ()
+    check_shape(x_name, x, (*lead, *rows, d_in),
+                f"(..., {'r, ' if pairs else ''}d_in) with (..., d_in) of W")
+    rows = (x.shape[-2],) if pairs else ()
+    check_shape(grad_name, grad_y, (*lead, *rows, d_out),
+                f"(..., {'r, ' if pairs else ''}d_out) of W and {x_name}")
+    check_same_dtype_device("W", W, **{x_name: x, grad_name: grad_y})
+    for name, tensor in ((x_name, x), (grad_name, grad_y)):
+        check_finite(name, tensor)
+
+
+@entry_point
 def dgd_step(W: torch.Tensor, x: torch.Tensor, grad_y: torch.Tensor, lr, *,
              retention=1.0) -> torch.Tensor:
     """One Delta Gradient Descent step (arXiv A-eq 57), optionally with retention α (A-eq 88).
@@ -33,26 +93,19 @@ def dgd_step(W: torch.Tensor, x: torch.Tensor, grad_y: torch.Tensor, lr, *,
         x: (..., d_in) the layer's input.
         grad_y: (..., d_out) gradient of the loss at the layer's output y = W x.
         lr: step size η > 0, a float or a tensor broadcastable to the leading dims (...).
-        retention: α, a float or a tensor broadcastable to (...); 1 gives plain DGD.
+        retention: α in [0, 1], a float or a tensor broadcastable to (...); 1 gives plain DGD.
 
     Returns:
         (..., d_out, d_in) the updated weights.
+
+    Raises:
+        ValueError: naming the argument, for shapes that do not fit W, non-finite inputs, an
+            ``lr`` that is not positive and finite, a ``retention`` outside [0, 1], or an
+            ``lr``/``retention`` tensor that would broadcast W's leading dims to a new shape.
     """
-    if not isinstance(W, torch.Tensor) or W.ndim < 2:
-        raise ValueError(f"W must be a tensor of shape (..., d_out, d_in), got "
-                         f"{getattr(W, 'shape', type(W))}")
-    check_dtype_float("W", W)
-    if x.shape[-1] != W.shape[-1] or x.shape[:-1] != W.shape[:-2]:
-        raise ValueError(f"x must have shape (..., d_in) = {(*W.shape[:-2], W.shape[-1])}, "
-                         f"got {tuple(x.shape)}")
-    if grad_y.shape[-1] != W.shape[-2] or grad_y.shape[:-1] != W.shape[:-2]:
-        raise ValueError(f"grad_y must have shape (..., d_out) = "
-                         f"{(*W.shape[:-2], W.shape[-2])}, got {tuple(grad_y.shape)}")
-    check_same_dtype_device("W", W, x=x, grad_y=grad_y)
-    lr_tensor = torch.as_tensor(lr, dtype=W.dtype, device=W.device)
-    if bool((lr_tensor <= 0).any()):
-        raise ValueError(f"lr must be positive, got a minimum of {lr_tensor.min().item()}")
-    alpha = torch.as_tensor(retention, dtype=W.dtype, device=W.device)
+    _check_layer_step(W, x, grad_y)
+    lr_tensor = _check_step_size("lr", lr, W, 0.0, math.inf, low_inclusive=False)
+    alpha = _check_step_size("retention", retention, W, 0.0, 1.0, low_inclusive=True)
     lr_prime = lr_tensor / (1 + lr_tensor * (x * x).sum(-1))          # (...)
     lr_prime = lr_prime[..., None, None]
     alpha = alpha[..., None, None] if alpha.ndim else alpha
@@ -60,6 +113,7 @@ def dgd_step(W: torch.Tensor, x: torch.Tensor, grad_y: torch.Tensor, lr, *,
     return alpha * W - lr_prime * (W_x + grad_y[..., :, None]) @ x[..., None, :]
 
 
+@entry_point
 def dgd_proximal_closed_form(W: torch.Tensor, x: torch.Tensor, grad_y: torch.Tensor,
                              lr: float) -> torch.Tensor:
     """The proximal L2 step solved by a matrix inverse: (W + η u xᵀ)(I + η x xᵀ)⁻¹, u = −grad_y.
@@ -67,12 +121,16 @@ def dgd_proximal_closed_form(W: torch.Tensor, x: torch.Tensor, grad_y: torch.Ten
     A slow reference for :func:`dgd_step` (arXiv A-eq 56, before Sherman–Morrison).
     Shapes as in :func:`dgd_step` (no batching needed).
     """
+    _check_layer_step(W, x, grad_y)
+    lr = _check_step_size("lr", lr, W, 0.0, math.inf, low_inclusive=False)
+    lr = lr[..., None, None] if lr.ndim else lr
     eye = torch.eye(x.shape[-1], dtype=W.dtype, device=W.device)
     u = -grad_y
     outer_xx = x[..., :, None] * x[..., None, :]
     return (W + lr * u[..., :, None] * x[..., None, :]) @ torch.linalg.inv(eye + lr * outer_xx)
 
 
+@entry_point
 def dgd_step_rank_k(W: torch.Tensor, X: torch.Tensor, grad_Y: torch.Tensor, lr) -> torch.Tensor:
     """The exact proximal step on r input/target pairs at once (rank-r DGD, via Woodbury).
 
@@ -89,16 +147,10 @@ def dgd_step_rank_k(W: torch.Tensor, X: torch.Tensor, grad_Y: torch.Tensor, lr) 
     Returns:
         (..., d_out, d_in).
     """
-    check_dtype_float("W", W)
-    if X.ndim != W.ndim or X.shape[-1] != W.shape[-1] or X.shape[:-2] != W.shape[:-2]:
-        raise ValueError(f"X must have shape (..., r, d_in) with d_in = {W.shape[-1]} and the "
-                         f"leading dims {tuple(W.shape[:-2])}, got {tuple(X.shape)}")
-    if grad_Y.shape != (*X.shape[:-1], W.shape[-2]):
-        raise ValueError(f"grad_Y must have shape (..., r, d_out) = "
-                         f"{(*X.shape[:-1], W.shape[-2])}, got {tuple(grad_Y.shape)}")
-    lr_tensor = torch.as_tensor(lr, dtype=W.dtype, device=W.device)
-    if bool((lr_tensor <= 0).any()):
-        raise ValueError(f"lr must be positive, got a minimum of {lr_tensor.min().item()}")
+    _check_layer_step(W, X, grad_Y, "X", "grad_Y", pairs=True)
+    if X.shape[-2] < 1:
+        raise ValueError(f"X must hold at least one input (r >= 1), got shape {tuple(X.shape)}")
+    lr_tensor = _check_step_size("lr", lr, W, 0.0, math.inf, low_inclusive=False)
     lr_tensor = lr_tensor[..., None, None] if lr_tensor.ndim else lr_tensor
     rank = X.shape[-2]
     gram = torch.eye(rank, dtype=W.dtype, device=W.device) + lr_tensor * X @ X.transpose(-1, -2)
@@ -120,6 +172,15 @@ def correlated_stream_experiment(length: int = 400, dim: int = 16, correlation: 
     """
     check_positive_int("length", length)
     check_positive_int("dim", dim)
+    check_scalar_in_range("correlation", correlation, -1.0, 1.0)
+    if isinstance(lrs, (str, bytes)) or not isinstance(lrs, (tuple, list)) or not lrs:
+        raise ArgumentTypeError(f"lrs must be a non-empty tuple or list of positive numbers, "
+                                f"got {describe(lrs)}")
+    for index, lr in enumerate(lrs):
+        check_scalar_in_range(f"lrs[{index}]", lr, 0.0, math.inf, low_inclusive=False)
+    check_int("seed", seed, low=0)
+    check_scalar_in_range("noise", noise, 0.0, math.inf)
+    check_memory("length and dim", 3 * length * dim + dim * dim, bytes_per_element=8)
     generator = torch.Generator().manual_seed(seed)
     target = torch.randn(dim, dim, dtype=torch.float64, generator=generator) / math.sqrt(dim)
     inputs = torch.empty(length, dim, dtype=torch.float64)
@@ -150,6 +211,7 @@ def correlated_stream_experiment(length: int = 400, dim: int = 16, correlation: 
 
 def silu_derivative(a: torch.Tensor) -> torch.Tensor:
     """d silu(a) / da = s (1 + a (1 − s)), s = sigmoid(a)."""
+    check_tensor("a", a, dtype="float")
     s = torch.sigmoid(a)
     return s * (1 + a * (1 - s))
 
@@ -182,6 +244,8 @@ class SelfModifyingLinear(nn.Module):
         check_positive_int("rank", rank)
         if rank > d_in:
             raise ValueError(f"rank must be at most d_in = {d_in}, got {rank}")
+        check_memory("d_in, d_out and rank", d_out * d_in + 2 * rank * d_in * d_in,
+                     what="the parameters")
         self.d_in, self.d_out, self.rank = d_in, d_out, rank
         scale = 1 / math.sqrt(d_in)
         self.initial_weight = nn.Parameter(torch.randn(d_out, d_in, generator=generator) * scale)
@@ -192,10 +256,16 @@ class SelfModifyingLinear(nn.Module):
         self.lr_weight = nn.Parameter(torch.zeros(d_in))
         self.lr_bias = nn.Parameter(torch.tensor(math.log(math.e - 1)))  # softplus⁻¹(1)
 
+    @entry_point
     def forward(self, x: torch.Tensor, *, return_weights: bool = False):
         """x (B, T, d_in) → y (B, T, d_out) [, weights (B, T, d_out, d_in) after each write]."""
         check_shape("x", x, (None, None, self.d_in), "(B, T, d_in)")
         check_same_dtype_device("initial_weight", self.initial_weight, x=x)
+        check_finite("x", x)
+        check_bool("return_weights", return_weights)
+        if x.shape[1] < 1:
+            raise ValueError(f"x must hold at least one token (T >= 1), got shape "
+                             f"{tuple(x.shape)}")
         batch, length, _ = x.shape
         weight = self.initial_weight.expand(batch, -1, -1)
         outputs, history = [], []

@@ -6,10 +6,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nlbook._checks import (
+    check_finite,
+    check_instance,
+    check_positive_int,
+    check_shape,
+    check_tensor,
+    entry_point,
+)
 from nlbook.selfmod.dgd import dgd_step, silu_derivative
 from nlbook.selfmod.titans import SelfModifyingTitans
 
 
+@entry_point
 def reference_self_modifying_titans(layer: SelfModifyingTitans, x: torch.Tensor,
                                     chunk_size_memory: int = 1,
                                     chunk_size_others: int = 1) -> torch.Tensor:
@@ -19,6 +28,15 @@ def reference_self_modifying_titans(layer: SelfModifyingTitans, x: torch.Tensor,
     one :func:`dgd_step` per layer per token, snapshots refreshed after every C tokens
     (the state at C⌊(t−1)/C⌋, never the future). Returns y (B, T, d_model) in float64.
     """
+    check_instance("layer", layer, SelfModifyingTitans, expected="a SelfModifyingTitans")
+    check_tensor("x", x, ndim=3, layout="(B, T, d_model)", dtype="float", finite=False)
+    check_shape("x", x, (None, None, layer.d_model), "(B, T, d_model) of layer")
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"x must hold at least one sequence and one token, got shape "
+                         f"{tuple(x.shape)}")
+    check_finite("x", x)
+    check_positive_int("chunk_size_memory", chunk_size_memory)
+    check_positive_int("chunk_size_others", chunk_size_others)
     layer_params = {name: p.double() for name, p in layer.named_parameters()}
 
     def write(weight, initial_weight, x_layer, target, eta, alpha):
@@ -62,7 +80,8 @@ def reference_self_modifying_titans(layer: SelfModifyingTitans, x: torch.Tensor,
                 q_t = F.normalize(queries[b, t, head * d:(head + 1) * d], dim=0)
                 k_t = F.normalize(mlp(snapshot["k"], x_t), dim=0)
                 v_t = F.normalize(mlp(snapshot["v"], x_t), dim=0)
-                eta = F.softplus(mlp(snapshot["eta"], x_t)[0] + lr_bias)
+                # softplus underflows to 0 for extreme inputs; η = tiny is the same step
+                eta = F.softplus(mlp(snapshot["eta"], x_t)[0] + lr_bias).clamp_min(1e-300)
                 alpha = torch.sigmoid(mlp(snapshot["alpha"], x_t)[0] + retention_bias)
                 for name in running:
                     frozen = snapshot[name]

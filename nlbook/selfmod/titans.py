@@ -11,10 +11,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlbook._checks import (
+    check_bool,
     check_dtype_float,
+    check_finite,
+    check_instance,
+    check_memory,
     check_positive_int,
     check_same_dtype_device,
     check_shape,
+    check_torch_generator,
+    entry_point,
 )
 from nlbook.selfmod.chunk_kernel import _anchored_chunk, gated_delta_chunk
 from nlbook.selfmod.dgd import silu_derivative
@@ -100,12 +106,18 @@ class SelfModifyingTitans(nn.Module):
         check_positive_int("hidden", hidden, allow_none=True)
         check_positive_int("chunk_size_memory", chunk_size_memory)
         check_positive_int("chunk_size_others", chunk_size_others)
+        check_bool("retain_toward_initial", retain_toward_initial)
+        check_bool("write_first_layer", write_first_layer)
+        check_torch_generator("generator", generator, allow_none=True)
         if head_dim is None:
             if d_model % heads:
                 raise ValueError(f"heads must divide d_model = {d_model} when head_dim is not "
                                  f"given, got heads = {heads}")
             head_dim = d_model // heads
         hidden = head_dim if hidden is None else hidden
+        check_memory("d_model, heads, head_dim and hidden",
+                     3 * d_model * heads * head_dim + heads * head_dim * (6 * hidden + 2),
+                     what="the parameters")
         self.d_model, self.heads, self.head_dim, self.hidden = d_model, heads, head_dim, hidden
         self.chunk_size_memory, self.chunk_size_others = chunk_size_memory, chunk_size_others
         self.retain_toward_initial = bool(retain_toward_initial)
@@ -376,6 +388,7 @@ class SelfModifyingTitans(nn.Module):
         return spans
 
     # ---- forward -----------------------------------------------------------------------------
+    @entry_point
     def forward(self, x: torch.Tensor, state: SelfModifyingState | None = None, *,
                 return_trace: bool = False, keep_state: bool = True):
         """x (B, T, d_model) → (y (B, T, d_model), state[, trace]).
@@ -391,14 +404,17 @@ class SelfModifyingTitans(nn.Module):
         check_shape("x", x, (None, None, self.d_model), "(B, T, d_model)")
         check_dtype_float("x", x)
         check_same_dtype_device("input_projection", self.input_projection, x=x)
+        check_finite("x", x)
+        check_bool("return_trace", return_trace)
+        check_bool("keep_state", keep_state)
         batch, length, _ = x.shape
-        if length == 0:
-            raise ValueError("x must hold at least one token, got T = 0")
+        if length == 0 or batch == 0:
+            raise ValueError(f"x must hold at least one sequence and one token (B, T >= 1), got "
+                             f"shape {tuple(x.shape)}")
         if state is None:
             state = self.initial_state(batch)
-        elif state.generator_first.shape[0] != batch:
-            raise ValueError(f"state must be for batch {batch}, got a state for batch "
-                             f"{state.generator_first.shape[0]}")
+        else:
+            self._check_state(state, batch)
         heads, d = self.heads, self.head_dim
         if self.retain_toward_initial:
             anchor = self.initial_state(batch)
@@ -444,6 +460,29 @@ class SelfModifyingTitans(nn.Module):
                                               new_state.generator_second)
                  | {"memory_first": mem_first, "memory_second": mem_second}}
         return y, new_state, trace
+
+    def _check_state(self, state: SelfModifyingState, batch: int) -> None:
+        """A carried state of this layer (its shapes, dtype, device) for ``batch`` sequences."""
+        check_instance("state", state, SelfModifyingState,
+                       expected="a SelfModifyingState (returned by this layer) or None")
+        batch_of_state = state.generator_first.shape[0]
+        if batch_of_state != batch:
+            raise ValueError(f"state must be for batch {batch} (of x), got a state for batch "
+                             f"{batch_of_state}")
+        initial = self.initial_state(batch)
+        for item in fields(SelfModifyingState):
+            if item.name == "position":
+                continue
+            value, expected = getattr(state, item.name), getattr(initial, item.name)
+            if not isinstance(value, torch.Tensor) or value.shape != expected.shape:
+                raise ValueError(f"state.{item.name} must have shape {tuple(expected.shape)} "
+                                 f"(this layer, batch {batch}), got "
+                                 f"{getattr(value, 'shape', type(value).__name__)}")
+            check_same_dtype_device("input_projection", self.input_projection,
+                                    **{f"state.{item.name}": value})
+        if isinstance(state.position, bool) or not isinstance(state.position, int) \
+                or state.position < 0:
+            raise ValueError(f"state.position must be an int >= 0, got {state.position!r}")
 
     def _named_states(self, first: torch.Tensor, second: torch.Tensor) -> dict:
         h = self.hidden
