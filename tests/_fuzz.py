@@ -310,6 +310,7 @@ class Entry:
     specs: dict[str, Spec]
     check: Callable[[Any, dict], str | None] | None = None
     finite: bool = True          # every float in the result must be finite
+    finite_part: Callable[[Any, dict], Any] | None = None  # or only this part of it
     same: bool = True            # SAME mutations are compared with the baseline
     positional: tuple[str, ...] = ()
     exempt: str | None = None    # a reason to make no call (exception classes, records)
@@ -446,7 +447,8 @@ def _judge_result(entry: Entry, result, arguments: dict, expect: str, baseline) 
     if expect == REFUSE:
         return "invalid input accepted"
     if entry.finite and expect != OVERFLOW:
-        problem = _non_finite(result)
+        part = result if entry.finite_part is None else entry.finite_part(result, arguments)
+        problem = _non_finite(part)
         if problem:
             return problem
     if entry.check is not None:

@@ -395,6 +395,244 @@ method("SelfModifyingLinear.forward",
 
 
 # ============================================================================================
+# nlbook.cms: (B, T, d) = (2, 5, 4), levels with chunks (2, 3)
+
+from nlbook import cms  # noqa: E402
+
+
+def cms_options():
+    return dict(dim=4, chunk_sizes=[2, 3], learning_rates=[0.1, 0.0], hidden_dim=None,
+                linear=False, variant="sequential", reset_every=None, residual=True,
+                pre_norm=True, activation="gelu", init_scale=1.0,
+                generator=torch.Generator().manual_seed(0), dtype=None, first_order=False)
+
+
+@functools.cache
+def small_cms():
+    return cms.ContinuumMemory(**cms_options())
+
+
+entry(cms.ContinuumMemory, cms_options,
+      {"dim": Int(low=1), "chunk_sizes": IntList(item=Int(low=1)),
+       "learning_rates": FloatList(item=Float(low=0)), "hidden_dim": Int(low=1, none=True),
+       "linear": Bool(), "variant": Choice(options=cms.VARIANTS),
+       "reset_every": Obj(none=True), "residual": Bool(), "pre_norm": Bool(),
+       "activation": Choice(), "init_scale": Float(low=0), "generator": Gen(none=True),
+       "dtype": Obj(none=True), "first_order": Bool()}, same=False,
+      extra=[("reset_every", "[0, None]", [0, None], REFUSE),
+             ("reset_every", "one entry", [None], REFUSE),
+             ("dtype", "torch.int64", torch.int64, REFUSE)])
+CMS_OUTPUT = shape_is(lambda r: r.output, lambda a: a["x"].shape)
+
+
+def cms_finite_part(result, arguments):
+    """Losses are NaN where no target was given (documented); the rest must be finite."""
+    targets = arguments.get("targets")
+    known = 0 if targets is None or not isinstance(targets, torch.Tensor) else targets.shape[1]
+    return result.output, result.losses[:, :known], result.state
+method("ContinuumMemory.forward",
+       lambda **a: small_cms()(a.pop("x"), a.pop("targets"), **a),
+       lambda: dict(x=randn(2, 5, 4), targets=randn(2, 5, 4, seed=1),
+                    loss_fn=cms.squared_error_loss, state=None, pending_target=None,
+                    record=cms.CMSRecord(2), keep_state=True),
+       {"x": Tensor(batch="B"), "targets": Tensor(batch="B", none=True),
+        "loss_fn": Func(none=True), "state": Obj(none=True), "pending_target": Obj(none=True),
+        "record": Obj(none=True), "keep_state": Bool()}, check=CMS_OUTPUT,
+       finite_part=cms_finite_part,
+       extra=[("state", "a state for batch 1", small_cms().initial_state(1), REFUSE),
+              ("targets", "one position short (pending)", randn(2, 4, 4), EITHER),
+              ("record", "a record of 3 levels", cms.CMSRecord(3), REFUSE)])
+method("ContinuumMemory.initial_state", lambda batch: small_cms().initial_state(batch),
+       lambda: dict(batch=2), {"batch": Int(low=1)})
+method("ContinuumMemory.apply_parameters",
+       lambda parameters, inputs: small_cms().apply_parameters(parameters, inputs),
+       lambda: dict(parameters=small_cms().initial_state(2).parameters, inputs=randn(2, 5, 4)),
+       {"parameters": Obj(), "inputs": Tensor()},
+       check=shape_is(lambda r: r, lambda a: a["inputs"].shape),
+       extra=[("parameters", "one level", small_cms().initial_state(2).parameters[:1], REFUSE)])
+entry(cms.MultiRateOptimizer,
+      lambda: dict(optimizer=torch.optim.SGD([{"params": [torch.zeros(2, requires_grad=True)]},
+                                              {"params": [torch.zeros(3, requires_grad=True)]}],
+                                             lr=0.1), chunk_sizes=[1, 2]),
+      {"optimizer": Obj(), "chunk_sizes": IntList(item=Int(low=1))}, same=False)
+entry(cms.reference_continuum_memory,
+      lambda: dict(cms=small_cms(), x=randn(2, 5, 4), targets=randn(2, 5, 4, seed=1),
+                   loss_fn=cms.squared_error_loss),
+      {"cms": Obj(), "x": Tensor(batch="B"), "targets": Tensor(batch="B"), "loss_fn": Func()},
+      check=shape_is(lambda r: r[0], lambda a: a["x"].shape))
+entry(cms.CMSRecord, lambda: dict(num_levels=2, keep_deltas=False),
+      {"num_levels": Int(low=1), "keep_deltas": Bool()}, same=False)
+entry(cms.cross_entropy_loss, lambda: dict(readout=torch.nn.Linear(4, V)),
+      {"readout": Func()}, same=False)
+entry(cms.nested_reset_periods, lambda: dict(chunk_sizes=[2, 8, 4]),
+      {"chunk_sizes": IntList(item=Int(low=1))})
+
+
+@functools.cache
+def cms_record():
+    record = cms.CMSRecord(2, keep_deltas=True)
+    small_cms()(randn(2, 5, 4), randn(2, 5, 4, seed=1), loss_fn=cms.squared_error_loss,
+                record=record)
+    return record
+
+
+entry(cms.parameter_trajectory,
+      lambda: dict(record=cms_record(), level=0, name="w_in",
+                   initial=small_cms().levels[0]["w_in"].detach().clone(), sequence=1),
+      {"record": Obj(), "level": Int(low=0, high=1, role="index"), "name": Str(),
+       "initial": Tensor(), "sequence": Int(low=0, high=1, role="index")},
+      extra=[("name", "an unknown name", "bogus", REFUSE)])
+entry(cms.squared_error_loss, lambda: dict(outputs=randn(2, 5, 4), targets=randn(2, 5, 4)),
+      {"outputs": Tensor(batch="B"), "targets": Tensor(batch="B")},
+      check=shape_is(lambda r: r, lambda a: a["outputs"].shape[:2]))
+for record_class in (cms.CMSOutput, cms.CMSState, cms.LevelRecord):
+    exempt(record_class, RECORD)
+
+# ============================================================================================
+# nlbook.hope: V = 7, d = 8, one layer, two heads, small chunks
+
+from nlbook import hope  # noqa: E402
+from nlbook.hope import carry  # noqa: E402
+
+SMALL_HOPE = dict(chunk_size_memory=4, chunk_size_others=2, cms_chunk_sizes=(8, 3),
+                  cms_learning_rates=(0.0, 0.05), cms_hidden_dim=12)
+
+
+@functools.cache
+def small_hope():
+    return hope.HopeLM(V, 8, 1, 2, context_length=16, **SMALL_HOPE)
+
+
+def block_options():
+    return dict(d_model=8, heads=2, head_dim=None, memory_hidden=None, chunk_size_memory=4,
+                chunk_size_others=2, cms_chunk_sizes=(8, 3), cms_learning_rates=(0.0, 0.05),
+                cms_hidden_dim=12, conv_window=4, first_order=True,
+                generator=torch.Generator().manual_seed(0))
+
+
+BLOCK_SPECS = {"d_model": Int(low=1), "heads": Int(low=1), "head_dim": Int(low=1, none=True),
+               "memory_hidden": Int(low=1, none=True), "chunk_size_memory": Int(low=1),
+               "chunk_size_others": Int(low=1), "cms_chunk_sizes": IntList(item=Int(low=1)),
+               "cms_learning_rates": FloatList(item=Float(low=0)),
+               "cms_hidden_dim": Int(low=1, none=True), "conv_window": Int(low=0),
+               "first_order": Bool(), "generator": Gen(none=True)}
+entry(hope.CausalDepthwiseConv, lambda: dict(dim=4, window=3),
+      {"dim": Int(low=1), "window": Int(low=1)}, same=False)
+method("CausalDepthwiseConv.forward",
+       lambda x, buffer: hope.CausalDepthwiseConv(4, 3)(x, buffer),
+       lambda: dict(x=randn(2, 6, 4), buffer=randn(2, 2, 4)),
+       {"x": Tensor(batch="B"), "buffer": Tensor(batch="B", none=True)},
+       check=all_of(shape_is(lambda r: r[0], lambda a: a["x"].shape),
+                    shape_is(lambda r: r[1], lambda a: (a["x"].shape[0], 2, 4))),
+       extra=[("buffer", "(2, 5, 4) for window 3", randn(2, 5, 4), REFUSE)])
+entry(hope.HopeBlock, block_options, BLOCK_SPECS, same=False)
+
+
+def hope_block():
+    return small_hope().blocks[0]
+
+
+method("HopeBlock.forward",
+       lambda **a: hope_block()(a.pop("x"), a.pop("targets"), **a),
+       lambda: dict(x=randn(2, 5, 8), targets=tokens(2, 4, V), loss_fn=small_hope()._cms_loss,
+                    state=None, pending_target=None, record=None, return_trace=False,
+                    dropout=0.0, keep_state=True),
+       {"x": Tensor(batch="B"), "targets": Tensor(kind="int", vocab=V, batch="B", none=True),
+        "loss_fn": Func(none=True), "state": Obj(none=True), "pending_target": Obj(none=True),
+        "record": Obj(none=True), "return_trace": Bool(),
+        "dropout": Float(0, 1, high_inclusive=False), "keep_state": Bool()},
+       check=shape_is(lambda r: r.output, lambda a: a["x"].shape),
+       finite_part=lambda r, a: (r.output, r.state, r.cms_losses[:, :a["targets"].shape[1]]
+                                 if isinstance(a["targets"], torch.Tensor) else None),
+       extra=[("state", "a state for batch 1", hope_block().initial_state(randn(1, 5, 8)),
+               REFUSE)])
+method("HopeBlock.initial_state", lambda x: hope_block().initial_state(x),
+       lambda: dict(x=randn(2, 5, 8)), {"x": Tensor(finite=False)})  # reads only x's shape
+entry(hope.HopeLM,
+      lambda: dict(vocab_size=V, d_model=8, n_layers=1, n_heads=2, context_length=16,
+                   dropout=0.0, seed=0, **SMALL_HOPE),
+      {"vocab_size": Int(low=1), "d_model": Int(low=1), "n_layers": Int(low=1),
+       "n_heads": Int(low=1), "context_length": Int(low=1),
+       "dropout": Float(0, 1, high_inclusive=False), "seed": Int(low=0, role="seed"),
+       "chunk_size_memory": Int(low=1), "cms_chunk_sizes": IntList(item=Int(low=1)),
+       "cms_hidden_dim": Int(low=1, none=True)}, same=False)
+HOPE_LOGITS = shape_is(lambda r: r[0], lambda a: (*a["idx"].shape, V))
+method("HopeLM.forward", lambda idx, targets: small_hope()(idx, targets),
+       lambda: dict(idx=tokens(2, 5, V), targets=tokens(2, 5, V, seed=1)),
+       {"idx": IDS, "targets": TARGETS}, check=HOPE_LOGITS)
+
+
+def hope_state(batch=2):
+    return small_hope().stream(tokens(batch, 3, V))[1]
+
+
+method("HopeLM.stream",
+       lambda **a: small_hope().stream(a.pop("idx"), a.pop("state"), **a),
+       lambda: dict(idx=tokens(2, 5, V), state=hope_state(), targets=None, record=None,
+                    return_trace=False, keep_state=True),
+       {"idx": IDS, "state": Obj(none=True), "targets": TARGETS, "record": Obj(none=True),
+        "return_trace": Bool(), "keep_state": Bool()}, check=HOPE_LOGITS,
+       extra=[("state", "a state for batch 1", hope_state(1), REFUSE),
+              ("record", "two records for one layer", [cms.CMSRecord(2)] * 2, REFUSE)])
+method("HopeLM.generate", lambda **a: small_hope().generate(**a),
+       lambda: dict(idx=tokens(2, 3, V), max_new_tokens=3, **sampling(), return_logits=False),
+       {"idx": Tensor(kind="int", vocab=V), "max_new_tokens": Int(low=0, role="cost"),
+        **SAMPLING, "return_logits": Bool()},
+       check=shape_is(lambda r: r, lambda a: (a["idx"].shape[0], a["idx"].shape[1] + 3)))
+method("HopeLM.carry_over", lambda state, relative: small_hope().carry_over(state,
+                                                                          relative=relative),
+       lambda: dict(state=hope_state(), relative=True), {"state": Obj(), "relative": Bool()},
+       same=False)
+method("HopeLM.resume_stream",
+       lambda carried, restart: small_hope().resume_stream(carried, restart=restart),
+       lambda: dict(carried=small_hope().carry_over(small_hope().stream(
+           tokens(2, 4, V), targets=tokens(2, 4, V, seed=1))[1]),
+           restart=torch.tensor([True, False])),
+       {"carried": Obj(), "restart": Tensor(kind="bool", none=True, rank=True, batch=None)},
+       same=False)
+entry(carry.carry_over, lambda: dict(model=small_hope(), state=hope_state(), relative=True),
+      {"model": Obj(), "state": Obj(), "relative": Bool()}, same=False)
+entry(carry.resume_stream,
+      lambda: dict(model=small_hope(), carried=small_hope().carry_over(hope_state()),
+                   restart=None),
+      {"model": Obj(), "carried": Obj(), "restart": Tensor(kind="bool", none=True)},
+      same=False)
+exempt(carry.CarriedState, RECORD)
+entry(hope.matched_models,
+      lambda: dict(vocab_size=V, d_model=8, n_layers=1, n_heads=2, context_length=8, seed=0,
+                   **SMALL_HOPE),
+      {"vocab_size": Int(low=1), "d_model": Int(low=1), "n_layers": Int(low=1),
+       "n_heads": Int(low=1), "context_length": Int(low=1), "seed": Int(low=0, role="seed")},
+      same=False)
+entry(hope.benchmark_hope,
+      lambda: dict(d_model=4, n_layers=1, n_heads=2, batch=1, length=4, steps=1,
+                   second_order=False),
+      {"d_model": Int(low=1), "n_layers": Int(low=1), "n_heads": Int(low=1),
+       "batch": Int(low=1), "length": Int(low=1), "steps": Int(low=1, role="cost"),
+       "second_order": Bool()}, same=False, alarm=10.0)
+entry(hope.training_tokens_per_second,
+      lambda: dict(model=small_transformer(), batch=2, length=4, steps=1, vocab_size=V, seed=0),
+      {"model": Obj(), "batch": Int(low=1), "length": Int(low=1, high=8),
+       "steps": Int(low=1, role="cost"), "vocab_size": Int(low=1, high=V),
+       "seed": Int(low=0, role="seed")}, same=False)
+
+
+def frozen(model):
+    with hope.frozen_cms(model) as inside:
+        return inside is model
+
+
+entry(hope.frozen_cms, lambda: dict(model=small_hope()), {"model": Obj()})
+REGISTRY[key_of(hope.frozen_cms)].call = frozen
+entry(hope.trace_passage, lambda: dict(model=small_hope(), idx=tokens(1, 4, V)),
+      {"model": Obj(), "idx": Tensor(kind="int", vocab=V)}, finite=False,
+      check=shape_is(lambda r: r.lr[0], lambda a: (a["idx"].shape[1], 2)))
+for record_class in (hope.HopeBlockOutput, hope.HopeBlockState, hope.HopeState,
+                     hope.PassageTrace):
+    exempt(record_class, RECORD)
+
+
+# ============================================================================================
 # the tests
 
 

@@ -9,7 +9,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlbook._checks import check_dtype_float, check_ndim, check_positive_int
+from nlbook._checks import (
+    ArgumentTypeError,
+    check_bool,
+    check_callable,
+    check_dtype_float,
+    check_finite,
+    check_instance,
+    check_memory,
+    check_ndim,
+    check_positive_int,
+    check_scalar_in_range,
+    check_torch_generator,
+    describe,
+    entry_point,
+)
 from nlbook.cms.fast_weights import _affine, _LevelTensors
 from nlbook.cms.state import (
     _ACTIVATIONS,
@@ -71,16 +85,26 @@ class ContinuumMemory(nn.Module):
             raise ValueError(f"learning_rates must have one entry per level ({num_levels}), "
                              f"got {len(learning_rates)}")
         for index, rate in enumerate(learning_rates):
-            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 0:
-                raise ValueError(f"learning_rates[{index}] must be a number >= 0, got {rate!r}")
+            check_scalar_in_range(f"learning_rates[{index}]", rate, 0.0, math.inf)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if activation not in _ACTIVATIONS:
             raise ValueError(
                 f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        for name, flag in (("linear", linear), ("residual", residual), ("pre_norm", pre_norm),
+                           ("first_order", first_order)):
+            check_bool(name, flag)
+        check_torch_generator("generator", generator, allow_none=True)
+        if dtype is not None and (not isinstance(dtype, torch.dtype)
+                                  or not dtype.is_floating_point or dtype.is_complex):
+            raise ArgumentTypeError(f"dtype must be a floating-point torch.dtype or None, got "
+                                    f"{describe(dtype)}")
         if reset_every is None:
             reset_every = (nested_reset_periods(chunk_sizes) if variant == "nested"
                            else [None] * num_levels)
+        if isinstance(reset_every, (str, bytes)) or not isinstance(reset_every, Sequence):
+            raise ArgumentTypeError(f"reset_every must be a sequence of positive ints or None "
+                                    f"(one per level), got {describe(reset_every)}")
         if len(reset_every) != num_levels:
             raise ValueError(f"reset_every must have one entry per level ({num_levels}), "
                              f"got {len(reset_every)}")
@@ -88,8 +112,10 @@ class ContinuumMemory(nn.Module):
             check_positive_int(f"reset_every[{index}]", period, allow_none=True)  # type: ignore[arg-type]
         hidden_dim = 4 * dim if hidden_dim is None else hidden_dim
         check_positive_int("hidden_dim", hidden_dim)
-        if not init_scale >= 0:
-            raise ValueError(f"init_scale must be >= 0, got {init_scale!r}")
+        check_scalar_in_range("init_scale", init_scale, 0.0, math.inf)
+        check_memory("dim, hidden_dim and chunk_sizes",
+                     num_levels * (dim * (dim + 1) if linear else (2 * dim + 1) * (hidden_dim + 1)),
+                     what="the parameters")
 
         self.dim, self.hidden_dim, self.linear = dim, hidden_dim, linear
         self.chunk_sizes = tuple(int(size) for size in chunk_sizes)
@@ -125,8 +151,48 @@ class ContinuumMemory(nn.Module):
 
     # ---- the model: a chain of blocks evaluated at per-sequence parameters ----------------
 
+    def _check_inputs(self, name: str, inputs) -> None:
+        check_ndim(name, inputs, 3, "(B, n, d)")
+        check_dtype_float(name, inputs)
+        reference = next(iter(self.levels[0].values()))
+        if inputs.shape[-1] != self.dim:
+            raise ValueError(f"{name} must have shape (B, n, d) with d = {self.dim}, got "
+                             f"{tuple(inputs.shape)}")
+        if inputs.dtype != reference.dtype or inputs.device != reference.device:
+            raise ValueError(f"{name} must have the parameters' dtype {reference.dtype} and "
+                             f"device {reference.device}, got {inputs.dtype} on {inputs.device}")
+        check_finite(name, inputs)
+
+    def _check_level_parameters(self, name: str, level: int, parameters, batch: int) -> None:
+        """Level ``level``'s parameters: its names, each (B, *shape) or the shared (*shape)."""
+        if not isinstance(parameters, dict) or set(parameters) != set(self.levels[level]):
+            raise ValueError(f"{name} must be a dict with the names {sorted(self.levels[level])} "
+                             f"of level {level}, got {describe(parameters)}"
+                             + (f" with {sorted(parameters)}" if isinstance(parameters, dict)
+                                else ""))
+        for key, value in parameters.items():
+            shape = tuple(self.levels[level][key].shape)
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) not in (
+                    shape, (batch, *shape)):
+                raise ValueError(f"{name}[{key!r}] must have shape (B, *shape) = "
+                                 f"{(batch, *shape)} (B of the inputs), got {describe(value)}")
+
+    def _check_parameter_list(self, name: str, parameters, batch: int) -> None:
+        if isinstance(parameters, (str, bytes, dict)) or not isinstance(parameters, Sequence) \
+                or len(parameters) != self.num_levels:
+            raise ValueError(f"{name} must be a list of {self.num_levels} dicts (one per level), "
+                             f"got {describe(parameters)}")
+        for level, level_parameters in enumerate(parameters):
+            self._check_level_parameters(f"{name}[{level}]", level, level_parameters, batch)
+
+    @entry_point
     def branch(self, parameters: LevelParameters, inputs: torch.Tensor) -> torch.Tensor:
         """MLP of one level without the residual: (B, n, d) -> (B, n, d), parameters (B, ...)."""
+        self._check_inputs("inputs", inputs)
+        matches = [level for level in range(self.num_levels)
+                   if isinstance(parameters, dict) and set(parameters) == set(self.levels[level])]
+        self._check_level_parameters("parameters", matches[0] if matches else 0, parameters,
+                                     inputs.shape[0])
         return self._branch(_LevelTensors(dict(parameters)), inputs, None)
 
     def _branch(self, level: _LevelTensors, inputs: torch.Tensor,
@@ -151,11 +217,14 @@ class ContinuumMemory(nn.Module):
             capture.append((weight, bias, inputs, output))
         return output
 
+    @entry_point
     def apply_parameters(self, parameters: Sequence[LevelParameters],
                          inputs: torch.Tensor) -> torch.Tensor:
         """The CMS output (A-eq 70 / 74) with fixed per-level parameters, no update:
         (B, n, d) -> (B, n, d). ``state.parameters`` can be passed to evaluate a stream's
         current memory on held-out inputs."""
+        self._check_inputs("inputs", inputs)
+        self._check_parameter_list("parameters", parameters, inputs.shape[0])
         return self._run_levels([_LevelTensors(dict(level)) for level in parameters], inputs)
 
     def _run_levels(self, levels: Sequence[_LevelTensors], inputs: torch.Tensor,
@@ -181,6 +250,10 @@ class ContinuumMemory(nn.Module):
     def initial_parameters(self, level: int, batch: int) -> LevelParameters:
         """Level ``level``'s initial (meta) parameters seen as per-sequence (B, *shape) tensors
         (an expand: differentiable, and every update makes a separate tensor per sequence)."""
+        if isinstance(level, bool) or not isinstance(level, int) \
+                or not 0 <= level < self.num_levels:
+            raise ValueError(f"level must be an int in [0, {self.num_levels}), got {level!r}")
+        check_positive_int("batch", batch)
         return {name: value.unsqueeze(0).expand(batch, *value.shape)
                 for name, value in self.levels[level].items()}
 
@@ -287,8 +360,28 @@ class ContinuumMemory(nn.Module):
             outputs, losses = outputs.detach(), losses.detach()
         return outputs, losses
 
+    def _check_state(self, state: CMSState, batch: int) -> None:
+        check_instance("state", state, CMSState, expected="a CMSState (from this CMS) or None")
+        try:
+            first = next(iter(state.parameters[0].values()))
+        except (TypeError, IndexError, AttributeError, StopIteration):
+            first = None
+        if first is not None and getattr(first, "ndim", 0) > next(
+                iter(self.levels[0].values())).ndim and first.shape[0] != batch:
+            raise ValueError(f"state holds a different batch size ({first.shape[0]}) than x "
+                             f"(B = {batch})")
+        self._check_parameter_list("state.parameters", state.parameters, batch)
+        sums = state.gradient_sums
+        if not isinstance(sums, (list, tuple)) or len(sums) != self.num_levels:
+            raise ValueError(f"state.gradient_sums must hold one entry per level "
+                             f"({self.num_levels}), got {describe(sums)}")
+        if isinstance(state.position, bool) or not isinstance(state.position, int) \
+                or state.position < 0:
+            raise ValueError(f"state.position must be an int >= 0, got {state.position!r}")
+
     # ---- forward ---------------------------------------------------------------------------
 
+    @entry_point
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None, *,
                 loss_fn: LossFn | None = None, state: CMSState | None = None,
                 pending_target: torch.Tensor | None = None,
@@ -326,6 +419,13 @@ class ContinuumMemory(nn.Module):
         reference = self.levels[0][next(iter(self.levels[0].keys()))]
         if x.dtype != reference.dtype:
             raise ValueError(f"x must have the parameters' dtype {reference.dtype}, got {x.dtype}")
+        check_finite("x", x)
+        check_callable("loss_fn", loss_fn, allow_none=True)
+        check_instance("record", record, CMSRecord, allow_none=True)
+        if record is not None and len(record.levels) != self.num_levels:
+            raise ValueError(f"record must have one entry per level ({self.num_levels}), got "
+                             f"{len(record.levels)}")
+        check_bool("keep_state", keep_state)
         if (targets is None) != (loss_fn is None):
             raise ValueError("targets and loss_fn must be given together (or both left out), got "
                              f"targets={'None' if targets is None else 'a tensor'}, "
@@ -336,13 +436,17 @@ class ContinuumMemory(nn.Module):
                                  f"got {getattr(targets, 'shape', type(targets))}")
             if targets.shape[0] != batch or targets.shape[1] not in (length, length - 1):
                 raise ValueError(f"targets must have shape (B, T, ...) or (B, T-1, ...) with "
-                                 f"B = {batch}, T = {length}, got {tuple(targets.shape)}")
+                                 f"B = {batch}, T = {length} of x, got {tuple(targets.shape)}")
+            check_finite("targets", targets)
+        if pending_target is not None and not isinstance(pending_target, torch.Tensor):
+            raise ArgumentTypeError(f"pending_target must be a tensor (B, ...) or None, got "
+                                    f"{describe(pending_target)}")
         if state is None:
             # The shared parameters themselves, not an expand over the batch (see _LevelTensors).
             state = CMSState([dict(level.items()) for level in self.levels],
                              [None] * self.num_levels, 0, None)
-        elif next(iter(state.parameters[0].values())).shape[0] != batch:
-            raise ValueError(f"state holds a different batch size than x (B = {batch})")
+        else:
+            self._check_state(state, batch)
         need_graph = torch.is_grad_enabled()
         parameters = [_LevelTensors(dict(level)) for level in state.parameters]
         sums = [None if level is None else _LevelTensors(dict(level))

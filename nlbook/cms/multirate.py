@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from nlbook._checks import check_instance
 from nlbook.cms.state import CMSRecord, _check_chunk_sizes
 
 
@@ -24,6 +25,8 @@ class MultiRateOptimizer:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, chunk_sizes: Sequence[int]) -> None:
+        check_instance("optimizer", optimizer, torch.optim.Optimizer,
+                       expected="a torch.optim.Optimizer (one param group per level)")
         _check_chunk_sizes(chunk_sizes)
         if len(optimizer.param_groups) != len(chunk_sizes):
             raise ValueError(f"chunk_sizes must have one entry per param group "

@@ -7,10 +7,18 @@ import copy
 
 import torch
 
+from nlbook._checks import (
+    check_callable,
+    check_finite,
+    check_instance,
+    check_ndim,
+    entry_point,
+)
 from nlbook.cms.continuum import ContinuumMemory
 from nlbook.cms.state import CMSRecord, LevelParameters, LossFn
 
 
+@entry_point
 def reference_continuum_memory(cms: ContinuumMemory, x: torch.Tensor, targets: torch.Tensor,
                                loss_fn: LossFn) -> tuple[torch.Tensor, torch.Tensor,
                                                          list[LevelParameters], CMSRecord]:
@@ -24,6 +32,18 @@ def reference_continuum_memory(cms: ContinuumMemory, x: torch.Tensor, targets: t
     Returns: outputs (B, T, d), losses (B, T), final per-level parameters (B, *shape) and a
     :class:`CMSRecord` with the deltas.
     """
+    check_instance("cms", cms, ContinuumMemory, expected="a ContinuumMemory")
+    cms._check_inputs("x", x)
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"x must hold at least one sequence and one token, got shape "
+                         f"{tuple(x.shape)}")
+    if not isinstance(targets, torch.Tensor) or targets.ndim < 2 \
+            or tuple(targets.shape[:2]) != tuple(x.shape[:2]):
+        raise ValueError(f"targets must be a tensor (B, T, ...) with (B, T) = "
+                         f"{tuple(x.shape[:2])} of x, got "
+                         f"{getattr(targets, 'shape', type(targets).__name__)}")
+    check_finite("targets", targets)
+    check_callable("loss_fn", loss_fn)
     model = copy.deepcopy(cms).double()
     x = x.detach().double()
     targets = targets.detach().double() if targets.is_floating_point() else targets.detach()

@@ -8,7 +8,19 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from nlbook._checks import check_positive_int
+from nlbook._checks import (
+    check_bool,
+    check_callable,
+    check_finite,
+    check_instance,
+    check_int,
+    check_memory,
+    check_positive_int,
+    check_shape,
+    check_tensor,
+    describe,
+    entry_point,
+)
 
 VARIANTS = ("sequential", "independent", "nested")
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -37,9 +49,13 @@ def _check_chunk_sizes(chunk_sizes: Sequence[int]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+@entry_point
 def squared_error_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """½‖y_t − target_t‖² per token: (B, n, d), (B, n, d) -> (B, n). Its gradient w.r.t. a linear
     level W is (W x_t − target_t) x_tᵀ."""
+    check_tensor("outputs", outputs, ndim=3, layout="(B, n, d)", dtype="float")
+    check_tensor("targets", targets, ndim=3, layout="(B, n, d)", dtype="float")
+    check_shape("targets", targets, tuple(outputs.shape), "(B, n, d) of outputs")
     return 0.5 * (outputs - targets).pow(2).sum(-1)
 
 
@@ -49,9 +65,20 @@ def cross_entropy_loss(readout: Callable[[torch.Tensor], torch.Tensor]) -> LossF
     For a language model ``readout`` is the LM head (closed over, so the outer optimizer trains
     it) and the target of position t is token t+1: the in-context next-token loss of A-eq 71.
     """
+    check_callable("readout", readout)
 
     def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        check_tensor("targets", targets, dtype="int", finite=False)
+        if tuple(targets.shape) != tuple(outputs.shape[:2]):
+            raise ValueError(f"targets must have shape (B, n) = {tuple(outputs.shape[:2])} of "
+                             f"the outputs, got {tuple(targets.shape)}")
         logits = readout(outputs)
+        # Not only in the outermost call: an id out of range would fail inside cross_entropy.
+        if not torch.compiler.is_compiling() and targets.numel():
+            smallest, largest = int(targets.min()), int(targets.max())
+            if smallest < 0 or largest >= logits.shape[-1]:
+                raise ValueError(f"targets must lie in [0, {logits.shape[-1]}) (the readout's "
+                                 f"classes), got values in [{smallest}, {largest}]")
         flat = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
         return flat.view(targets.shape)
 
@@ -121,6 +148,8 @@ class CMSRecord:
 
     def __init__(self, num_levels: int, *, keep_deltas: bool = False) -> None:
         check_positive_int("num_levels", num_levels)
+        check_bool("keep_deltas", keep_deltas)
+        check_memory("num_levels", num_levels, bytes_per_element=400, what="the level records")
         self.levels = [LevelRecord() for _ in range(num_levels)]
         self.keep_deltas = keep_deltas
 
@@ -149,9 +178,23 @@ def parameter_trajectory(record: CMSRecord, level: int, name: str, initial: torc
     """Parameter ``name`` of ``level`` after each recorded update, for one sequence:
     (n_updates + 1, *shape), row 0 = ``initial``. Needs ``keep_deltas=True``; resets restart
     from ``initial``."""
+    check_instance("record", record, CMSRecord, expected="a CMSRecord")
+    check_int("level", level, low=0, high=len(record.levels) - 1)
     level_record = record.levels[level]
     if not record.keep_deltas and level_record.steps:
         raise ValueError("record must be created with keep_deltas=True to rebuild trajectories")
+    check_tensor("initial", initial, dtype="float")
+    if level_record.deltas:
+        names = sorted(level_record.deltas[0])
+        if name not in names:
+            raise ValueError(f"name must be one of level {level}'s parameters {names}, got "
+                             f"{describe(name)}")
+        first = level_record.deltas[0][name]
+        check_int("sequence", sequence, low=0, high=first.shape[0] - 1)
+        check_shape("initial", initial, tuple(first.shape[1:]),
+                    f"of parameter {name!r} of level {level}")
+    else:
+        check_int("sequence", sequence, low=0)
     current = initial.detach().clone()
     rows = [current.clone()]
     resets = sorted(level_record.resets)

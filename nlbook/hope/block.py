@@ -10,7 +10,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlbook._checks import check_dtype_float, check_positive_int, check_shape
+import math
+
+from nlbook._checks import (
+    check_bool,
+    check_callable,
+    check_dtype_float,
+    check_finite,
+    check_instance,
+    check_int,
+    check_int_sequence,
+    check_memory,
+    check_positive_int,
+    check_scalar_in_range,
+    check_shape,
+    check_torch_generator,
+    describe,
+    entry_point,
+)
 from nlbook.cms import CMSRecord, CMSState, ContinuumMemory
 from nlbook.selfmod import SelfModifyingState, SelfModifyingTitans
 
@@ -27,20 +44,38 @@ class CausalDepthwiseConv(nn.Module):
         super().__init__()
         check_positive_int("dim", dim)
         check_positive_int("window", window)
+        check_memory("dim and window", dim * window, what="the weights")
         self.dim, self.window = dim, window
         weight = torch.zeros(dim, window)
         weight[:, -1] = 1.0
         self.weight = nn.Parameter(weight)
 
     def initial_buffer(self, x: torch.Tensor) -> torch.Tensor:
+        check_shape("x", x, (None, None, self.dim), "(B, T, d)")
         return x.new_zeros(x.shape[0], self.window - 1, self.dim)
 
+    @entry_point
     def forward(self, x: torch.Tensor, buffer: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, d) → (y (B, T, d), new buffer (B, w−1, d))."""
         check_shape("x", x, (None, None, self.dim), "(B, T, d)")
+        check_dtype_float("x", x)
+        if x.dtype != self.weight.dtype or x.device != self.weight.device:
+            raise ValueError(f"x must have the weights' dtype {self.weight.dtype} and device "
+                             f"{self.weight.device} (convert the module with .to()), got "
+                             f"{x.dtype} on {x.device}")
+        check_finite("x", x)
         if buffer is None:
             buffer = self.initial_buffer(x)
+        else:
+            check_shape("buffer", buffer, (x.shape[0], self.window - 1, self.dim),
+                        "(B, w-1, d) with B of x and w the window")
+            if buffer.dtype != x.dtype or buffer.device != x.device:
+                raise ValueError(f"buffer must have the dtype and device of x ({x.dtype}, "
+                                 f"{x.device}), got {buffer.dtype} on {buffer.device}")
+            check_finite("buffer", buffer)
+        if x.shape[1] == 0:  # nothing to convolve: the buffer carries over unchanged
+            return x, buffer
         padded = torch.cat([buffer, x], dim=1)                               # (B, w−1+T, d)
         y = F.conv1d(padded.transpose(1, 2), self.weight.unsqueeze(1), groups=self.dim)
         return y.transpose(1, 2), padded[:, padded.shape[1] - (self.window - 1):]
@@ -103,7 +138,38 @@ class HopeBlock(nn.Module):
                  cms_hidden_dim: int | None = None, conv_window: int = 4,
                  first_order: bool = True, generator: torch.Generator | None = None) -> None:
         super().__init__()
+        # Checked here with their public names (the parts would call them hidden, window, ...).
         check_positive_int("d_model", d_model)
+        check_positive_int("heads", heads)
+        check_positive_int("head_dim", head_dim, allow_none=True)
+        check_positive_int("memory_hidden", memory_hidden, allow_none=True)
+        check_positive_int("chunk_size_memory", chunk_size_memory)
+        check_positive_int("chunk_size_others", chunk_size_others)
+        cms_chunk_sizes = check_int_sequence("cms_chunk_sizes", cms_chunk_sizes, low=1)
+        if isinstance(cms_learning_rates, (str, bytes)) or not isinstance(
+                cms_learning_rates, (list, tuple)):
+            raise ValueError(f"cms_learning_rates must be a list or tuple of numbers >= 0, got "
+                             f"{describe(cms_learning_rates)}")
+        if len(cms_learning_rates) != len(cms_chunk_sizes):
+            raise ValueError(f"cms_learning_rates must have one entry per CMS level "
+                             f"({len(cms_chunk_sizes)} in cms_chunk_sizes), got "
+                             f"{len(cms_learning_rates)}")
+        for index, rate in enumerate(cms_learning_rates):
+            check_scalar_in_range(f"cms_learning_rates[{index}]", rate, 0.0, math.inf)
+        check_positive_int("cms_hidden_dim", cms_hidden_dim, allow_none=True)
+        check_int("conv_window", conv_window, low=0)
+        check_bool("first_order", first_order)
+        check_torch_generator("generator", generator, allow_none=True)
+        if head_dim is None and d_model % heads:
+            raise ValueError(f"heads must divide d_model = {d_model} when head_dim is not "
+                             f"given, got heads = {heads}")
+        width = d_model // heads if head_dim is None else head_dim
+        hidden = max(1, width // 2) if memory_hidden is None else memory_hidden
+        cms_width = 2 * d_model if cms_hidden_dim is None else cms_hidden_dim
+        check_memory("d_model, heads, head_dim, memory_hidden, cms_hidden_dim and conv_window",
+                     3 * d_model * heads * width + heads * width * (6 * hidden + 2)
+                     + len(cms_chunk_sizes) * (2 * d_model + 1) * (cms_width + 1)
+                     + d_model * (conv_window + 1), what="the parameters")
         self.d_model = d_model
         self.norm = nn.LayerNorm(d_model, bias=False)
         self.conv = CausalDepthwiseConv(d_model, conv_window) if conv_window > 1 else None
@@ -116,18 +182,43 @@ class HopeBlock(nn.Module):
                                           chunk_size_others=chunk_size_others,
                                           generator=generator)
         self.cms = ContinuumMemory(d_model, list(cms_chunk_sizes), list(cms_learning_rates),
-                                   hidden_dim=cms_hidden_dim or 2 * d_model,
+                                   hidden_dim=(2 * d_model if cms_hidden_dim is None
+                                               else cms_hidden_dim),
                                    variant="sequential", residual=True, pre_norm=True,
                                    generator=generator, first_order=first_order)
 
     def initial_state(self, x: torch.Tensor) -> HopeBlockState:
         """The state at the start of a stream, for input x (B, T, d) (its batch, dtype)."""
+        self._check_input(x)
         batch = x.shape[0]
         conv = (self.conv.initial_buffer(x) if self.conv is not None
                 else x.new_zeros(batch, 0, self.d_model))
         return HopeBlockState(conv, self.titans.initial_state(batch),
                               self.cms.initial_state(batch))
 
+    def _check_input(self, x) -> None:
+        check_shape("x", x, (None, None, self.d_model), "(B, T, d_model)")
+        check_dtype_float("x", x)
+        reference = self.norm.weight
+        if x.dtype != reference.dtype or x.device != reference.device:
+            raise ValueError(f"x must have the block's dtype {reference.dtype} and device "
+                             f"{reference.device} (convert the block with .to(), e.g. "
+                             f".double()), got {x.dtype} on {x.device}")
+        if x.shape[0] < 1 or x.shape[1] < 1:
+            raise ValueError(f"x must hold at least one sequence and one token (B, T >= 1), "
+                             f"got shape {tuple(x.shape)}")
+
+    def _check_state(self, state, x: torch.Tensor) -> None:
+        check_instance("state", state, HopeBlockState,
+                       expected="a HopeBlockState (returned by this block) or None")
+        window = 0 if self.conv is None else self.conv.window - 1
+        if not isinstance(state.conv, torch.Tensor) or tuple(state.conv.shape) != (
+                x.shape[0], window, self.d_model):
+            raise ValueError(f"state.conv must have shape (B, w-1, d) = "
+                             f"{(x.shape[0], window, self.d_model)} with B of x, got "
+                             f"{describe(state.conv)}")
+
+    @entry_point
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None, *,
                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
                 state: HopeBlockState | None = None, pending_target: torch.Tensor | None = None,
@@ -137,8 +228,14 @@ class HopeBlock(nn.Module):
 
         ``keep_state=False`` (a training step): work that only the returned state would carry
         on is skipped, and the state is ``None``; the output is unchanged."""
-        check_shape("x", x, (None, None, self.d_model), "(B, T, d_model)")
-        check_dtype_float("x", x)
+        self._check_input(x)
+        check_finite("x", x)
+        check_callable("loss_fn", loss_fn, allow_none=True)
+        check_bool("return_trace", return_trace)
+        check_bool("keep_state", keep_state)
+        check_scalar_in_range("dropout", dropout, 0.0, 1.0, high_inclusive=False)
+        if state is not None:
+            self._check_state(state, x)
         fresh = state is None
         if state is None:
             state = self.initial_state(x)

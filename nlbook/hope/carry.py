@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from nlbook._checks import check_bool, check_instance
 from nlbook.cms import CMSState
 from nlbook.hope.block import HopeBlockState
 from nlbook.selfmod import SelfModifyingState
@@ -94,8 +95,10 @@ def carry_over(model: HopeLM, state: HopeState, *, relative: bool = True) -> Car
     instead (the plain detach: the next windows then get no gradient path to θ₀ and do not see
     its updates; for comparison only).
     """
-    from nlbook.hope.language_model import HopeState
+    from nlbook.hope.language_model import HopeLM, HopeState
 
+    check_instance("model", model, HopeLM, expected="a HopeLM")
+    check_bool("relative", relative)
     if not isinstance(state, HopeState):
         raise ValueError(f"state must be a HopeState (from HopeLM.stream), got "
                          f"{type(state).__name__}")
@@ -153,8 +156,9 @@ def resume_stream(model: HopeLM, carried: CarriedState, *,
     Raises ValueError when a restart is asked while a CMS target is pending (a pending target
     belongs to the old stream) or when the carried state does not fit the model.
     """
-    from nlbook.hope.language_model import HopeState
+    from nlbook.hope.language_model import HopeLM, HopeState
 
+    check_instance("model", model, HopeLM, expected="a HopeLM")
     if not isinstance(carried, CarriedState):
         raise ValueError(f"carried must be a CarriedState (from carry_over), got "
                          f"{type(carried).__name__}")

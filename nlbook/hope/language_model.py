@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -9,7 +10,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlbook._checks import check_positive_int
+from nlbook._checks import (
+    ArgumentTypeError,
+    check_bool,
+    check_instance,
+    check_int,
+    check_memory,
+    check_positive_int,
+    check_scalar_in_range,
+    describe,
+    entry_point,
+)
 from nlbook.cms import CMSRecord, cross_entropy_loss
 from nlbook.hope.block import HopeBlock, HopeBlockState
 from nlbook.hope.carry import CarriedState, carry_over, resume_stream
@@ -63,8 +74,15 @@ class HopeLM(nn.Module):
             check_positive_int(name, value)
         if d_model % n_heads and block_options.get("head_dim") is None:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        check_scalar_in_range("dropout", dropout, 0.0, 1.0, high_inclusive=False)
+        check_int("seed", seed, low=0)
+        accepted = [name for name in inspect.signature(HopeBlock).parameters
+                    if name not in ("self", "d_model", "heads", "generator")]
+        for name in block_options:
+            if name not in accepted:
+                raise ArgumentTypeError(f"HopeLM got an unknown option {name!r}; the HOPE block "
+                                        f"options are {', '.join(accepted)}")
+        check_memory("vocab_size and d_model", vocab_size * d_model, what="the embedding")
         self.vocab_size, self.d_model = vocab_size, d_model
         self.n_layers, self.n_heads = n_layers, n_heads
         self.context_length, self.dropout = context_length, dropout
@@ -72,8 +90,12 @@ class HopeLM(nn.Module):
         self.token_embedding = nn.Embedding(vocab_size, d_model)
         with torch.no_grad():
             self.token_embedding.weight.normal_(0.0, 0.02, generator=generator)
-        self.blocks = nn.ModuleList(HopeBlock(d_model, n_heads, generator=generator,
-                                              **block_options) for _ in range(n_layers))
+        first = HopeBlock(d_model, n_heads, generator=generator, **block_options)
+        check_memory("n_layers", n_layers * sum(p.numel() for p in first.parameters()),
+                     what="the parameters")
+        self.blocks = nn.ModuleList([first] + [
+            HopeBlock(d_model, n_heads, generator=generator, **block_options)
+            for _ in range(n_layers - 1)])
         self.final_norm = nn.LayerNorm(d_model, bias=False)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         self.lm_head.weight = self.token_embedding.weight  # tied input/output embeddings
@@ -88,6 +110,22 @@ class HopeLM(nn.Module):
         use their own readout)."""
         return cross_entropy_loss(self.readout)(outputs, targets)
 
+    def _check_stream_state(self, state, batch: int) -> None:
+        check_instance("state", state, HopeState,
+                       expected="a HopeState (returned by HopeLM.stream) or None")
+        if not isinstance(state.layers, (list, tuple)) or len(state.layers) != self.n_layers:
+            raise ValueError(f"state must hold {self.n_layers} layers, got "
+                             f"{describe(state.layers)}")
+        for index, layer in enumerate(state.layers):
+            conv = getattr(layer, "conv", None)
+            if not isinstance(conv, torch.Tensor) or conv.ndim != 3:
+                raise ValueError(f"state.layers[{index}] must be a HopeBlockState, got "
+                                 f"{describe(layer)}")
+            if conv.shape[0] != batch:
+                raise ValueError(f"state holds a stream of batch {conv.shape[0]}, but idx has "
+                                 f"batch {batch}: continue a stream with its own batch size")
+
+    @entry_point
     def stream(self, idx: torch.Tensor, state: HopeState | None = None, *,
                targets: torch.Tensor | None = None, record: list[CMSRecord] | None = None,
                return_trace: bool = False, keep_state: bool = True):
@@ -104,18 +142,23 @@ class HopeLM(nn.Module):
         (what :meth:`forward` does: a training pass discards the state).
         """
         check_token_ids("idx", idx, self.vocab_size, None)
-        if idx.shape[1] < 1:
-            raise ValueError("idx must hold at least one token per row, got T = 0")
+        if idx.shape[1] < 1 or idx.shape[0] < 1:
+            raise ValueError(f"idx must hold at least one token per row and one row (B, T >= "
+                             f"1), got shape {tuple(idx.shape)}")
+        check_bool("return_trace", return_trace)
+        check_bool("keep_state", keep_state)
         if targets is not None:
             check_token_ids("targets", targets, self.vocab_size, None)
             if targets.shape != idx.shape:
                 raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got "
                                  f"{tuple(targets.shape)}")
-        if state is not None and len(state.layers) != self.n_layers:
-            raise ValueError(f"state must hold {self.n_layers} layers, got {len(state.layers)}")
-        if record is not None and len(record) != self.n_layers:
-            raise ValueError(f"record must hold one CMSRecord per layer ({self.n_layers}), "
-                             f"got {len(record)}")
+        if state is not None:
+            self._check_stream_state(state, idx.shape[0])
+        if record is not None:
+            if not isinstance(record, (list, tuple)) or len(record) != self.n_layers or not all(
+                    isinstance(item, CMSRecord) for item in record):
+                raise ValueError(f"record must be a list of one CMSRecord per layer "
+                                 f"({self.n_layers}), got {describe(record)}")
         pending = idx[:, 0] if state is not None else None
         x = F.dropout(self.token_embedding(idx), self.dropout, self.training)
         new_layers, traces = [], []
@@ -162,9 +205,13 @@ class HopeLM(nn.Module):
         ``restart`` (B,) start afresh (:func:`nlbook.hope.carry.resume_stream`)."""
         return resume_stream(self, carried, restart=restart)
 
+    @entry_point
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         check_token_ids("idx", idx, self.vocab_size, None)
+        if idx.shape[1] < 1 or idx.shape[0] < 1:
+            raise ValueError(f"idx must hold at least one token per row and one row (B, T >= "
+                             f"1), got shape {tuple(idx.shape)}")
         check_targets(idx, targets, self.vocab_size)
         logits, _ = self.stream(idx, keep_state=False)  # a training pass discards the state
         return logits, language_model_loss(logits, targets)
@@ -180,6 +227,14 @@ class HopeLM(nn.Module):
         which each new token was drawn (they equal a single forward pass, see the tests).
         """
         check_generation_arguments(idx, max_new_tokens)
+        check_token_ids("idx", idx, self.vocab_size, None)
+        if idx.shape[0] < 1:
+            raise ValueError(f"idx must hold at least one row, got shape {tuple(idx.shape)}")
+        check_scalar_in_range("temperature", temperature, 0.0, math.inf)
+        check_positive_int("top_k", top_k, allow_none=True)
+        check_scalar_in_range("top_p", top_p, 0.0, 1.0, low_inclusive=False, allow_none=True)
+        check_instance("generator", generator, torch.Generator, allow_none=True)
+        check_bool("return_logits", return_logits)
         was_training = self.training
         self.eval()
         try:
@@ -213,6 +268,7 @@ def matched_models(vocab_size: int, d_model: int, n_layers: int, n_heads: int, *
 
     Returns (hope, transformer); compare with :func:`nlbook.transformer.parameter_count`.
     """
+    check_int("seed", seed, low=0)
     hope = HopeLM(vocab_size, d_model, n_layers, n_heads, context_length=context_length,
                   seed=seed, **hope_options)
     target = parameter_count(hope).total

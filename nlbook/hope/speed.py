@@ -8,7 +8,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from nlbook._checks import check_positive_int
+from nlbook._checks import (
+    check_bool,
+    check_instance,
+    check_int,
+    check_memory,
+    check_positive_int,
+)
 from nlbook.hope.language_model import matched_models
 from nlbook.transformer import parameter_count
 
@@ -17,8 +23,20 @@ def _training_step(model: nn.Module, *, batch: int, length: int, vocab_size: int
                    seed: int = 0) -> Callable[[], None]:
     """One full training step (forward, backward, AdamW) of ``model`` on a fixed random token
     window (B, T) = (batch, length), as a closure."""
+    check_instance("model", model, nn.Module, expected="a torch.nn.Module language model")
     check_positive_int("batch", batch)
     check_positive_int("length", length)
+    check_positive_int("vocab_size", vocab_size)
+    check_int("seed", seed, low=0)
+    model_vocab = getattr(model, "vocab_size", None)
+    if model_vocab is not None and vocab_size > model_vocab:
+        raise ValueError(f"vocab_size must be at most the model's vocab_size {model_vocab}, got "
+                         f"{vocab_size}")
+    context = getattr(model, "context_length", None)
+    if not hasattr(model, "stream") and context is not None and length > context:
+        raise ValueError(f"length must be at most the model's context_length {context} (a "
+                         f"fixed-context model), got {length}")
+    check_memory("batch and length", 2 * batch * length, bytes_per_element=8)
     generator = torch.Generator().manual_seed(seed)
     inputs = torch.randint(vocab_size, (batch, length), generator=generator)
     targets = torch.randint(vocab_size, (batch, length), generator=generator)
@@ -41,6 +59,7 @@ def training_tokens_per_second(model: nn.Module, *, batch: int, length: int, ste
     noise is the caller's to judge (the bench prints the load average)."""
     import time
 
+    check_instance("model", model, nn.Module, expected="a torch.nn.Module language model")
     check_positive_int("steps", steps)
     step = _training_step(model, batch=batch, length=length, vocab_size=vocab_size, seed=seed)
     step()
@@ -63,7 +82,12 @@ def benchmark_hope(*, d_model: int = 144, n_layers: int = 4, n_heads: int = 4,
     0.28 and 0.36 from one run to the next)."""
     import time
 
-    check_positive_int("steps", steps)
+    for name, value in (("d_model", d_model), ("n_layers", n_layers), ("n_heads", n_heads),
+                        ("batch", batch), ("length", length), ("steps", steps)):
+        check_positive_int(name, value)
+    check_bool("second_order", second_order)
+    # activations of a training step: tens of (B, T, d) tensors per layer
+    check_memory("batch, length, d_model and n_layers", 64 * batch * length * d_model * n_layers)
     hope, transformer = matched_models(65, d_model, n_layers, n_heads, context_length=length)
     rows = [("HopeLM (first-order CMS)", "hope", hope),
             ("TransformerLM", "transformer", transformer)]

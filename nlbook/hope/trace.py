@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from nlbook._checks import check_instance
 from nlbook.cms import CMSRecord
 from nlbook.hope.language_model import HopeLM
 from nlbook.transformer import check_token_ids
@@ -61,9 +62,11 @@ def _norm_per_head(tensor: torch.Tensor) -> torch.Tensor:
 def trace_passage(model: HopeLM, idx: torch.Tensor) -> PassageTrace:
     """Feed idx (1, T) to ``model`` one token at a time (exact streaming) and record every
     memory after each token (see :class:`PassageTrace`). Cost: T calls of one token."""
+    check_instance("model", model, HopeLM, expected="a HopeLM")
     check_token_ids("idx", idx, model.vocab_size, None)
-    if idx.shape[0] != 1:
-        raise ValueError(f"idx must hold one sequence (1, T), got {tuple(idx.shape)}")
+    if idx.shape[0] != 1 or idx.shape[1] < 1:
+        raise ValueError(f"idx must hold one sequence of at least one token (1, T), got "
+                         f"{tuple(idx.shape)}")
     was_training = model.training
     model.eval()
     length, layers = idx.shape[1], model.n_layers
