@@ -7,12 +7,26 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from nlbook._checks import check_positive_int
+from nlbook._checks import (
+    ArgumentTypeError,
+    check_bool,
+    check_device,
+    check_instance,
+    check_memory,
+    check_positive_int,
+    check_scalar_in_range,
+    check_str,
+    check_tensor,
+    check_torch_generator,
+    describe,
+)
 
 __all__ = [
     "DATA_DIR",
@@ -49,8 +63,31 @@ class DataFileError(ValueError):
     """A data file is missing or does not match its recorded checksum."""
 
 
+def _check_path(name: str, path, *, allow_none: bool = False) -> Path | None:
+    if path is None and allow_none:
+        return None
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        expected = "a path (str or Path)" + (" or None" if allow_none else "")
+        raise ArgumentTypeError(f"{name} must be {expected}, got {describe(path)}")
+    return Path(path)
+
+
+def _check_fraction(train_fraction) -> float:
+    return check_scalar_in_range("train_fraction", train_fraction, 0.0, 1.0,
+                                 low_inclusive=False, high_inclusive=False)
+
+
+def _check_ids(name: str, ids, minimum: int = 0) -> None:
+    check_tensor(name, ids, ndim=1, layout="(N,) of token ids", dtype="int")
+    if len(ids) < minimum:
+        raise ValueError(f"{name} must hold at least {minimum} tokens, got {len(ids)}")
+
+
 def sha256_of_file(path: str | Path) -> str:
     """Hex sha256 digest of a file, read in 1 MiB blocks."""
+    path = _check_path("path", path)
+    if not path.is_file():
+        raise DataFileError(f"path {str(path)!r} is not a file (missing, or a folder)")
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -60,6 +97,7 @@ def sha256_of_file(path: str | Path) -> str:
 
 def tiny_shakespeare_path(data_dir: str | Path | None = None) -> Path:
     """Path of ``tinyshakespeare.txt`` in ``data_dir`` (default: the course's ``data/``)."""
+    _check_path("data_dir", data_dir, allow_none=True)
     return Path(data_dir if data_dir is not None else DATA_DIR) / "tinyshakespeare.txt"
 
 
@@ -74,6 +112,7 @@ def load_tiny_shakespeare(data_dir: str | Path | None = None, *, verify: bool = 
         DataFileError: naming the file, if it is missing or its checksum differs (an altered
             or truncated file would silently change every loss in the course).
     """
+    check_bool("verify", verify)
     path = tiny_shakespeare_path(data_dir)
     if not path.is_file():
         raise DataFileError(
@@ -101,14 +140,17 @@ TRAIN_FRACTION = 0.9
 def load_text_file(path: str | Path) -> str:
     """Read any UTF-8 text file as one string (a corpus for ``python -m nlbook.train --data``).
 
+    A UTF-8 byte-order mark at the start (editors on Windows write one) is dropped: it is an
+    encoding mark, not a character of the text.
+
     Raises:
         DataFileError: naming the file, if it is missing, not UTF-8, or empty.
     """
-    path = Path(path)
+    path = _check_path("path", path)
     if not path.is_file():
         raise DataFileError(f"corpus file {path} does not exist (or is not a regular file)")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise DataFileError(
             f"corpus file {path} is not valid UTF-8 (byte {error.start}): {error.reason}"
@@ -159,6 +201,8 @@ class CharVocabulary:
         Raises:
             ValueError: naming ``name`` and the first character that is not in the vocabulary.
         """
+        check_str("name", name)
+        check_str(name, text, allow_empty=True)
         try:
             ids = [self._index[char] for char in text]
         except KeyError as error:
@@ -173,10 +217,17 @@ class CharVocabulary:
         if isinstance(ids, torch.Tensor):
             if ids.ndim != 1:
                 raise ValueError(f"ids must be 1-D, got shape {tuple(ids.shape)}")
+            if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+                raise ValueError(f"ids must be integer token ids, got dtype {ids.dtype}")
             ids = ids.tolist()
+        if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+            raise ArgumentTypeError(f"ids must be a 1-D tensor, array or list of ints, got "
+                                    f"{describe(ids)}")
         size = len(self)
         out = []
         for token in ids:
+            if isinstance(token, bool) or not isinstance(token, numbers.Integral):
+                raise ArgumentTypeError(f"ids must hold ints, got {describe(token)}")
             if not 0 <= int(token) < size:
                 raise ValueError(f"ids must lie in [0, {size}), got {token}")
             out.append(self.chars[int(token)])
@@ -214,19 +265,27 @@ def split_train_val(ids: torch.Tensor, train_fraction: float = TRAIN_FRACTION
 
     Tiny Shakespeare gives 1,003,854 training and 111,540 validation characters.
     """
-    if not isinstance(ids, torch.Tensor) or ids.ndim != 1:
-        raise ValueError("ids must be a 1-D tensor of token ids")
-    if not 0.0 < train_fraction < 1.0:
-        raise ValueError(f"train_fraction must lie in (0, 1), got {train_fraction!r}")
+    _check_ids("ids", ids)
+    _check_fraction(train_fraction)
     cut = int(train_fraction * len(ids))
     return ids[:cut], ids[cut:]
 
 
 def make_corpus(text: str, *, source: str = "text", vocabulary: CharVocabulary | None = None,
                 train_fraction: float = TRAIN_FRACTION) -> CharCorpus:
-    """Encode ``text`` (with its own vocabulary unless one is given) and split it."""
-    if not isinstance(text, str) or not text:
-        raise ValueError("text must be a non-empty str")
+    """Encode ``text`` (with its own vocabulary unless one is given) and split it.
+
+    A leading U+FEFF (a UTF-8 byte-order mark read as text) is dropped, as
+    :func:`load_text_file` does: it is an encoding mark, not a character of the corpus.
+    """
+    check_str("text", text)
+    check_str("source", source)
+    check_instance("vocabulary", vocabulary, CharVocabulary, allow_none=True,
+                   expected="an nlbook.data.CharVocabulary")
+    _check_fraction(train_fraction)
+    text = text.removeprefix("\ufeff")
+    if not text:
+        raise ValueError("text must hold at least one character besides a byte-order mark")
     vocabulary = vocabulary if vocabulary is not None else CharVocabulary.from_text(text)
     ids = vocabulary.encode(text)
     train_ids, val_ids = split_train_val(ids, train_fraction)
@@ -237,6 +296,8 @@ def make_corpus(text: str, *, source: str = "text", vocabulary: CharVocabulary |
 def load_corpus(path: str | Path | None = None, *, train_fraction: float = TRAIN_FRACTION
                 ) -> CharCorpus:
     """Tiny Shakespeare (sha256-checked) when ``path`` is None, else any UTF-8 text file."""
+    _check_path("path", path, allow_none=True)
+    _check_fraction(train_fraction)
     if path is None:
         return make_corpus(load_tiny_shakespeare(), source="tiny_shakespeare",
                            train_fraction=train_fraction)
@@ -262,8 +323,10 @@ def random_batch(ids: torch.Tensor, batch_size: int, context_length: int,
     """
     check_positive_int("batch_size", batch_size)
     check_positive_int("context_length", context_length)
-    if not isinstance(ids, torch.Tensor) or ids.ndim != 1 or ids.dtype != torch.int64:
-        raise ValueError("ids must be a 1-D int64 tensor of token ids")
+    _check_ids("ids", ids)
+    device = check_device("device", device)
+    check_memory("batch_size and context_length", 4 * batch_size * context_length,
+                 bytes_per_element=8)
     if len(ids) < context_length + 1:
         raise ValueError(
             f"ids has {len(ids)} tokens, fewer than context_length + 1 = {context_length + 1}; "
@@ -289,9 +352,10 @@ def sequential_windows(ids: torch.Tensor, context_length: int
         inputs, targets: int64 (N, T); ``targets`` is -1 where padded (the ignore index).
     """
     check_positive_int("context_length", context_length)
-    if not isinstance(ids, torch.Tensor) or ids.ndim != 1 or len(ids) < 2:
-        raise ValueError("ids must be a 1-D tensor with at least 2 tokens")
+    _check_ids("ids", ids, minimum=2)
     n_targets = len(ids) - 1
+    check_memory("context_length", 2 * (-(-n_targets // context_length)) * context_length,
+                 bytes_per_element=8, what="the padded windows")
     n_windows = -(-n_targets // context_length)
     padded = n_windows * context_length
     inputs = torch.zeros(padded, dtype=torch.int64)
@@ -336,10 +400,10 @@ class ContiguousStreams:
         check_positive_int("batch_size", batch_size)
         check_positive_int("context_length", context_length)
         check_positive_int("alignment", alignment)
-        if not isinstance(ids, torch.Tensor) or ids.ndim != 1 or ids.dtype != torch.int64:
-            raise ValueError("ids must be a 1-D int64 tensor of token ids")
-        if not isinstance(generator, torch.Generator):
-            raise ValueError(f"generator must be a torch.Generator, got {type(generator)}")
+        _check_ids("ids", ids)
+        check_torch_generator("generator", generator)
+        check_memory("batch_size and context_length", 4 * batch_size * (context_length + 1),
+                     bytes_per_element=8)
         # Windows between two possible restarts: the restart grid in windows.
         grid = alignment // math.gcd(alignment, context_length)
         if stream_length is not None:
@@ -383,6 +447,7 @@ class ContiguousStreams:
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The next window of every stream -> inputs (B, T), targets (B, T) int64 and
         restarted (B,) bool (rows that begin a new stream at this window)."""
+        device = check_device("device", device)
         length = self.context_length
         if self.calls == 0:
             restarted = torch.ones(self.batch_size, dtype=torch.bool)
@@ -411,6 +476,19 @@ class ContiguousStreams:
 
     def load_state_dict(self, state: dict[str, torch.Tensor | int]) -> None:
         """Restore :meth:`state_dict` (same batch size)."""
+        check_instance("state", state, dict, expected="a dict from ContiguousStreams.state_dict")
+        missing = sorted({"positions", "windows_left", "calls"} - set(state))
+        if missing:
+            raise ValueError(f"state lacks {', '.join(missing)} (a dict from "
+                             f"ContiguousStreams.state_dict)")
+        for key in ("positions", "windows_left"):
+            if not isinstance(state[key], torch.Tensor) or state[key].shape != (
+                    self.batch_size,):
+                raise ValueError(f"state[{key!r}] must be a tensor of shape ({self.batch_size},) "
+                                 f"(this batch size), got {describe(state[key])}")
+        if isinstance(state["calls"], bool) or not isinstance(state["calls"], int) \
+                or state["calls"] < 0:
+            raise ValueError(f"state['calls'] must be an int >= 0, got {state['calls']!r}")
         positions = state["positions"]
         if not isinstance(positions, torch.Tensor) or positions.shape != (self.batch_size,):
             raise ValueError(f"state holds positions for another batch size, expected "
@@ -431,6 +509,7 @@ PYTHON_STDLIB_SHA256 = "c1346dabfcb300a9cf98179a2cc350f13eadd67803332c49aca21dd7
 
 def python_stdlib_path(data_dir: str | Path | None = None) -> Path:
     """Path of ``python-stdlib.txt`` in ``data_dir`` (default: the course's ``data/``)."""
+    _check_path("data_dir", data_dir, allow_none=True)
     return Path(data_dir if data_dir is not None else DATA_DIR) / "python-stdlib.txt"
 
 
@@ -440,6 +519,7 @@ def load_python_stdlib(data_dir: str | Path | None = None, *, verify: bool = Tru
     Raises:
         DataFileError: naming the file, if it is missing or its checksum differs.
     """
+    check_bool("verify", verify)
     path = python_stdlib_path(data_dir)
     restore = "Restore it with `git checkout -- data/python-stdlib.txt` (nothing is downloaded)."
     if not path.is_file():
@@ -476,6 +556,8 @@ def load_corpus_pair(*, train_fraction: float = TRAIN_FRACTION, data_dir: str | 
         (shakespeare, python): two :class:`CharCorpus` with the same ``vocabulary`` (96
         characters), sources ``"tiny_shakespeare"`` and ``"python_stdlib"``.
     """
+    _check_fraction(train_fraction)
+    _check_path("data_dir", data_dir, allow_none=True)
     shakespeare = load_tiny_shakespeare(data_dir)
     python = load_python_stdlib(data_dir)
     vocabulary = joint_vocabulary(shakespeare, python)

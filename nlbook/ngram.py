@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nlbook._checks import check_bool, check_int_sequence, check_scalar_in_range
+
 __all__ = [
     "NgramModel",
     "modified_kneser_ney_discounts",
@@ -57,7 +59,16 @@ def modified_kneser_ney_discounts(counts: np.ndarray) -> tuple[float, float, flo
     Each discount is clipped to (0, its count]; where a count-of-count is zero (tiny corpora)
     the formula is undefined and the classic fallback (0.5, 1.0, 1.5) is used for that term.
     """
+    if isinstance(counts, torch.Tensor):
+        counts = counts.detach().cpu().numpy()
+    if isinstance(counts, (str, bytes)) or counts is None:
+        raise ValueError(f"counts must be a 1-D array of non-negative integer counts, got "
+                         f"{counts!r}")
     counts = np.asarray(counts)
+    if counts.ndim != 1 or not np.issubdtype(counts.dtype, np.integer) \
+            or (counts.size and counts.min() < 0):
+        raise ValueError(f"counts must be a 1-D array of non-negative integer counts, got shape "
+                         f"{counts.shape} and dtype {counts.dtype}")
     n1, n2, n3, n4 = (int(np.count_nonzero(counts == value)) for value in (1, 2, 3, 4))
     y = n1 / (n1 + 2 * n2) if n1 + 2 * n2 > 0 else 0.5
     d1 = 1.0 - 2.0 * y * n2 / n1 if n1 > 0 else 0.5
@@ -139,9 +150,8 @@ class NgramModel:
             raise ValueError(f"vocab_size must be a positive int, got {vocab_size!r}")
         if smoothing not in ("kneser_ney", "absolute"):
             raise ValueError(f"smoothing must be 'kneser_ney' or 'absolute', got {smoothing!r}")
-        if not 0.0 < discount <= 1.0:
-            raise ValueError(f"discount must lie in (0, 1], got {discount!r}")
-        if float(vocab_size) ** order >= 2.0**62:
+        check_scalar_in_range("discount", discount, 0.0, 1.0, low_inclusive=False)
+        if order * math.log2(vocab_size) >= 62:
             raise ValueError(f"vocab_size ** order = {vocab_size}**{order} does not fit the "
                              f"int64 keys; use a lower order")
         self.order = order
@@ -236,7 +246,9 @@ class NgramModel:
         return np.log(probability)
 
     def cross_entropy(self, ids, history=None) -> float:
-        """Mean negative log-likelihood of ``ids`` in nats per token."""
+        """Mean negative log-likelihood of ``ids`` in nats per token (at least one token)."""
+        if len(_as_numpy_ids(ids, "ids", self.vocab_size)) == 0:
+            raise ValueError("ids must hold at least one token (the mean of nothing is NaN)")
         return float(-self.log_probs(ids, history).mean())
 
     def next_token_probabilities(self, history) -> np.ndarray:
@@ -276,6 +288,12 @@ def ngram_baselines(train_ids, val_ids, vocab_size: int, *, orders=(3, 4, 5, 6, 
     n in ``orders`` (interpolated modified Kneser-Ney). ``seconds`` is build plus scoring time.
     Validation is scored on every token, with the end of the training ids as history.
     """
+    _as_numpy_ids(train_ids, "train_ids", vocab_size)
+    if len(_as_numpy_ids(val_ids, "val_ids", vocab_size)) == 0:
+        raise ValueError("val_ids must hold at least one token")
+    uniform_cross_entropy(vocab_size)
+    check_int_sequence("orders", orders, low=1, allow_empty=True)
+    check_bool("verbose", verbose)
     results: dict[str, dict[str, float]] = {}
 
     def record(name: str, nats: float, seconds: float) -> None:

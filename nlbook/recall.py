@@ -20,7 +20,20 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from nlbook._checks import check_positive_int
+from nlbook._checks import (
+    check_callable,
+    check_choice,
+    check_instance,
+    check_int,
+    check_int_sequence,
+    check_memory,
+    check_positive_int,
+    check_same_dtype_device,
+    check_scalar_in_range,
+    check_shape,
+    check_tensor,
+    describe,
+)
 from nlbook.memory import delta_rule, linear_attention, titans_memory
 
 __all__ = [
@@ -59,6 +72,11 @@ class RecallStream:
         return latest
 
 
+def _check_stream(stream) -> None:
+    check_instance("stream", stream, RecallStream,
+                   expected="a RecallStream (key_overwrite_stream or capacity_stream)")
+
+
 def _unit_vectors(count: int, dim: int, generator: torch.Generator) -> torch.Tensor:
     return F.normalize(torch.randn(count, dim, generator=generator, dtype=torch.float64), dim=-1)
 
@@ -68,6 +86,9 @@ def key_overwrite_stream(n_keys: int = 16, n_writes: int = 256, dim: int = 64,
     """E1: ``n_writes`` writes, each a fresh random value for one of ``n_keys`` random keys."""
     for name, value in (("n_keys", n_keys), ("n_writes", n_writes), ("dim", dim)):
         check_positive_int(name, value)
+    check_int("seed", seed, low=0)
+    check_memory("n_keys, n_writes and dim", (n_keys + 2 * n_writes) * dim + n_writes * dim * dim,
+                 bytes_per_element=8)
     generator = torch.Generator().manual_seed(seed)
     distinct = _unit_vectors(n_keys, dim, generator)
     key_ids = torch.randint(n_keys, (n_writes,), generator=generator)
@@ -79,6 +100,8 @@ def capacity_stream(n_pairs: int = 64, dim: int = 64, seed: int = 0) -> RecallSt
     """E2: ``n_pairs`` distinct random unit keys, each written once with a random unit value."""
     check_positive_int("n_pairs", n_pairs)
     check_positive_int("dim", dim)
+    check_int("seed", seed, low=0)
+    check_memory("n_pairs and dim", 2 * n_pairs * dim + n_pairs * dim * dim, bytes_per_element=8)
     generator = torch.Generator().manual_seed(seed)
     keys = _unit_vectors(n_pairs, dim, generator)
     values = _unit_vectors(n_pairs, dim, generator)
@@ -106,6 +129,13 @@ def run_rule(stream: RecallStream, kind: str, *, beta: float = 1.0, decay: float
     ``kind`` is "linear" (α = ``decay``), "delta" (β, α) or "titans" (θ = ``lr``,
     η = ``momentum``, α = ``forget``; exact online rule). Uses :mod:`nlbook.memory`.
     """
+    _check_stream(stream)
+    check_choice("kind", kind, ["linear", "delta", "titans"])
+    check_scalar_in_range("beta", beta, 0.0, 2.0)
+    check_scalar_in_range("decay", decay, 0.0, 1.0, low_inclusive=False)
+    for name, value in (("lr", lr), ("momentum", momentum), ("forget", forget)):
+        check_scalar_in_range(name, value, 0.0, 1.0)
+    check_positive_int("chunk_size", chunk_size, allow_none=True)
     keys = stream.keys[None, None]  # (1, 1, T, d)
     values = stream.values[None, None]
     gate = torch.ones(keys.shape[:3], dtype=keys.dtype)
@@ -126,6 +156,7 @@ def run_rule(stream: RecallStream, kind: str, *, beta: float = 1.0, decay: float
 
 def least_squares_memory(stream: RecallStream) -> torch.Tensor:
     """The best linear memory in hindsight: argmin_S ‖K S - V‖² (minimum-norm), (d, d)."""
+    _check_stream(stream)
     return torch.linalg.lstsq(stream.keys, stream.values, driver="gelsd").solution
 
 
@@ -136,6 +167,23 @@ def decode_accuracy(state: torch.Tensor, query_keys: torch.Tensor, target_index:
     state (d_k, d_v); query_keys (K, d_k); target_index (K,) into candidates (M, d_v).
     Returns (fraction of queries whose read is closest in cosine to the target, mean ‖o - v‖²).
     """
+    check_tensor("state", state, ndim=2, layout="(d_k, d_v)", dtype="float")
+    key_dim, value_dim = state.shape
+    check_shape("query_keys", query_keys, (None, key_dim), "(K, d_k) with d_k of state")
+    check_shape("candidates", candidates, (None, value_dim), "(M, d_v) with d_v of state")
+    check_same_dtype_device("state", state, query_keys=query_keys, candidates=candidates)
+    for name, tensor in (("query_keys", query_keys), ("candidates", candidates)):
+        check_tensor(name, tensor, dtype="float")
+    if query_keys.shape[0] < 1 or candidates.shape[0] < 1 or key_dim < 1 or value_dim < 1:
+        raise ValueError(f"state, query_keys and candidates must be non-empty, got state "
+                         f"{tuple(state.shape)}, query_keys {tuple(query_keys.shape)} and "
+                         f"candidates {tuple(candidates.shape)}")
+    check_tensor("target_index", target_index, ndim=1, layout="(K,)", dtype="int")
+    check_shape("target_index", target_index, (query_keys.shape[0],), "(K,) of query_keys")
+    if int(target_index.min()) < 0 or int(target_index.max()) >= candidates.shape[0]:
+        raise ValueError(f"target_index must lie in [0, {candidates.shape[0]}) (rows of "
+                         f"candidates), got values in [{int(target_index.min())}, "
+                         f"{int(target_index.max())}]")
     reads = query_keys @ state
     similarity = F.normalize(reads, dim=-1) @ F.normalize(candidates, dim=-1).T
     accuracy = (similarity.argmax(dim=-1) == target_index).double().mean().item()
@@ -154,6 +202,11 @@ def recall_trace(stream: RecallStream, states: torch.Tensor) -> dict[str, torch.
         ``error`` (T, K): ‖S_tᵀ k_j - latest value of k_j‖ (NaN before key j is written);
         ``recall`` (T,): fraction of the keys written so far that decode to their latest value.
     """
+    _check_stream(stream)
+    check_tensor("states", states, ndim=3, layout="(T, d_k, d_v)", dtype="float")
+    check_shape("states", states, (stream.keys.shape[0], stream.keys.shape[1],
+                                   stream.values.shape[1]), "(T, d_k, d_v) of the stream")
+    check_same_dtype_device("stream.keys", stream.keys, states=states)
     length, key_count = stream.keys.shape[0], stream.distinct_keys.shape[0]
     reads = torch.einsum("kd,tde->tke", stream.distinct_keys, states)  # (T, K, d_v)
     latest = torch.full((key_count,), -1, dtype=torch.long)
@@ -175,6 +228,8 @@ def final_recall(stream: RecallStream, kind: str, **gates: float) -> tuple[float
 
     ``kind`` is a :func:`run_rule` kind or "least squares". Returns (recall, mean ‖o - v‖²).
     """
+    _check_stream(stream)
+    check_choice("kind", kind, ["linear", "delta", "titans", "least squares"])
     if kind == "least squares":
         state = least_squares_memory(stream)
     else:
@@ -188,7 +243,14 @@ def final_recall(stream: RecallStream, kind: str, **gates: float) -> tuple[float
 def compare_rules(make_stream, seeds: list[int], rules: dict[str, dict] | None = None,
                   ) -> dict[str, tuple[float, float]]:
     """Mean (recall, read-out MSE) of each rule over streams ``make_stream(seed)``."""
+    check_callable("make_stream", make_stream)
+    check_int_sequence("seeds", seeds, low=0)
     rules = RULES if rules is None else rules
+    check_instance("rules", rules, dict, expected="a dict label -> rule settings")
+    for label, settings in rules.items():
+        if not isinstance(settings, dict) or "kind" not in settings:
+            raise ValueError(f"rules[{label!r}] must be a dict with a 'kind' (see RULES), got "
+                             f"{describe(settings)}")
     table = {}
     for label, settings in rules.items():
         gates = {name: value for name, value in settings.items() if name != "kind"}

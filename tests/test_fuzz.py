@@ -633,6 +633,346 @@ for record_class in (hope.HopeBlockOutput, hope.HopeBlockState, hope.HopeState,
 
 
 # ============================================================================================
+# nlbook.data
+
+from nlbook import data  # noqa: E402
+
+TEXT = "to be or not to be, that is the question.\n" * 8
+
+
+@functools.cache
+def fixture_dir() -> Path:
+    """A folder of small files the fuzz reads (created once, in the system temp folder)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="nlbook-fuzz-"))
+    (folder / "text.txt").write_text(TEXT, encoding="utf-8")
+    (folder / "bom.txt").write_text("\ufeff" + TEXT, encoding="utf-8")
+    (folder / "empty.txt").write_text("", encoding="utf-8")
+    (folder / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    return folder
+
+
+def text_file() -> str:
+    return str(fixture_dir() / "text.txt")
+
+
+@functools.cache
+def vocabulary():
+    return data.CharVocabulary.from_text(TEXT)
+
+
+def text_ids():
+    return vocabulary().encode(TEXT)
+
+
+class DirectoryArg(File):
+    """A folder argument (``data_dir``): None is the default, a missing folder is refused."""
+
+    def mutations(self, value):
+        return [("None", None, EITHER), ("an int", 3, REFUSE),
+                ("a missing folder", "/nonexistent/nlbook-fuzz", REFUSE)]
+
+
+class PathArg(File):
+    """A path that is only joined, never read: any str or Path is fine, other types are not."""
+
+    def mutations(self, value):
+        return [("None", None, EITHER), ("an int", 3, REFUSE), ("a str", "bogus", EITHER)]
+
+
+for record_class in (data.CharCorpus, data.DataFileError):
+    exempt(record_class, RECORD if record_class is data.CharCorpus else ERROR)
+entry(data.tiny_shakespeare_path, lambda: dict(data_dir=None), {"data_dir": PathArg()})
+entry(data.python_stdlib_path, lambda: dict(data_dir=None), {"data_dir": PathArg()})
+entry(data.load_tiny_shakespeare, lambda: dict(data_dir=None, verify=True),
+      {"data_dir": DirectoryArg(), "verify": Bool()})
+entry(data.load_python_stdlib, lambda: dict(data_dir=None, verify=True),
+      {"data_dir": DirectoryArg(), "verify": Bool()})
+entry(data.sha256_of_file, lambda: dict(path=text_file()), {"path": File()})
+entry(data.load_text_file, lambda: dict(path=text_file()), {"path": File()},
+      check=lambda result, arguments: "a byte-order mark in the text" if "\ufeff" in result
+      else None,
+      extra=[("path", "a file with a byte-order mark", str(fixture_dir() / "bom.txt"), EITHER),
+             ("path", "an empty file", str(fixture_dir() / "empty.txt"), REFUSE),
+             ("path", "a Latin-1 file", str(fixture_dir() / "latin1.txt"), REFUSE)])
+entry(data.CharVocabulary, lambda: dict(chars="abc"), {"chars": Str()},
+      extra=[("chars", "a repeated character", "abca", REFUSE)], same=False)
+method("CharVocabulary.from_text", lambda text: data.CharVocabulary.from_text(text),
+       lambda: dict(text=TEXT), {"text": Str()}, same=False)
+method("CharVocabulary.encode", lambda text, name: vocabulary().encode(text, name=name),
+       lambda: dict(text="to be", name="text"), {"text": Str(empty=True), "name": Str()},
+       extra=[("text", "a character outside", "zzz", REFUSE)], aliases={"text": ("name",)})
+method("CharVocabulary.decode", lambda ids: vocabulary().decode(ids),
+       lambda: dict(ids=torch.tensor([0, 1, 2])),
+       {"ids": Tensor(kind="int", vocab=len(vocabulary()), empty=True)})
+entry(data.make_corpus,
+      lambda: dict(text=TEXT, source="text", vocabulary=None, train_fraction=0.9),
+      {"text": Str(), "source": Str(), "vocabulary": Obj(none=True),
+       "train_fraction": Float(0, 1, low_inclusive=False, high_inclusive=False)}, same=False,
+      extra=[("vocabulary", "a vocabulary missing characters",
+              data.CharVocabulary("abc"), REFUSE),
+             ("text", "a byte-order mark", "\ufeff" + TEXT, EITHER)],
+      check=lambda result, arguments: "a byte-order mark in the vocabulary"
+      if "\ufeff" in result.vocabulary.chars else None)
+entry(data.load_corpus, lambda: dict(path=text_file(), train_fraction=0.9),
+      {"path": File(none=True),
+       "train_fraction": Float(0, 1, low_inclusive=False, high_inclusive=False)}, same=False)
+entry(data.split_train_val, lambda: dict(ids=text_ids(), train_fraction=0.9),
+      {"ids": Tensor(kind="int"),
+       "train_fraction": Float(0, 1, low_inclusive=False, high_inclusive=False)})
+entry(data.random_batch,
+      lambda: dict(ids=text_ids(), batch_size=2, context_length=8,
+                   generator=torch.Generator().manual_seed(0), device="cpu"),
+      {"ids": Tensor(kind="int"), "batch_size": Int(low=1), "context_length": Int(low=1),
+       "generator": Gen(), "device": Device()},
+      check=shape_is(lambda r: r[0], lambda a: (a["batch_size"], a["context_length"])))
+entry(data.sequential_windows, lambda: dict(ids=text_ids(), context_length=8),
+      {"ids": Tensor(kind="int"), "context_length": Int(low=1)})
+
+
+def streams():
+    return data.ContiguousStreams(text_ids(), 2, 8, stream_length=16,
+                                  generator=torch.Generator().manual_seed(0), alignment=4)
+
+
+entry(data.ContiguousStreams,
+      lambda: dict(ids=text_ids(), batch_size=2, context_length=8, stream_length=16,
+                   generator=torch.Generator().manual_seed(0), alignment=4),
+      {"ids": Tensor(kind="int"), "batch_size": Int(low=1), "context_length": Int(low=1),
+       "stream_length": Int(low=1, none=True), "generator": Gen(), "alignment": Int(low=1)},
+      same=False)
+method("ContiguousStreams.next_batch", lambda device: streams().next_batch(device),
+       lambda: dict(device="cpu"), {"device": Device()})
+method("ContiguousStreams.load_state_dict", lambda state: streams().load_state_dict(state),
+       lambda: dict(state=streams().state_dict()), {"state": Obj()},
+       extra=[("state", "a state missing 'calls'",
+               {"positions": torch.zeros(2, dtype=torch.int64),
+                "windows_left": torch.zeros(2, dtype=torch.int64)}, REFUSE),
+              ("state", "positions for batch 3",
+               {"positions": torch.zeros(3, dtype=torch.int64),
+                "windows_left": torch.zeros(3, dtype=torch.int64), "calls": 1}, REFUSE)])
+entry(data.joint_vocabulary, lambda: dict(texts=("ab", "bc")), {"texts": Free()},
+      extra=[("texts", "an int among them", ("ab", 3), REFUSE),
+             ("texts", "an empty text", ("ab", ""), REFUSE), ("texts", "no text", (), REFUSE)])
+REGISTRY[key_of(data.joint_vocabulary)].call = lambda texts: data.joint_vocabulary(*texts)
+entry(data.load_corpus_pair, lambda: dict(train_fraction=0.9, data_dir=None),
+      {"train_fraction": Float(0, 1, low_inclusive=False, high_inclusive=False),
+       "data_dir": DirectoryArg()}, same=False, alarm=10.0)
+
+# ============================================================================================
+# nlbook.ngram
+
+from nlbook import ngram  # noqa: E402
+
+NGRAM_IDS = Tensor(kind="int", vocab=5, rank=True)
+
+
+def ngram_ids(length=60, seed=0):
+    return torch.randint(5, (length,), generator=torch.Generator().manual_seed(seed))
+
+
+@functools.cache
+def fitted_ngram():
+    return ngram.NgramModel(3, 5).fit(ngram_ids())
+
+
+entry(ngram.NgramModel, lambda: dict(order=3, vocab_size=5, smoothing="kneser_ney",
+                                     discount=0.75),
+      {"order": Int(low=1), "vocab_size": Int(low=1), "smoothing": Choice(),
+       "discount": Float(0, 1, low_inclusive=False)}, same=False)
+method("NgramModel.fit", lambda train_ids: ngram.NgramModel(3, 5).fit(train_ids),
+       lambda: dict(train_ids=ngram_ids()), {"train_ids": NGRAM_IDS}, same=False)
+method("NgramModel.log_probs", lambda ids, history: fitted_ngram().log_probs(ids, history),
+       lambda: dict(ids=ngram_ids(10, 1), history=ngram_ids(4, 2)),
+       {"ids": NGRAM_IDS, "history": Tensor(kind="int", vocab=5, none=True)})
+method("NgramModel.cross_entropy", lambda ids, history: fitted_ngram().cross_entropy(ids, history),
+       lambda: dict(ids=ngram_ids(10, 1), history=ngram_ids(4, 2)),
+       {"ids": NGRAM_IDS, "history": Tensor(kind="int", vocab=5, none=True)})
+method("NgramModel.next_token_probabilities",
+       lambda history: fitted_ngram().next_token_probabilities(history),
+       lambda: dict(history=ngram_ids(4, 2)), {"history": NGRAM_IDS})
+entry(ngram.modified_kneser_ney_discounts, lambda: dict(counts=torch.tensor([1, 1, 2, 3, 4, 5])),
+      {"counts": Tensor(kind="int")},
+      extra=[("counts", "a negative count", torch.tensor([1, -1]), REFUSE)])
+entry(ngram.ngram_baselines,
+      lambda: dict(train_ids=ngram_ids(), val_ids=ngram_ids(20, 1), vocab_size=5, orders=(3,),
+                   verbose=False),
+      {"train_ids": NGRAM_IDS, "val_ids": NGRAM_IDS, "vocab_size": Int(low=1),
+       "orders": IntList(item=Int(low=1), empty=True), "verbose": Bool()}, same=False)
+entry(ngram.uniform_cross_entropy, lambda: dict(vocab_size=5), {"vocab_size": Int(low=1)})
+
+# ============================================================================================
+# nlbook.optim
+
+from nlbook import optim  # noqa: E402
+
+
+def parameters(*shape):
+    return [torch.zeros(*(shape or (2, 3)), requires_grad=True)]
+
+
+PARAMS = Obj()
+RATE, RETENTION = Float(low=0), Float(0, 1, high_inclusive=False)
+PRECONDITIONER = Choice()
+entry(optim.MomentumMemory, lambda: dict(params=parameters(), lr=0.1, momentum=0.9),
+      {"params": PARAMS, "lr": RATE, "momentum": RETENTION}, same=False)
+entry(optim.PreconditionedMomentum,
+      lambda: dict(params=parameters(), lr=0.1, momentum=0.9, preconditioner="rms",
+                   beta2=0.999, eps=1e-8),
+      {"params": PARAMS, "lr": RATE, "momentum": RETENTION, "preconditioner": PRECONDITIONER,
+       "beta2": RETENTION, "eps": Float(low=0, low_inclusive=False)}, same=False)
+entry(optim.DeltaMomentum,
+      lambda: dict(params=parameters(), lr=0.1, momentum=0.9, preconditioner="identity",
+                   beta2=0.999, eps=1e-8),
+      {"params": PARAMS, "lr": RATE, "momentum": RETENTION, "preconditioner": PRECONDITIONER,
+       "beta2": RETENTION, "eps": Float(low=0, low_inclusive=False)}, same=False)
+entry(optim.AdamMemory,
+      lambda: dict(params=parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, moments="ema"),
+      {"params": PARAMS, "lr": RATE, "betas": FloatList(item=RETENTION),
+       "eps": Float(low=0, low_inclusive=False), "moments": Choice()}, same=False)
+entry(optim.DeepMomentum,
+      lambda: dict(params=parameters(), lr=0.1, momentum=0.9, hidden=4, memory_lr=None, seed=0),
+      {"params": PARAMS, "lr": RATE, "momentum": RETENTION, "hidden": Int(low=1),
+       "memory_lr": Float(low=0, none=True), "seed": Int(low=0, role="seed")}, same=False)
+entry(optim.Muon,
+      lambda: dict(params=parameters(), lr=0.02, momentum=0.95, nesterov=True, ns_steps=5,
+                   weight_decay=0.1, ns_coefficients=optim.MUON_COEFFICIENTS, eps=1e-7,
+                   adjust_lr_fn=None, ns_precision="bfloat16"),
+      {"params": PARAMS, "lr": RATE, "momentum": RETENTION, "nesterov": Bool(),
+       "ns_steps": Int(low=1, role="cost"), "weight_decay": Float(low=0),
+       "ns_coefficients": FloatList(), "eps": Float(low=0, low_inclusive=False),
+       "adjust_lr_fn": Choice(none=True), "ns_precision": Choice()}, same=False,
+      extra=[("params", "a 1-D parameter", parameters(3), REFUSE)])
+entry(optim.M3,
+      lambda: dict(params=parameters(), lr=0.02, betas=(0.9, 0.999, 0.9), alpha=1.0,
+                   slow_every=10, ns_steps=5, eps=1e-8, moments="sum",
+                   ns_coefficients=optim.MUON_COEFFICIENTS, ns_precision="param"),
+      {"params": PARAMS, "lr": RATE, "betas": FloatList(item=Float(0, 1)),
+       "alpha": Float(low=0), "slow_every": Int(low=1), "ns_steps": Int(low=1, role="cost"),
+       "eps": Float(low=0, low_inclusive=False), "moments": Choice(),
+       "ns_coefficients": FloatList(), "ns_precision": Choice()}, same=False)
+
+
+def stepped(optimizer_class, **options):
+    """One step of ``optimizer_class`` on a tiny quadratic: the parameter after it."""
+    parameter = torch.ones(2, 3, requires_grad=True)
+    optimizer = optimizer_class([parameter], **options)
+    (parameter ** 2).sum().backward()
+    optimizer.step()
+    return parameter.detach()
+
+
+method("MomentumMemory.step", lambda lr: stepped(optim.MomentumMemory, lr=lr),
+       lambda: dict(lr=0.1), {"lr": RATE})
+method("M3.step", lambda lr: stepped(optim.M3, lr=lr), lambda: dict(lr=0.02), {"lr": RATE})
+entry(optim.newton_schulz,
+      lambda: dict(matrix=randn(3, 4), steps=5, coefficients=optim.MUON_COEFFICIENTS, eps=1e-7,
+                   compute_dtype=None),
+      {"matrix": Tensor(), "steps": Int(low=0, role="cost"), "coefficients": FloatList(),
+       "eps": Float(low=0, low_inclusive=False), "compute_dtype": Obj(none=True)},
+      check=shape_is(lambda r: r, lambda a: a["matrix"].shape),
+      extra=[("compute_dtype", "torch.int64", torch.int64, REFUSE),
+             ("coefficients", "two numbers", (1.0, 2.0), REFUSE)])
+entry(optim.benchmark_optimizers,
+      lambda: dict(width=4, depth=1, batch=2, repeats=1, min_seconds=0.0),
+      {"width": Int(low=1), "depth": Int(low=1), "batch": Int(low=1),
+       "repeats": Int(low=1, role="cost"), "min_seconds": Float(low=0, huge=False)},
+      same=False, alarm=10.0)
+
+
+def sgd(params):
+    return torch.optim.SGD(params, lr=0.1)
+
+
+entry(optim.continual_stream,
+      lambda: dict(optimizers={"sgd": sgd}, tasks=2, switch_every=2, steps=4, input_dim=3,
+                   hidden=4, output_dim=2, batch=2, shared=0.5, seed=0),
+      {"optimizers": Obj(), "tasks": Int(low=1), "switch_every": Int(low=1),
+       "steps": Int(low=1, role="cost"), "input_dim": Int(low=1), "hidden": Int(low=1),
+       "output_dim": Int(low=1), "batch": Int(low=1), "shared": Float(0, 1),
+       "seed": Int(low=0, role="seed")},
+      extra=[("optimizers", "a label without a factory", {"sgd": 3}, REFUSE),
+             ("optimizers", "a factory that returns no optimizer", {"sgd": lambda p: 3},
+              REFUSE)])
+entry(optim.make_optimizer, lambda: dict(name="momentum", params=parameters(), lr=0.1,
+                                         momentum=0.9),
+      {"name": Choice(), "params": PARAMS, "lr": RATE, "momentum": RETENTION}, same=False)
+entry(optim.max_difference_to_torch,
+      lambda: dict(make_ours=lambda p: optim.MomentumMemory(p, 0.1),
+                   make_torch=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), steps=4,
+                   bias=True, reload_at=2, seed=0),
+      {"make_ours": Func(), "make_torch": Func(), "steps": Int(low=1, role="cost"),
+       "bias": Bool(), "reload_at": Int(low=0, none=True), "seed": Int(low=0, role="seed")})
+entry(optim.run_toy_problem,
+      lambda: dict(name="momentum", problem="quadratic", lr=0.01, momentum=0.9, steps=5),
+      {"name": Choice(), "problem": Choice(), "lr": RATE, "momentum": RETENTION,
+       "steps": Int(low=1, role="cost")}, finite=False,  # a diverged run is NaN (documented)
+      check=shape_is(lambda r: r[0], lambda a: (a["steps"] + 1, 2)))
+entry(optim.toy_landscape, lambda: dict(problem="rosenbrock", resolution=5),
+      {"problem": Choice(), "resolution": Int(low=1)})
+entry(optim.gradients_for_mass, lambda: dict(momentum=0.9, fraction=0.5),
+      {"momentum": RETENTION, "fraction": Float(0, 1, high_inclusive=False)})
+entry(optim.linear_layer_surprise_step,
+      lambda: dict(weight=randn(3, 4), inputs=randn(2, 4, seed=1),
+                   output_gradients=randn(2, 3, seed=2), lr=0.1),
+      {"weight": Tensor(), "inputs": Tensor(batch="B"), "output_gradients": Tensor(batch="B"),
+       "lr": RATE}, check=shape_is(lambda r: r, lambda a: a["weight"].shape))
+entry(optim.momentum_cumulative_weight, lambda: dict(momentum=0.9, count=torch.tensor([1, 5])),
+      {"momentum": RETENTION, "count": Tensor(kind="int", rank=False)},
+      extra=[("count", "an int", 7, EITHER), ("count", "a float", 1.5, REFUSE),
+             ("count", "a negative count", torch.tensor([-1]), REFUSE)])
+entry(optim.momentum_weighted_sum, lambda: dict(gradients=randn(4, 3), lr=0.1, momentum=0.9),
+      {"gradients": Tensor(rank=False), "lr": RATE, "momentum": RETENTION},
+      check=shape_is(lambda r: r, lambda a: a["gradients"].shape[1:]))
+
+# ============================================================================================
+# nlbook.recall
+
+from nlbook import recall  # noqa: E402
+
+exempt(recall.RecallStream, RECORD)
+
+
+def recall_stream():
+    return recall.key_overwrite_stream(n_keys=3, n_writes=6, dim=4, seed=0)
+
+
+entry(recall.key_overwrite_stream, lambda: dict(n_keys=3, n_writes=6, dim=4, seed=0),
+      {"n_keys": Int(low=1), "n_writes": Int(low=1), "dim": Int(low=1),
+       "seed": Int(low=0, role="seed")})
+entry(recall.capacity_stream, lambda: dict(n_pairs=5, dim=4, seed=0),
+      {"n_pairs": Int(low=1), "dim": Int(low=1), "seed": Int(low=0, role="seed")})
+entry(recall.run_rule,
+      lambda: dict(stream=recall_stream(), kind="delta", beta=1.0, decay=0.9, lr=0.5,
+                   momentum=0.0, forget=0.0, chunk_size=2),
+      {"stream": Obj(), "kind": Choice(), "beta": Float(0, 2), "decay": Float(0, 1,
+                                                                             low_inclusive=False),
+       "lr": Float(0, 1), "momentum": Float(0, 1), "forget": Float(0, 1),
+       "chunk_size": Int(low=1, role="chunk", length=6, none=True)},
+      check=shape_is(lambda r: r, lambda a: (6, 4, 4)))
+entry(recall.least_squares_memory, lambda: dict(stream=recall_stream()), {"stream": Obj()})
+entry(recall.decode_accuracy,
+      lambda: dict(state=randn(4, 4, dtype=torch.float64),
+                   query_keys=randn(3, 4, seed=1, dtype=torch.float64),
+                   target_index=torch.tensor([0, 2, 1]),
+                   candidates=randn(5, 4, seed=2, dtype=torch.float64)),
+      {"state": Tensor(), "query_keys": Tensor(batch="K"),
+       "target_index": Tensor(kind="int", vocab=5, batch="K"), "candidates": Tensor()})
+entry(recall.recall_trace,
+      lambda: dict(stream=recall_stream(), states=randn(6, 4, 4, dtype=torch.float64)),
+      {"stream": Obj(), "states": Tensor()}, finite=False,  # errors are NaN before a write
+      check=shape_is(lambda r: r["recall"], lambda a: (6,)))
+entry(recall.final_recall, lambda: dict(stream=recall_stream(), kind="delta", beta=0.5),
+      {"stream": Obj(), "kind": Choice(), "beta": Float(0, 2)})
+entry(recall.compare_rules,
+      lambda: dict(make_stream=lambda seed: recall.capacity_stream(4, 4, seed), seeds=[0, 1],
+                   rules={"delta": {"kind": "delta", "beta": 1.0}}),
+      {"make_stream": Func(), "seeds": IntList(item=Int(low=0)), "rules": Obj(none=True)},
+      extra=[("rules", "a rule without kind", {"x": {"beta": 1.0}}, REFUSE)])
+
+
+# ============================================================================================
 # the tests
 
 

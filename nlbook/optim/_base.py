@@ -3,13 +3,22 @@ base class, preconditioning and the Newton-Schulz orthogonalisation."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch.optim import Optimizer
 
-from nlbook._checks import check_scalar_in_range
+import numbers
+
+from nlbook._checks import (
+    ArgumentTypeError,
+    check_int,
+    check_scalar_in_range,
+    check_tensor,
+    describe,
+)
 
 MUON_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Jordan's quintic, also torch.optim.Muon's
 _PRECISIONS = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
@@ -37,6 +46,22 @@ def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
+def _check_coefficients(name: str, coefficients: Any) -> tuple[float, float, float]:
+    """The (a, b, c) of the quintic Newton-Schulz iteration: three finite numbers."""
+    if isinstance(coefficients, (str, bytes)) or not isinstance(coefficients, (tuple, list)) \
+            or len(coefficients) != 3:
+        raise ValueError(f"{name} must be 3 numbers (a, b, c), got {describe(coefficients)}")
+    return tuple(check_scalar_in_range(f"{name}[{index}]", value, -math.inf, math.inf)
+                 for index, value in enumerate(coefficients))  # type: ignore[return-value]
+
+
+def _check_params(params: Any) -> None:
+    if params is None or isinstance(params, (str, bytes, numbers.Number, torch.Tensor)) \
+            or not hasattr(params, "__iter__"):
+        raise ArgumentTypeError(f"params must be an iterable of tensors or parameter-group "
+                                f"dicts (e.g. model.parameters()), got {describe(params)}")
+
+
 def _check_preconditioner(preconditioner: str | Callable) -> None:
     if not callable(preconditioner):
         _check_choice("preconditioner", preconditioner, ["identity", "rms"])
@@ -48,6 +73,10 @@ def _check_preconditioner(preconditioner: str | Callable) -> None:
 
 class _MemoryOptimizer(Optimizer):
     """Loop over parameters that have a gradient and call ``_update`` on each (no grad)."""
+
+    def __init__(self, params: Any, defaults: dict) -> None:
+        _check_params(params)
+        super().__init__(params, defaults)
 
     def _update(self, param: torch.Tensor, grad: torch.Tensor, state: dict,
                 group: dict) -> None:
@@ -114,12 +143,14 @@ def newton_schulz(matrix: torch.Tensor, steps: int = 5,
     Returns:
         (r, c) tensor.
     """
-    if not isinstance(matrix, torch.Tensor) or matrix.ndim != 2:
-        shape = tuple(matrix.shape) if isinstance(matrix, torch.Tensor) else type(matrix)
-        raise ValueError(f"matrix must be a 2-D tensor (r, c), got {shape}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-    a, b, c = coefficients
+    check_tensor("matrix", matrix, ndim=2, layout="(r, c)", dtype="float")
+    check_int("steps", steps, low=0)
+    a, b, c = _check_coefficients("coefficients", coefficients)
+    _check_eps(eps)
+    if compute_dtype is not None and (not isinstance(compute_dtype, torch.dtype)
+                                      or not compute_dtype.is_floating_point):
+        raise ArgumentTypeError(f"compute_dtype must be a floating-point torch.dtype or None, "
+                                f"got {describe(compute_dtype)}")
     x = matrix.to(compute_dtype) if compute_dtype is not None else matrix.clone()
     tall = matrix.shape[0] > matrix.shape[1]
     if tall:

@@ -11,7 +11,15 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from nlbook._checks import check_positive_int, check_scalar_in_range
+from nlbook._checks import (
+    check_bool,
+    check_callable,
+    check_instance,
+    check_int,
+    check_memory,
+    check_positive_int,
+    check_scalar_in_range,
+)
 from nlbook.optim._base import _check_choice
 from nlbook.optim.momentum import (
     AdamMemory,
@@ -121,11 +129,19 @@ def continual_stream(optimizers: dict[str, Callable[[Iterable], Optimizer]], *,
     """
     import numpy as np
 
+    check_instance("optimizers", optimizers, dict, expected="a dict label -> optimizer factory")
+    for label, factory in optimizers.items():
+        check_callable(f"optimizers[{label!r}]", factory)
     for name, value in (("tasks", tasks), ("switch_every", switch_every), ("steps", steps),
                         ("input_dim", input_dim), ("hidden", hidden),
                         ("output_dim", output_dim), ("batch", batch)):
         check_positive_int(name, value)
     check_scalar_in_range("shared", shared, 0.0, 1.0)
+    check_int("seed", seed, low=0)
+    check_memory("tasks, input_dim, hidden, output_dim and batch",
+                 (tasks + 1) * output_dim * input_dim + 1024 * tasks * input_dim
+                 + 4 * hidden * (input_dim + output_dim) + 4 * batch * (input_dim + hidden)
+                 + steps)
     generator = torch.Generator().manual_seed(seed)
     common = torch.randn(output_dim, input_dim, generator=generator)
     teachers = [math.sqrt(shared) * common + math.sqrt(1 - shared)
@@ -146,6 +162,9 @@ def continual_stream(optimizers: dict[str, Callable[[Iterable], Optimizer]], *,
                                     torch.nn.Linear(hidden, output_dim))
         model.load_state_dict(initial.state_dict())
         optimizer = factory(model.parameters())
+        if not isinstance(optimizer, Optimizer):
+            raise ValueError(f"optimizers[{label!r}] must return a torch.optim.Optimizer, got "
+                             f"{type(optimizer).__name__}")
         data = torch.Generator().manual_seed(seed + 2)  # the same stream for every optimizer
         losses = np.empty(steps)
         for step in range(steps):
@@ -179,6 +198,8 @@ def benchmark_optimizers(width: int = 256, depth: int = 3, batch: int = 64,
     for name, value in (("width", width), ("depth", depth), ("batch", batch),
                         ("repeats", repeats)):
         check_positive_int(name, value)
+    check_scalar_in_range("min_seconds", min_seconds, 0.0, math.inf)
+    check_memory("width, depth and batch", 12 * depth * width * width + 4 * batch * width)
     generator = torch.Generator().manual_seed(0)
     layers = [torch.nn.Linear(width, width, bias=False) for _ in range(depth)]
     model = torch.nn.Sequential(*[module for layer in layers
@@ -232,6 +253,7 @@ def toy_landscape(problem: str, resolution: int = 120) -> dict:
 
     _check_choice("problem", problem, list(TOY_PROBLEMS))
     check_positive_int("resolution", resolution)
+    check_memory("resolution", 4 * resolution * resolution, bytes_per_element=8)
     loss_fn, start, minimum, (x0, x1, y0, y1) = TOY_PROBLEMS[problem]
     xs = torch.linspace(x0, x1, resolution, dtype=torch.float64)
     ys = torch.linspace(y0, y1, resolution, dtype=torch.float64)
@@ -252,7 +274,12 @@ def max_difference_to_torch(make_ours: Callable[[Iterable], Optimizer],
     """
     import copy
 
+    check_callable("make_ours", make_ours)
+    check_callable("make_torch", make_torch)
     check_positive_int("steps", steps)
+    check_bool("bias", bias)
+    check_int("reload_at", reload_at, low=0, allow_none=True)
+    check_int("seed", seed, low=0)
     finals = []
     for make in (make_ours, make_torch):
         generator = torch.Generator().manual_seed(seed)

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import torch
 
-from nlbook._checks import check_scalar_in_range
+from nlbook._checks import (
+    ArgumentTypeError,
+    check_same_dtype_device,
+    check_scalar_in_range,
+    check_shape,
+    check_tensor,
+    describe,
+)
 from nlbook.optim._base import (
     _check_lr,
     _check_retention,
@@ -28,18 +35,14 @@ def linear_layer_surprise_step(weight: torch.Tensor, inputs: torch.Tensor,
     Returns:
         The new weight, (d_out, d_in).
     """
-    if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
-        raise ValueError(f"weight must be a 2-D tensor (d_out, d_in), got "
-                         f"{getattr(weight, 'shape', type(weight))}")
+    check_tensor("weight", weight, ndim=2, layout="(d_out, d_in)", dtype="float")
     d_out, d_in = weight.shape
-    for name, tensor, width in (("inputs", inputs, d_in), ("output_gradients",
-                                                          output_gradients, d_out)):
-        if not isinstance(tensor, torch.Tensor) or tensor.ndim != 2 or tensor.shape[1] != width:
-            raise ValueError(f"{name} must have shape (B, {width}), got "
-                             f"{tuple(getattr(tensor, 'shape', ()))}")
-    if inputs.shape[0] != output_gradients.shape[0]:
-        raise ValueError(f"inputs and output_gradients must share B, got {inputs.shape[0]} "
-                         f"and {output_gradients.shape[0]}")
+    check_shape("inputs", inputs, (None, d_in), "(B, d_in) with d_in of weight")
+    check_shape("output_gradients", output_gradients, (inputs.shape[0], d_out),
+                "(B, d_out) with B of inputs and d_out of weight")
+    check_same_dtype_device("weight", weight, inputs=inputs, output_gradients=output_gradients)
+    for name, tensor in (("inputs", inputs), ("output_gradients", output_gradients)):
+        check_tensor(name, tensor, dtype="float")
     _check_lr(lr)
     return weight - lr * output_gradients.T @ inputs
 
@@ -53,8 +56,10 @@ def momentum_weighted_sum(gradients: torch.Tensor, lr: float, momentum: float) -
     Returns:
         m_T with the shape of one gradient; a slow loop in float64 (a reference, not a kernel).
     """
-    if not isinstance(gradients, torch.Tensor) or gradients.ndim < 1:
-        raise ValueError("gradients must be a tensor (T, ...) of at least one dimension")
+    check_tensor("gradients", gradients, layout="(T, ...)", dtype="float")
+    if gradients.ndim < 1 or gradients.shape[0] < 1:
+        raise ValueError(f"gradients must be a tensor (T, ...) with T >= 1, got shape "
+                         f"{tuple(gradients.shape)}")
     _check_lr(lr)
     _check_retention("momentum", momentum)
     steps = gradients.shape[0]
@@ -73,7 +78,15 @@ def momentum_cumulative_weight(momentum: float, count):
     _check_retention("momentum", momentum)
     import numpy as np
 
+    if isinstance(count, torch.Tensor):
+        count = count.detach().cpu().numpy()
+    if isinstance(count, bool) or count is None or isinstance(count, (str, bytes)):
+        raise ArgumentTypeError(f"count must be an int or an array of ints, got "
+                                f"{describe(count)}")
     counts = np.asarray(count)
+    if not np.issubdtype(counts.dtype, np.integer):
+        raise ArgumentTypeError(f"count must be an int or an array of ints, got dtype "
+                                f"{counts.dtype}")
     if np.any(counts < 0):
         raise ValueError(f"count must be non-negative, got {count!r}")
     result = 1.0 - momentum ** counts.astype(np.float64)

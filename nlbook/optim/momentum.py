@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from nlbook._checks import check_positive_int, check_scalar_in_range
+from nlbook._checks import check_int, check_positive_int, check_scalar_in_range
 from nlbook.optim._base import (
     _INFINITY,
     _check_betas,
@@ -221,6 +221,7 @@ class DeepMomentum(_MemoryOptimizer):
         check_positive_int("hidden", hidden)
         if memory_lr is not None:
             check_scalar_in_range("memory_lr", memory_lr, 0.0, _INFINITY)
+        check_int("seed", seed, low=0)
         super().__init__(params, {"lr": lr, "momentum": momentum, "hidden": hidden,
                                   "memory_lr": 0.1 * lr if memory_lr is None else memory_lr})
         self._generator = torch.Generator().manual_seed(seed)

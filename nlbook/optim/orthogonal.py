@@ -8,12 +8,13 @@ from collections.abc import Iterable
 
 import torch
 
-from nlbook._checks import check_positive_int, check_scalar_in_range
+from nlbook._checks import check_bool, check_positive_int, check_scalar_in_range
 from nlbook.optim._base import (
     _INFINITY,
     _PRECISIONS,
     MUON_COEFFICIENTS,
     _check_choice,
+    _check_coefficients,
     _check_eps,
     _check_lr,
     _check_retention,
@@ -60,8 +61,8 @@ class Muon(_MemoryOptimizer):
         _check_eps(eps)
         _check_choice("adjust_lr_fn", adjust_lr_fn, [None, "original", "match_rms_adamw"])
         _check_choice("ns_precision", ns_precision, [*_PRECISIONS, "param"])
-        if len(ns_coefficients) != 3:
-            raise ValueError(f"ns_coefficients must be 3 numbers (a, b, c), got {ns_coefficients}")
+        check_bool("nesterov", nesterov)
+        _check_coefficients("ns_coefficients", ns_coefficients)
         super().__init__(params, {
             "lr": lr, "momentum": momentum, "nesterov": bool(nesterov), "ns_steps": ns_steps,
             "weight_decay": weight_decay, "ns_coefficients": tuple(ns_coefficients), "eps": eps,
@@ -130,6 +131,7 @@ class M3(_MemoryOptimizer):
         check_positive_int("ns_steps", ns_steps)
         _check_eps(eps)
         _check_choice("ns_precision", ns_precision, [*_PRECISIONS, "param"])
+        _check_coefficients("ns_coefficients", ns_coefficients)
         super().__init__(params, {
             "lr": lr, "betas": tuple(betas), "alpha": alpha, "slow_every": slow_every,
             "ns_steps": ns_steps, "eps": eps, "moments": moments,
