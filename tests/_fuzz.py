@@ -163,9 +163,10 @@ class Float(Spec):
 class IntList(Spec):
     item: Int = field(default_factory=Int)
     empty: bool = False
+    scalar: bool = False         # a single int is valid too
 
     def mutations(self, value):
-        out = [*self.common(value), ("an int", 3, REFUSE)]
+        out = [*self.common(value), ("an int", 3, EITHER if self.scalar else REFUSE)]
         if not self.empty:
             out.append(("[]", [], REFUSE))
         if value:

@@ -973,6 +973,208 @@ entry(recall.compare_rules,
 
 
 # ============================================================================================
+# nlbook.tasks
+
+from nlbook.tasks import continual, formal_languages, recall as task_recall  # noqa: E402
+
+LANGUAGE = Choice()
+SMALL_TASK = dict(language="parity", train_lengths=(2, 4), test_lengths=(5, 8))
+
+
+def formal_model():
+    torch.manual_seed(0)
+    return transformer.TransformerLM(len(formal_languages.FORMAL_VOCABULARY), 8, 1, 2,
+                                     context_length=16)
+
+
+def small_task():
+    return formal_languages.formal_language_task(**SMALL_TASK)
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+LENGTHS = IntList(item=Int(low=1))
+LENGTH_PAIRS = [("lengths", "reversed", (4, 2), REFUSE), ("lengths", "one number", (3,), REFUSE)]
+for record_class in (formal_languages.FormalBatch, formal_languages.FormalLanguageTask,
+                     formal_languages.FormalTrainingResult):
+    exempt(record_class, RECORD)
+entry(formal_languages.is_member, lambda: dict(language="anbn", string="aabb"),
+      {"language": LANGUAGE, "string": Str(empty=True)},
+      extra=[("string", "a letter outside the alphabet", "aaxb", REFUSE)])
+entry(formal_languages.prefix_labels, lambda: dict(language="shuffle2", string="([)]"),
+      {"language": LANGUAGE, "string": Str(empty=True)},
+      extra=[("string", "a letter outside the alphabet", "(a)", REFUSE)])
+entry(formal_languages.sample_positive,
+      lambda: dict(language="parity", length=5, generator=rng()),
+      {"language": LANGUAGE, "length": Int(low=1), "generator": Gen(kind="numpy")},
+      extra=[("length", "a length without positives", 3, EITHER)])
+REGISTRY[key_of(formal_languages.sample_positive)].make = lambda: dict(
+    language="anbn", length=4, generator=rng())
+entry(formal_languages.sample_negative,
+      lambda: dict(language="anbn", lengths=(2, 6), generator=rng()),
+      {"language": LANGUAGE, "lengths": LENGTHS, "generator": Gen(kind="numpy")},
+      extra=LENGTH_PAIRS)
+entry(formal_languages.sample_strings,
+      lambda: dict(language="abab_star", count=4, lengths=(2, 8), generator=rng()),
+      {"language": LANGUAGE, "count": Int(low=1), "lengths": LENGTHS,
+       "generator": Gen(kind="numpy")}, extra=LENGTH_PAIRS)
+entry(formal_languages.encode_strings,
+      lambda: dict(language="parity", strings=["011", "1"], supervision="prefix", length=6),
+      {"language": LANGUAGE, "strings": Obj(), "supervision": Choice(),
+       "length": Int(low=4, none=True)},
+      extra=[("strings", "a letter outside the alphabet", ["0a1"], REFUSE),
+             ("strings", "an empty string", ["01", ""], REFUSE), ("strings", "[]", [], REFUSE)])
+entry(formal_languages.formal_language_task,
+      lambda: dict(language="anbncn", train_lengths=(3, 9), test_lengths=(10, 18)),
+      {"language": LANGUAGE, "train_lengths": LENGTHS, "test_lengths": IntList(
+          item=Int(low=1), none=True)},
+      extra=[("test_lengths", "overlapping training", (5, 18), REFUSE)])
+entry(formal_languages.formal_language_batch,
+      lambda: dict(task=small_task(), split="bin1", batch_size=3, generator=rng(),
+                   supervision="end"),
+      {"task": Obj(), "split": Choice(), "batch_size": Int(low=1),
+       "generator": Gen(kind="numpy"), "supervision": Choice()})
+entry(formal_languages.train_formal_language,
+      lambda: dict(model=formal_model(), task=small_task(), steps=2, batch_size=4,
+                   learning_rate=3e-3, weight_decay=0.0, seed=0, supervision="end",
+                   grad_clip=1.0),
+      {"model": Obj(), "task": Obj(), "steps": Int(low=1, role="cost"),
+       "batch_size": Int(low=1), "learning_rate": Float(0, 1, low_inclusive=False),
+       "weight_decay": Float(0, 1), "seed": Int(low=0, role="seed"), "supervision": Choice(),
+       "grad_clip": Float(low=0, low_inclusive=False)}, same=False,
+      extra=[("model", "a model with a short context",
+              transformer.TransformerLM(13, 8, 1, 2, context_length=4), REFUSE)])
+entry(formal_languages.evaluate_formal_language,
+      lambda: dict(model=formal_model(), task=small_task(), split="bin0", examples=8, seed=1,
+                   batch_size=4),
+      {"model": Obj(), "task": Obj(), "split": Choice(), "examples": Int(low=1, role="cost"),
+       "seed": Int(low=0, role="seed"), "batch_size": Int(low=1)})
+method("FormalLanguageTask.lengths", lambda split: small_task().lengths(split),
+       lambda: dict(split="Bin1"), {"split": Choice()})
+
+
+@functools.cache
+def shakespeare_vocabulary():
+    return data.CharVocabulary.from_text(data.load_tiny_shakespeare())
+
+
+@functools.cache
+def filler():
+    return data.load_tiny_shakespeare()[:3000]
+
+
+def shakespeare_model():
+    torch.manual_seed(0)
+    return transformer.TransformerLM(len(shakespeare_vocabulary()), 8, 1, 2, context_length=32)
+
+
+for record_class in (task_recall.RecallPrompt, task_recall.RecallResult):
+    exempt(record_class, RECORD)
+entry(task_recall.query_text, lambda: dict(name="Bakel"), {"name": Str()})
+entry(task_recall.fact_line, lambda: dict(name="Bakel", answer="qorv"),
+      {"name": Str(), "answer": Str()})
+entry(task_recall.random_name, lambda: dict(generator=rng()), {"generator": Gen(kind="numpy")})
+entry(task_recall.random_answer, lambda: dict(length=4, generator=rng()),
+      {"length": Int(low=1), "generator": Gen(kind="numpy")}, aliases={"length": ("answer_length",)})
+entry(task_recall.shakespeare_filler, lambda: dict(length=40, text=filler(), generator=rng()),
+      {"length": Int(low=0), "text": Str(), "generator": Gen(kind="numpy")})
+RECALL_OPTIONS = {"lead": Int(low=0), "answer_length": Int(low=1), "facts": Int(low=1),
+                  "control": Choice(none=True)}
+entry(task_recall.recall_prompt,
+      lambda: dict(gap=30, generator=rng(), filler_text=filler(), lead=10, answer_length=4,
+                   facts=2, control=None),
+      {"gap": Int(low=0), "generator": Gen(kind="numpy"), "filler_text": Str(none=True),
+       **RECALL_OPTIONS})
+entry(task_recall.recall_accuracy,
+      lambda: dict(model=shakespeare_model(), vocabulary=shakespeare_vocabulary(), gaps=(4, 40),
+                   trials=2, seed=0, lead=8, answer_length=2, facts=1, control=None,
+                   filler_text=filler(), mode="window", window=None, chunk_length=16),
+      {"model": Obj(), "vocabulary": Obj(), "gaps": IntList(item=Int(low=0)),
+       "trials": Int(low=1, role="cost"), "seed": Int(low=0, role="seed"), **RECALL_OPTIONS,
+       "filler_text": Str(none=True), "mode": Choice(none=True),
+       "window": Int(low=1, none=True, high=32), "chunk_length": Int(low=1)}, same=False,
+      alarm=10.0)
+entry(task_recall.recall_training_batch,
+      lambda: dict(vocabulary=shakespeare_vocabulary(), batch_size=2, context_length=64,
+                   generator=torch.Generator().manual_seed(0), gaps=(0, 8), filler_text=filler(),
+                   answer_length=4, facts=1, answer_only=True),
+      {"vocabulary": Obj(), "batch_size": Int(low=1), "context_length": Int(low=1),
+       "generator": Gen(), "gaps": IntList(item=Int(low=0)), "filler_text": Str(none=True),
+       "answer_length": Int(low=1), "facts": Int(low=1), "answer_only": Bool()})
+entry(task_recall.recall_training_text,
+      lambda: dict(text=filler(), gaps=(40, 200), spacing=100, answer_length=4, seed=0),
+      {"text": Str(none=True), "gaps": IntList(item=Int(low=0)), "spacing": Int(low=0),
+       "answer_length": Int(low=1), "seed": Int(low=0, role="seed")})
+entry(task_recall.mqar_batch,
+      lambda: dict(batch_size=2, vocab_size=12, sequence_length=12, kv_pairs=3,
+                   generator=torch.Generator().manual_seed(0)),
+      {"batch_size": Int(low=1), "vocab_size": Int(low=1), "sequence_length": Int(low=1),
+       "kv_pairs": Int(low=1), "generator": Gen()})
+entry(task_recall.masked_accuracy,
+      lambda: dict(model=small_transformer(), inputs=tokens(2, 5, V),
+                   targets=torch.tensor([[-1, 2, -1, 3, -1], [0, -1, -1, -1, 6]])),
+      {"model": Obj(), "inputs": Tensor(kind="int", vocab=V, batch="B"),
+       "targets": Tensor(kind="int", vocab=V, ignore=True, batch="B")},
+      extra=[("targets", "no target", torch.full((2, 5), -1), REFUSE)])
+
+
+@functools.cache
+def corpus_pair():
+    vocabulary = data.joint_vocabulary(TEXT, "def f(x):\n    return x + 1\n")
+    return (data.make_corpus(TEXT * 2, source="a", vocabulary=vocabulary),
+            data.make_corpus("def f(x):\n    return x + 1\n" * 20, source="b",
+                             vocabulary=vocabulary))
+
+
+def continual_small():
+    return continual.continual_setup(steps_per_phase=2, corpora=corpus_pair())
+
+
+for record_class in (continual.ContinualPhase, continual.ContinualStep, continual.ContinualSetup):
+    exempt(record_class, RECORD)
+entry(continual.continual_setup,
+      lambda: dict(steps_per_phase=(2, 3, 1), order=("A", "B", "A"), corpora=corpus_pair()),
+      {"steps_per_phase": IntList(item=Int(low=1), scalar=True), "order": Obj(),
+       "corpora": Obj(none=True)},
+      same=False, extra=[("order", "an unknown corpus", ("A", "C", "A"), REFUSE)])
+entry(continual.continual_schedule, lambda: dict(setup=continual_small()), {"setup": Obj()})
+REGISTRY[key_of(continual.continual_schedule)].call = lambda setup: list(
+    continual.continual_schedule(setup))
+entry(continual.continual_batches,
+      lambda: dict(setup=continual_small(), batch_size=2, context_length=8,
+                   generator=torch.Generator().manual_seed(0), device="cpu"),
+      {"setup": Obj(), "batch_size": Int(low=1), "context_length": Int(low=1),
+       "generator": Gen(), "device": Device()})
+REGISTRY[key_of(continual.continual_batches)].call = lambda **a: list(
+    continual.continual_batches(**a))
+entry(continual.continual_losses,
+      lambda: dict(model=small_continual_model(),
+                   validation_sets=continual_small().validation_sets(context_length=8, windows=3),
+                   batch_size=2),
+      {"model": Obj(), "validation_sets": Obj(), "batch_size": Int(low=1)},
+      extra=[("validation_sets", "a set of mismatched inputs and targets",
+              {"A": (torch.zeros(2, 8, dtype=torch.int64), torch.zeros(3, 8, dtype=torch.int64))},
+              REFUSE)])
+
+
+@functools.cache
+def small_continual_model():
+    torch.manual_seed(0)
+    return transformer.TransformerLM(len(corpus_pair()[0].vocabulary), 8, 1, 2,
+                                     context_length=8)
+
+
+method("ContinualSetup.phase_at", lambda step: continual_small().phase_at(step),
+       lambda: dict(step=3), {"step": Int(low=0, high=5, role="index")})
+method("ContinualSetup.validation_sets",
+       lambda **a: continual_small().validation_sets(**a),
+       lambda: dict(context_length=8, windows=3, seed=0),
+       {"context_length": Int(low=1), "windows": Int(low=1), "seed": Int(low=0, role="seed")})
+
+
+# ============================================================================================
 # the tests
 
 

@@ -46,7 +46,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nlbook._checks import check_positive_int
+from nlbook._checks import (
+    check_device,
+    check_instance,
+    check_int,
+    check_memory,
+    check_positive_int,
+)
 from nlbook.data import CharCorpus, CharVocabulary, load_corpus_pair, random_batch
 
 __all__ = [
@@ -129,6 +135,9 @@ class ContinualSetup:
         """
         check_positive_int("context_length", context_length)
         check_positive_int("windows", windows)
+        check_int("seed", seed, low=0)
+        check_memory("windows and context_length", 4 * windows * (context_length + 1),
+                     bytes_per_element=8)
         out = {}
         for name, corpus in self.corpora.items():
             generator = torch.Generator().manual_seed(seed)
@@ -183,9 +192,14 @@ def continual_setup(*, steps_per_phase: int | Sequence[int], order: Sequence[str
 
 
 def continual_schedule(setup: ContinualSetup) -> Iterator[tuple[int, ContinualPhase]]:
-    """Yield ``(global step, phase)`` for every step of the schedule, in order."""
+    """Yield ``(global step, phase)`` for every step of the schedule, in order (the argument
+    is checked at the call, not at the first step)."""
     if not isinstance(setup, ContinualSetup):
         raise ValueError(f"setup must be a ContinualSetup, got {type(setup).__name__}")
+    return _schedule(setup)
+
+
+def _schedule(setup: ContinualSetup) -> Iterator[tuple[int, ContinualPhase]]:
     for phase in setup.phases:
         for step in range(phase.first_step, phase.first_step + phase.steps):
             yield step, phase
@@ -195,12 +209,24 @@ def continual_batches(setup: ContinualSetup, *, batch_size: int, context_length:
                       generator: torch.Generator, device: str | torch.device = "cpu"
                       ) -> Iterator[ContinualStep]:
     """Yield one :class:`ContinualStep` per step: random training windows of the current
-    phase's corpus (:func:`nlbook.data.random_batch`, one shared ``generator``)."""
+    phase's corpus (:func:`nlbook.data.random_batch`, one shared ``generator``); the
+    arguments are checked at the call, not at the first step."""
+    schedule = continual_schedule(setup)
     check_positive_int("batch_size", batch_size)
     check_positive_int("context_length", context_length)
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    for step, phase in continual_schedule(setup):
+    device = check_device("device", device)
+    shortest = min(len(corpus.train_ids) for corpus in setup.corpora.values())
+    if shortest < context_length + 1:
+        raise ValueError(f"context_length {context_length} needs corpora of more than "
+                         f"{context_length} training tokens, got {shortest}")
+    return _batches(setup, schedule, batch_size, context_length, generator, device)
+
+
+def _batches(setup, schedule, batch_size, context_length, generator, device
+             ) -> Iterator[ContinualStep]:
+    for step, phase in schedule:
         inputs, targets = random_batch(setup.corpora[phase.corpus].train_ids, batch_size,
                                        context_length, generator, device)
         yield ContinualStep(step, phase, inputs, targets)
@@ -214,9 +240,18 @@ def continual_losses(model: nn.Module,
 
     ``validation_sets`` as :meth:`ContinualSetup.validation_sets` returns it.
     """
+    check_instance("model", model, nn.Module, expected="a torch.nn.Module language model")
     check_positive_int("batch_size", batch_size)
     if not isinstance(validation_sets, dict) or not validation_sets:
         raise ValueError("validation_sets must be a non-empty dict name -> (inputs, targets)")
+    for name, pair in validation_sets.items():
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(
+                isinstance(item, torch.Tensor) and item.dtype == torch.int64 and item.ndim == 2
+                for item in pair) or pair[0].shape != pair[1].shape:
+            raise ValueError(f"validation_sets[{name!r}] must be a pair (inputs, targets) of "
+                             f"int64 tensors of one shape (N, T)")
+        if not bool((pair[1] >= 0).any()):
+            raise ValueError(f"validation_sets[{name!r}] has no target >= 0 (no loss to take)")
     was_training = model.training
     model.eval()
     out = {}

@@ -59,7 +59,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from nlbook._checks import check_positive_int, check_scalar_in_range
+from nlbook._checks import (
+    check_int,
+    check_memory,
+    check_positive_int,
+    check_scalar_in_range,
+)
 from nlbook.data import CharVocabulary
 
 __all__ = [
@@ -130,13 +135,13 @@ def _split(split: str) -> str:
     raise ValueError(f"split must be one of {SPLITS} (any case), got {split!r}")
 
 
-def _check_string(language: str, string: str) -> None:
+def _check_string(language: str, string: str, name: str = "string") -> None:
     if not isinstance(string, str):
-        raise ValueError(f"string must be a str, got {type(string).__name__}")
+        raise ValueError(f"{name} must be a str, got {type(string).__name__}")
     alphabet = ALPHABETS[language]
     for char in string:
         if char not in alphabet:
-            raise ValueError(f"string must use the {language} alphabet {alphabet!r}, "
+            raise ValueError(f"{name} must use the {language} alphabet {alphabet!r}, "
                              f"got the character {char!r}")
 
 
@@ -280,6 +285,7 @@ def sample_positive(language: str, length: int, generator: np.random.Generator) 
     language = _language(language)
     _check_generator(generator)
     check_positive_int("length", length)
+    check_memory("length", length, bytes_per_element=16, what="the string")
     if not _positive_length_ok(language, length):
         raise ValueError(f"length must be a length that {language} has positive strings of, "
                          f"got {length}")
@@ -400,6 +406,7 @@ def sample_negative(language: str, lengths: Sequence[int], generator: np.random.
     language = _language(language)
     _check_generator(generator)
     low, high = _check_lengths("lengths", lengths)
+    check_memory("lengths", high, bytes_per_element=16, what="the string")
     for _ in range(_MAX_ATTEMPTS):
         length = int(generator.integers(low, high + 1))
         candidate = _negative_candidate(language, length, generator)
@@ -425,6 +432,8 @@ def sample_strings(language: str, count: int, lengths: Sequence[int], *,
     check_positive_int("count", count)
     _check_generator(generator)
     low, high = _check_lengths("lengths", lengths)
+    check_memory("count and lengths", count * high + high, bytes_per_element=16,
+                 what="the strings")
     positive_lengths = _positive_lengths(language, low, high)
     if not positive_lengths:
         raise ValueError(f"lengths {tuple(lengths)} hold no string of {language} (e.g. (abab)* "
@@ -485,8 +494,8 @@ def encode_strings(language: str, strings: Sequence[str], *, supervision: str = 
         raise ValueError(f"supervision must be one of {_SUPERVISION}, got {supervision!r}")
     if isinstance(strings, str) or not isinstance(strings, Sequence) or not strings:
         raise ValueError("strings must be a non-empty sequence of str")
-    for string in strings:
-        _check_string(language, string)
+    for index, string in enumerate(strings):
+        _check_string(language, string, f"strings[{index}]")
         if not string:
             raise ValueError("strings must be non-empty (the empty string has no end to read)")
     longest = max(len(string) for string in strings) + 1
@@ -495,6 +504,7 @@ def encode_strings(language: str, strings: Sequence[str], *, supervision: str = 
     elif isinstance(length, bool) or not isinstance(length, int) or length < longest:
         raise ValueError(f"length must be an int >= longest string + 1 = {longest}, "
                          f"got {length!r}")
+    check_memory("length", 2 * len(strings) * length, bytes_per_element=8)
     inputs = torch.full((len(strings), length), PAD_ID, dtype=torch.int64)
     targets = torch.full((len(strings), length), -1, dtype=torch.int64)
     labels = torch.zeros(len(strings), dtype=torch.bool)
@@ -572,7 +582,10 @@ def _task(task: FormalLanguageTask | str) -> FormalLanguageTask:
     if isinstance(task, FormalLanguageTask):
         return task
     if isinstance(task, str):
-        return formal_language_task(task)
+        try:
+            return formal_language_task(task)
+        except ValueError as error:
+            raise ValueError(f"task {task!r} is not a language name: {error}") from None
     raise ValueError(f"task must be a FormalLanguageTask or a language name, got "
                      f"{type(task).__name__}")
 
@@ -583,6 +596,7 @@ def formal_language_batch(task: FormalLanguageTask | str, split: str, batch_size
     """A balanced batch of ``split``'s lengths, padded to the batch's longest string + 1."""
     task = _task(task)
     check_positive_int("batch_size", batch_size)
+    check_memory("batch_size", 2 * batch_size * task.sequence_length, bytes_per_element=8)
     strings, _ = sample_strings(task.language, batch_size, task.lengths(split),
                                 generator=generator)
     return encode_strings(task.language, strings, supervision=supervision)
@@ -641,8 +655,9 @@ def train_formal_language(model: nn.Module, task: FormalLanguageTask | str, *, s
     check_scalar_in_range("learning_rate", learning_rate, 0.0, 1.0, low_inclusive=False)
     check_scalar_in_range("weight_decay", weight_decay, 0.0, 1.0)
     check_scalar_in_range("grad_clip", grad_clip, 0.0, float("inf"), low_inclusive=False)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    check_int("seed", seed, low=0)
+    check_memory("batch_size", 64 * batch_size * task.sequence_length * 64,
+                 what="the activations")
     if supervision not in _SUPERVISION:
         raise ValueError(f"supervision must be one of {_SUPERVISION}, got {supervision!r}")
     generator = np.random.default_rng(seed)

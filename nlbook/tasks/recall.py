@@ -49,7 +49,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from nlbook._checks import check_positive_int
+from nlbook._checks import (
+    check_bool,
+    check_instance,
+    check_memory,
+    check_numpy_generator,
+    check_positive_int,
+    check_str,
+)
 from nlbook.data import TRAIN_FRACTION, CharVocabulary, load_tiny_shakespeare
 
 __all__ = [
@@ -79,20 +86,24 @@ _NAME_CONSONANTS = "bdfgklmnprstvz"
 _NAME_VOWELS = "aeiou"
 _NAME_LENGTH = 5
 _TEMPLATE_CHARACTERS = "the key of is.\n"
+_DISTINCT_NAMES = len(_NAME_CONSONANTS) ** 3 * len(_NAME_VOWELS) ** 2
 
 
 def query_text(name: str) -> str:
     """``"the key of {name} is "``: what the prompt ends with, the answer comes next."""
+    check_str("name", name)
     return f"the key of {name} is "
 
 
 def fact_line(name: str, answer: str) -> str:
     """``"the key of {name} is {answer}.\\n"``: one planted fact."""
+    check_str("answer", answer)
     return f"{query_text(name)}{answer}.\n"
 
 
 def random_name(generator: np.random.Generator) -> str:
     """A made-up capitalised name of 5 letters, consonant-vowel alternating (e.g. ``Bakel``)."""
+    check_numpy_generator("generator", generator)
     letters = [str(generator.choice(list(_NAME_CONSONANTS if index % 2 == 0 else _NAME_VOWELS)))
                for index in range(_NAME_LENGTH)]
     return "".join(letters).capitalize()
@@ -101,6 +112,8 @@ def random_name(generator: np.random.Generator) -> str:
 def random_answer(length: int, generator: np.random.Generator) -> str:
     """``length`` letters drawn uniformly and independently from :data:`ANSWER_ALPHABET`."""
     check_positive_int("answer_length", length)
+    check_numpy_generator("generator", generator)
+    check_memory("answer_length", length, bytes_per_element=16, what="the answer")
     return "".join(ANSWER_ALPHABET[i] for i in generator.integers(0, 26, size=length))
 
 
@@ -115,11 +128,13 @@ def shakespeare_filler(length: int, text: str, generator: np.random.Generator) -
     (the last character is replaced by one if needed); ``length = 0`` gives ``""``."""
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise ValueError(f"length must be a non-negative int, got {length!r}")
+    check_str("text", text)
+    check_numpy_generator("generator", generator)
     if length == 0:
         return ""
     if len(text) < length + 1:
-        raise ValueError(f"filler_text has {len(text)} characters, fewer than a filler of "
-                         f"{length} needs")
+        raise ValueError(f"text (the filler_text) has {len(text)} characters, fewer than a "
+                         f"filler of length {length} needs")
     starts = _line_starts(text)
     starts = starts[starts <= len(text) - length]
     start = int(starts[generator.integers(len(starts))])
@@ -201,7 +216,16 @@ def recall_prompt(gap: int, *, generator: np.random.Generator, filler_text: str 
     if not isinstance(generator, np.random.Generator):
         raise ValueError(f"generator must be a numpy.random.Generator, got "
                          f"{type(generator).__name__}")
+    check_str("filler_text", filler_text, allow_none=True)
+    check_memory("answer_length", answer_length, bytes_per_element=16, what="the answer")
+    if facts > _DISTINCT_NAMES:
+        raise ValueError(f"facts must be at most {_DISTINCT_NAMES} (the distinct made-up names), "
+                         f"got {facts}")
     filler_text = _validation_text() if filler_text is None else filler_text
+    for name, value in (("lead", lead), ("gap", gap)):
+        if value and len(filler_text) < value + 1:
+            raise ValueError(f"{name} = {value} needs a filler_text of more than {value} "
+                             f"characters, got {len(filler_text)}")
     names: list[str] = []
     while len(names) < facts:
         name = random_name(generator)
@@ -329,11 +353,16 @@ def recall_accuracy(model: nn.Module, vocabulary: CharVocabulary, *, gaps: Seque
         raise ValueError(f"mode must be 'stream', 'window' or None, got {mode!r}")
     if mode == "stream" and not hasattr(model, "stream"):
         raise ValueError("mode='stream' needs a model with a stream(idx, state) method")
+    check_str("filler_text", filler_text, allow_none=True)
     if mode == "window":
         window = getattr(model, "context_length", None) if window is None else window
         if window is None:
             raise ValueError("mode='window' needs window=... or a model with context_length")
         check_positive_int("window", window)
+        context = getattr(model, "context_length", None)
+        if context is not None and not hasattr(model, "stream") and window > context:
+            raise ValueError(f"window must be at most the model's context_length {context}, "
+                             f"got {window}")
     else:
         window = None
     filler_text = _validation_text() if filler_text is None else filler_text
@@ -427,13 +456,21 @@ def recall_training_batch(vocabulary: CharVocabulary, batch_size: int, context_l
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     low, high = _check_gap_range(gaps)
-    fixed = facts * len(fact_line("N" * _NAME_LENGTH, "a" * answer_length)) \
-        + len(fact_line("N" * _NAME_LENGTH, "a" * answer_length))
+    check_bool("answer_only", answer_only)
+    check_str("filler_text", filler_text, allow_none=True)
+    line = len(fact_line("N" * _NAME_LENGTH, "a")) - 1 + answer_length  # a fact or query line
+    fixed = (facts + 1) * line
     room = context_length + 1 - fixed
     if room < low:
-        raise ValueError(f"context_length {context_length} cannot hold {facts} fact(s), a gap "
-                         f"of {low} and the query: it needs at least {fixed + low - 1}")
+        raise ValueError(f"context_length {context_length} cannot hold {facts} fact(s) "
+                         f"(facts) with answers of answer_length {answer_length}, a gap of "
+                         f"{low} and the query: it needs at least {fixed + low - 1}")
+    check_memory("batch_size and context_length", 4 * batch_size * (context_length + 1),
+                 bytes_per_element=8)
     filler_text = _training_text() if filler_text is None else filler_text
+    if len(filler_text) < room + 1:
+        raise ValueError(f"filler_text has {len(filler_text)} characters, fewer than a window "
+                         f"of context_length {context_length} needs ({room + 1})")
     rng = _torch_rng(generator)
     rows_inputs, rows_targets = [], []
     for _ in range(batch_size):
@@ -482,6 +519,7 @@ def recall_training_text(text: str | None = None, *, gaps: Sequence[int] = (64, 
     low, high = _check_gap_range(gaps)
     _check_int("spacing", spacing, 0)
     check_positive_int("answer_length", answer_length)
+    check_memory("answer_length", answer_length, bytes_per_element=16, what="the answers")
     _check_int("seed", seed, 0)
     text = _training_text() if text is None else text
     if not isinstance(text, str) or not text:
@@ -538,6 +576,8 @@ def mqar_batch(batch_size: int, *, vocab_size: int, sequence_length: int, kv_pai
     check_positive_int("kv_pairs", kv_pairs)
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    check_memory("batch_size, sequence_length and vocab_size",
+                 2 * batch_size * sequence_length + 2 * vocab_size, bytes_per_element=8)
     half = vocab_size // 2
     if kv_pairs > half - 1 or kv_pairs > vocab_size - half:
         raise ValueError(f"kv_pairs must be at most {min(half - 1, vocab_size - half)} for "
@@ -564,8 +604,17 @@ def mqar_batch(batch_size: int, *, vocab_size: int, sequence_length: int, kv_pai
 def masked_accuracy(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
     """Fraction of positions with a target (≥ 0) where argmax of ``model(inputs)`` is right
     (MQAR's metric, pooled over every query of the batch)."""
+    from nlbook.transformer import check_token_ids
+
+    check_instance("model", model, nn.Module, expected="a torch.nn.Module language model")
     if not isinstance(inputs, torch.Tensor) or not isinstance(targets, torch.Tensor) \
             or inputs.shape != targets.shape or inputs.ndim != 2:
+        raise ValueError("inputs and targets must be int64 tensors of one shape (B, T)")
+    vocab_size = getattr(model, "vocab_size", None)
+    if vocab_size is not None:
+        check_token_ids("inputs", inputs, vocab_size, None)
+        check_token_ids("targets", targets, vocab_size, None, allow_ignore_index=True)
+    elif inputs.dtype != torch.int64 or targets.dtype != torch.int64:
         raise ValueError("inputs and targets must be int64 tensors of one shape (B, T)")
     mask = targets >= 0
     if not bool(mask.any()):
