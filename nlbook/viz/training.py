@@ -9,7 +9,7 @@ import numpy as np
 
 from nlbook.viz._common import new_figure, to_numpy
 
-__all__ = ["plot_training_curves"]
+__all__ = ["plot_evaluations", "plot_loss_by_position", "plot_training_curves"]
 
 _LN2 = math.log(2.0)
 
@@ -71,4 +71,99 @@ def plot_training_curves(train_steps, train_loss, val_steps=None, val_loss=None,
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, loc="best")
     axis.set_title(title or f"{label} on a character corpus")
+    return figure
+
+
+def _model_colour(name: str, index: int) -> str:
+    """One colour per model name (the same in every figure of a chapter)."""
+    known = {"hope": "tab:red", "transformer": "tab:blue"}
+    for key, colour in known.items():
+        if name.lower().startswith(key):
+            return colour
+    return ["tab:green", "tab:purple", "tab:brown", "tab:olive", "tab:cyan"][index % 5]
+
+
+def plot_loss_by_position(curves: dict[str, object], *, references: dict[str, float] | None = None,
+                          training_window: int | None = None, smoothing: int = 16,
+                          title: str | None = None, width: float = 6.4,
+                          height: float = 4.0) -> matplotlib.figure.Figure:
+    """Loss at each position of fresh windows (:func:`nlbook.train.loss_by_position`), one
+    curve per model, against the number of characters of context (log axis).
+
+    Args:
+        curves: model name -> (L,) mean loss at positions 0..L−1 (lengths may differ: a
+            Transformer's curve ends at its context, HOPE's can run far past its window).
+        references: name -> nats/char, dashed lines (the n-gram lines).
+        training_window: draw a vertical line where the training window ends.
+        smoothing: positions averaged in a running window (the raw curve is drawn faintly).
+
+    Returns:
+        A matplotlib Figure with one axes.
+    """
+    if not isinstance(curves, dict) or not curves:
+        raise ValueError("curves must be a non-empty dict of name -> (L,) losses")
+    if isinstance(smoothing, bool) or not isinstance(smoothing, int) or smoothing < 1:
+        raise ValueError(f"smoothing must be a positive int, got {smoothing!r}")
+    figure, axes = new_figure(width=width, height=height)
+    axis = axes[0]
+    for index, (name, curve) in enumerate(curves.items()):
+        values = to_numpy(curve).astype(float).ravel()
+        if values.size == 0:
+            raise ValueError(f"curves[{name!r}] is empty")
+        positions = np.arange(1, values.size + 1)  # characters of context seen
+        colour = _model_colour(name, index)
+        axis.plot(positions, values, color=colour, alpha=0.25, linewidth=0.7)
+        if values.size >= smoothing:
+            kernel = np.ones(smoothing) / smoothing
+            smooth = np.convolve(values, kernel, mode="valid")
+            axis.plot(positions[smoothing - 1:], smooth, color=colour, label=name)
+        else:
+            axis.plot(positions, values, color=colour, label=name)
+    for index, (name, nats) in enumerate((references or {}).items()):
+        axis.axhline(nats, linestyle="--", linewidth=1.0,
+                     color=["0.55", "tab:green", "tab:purple", "tab:brown"][index % 4],
+                     label=f"{name}: {nats:.3f}")
+    if training_window is not None:
+        axis.axvline(training_window, color="0.3", linestyle=":", linewidth=1.0,
+                     label=f"training window ({training_window})")
+    axis.set_xscale("log")
+    axis.set_xlabel("characters of context (position in a fresh window + 1)")
+    axis.set_ylabel("cross-entropy (nats/char)")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=7, loc="upper right")
+    axis.set_title(title or "Loss against context length")
+    return figure
+
+
+def plot_evaluations(scores: dict[str, dict[str, float]], *, title: str | None = None,
+                     width: float = 6.4, height: float = 3.6) -> matplotlib.figure.Figure:
+    """Grouped bars: for each model (colour) its loss under each evaluation (group), e.g.
+    ``{"HOPE": {"fresh windows": 1.82, "one stream": 1.70}, "Transformer": {...}}``.
+    Missing entries are left out."""
+    if not isinstance(scores, dict) or not scores:
+        raise ValueError("scores must be a non-empty dict of model -> {evaluation: nats}")
+    evaluations: list[str] = []
+    for values in scores.values():
+        for key in values:
+            if key not in evaluations:
+                evaluations.append(key)
+    figure, axes = new_figure(width=width, height=height)
+    axis = axes[0]
+    count = len(scores)
+    bar = 0.8 / count
+    finite = []
+    for index, (name, values) in enumerate(scores.items()):
+        xs = [position + (index - (count - 1) / 2) * bar
+              for position, key in enumerate(evaluations) if key in values]
+        ys = [float(values[key]) for key in evaluations if key in values]
+        finite.extend(y for y in ys if math.isfinite(y))
+        bars = axis.bar(xs, ys, width=bar, color=_model_colour(name, index), label=name)
+        axis.bar_label(bars, fmt="%.3f", fontsize=7)
+    axis.set_xticks(range(len(evaluations)), evaluations, fontsize=8)
+    if finite:
+        axis.set_ylim(max(0.0, min(finite) - 0.2), max(finite) + 0.1)
+    axis.set_ylabel("cross-entropy (nats/char)")
+    axis.legend(fontsize=7)
+    axis.grid(alpha=0.3, axis="y")
+    axis.set_title(title or "One model, three ways of scoring it")
     return figure
