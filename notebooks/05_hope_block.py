@@ -195,12 +195,17 @@ viz.plot_hope_timescales(**untrained_trace.layer(0), token=idx.shape[1] - 2, tex
 # %% [markdown]
 # ## 5 · A briefly trained HOPE
 #
-# A few hundred AdamW steps on Tiny Shakespeare (batch 16, context 64; nlbook.train's loop).
-# The slow CMS level and every initial state (Titans memories, fast CMS level) are learned here,
-# by the outer optimizer, across contexts: the lowest-frequency level of the nested system.
+# A few hundred AdamW steps on Tiny Shakespeare (batch 16, windows of 64; nlbook.train's loop),
+# trained **statefully** (`carry_state=True`, chapter 6 explains it): every batch row reads its
+# own stretch of text, window after window, with HOPE's memories carried from one window to the
+# next, so that in training every in-context memory closes many chunks (a fresh 64-character
+# window would let the main memory, whose chunk is 64, close none). The slow CMS level and every
+# initial state (Titans memories, fast CMS level) are learned here, by the outer optimizer,
+# across contexts: the lowest-frequency level of the nested system.
 
 # %%
 config = TrainConfig(model="hope", d_model=64, n_layers=2, n_heads=4, context_length=64,
+                     carry_state=True, stream_length=512,
                      batch_size=16, steps=smoke(300, 12), learning_rate=3e-3,
                      min_learning_rate=3e-4, warmup_steps=smoke(20, 2),
                      eval_interval=smoke(100, 6), eval_batches=smoke(10, 2))
