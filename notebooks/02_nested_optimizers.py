@@ -1,7 +1,13 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -344,9 +350,8 @@ explore_optimizers(("momentum", "adam", "muon"), "quadratic", 0.02, 0.9)
 
 # %%
 explore(explore_optimizers, {
-    "optimizers": ipywidgets.SelectMultiple(options=optim.OPTIMIZER_NAMES,
-                                            value=("momentum", "adam", "muon"),
-                                            description="optimizers"),
+    "optimizers": nlbook.widgets.multi_select(optim.OPTIMIZER_NAMES, ("momentum", "adam", "muon"),
+                                              "optimizers"),
     "problem": dropdown(list(optim.TOY_PROBLEMS), "quadratic", "problem"),
     "lr": ipywidgets.FloatLogSlider(value=0.02, base=10, min=-4, max=1, step=0.1,
                                     description="lr", continuous_update=False),

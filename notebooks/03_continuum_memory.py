@@ -1,7 +1,13 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -242,7 +248,7 @@ viz.plot_update_ticks([record.update_steps(level) for level in range(4)], length
 # A stream whose task switches between two linear maps A and B every 128 tokens, learned in
 # context by an **independent** (head-wise, arXiv eq. 74) CMS of three linear levels,
 # $y = \sum_\ell W^{(\ell)} x$, with chunk sizes 1, 8 and 64. Slide the time: the top row shows
-# every level's weights (or their change from the start) in force at that token, the middle
+# every level's weights in force at that token (or the last update it applied), the middle
 # row which updates have happened, the bottom row the loss on the stream. Watch the fast level
 # flip at every switch while the slow level drifts towards what A and B share.
 
@@ -263,14 +269,15 @@ trajectories = [cms.parameter_trajectory(record, level, "weight",
                 for level in range(3)]
 steps = [record.update_steps(level) for level in range(3)]
 names = ["fast C=1", "middle C=8", "slow C=64"]
-viz.plot_cms_explorer(trajectories, steps, stream.losses[0], time=length // 2, show="change",
+viz.plot_cms_explorer(trajectories, steps, stream.losses[0], time=length // 2, show="weights",
                       level_names=names)
 
 # %%
 widgets.explore(
     viz.plot_cms_explorer,
     {"time": widgets.int_slider(length // 2, 0, length - 1, step=8, description="token"),
-     "show": widgets.dropdown(["change", "weights"], "change", "show")},
+     "show": widgets.dropdown([("weights", "weights"), ("last update", "update")], "weights",
+                              "show")},
     fixed={"trajectories": trajectories, "steps_per_level": steps,
            "losses": stream.losses[0], "level_names": names},
     play="time",
