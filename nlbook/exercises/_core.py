@@ -145,7 +145,8 @@ def expect_number(what: str, got: object) -> float:
     except (TypeError, ValueError):
         raise AssertionError(f"{what} must return a number, got {got!r}") from None
     if not math.isfinite(value):
-        raise AssertionError(f"{what} returned {value}, not a finite number. {_NAN_HINT}")
+        raise AssertionError(f"{what} returned {value}: NaN or infinite, not a finite number. "
+                             f"{_NAN_HINT}")
     return value
 
 

@@ -120,12 +120,18 @@ def check_stream_greedy(stream_greedy: Callable) -> CheckResult:
         calls.append((idx.shape[1], state, result[1]))
         return result
 
+    what = f"stream_greedy(model, prompt (2, 5), {new_tokens})"
+
+    def refuse_generate(*args, **kwargs):
+        raise AssertionError(f"{what} called model.generate, the function this exercise "
+                             "rebuilds: write the loop yourself with model.stream")
+
     model.stream = recording_stream  # type: ignore[method-assign]
+    model.generate = refuse_generate  # type: ignore[method-assign]
     try:
         result = stream_greedy(model, prompt.clone(), new_tokens)
     finally:
-        del model.stream
-    what = f"stream_greedy(model, prompt (2, 5), {new_tokens})"
+        del model.stream, model.generate
     expected = model.generate(prompt, new_tokens, temperature=0.0)
     got = expect_tensor(what, result, tuple(expected.shape))
     if not calls:

@@ -43,6 +43,9 @@ def _compare(name: str, learner: Callable, reference: Callable, hint: str) -> No
                             tuple(want.shape))
         if (got + want).abs().max() < 1e-10:
             raise AssertionError(f"{what}: the sign is flipped. {hint}")
+        if (got - (want + 2 * lr * gradient)).abs().max() < 1e-10:
+            raise AssertionError(f"{what}: the sign of the write is flipped: the gradient "
+                                 "points uphill, the memory must store a step downhill")
         compare(what, got, want, hint, tolerance=1e-10)
 
 
