@@ -83,9 +83,9 @@ def test_speed_bars_use_the_palette_whatever_the_order():
 def test_an_optimizer_keeps_its_colour_in_every_selection():
     path = np.zeros((5, 2))
     losses = np.linspace(1.0, 0.1, 5)
-    grid = np.linspace(-1, 1, 5)
-    landscape = {"x": grid, "y": grid, "loss": 1.0 + np.add.outer(grid**2, grid**2),
-                 "start": [0, 0], "minimum": [0, 0], "name": "toy"}
+    from nlbook import optim
+
+    landscape = optim.toy_landscape("quadratic", 30)
     for selection in (["momentum", "adam", "muon"], ["muon", "m3"], ["delta", "momentum"]):
         runs = {f"{name} (lr 0.01)": (path, losses) for name in selection}
         figure = viz.plot_optimizer_trajectories(runs, landscape)
