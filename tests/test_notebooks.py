@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import jupytext
@@ -252,10 +253,16 @@ def test_running_and_saving_a_notebook_keeps_the_checks_passing(saved_clone):
     check_kernelspec(source)
     check_opens_the_same_way(source)
     check_equations_are_typeset(source)
-    # An author who stages the unstripped notebook is told, before the commit.
+    # An author who stages the unstripped notebook is told, before the commit...
     _git(clone, "add", f"notebooks/{SIMULATED}.ipynb")
     with pytest.raises(AssertionError, match="committed with outputs"):
         check_clean(notebook)
+    # ... and the README's strip command gives back exactly the committed file.
+    subprocess.run([sys.executable, str(ROOT / "tools" / "strip_notebooks.py"), str(notebook)],
+                   check=True, capture_output=True)
+    _git(clone, "add", f"notebooks/{SIMULATED}.ipynb")
+    assert _git(clone, "status", "--porcelain", "--untracked-files=no") == ""
+    check_clean(notebook)
 
 
 def test_run_all_reports_every_exercise_not_done_without_an_echo(saved_clone):
