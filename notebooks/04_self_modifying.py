@@ -321,10 +321,11 @@ prediction = None  # "a", "b", "c" or "d"
 
 layer = selfmod.SelfModifyingLinear(8, 6, rank=1, generator=generator).double()
 _, history = layer(torch.randn(1, 10, 8, dtype=torch.float64, generator=generator),
-                   return_weights=True)
+                   return_weights=True)  # history[0, t]: the weights after token t + 1
+weights = torch.cat([layer.initial_weight.detach()[None], history[0]])  # W_0, W_1, ..., W_10
 print("rank of each token's change:",
-      torch.linalg.matrix_rank(history[0, 1:] - history[0, :-1], atol=1e-9).tolist())
-print("rank of W_10 − W_0:", torch.linalg.matrix_rank(history[0, -1] - history[0, 0]).item())
+      torch.linalg.matrix_rank(weights[1:] - weights[:-1], atol=1e-9).tolist())
+print("rank of W_10 − W_0:", torch.linalg.matrix_rank(weights[-1] - weights[0]).item())
 ex.answer("rank", prediction)
 
 # %% [markdown]

@@ -50,9 +50,9 @@ class CheckResult:
 
 
 def _not_done_message(checker_name: str, exercise: str, module: str) -> str:
-    return (f"{checker_name}: not done yet. Write `{exercise}` in the cell above (replace the "
-            f"`raise NotImplementedError` line) and run the cell again. Stuck? "
-            f"`ex.solution(\"{exercise}\")` prints a solution (ex = {module}).")
+    return _wrap(f"{checker_name}: not done yet. Write the body of `{exercise}` in this cell "
+                 f"(replace the `raise NotImplementedError` line) and run the cell again. "
+                 f"Stuck? `ex.solution(\"{exercise}\")` prints a solution (ex = {module}).")
 
 
 Checker = Callable[[Callable], CheckResult]
@@ -220,9 +220,10 @@ class Chapter:
             return
         letters = ", ".join(repr(letter) for letter in question.choices)
         if prediction is None or _normalise_choice(prediction) in ("", "...", "none"):
-            print(_wrap(f"{name}: not done yet. Write your prediction (one of {letters}) in "
-                        f"`prediction` above and run the cell again; the explanation comes "
-                        f"after you have committed to a guess (or call ex.reveal({name!r}))."))
+            print(_wrap(f"{name}: not done yet. Set `prediction` at the top of this cell to "
+                        f"your guess (one of {letters}) and run the cell again: you get the "
+                        f"explanation once you have committed to a guess (or call "
+                        f"ex.reveal({name!r}))."))
             return
         choice = _normalise_choice(prediction)
         if choice not in question.choices:

@@ -154,11 +154,10 @@ def _log_floor(arrays, floor: float | None) -> float:
     return max(peak, 1e-300) * 10.0 ** -LOG_DECADES
 
 
-def _mark_floor(axis, floor: float, clipped: bool) -> None:
+def _mark_floor(axis, floor: float, clipped: bool) -> str | None:
+    """Stop the axis at ``floor``; the legend title to use when values were clipped."""
     axis.set_ylim(bottom=floor)
-    if clipped:
-        axis.text(0.005, 0.01, f"values below {floor:.0e} are drawn at {floor:.0e}",
-                  transform=axis.transAxes, fontsize=7, color="0.35", va="bottom")
+    return f"values below {floor:.0e} drawn at {floor:.0e}" if clipped else None
 
 
 def plot_stream_losses(curves: Mapping[str, object], *, boundaries: Sequence[int] = (),
@@ -194,10 +193,10 @@ def plot_stream_losses(curves: Mapping[str, object], *, boundaries: Sequence[int
         axis.text(edges[index], 1.01, f" {label}", transform=axis.get_xaxis_transform(),
                   fontsize=9)
     axis.set_yscale("log")
-    _mark_floor(axis, lowest, clipped)
+    note = _mark_floor(axis, lowest, clipped)
     axis.set_xlabel("token position")
     axis.set_ylabel(ylabel)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, title=note, title_fontsize=7)
     return figure
 
 
@@ -230,9 +229,10 @@ def plot_forgetting(results: Mapping[str, Sequence[float]], phase_labels: Sequen
         axis.bar(positions + (index - (len(names) - 1) / 2) * width, values, width,
                  label=name, color=color, bottom=bottom)
     axis.set_xticks(positions, phase_labels)
+    note = None
     if lowest is not None:
         axis.set_yscale("log")
-        _mark_floor(axis, lowest, clipped)
+        note = _mark_floor(axis, lowest, clipped)
     axis.set_ylabel(ylabel)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, title=note, title_fontsize=7)
     return figure
