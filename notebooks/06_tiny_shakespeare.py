@@ -1,3 +1,19 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # Chapter 6 · Training HOPE on Tiny Shakespeare
 #
@@ -378,26 +394,19 @@ viz.plot_loss_by_position({"HOPE": curves["hope"], "Transformer": curves["transf
 seconds = {name: np.concatenate([[0.0], np.array(clocks[name]) - starts[name]])
            for name in results}
 hope, transformer = results["hope"].history, results["transformer"].history
-figure = viz.plot_training_curves(
-    seconds["hope"][hope["train_steps"]], hope["train_loss"], seconds["hope"][hope["val_steps"]],
-    hope["val_loss"], references=references, label="HOPE",
-    title="Equal wall-clock time: validation loss against seconds")
-axis = figure.axes[0]
-axis.plot(seconds["transformer"][transformer["val_steps"]], transformer["val_loss"], "s-",
-          color="black", markersize=3, label="Transformer validation")
-axis.set_xlabel("wall-clock seconds (one CPU thread)")
-axis.legend(fontsize=7)
-figure
+viz.plot_loss_curves(
+    {"HOPE": (seconds["hope"][hope["val_steps"]], hope["val_loss"]),
+     "Transformer": (seconds["transformer"][transformer["val_steps"]],
+                     transformer["val_loss"])},
+    references=references, xlabel="wall-clock seconds (one CPU thread)",
+    title="Equal wall-clock time: validation loss (fresh windows) against seconds")
 
 # %%
-figure = viz.plot_training_curves(
-    transformer["train_steps"], transformer["train_loss"], transformer["val_steps"],
-    transformer["val_loss"], references=references, label="Transformer",
+viz.plot_loss_curves(
+    {"HOPE": (hope["val_steps"], hope["val_loss"]),
+     "Transformer": (transformer["val_steps"], transformer["val_loss"])},
+    references=references, xlabel="optimizer step",
     title="The same runs against optimizer steps")
-figure.axes[0].plot(hope["val_steps"], hope["val_loss"], "s-", color="tab:red", markersize=3,
-                    label="HOPE validation")
-figure.axes[0].legend(fontsize=7)
-figure
 
 # %% [markdown]
 # **What we measured** (`python -m nlbook.bench shakespeare --minutes 5`: the same two
@@ -480,7 +489,37 @@ widgets.explore(
 # %% [markdown]
 # ## 10. Exercises
 #
-# ### Exercise 1: bits per character
+# Two kinds. **Predict, then run:** decide what will happen and write your letter in
+# `prediction` *before* you run the cell; the cell runs the experiment and `ex.answer` says
+# whether you were right and why. **Implement:** write the function in its cell and run it; the
+# checker names what is wrong (it reports "not done yet" while the stub is untouched). Stuck?
+# `ex.solution("name")` prints a solution; try your own first.
+#
+# ### Question 1: how uncertain is 1.52 nats? (predict, then run)
+# The 7-gram line sits at 1.52 nats/char. Among how many equally likely characters would a
+# model have to guess to be that uncertain?
+#
+# (a) about 1.5 · (b) about 2.2 · (c) about 4.6 · (d) 65
+
+# %%
+# This section imports what it needs, so that it also runs on its own.
+import math
+
+import torch
+
+from nlbook.data import load_corpus
+from nlbook.exercises import tiny_shakespeare as ex
+from nlbook.ngram import ngram_baselines
+
+prediction = None  # your prediction: "a", "b", "c" or "d"
+
+for nats in (math.log(65), 1.88, 1.52):
+    print(f"{nats:.2f} nats/char: as uncertain as a uniform guess among {math.exp(nats):5.2f} "
+          "characters")
+ex.answer("perplexity", prediction)
+
+# %% [markdown]
+# ### Exercise 1: bits per character (implement)
 # Write `bits_per_char(nats)`, the same cross-entropy measured with a base-2 logarithm.
 
 # %%
@@ -488,17 +527,10 @@ def bits_per_char(nats: float) -> float:
     raise NotImplementedError("your code here")
 
 
-# %%
-# Solution (try first!)
-def bits_per_char(nats: float) -> float:
-    return nats / math.log(2.0)  # log2 p = ln p / ln 2
-
-
-# %%
 ex.check_bits_per_char(bits_per_char)
 
 # %% [markdown]
-# ### Exercise 2: top-p filtering
+# ### Exercise 2: top-p filtering (implement)
 # Write `top_p_filter(logits, p)`: logits (B, V) → logits (B, V) where every character outside
 # the nucleus is set to $-\infty$. Sort each row's probabilities in decreasing order and keep
 # the shortest prefix whose total **reaches** $p$ (so at least one character stays). The
@@ -510,46 +542,40 @@ def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     raise NotImplementedError("your code here")
 
 
-# %%
-# Solution (try first!)
-def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    probabilities = torch.softmax(sorted_logits, dim=-1)
-    before = probabilities.cumsum(dim=-1) - probabilities  # mass of the more likely ones
-    drop = torch.zeros_like(before, dtype=torch.bool).scatter(-1, order, before >= top_p)
-    return logits.masked_fill(drop, float("-inf"))
-
-
-# %%
 ex.check_top_p_filter(top_p_filter)
 
 # %% [markdown]
-# ### Exercise 3: predict the bigram loss from counts
+# ### Exercise 3: the bigram loss from counts (implement)
 # A model that sees only the previous character can do no better on its training text than
 # the count-based bigram: $-\frac1N\sum_{a,b} c(a,b)\ln\frac{c(a,b)}{c(a)}$, with $c(a,b)$ how
-# often $b$ follows $a$ and $c(a)=\sum_b c(a,b)$. Write `bigram_loss(ids, vocab_size)` and
-# compare its prediction with the smoothed bigram line on validation text (2.49 nats).
+# often $b$ follows $a$ and $c(a)=\sum_b c(a,b)$. Write `bigram_loss(ids, vocab_size)` for
+# ids (N,) int64.
 
 # %%
 def bigram_loss(ids: torch.Tensor, vocab_size: int) -> float:
     raise NotImplementedError("your code here")
 
 
-# %%
-# Solution (try first!)
-def bigram_loss(ids: torch.Tensor, vocab_size: int) -> float:
-    counts = torch.bincount(ids[:-1] * vocab_size + ids[1:], minlength=vocab_size ** 2)
-    counts = counts.reshape(vocab_size, vocab_size).double()
-    probabilities = counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
-    seen = counts > 0
-    return float(-(counts[seen] * probabilities[seen].log()).sum() / counts.sum())
-
-
-# %%
 ex.check_bigram_loss(bigram_loss)
-predicted = bigram_loss(corpus.train_ids, len(vocabulary))
-print(f"bigram on its own training text: {predicted:.3f} nats/char; smoothed bigram on "
-      f"validation: {references['bigram']:.3f} (unseen text costs a little more)")
+
+# %% [markdown]
+# ### Question 2: training text or new text? (predict, then run)
+# Which is lower: the count-based bigram's loss on its own training text, or the smoothed
+# bigram's loss on the validation text (section 2's bigram line)?
+#
+# (a) the count-based bigram on its training text, by a little · (b) the smoothed bigram on
+# validation text · (c) they are equal
+
+# %%
+prediction = None  # "a", "b" or "c"
+
+shakespeare = load_corpus()
+on_training_text = ex.bigram_count_cross_entropy(shakespeare.train_ids, shakespeare.vocab_size)
+on_validation = ngram_baselines(shakespeare.train_ids, shakespeare.val_ids,
+                                shakespeare.vocab_size, orders=())["bigram"]["nats"]
+print(f"count-based bigram on its own training text: {on_training_text:.3f} nats/char")
+print(f"smoothed bigram on validation text:          {on_validation:.3f} nats/char")
+ex.answer("train_vs_val", prediction)
 
 # %% [markdown]
 # ## 11. Summary
