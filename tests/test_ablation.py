@@ -78,3 +78,18 @@ def test_run_ablation_end_to_end_on_a_small_text():
     assert result.row("Transformer").curve.shape == (16,)  # its context
     with pytest.raises(ValueError, match="name"):
         result.row("LSTM")
+
+
+def test_plot_ablation():
+    import matplotlib
+
+    from nlbook.viz import plot_ablation
+
+    figure = plot_ablation(["HOPE", "without DGD", "Transformer"], [1.70, 1.75, 1.72],
+                           [1.82, 1.85, 1.76])
+    assert isinstance(figure, matplotlib.figure.Figure)
+    assert len(figure.axes[0].patches) == 6
+    with pytest.raises(ValueError, match="stream"):
+        plot_ablation(["HOPE"], [1.0, 2.0])
+    with pytest.raises(ValueError, match="fresh"):
+        plot_ablation(["HOPE"], [1.0], [1.0, 2.0])
