@@ -152,3 +152,28 @@ def test_evaluate_command_line(tmp_path, capsys):
     other.write_text("zzz", encoding="utf-8")
     assert main(["--checkpoint", str(checkpoint), "--data", str(other)]) == 2
     assert "not in the" in capsys.readouterr().err
+
+
+def test_plot_loss_by_position_and_evaluations():
+    import matplotlib
+
+    from nlbook.viz import plot_evaluations, plot_loss_by_position
+
+    figure = plot_loss_by_position({"HOPE": torch.linspace(3, 1.5, 200),
+                                    "Transformer": torch.linspace(3, 1.6, 64)},
+                                   references={"7-gram KN": 1.52}, training_window=64)
+    assert isinstance(figure, matplotlib.figure.Figure)
+    lines = figure.axes[0].get_lines()
+    assert figure.axes[0].get_xscale() == "log" and len(lines) >= 5
+    hope_colour = [line.get_color() for line in lines if line.get_label() == "HOPE"]
+    bars = plot_evaluations({"HOPE": {"fresh windows": 1.8, "one stream": 1.7},
+                             "Transformer": {"fresh windows": 1.76}})
+    assert len(bars.axes[0].patches) == 3
+    assert hope_colour and bars.axes[0].patches[0].get_facecolor()[:3] == \
+        matplotlib.colors.to_rgb(hope_colour[0])
+    with pytest.raises(ValueError, match="curves"):
+        plot_loss_by_position({})
+    with pytest.raises(ValueError, match="smoothing"):
+        plot_loss_by_position({"HOPE": [1.0, 2.0]}, smoothing=0)
+    with pytest.raises(ValueError, match="scores"):
+        plot_evaluations({})
