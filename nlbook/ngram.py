@@ -288,10 +288,10 @@ def ngram_baselines(train_ids, val_ids, vocab_size: int, *, orders=(3, 4, 5, 6, 
     n in ``orders`` (interpolated modified Kneser-Ney). ``seconds`` is build plus scoring time.
     Validation is scored on every token, with the end of the training ids as history.
     """
+    uniform_cross_entropy(vocab_size)  # checks vocab_size
     _as_numpy_ids(train_ids, "train_ids", vocab_size)
     if len(_as_numpy_ids(val_ids, "val_ids", vocab_size)) == 0:
         raise ValueError("val_ids must hold at least one token")
-    uniform_cross_entropy(vocab_size)
     check_int_sequence("orders", orders, low=1, allow_empty=True)
     check_bool("verbose", verbose)
     results: dict[str, dict[str, float]] = {}
