@@ -237,7 +237,7 @@ def check_callable(name: str, value: Any, *, allow_none: bool = False) -> Any:
     """Raise unless ``value`` is callable (or ``None`` when allowed)."""
     if value is None and allow_none:
         return None
-    if not callable(value) or isinstance(value, type) and issubclass(value, BaseException):
+    if not callable(value) or (isinstance(value, type) and issubclass(value, BaseException)):
         expected = "a callable or None" if allow_none else "a callable"
         raise ArgumentTypeError(f"{name} must be {expected}, got {describe(value)}")
     return value

@@ -21,6 +21,7 @@ __all__ = [
     "Parser",
     "error_line",
     "finite_float",
+    "non_negative_float",
     "non_negative_int",
     "positive_float",
     "positive_int",
@@ -74,6 +75,14 @@ def non_negative_int(text: str) -> int:
 def finite_float(text: str) -> float:
     """Any finite number."""
     return _real(text)
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (a temperature)."""
+    value = _real(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
 
 
 def positive_float(text: str) -> float:

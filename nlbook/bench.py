@@ -8,12 +8,16 @@ is printed beside every timing. Timings never appear as assertions in tests.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+
+from nlbook._checks import check_callable, check_int, check_scalar_in_range
+from nlbook._cli import Parser, non_negative_int, positive_float, positive_int, run_command
 
 __all__ = ["main", "time_call"]
 
@@ -25,6 +29,10 @@ def time_call(function: Callable[[], object], *, repeats: int = 5, warmup: int =
     Each run loops ``function`` until it has taken at least ``min_seconds`` and reports the
     mean time of one call, so very short calls are not dominated by timer resolution.
     """
+    check_callable("function", function)
+    check_int("repeats", repeats, low=1)
+    check_int("warmup", warmup, low=0)
+    check_scalar_in_range("min_seconds", min_seconds, 0.0, math.inf)
     for _ in range(warmup):
         function()
     samples = []
@@ -50,11 +58,11 @@ def _header(title: str) -> None:
 
 
 def _memory_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--length", type=int, default=256)
-    parser.add_argument("--dim", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batch", type=positive_int, default=16)
+    parser.add_argument("--heads", type=positive_int, default=4)
+    parser.add_argument("--length", type=positive_int, default=256)
+    parser.add_argument("--dim", type=positive_int, default=32)
+    parser.add_argument("--repeats", type=positive_int, default=5)
 
 
 def bench_memory(args: argparse.Namespace) -> None:
@@ -67,10 +75,10 @@ def bench_memory(args: argparse.Namespace) -> None:
 
 
 def _optim_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--width", type=int, default=256)
-    parser.add_argument("--depth", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--width", type=positive_int, default=256)
+    parser.add_argument("--depth", type=positive_int, default=3)
+    parser.add_argument("--batch", type=positive_int, default=64)
+    parser.add_argument("--repeats", type=positive_int, default=5)
 
 
 def bench_optim(args: argparse.Namespace) -> None:
@@ -83,26 +91,26 @@ def bench_optim(args: argparse.Namespace) -> None:
 
 
 def _shakespeare_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--minutes", type=float, default=5.0,
+    parser.add_argument("--minutes", type=positive_float, default=5.0,
                         help="wall-clock training budget of EACH model (default 5)")
-    parser.add_argument("--d-model", type=int, default=128,
+    parser.add_argument("--d-model", type=positive_int, default=128,
                         help="HOPE's width; the Transformer's is matched by parameter count")
-    parser.add_argument("--n-layers", type=int, default=4)
-    parser.add_argument("--n-heads", type=int, default=4)
-    parser.add_argument("--context-length", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=12)
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (both)")
-    parser.add_argument("--eval-batches", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-layers", type=positive_int, default=4)
+    parser.add_argument("--n-heads", type=positive_int, default=4)
+    parser.add_argument("--context-length", type=positive_int, default=64)
+    parser.add_argument("--batch-size", type=positive_int, default=12)
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (both)")
+    parser.add_argument("--eval-batches", type=positive_int, default=20)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--data", help="any UTF-8 text file (default: Tiny Shakespeare)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the n-gram lines")
     parser.add_argument("--progress", action="store_true", help="show tqdm progress bars")
-    parser.add_argument("--stream-length", type=int, default=1024,
+    parser.add_argument("--stream-length", type=positive_int, default=1024,
                         help="HOPE's carried streams: tokens before a stream restarts "
                              "(default 1024)")
     parser.add_argument("--no-carry-state", action="store_true",
                         help="train HOPE on fresh windows instead (the earlier comparison)")
-    parser.add_argument("--position-length", type=int, default=1024,
+    parser.add_argument("--position-length", type=positive_int, default=1024,
                         help="HOPE's loss-by-position curve length (the Transformer's is its "
                              "context)")
 
@@ -198,18 +206,19 @@ STATEFUL_VARIANTS: dict[str, dict[str, object]] = {
 
 
 def _stateful_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps per variant")
+    parser.add_argument("--steps", type=positive_int, default=1000,
+                        help="optimizer steps per variant")
     parser.add_argument("--preset", default="tiny", help="size and schedule (default tiny)")
-    parser.add_argument("--stream-length", type=int, default=1024,
+    parser.add_argument("--stream-length", type=positive_int, default=1024,
                         help="tokens before a carried stream restarts (default 1024)")
     parser.add_argument("--variants", default=",".join(str(i) for i in
                                                        range(len(STATEFUL_VARIANTS))),
                         help="comma-separated indices of the variants to run (default all): "
                              + "; ".join(f"{i} = {name}" for i, name in
                                          enumerate(STATEFUL_VARIANTS)))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--data", help="any UTF-8 text file (default: Tiny Shakespeare)")
-    parser.add_argument("--position-length", type=int, default=1024,
+    parser.add_argument("--position-length", type=positive_int, default=1024,
                         help="length of the loss-by-position windows (default 1024)")
     parser.add_argument("--progress", action="store_true", help="show tqdm progress bars")
 
@@ -260,16 +269,18 @@ def bench_stateful(args: argparse.Namespace) -> None:
 
 def _ablation_arguments(parser: argparse.ArgumentParser) -> None:
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=float, help="wall-clock budget of EACH variant")
-    budget.add_argument("--steps", type=int, help="optimizer steps of each variant instead")
+    budget.add_argument("--minutes", type=positive_float,
+                        help="wall-clock budget of EACH variant")
+    budget.add_argument("--steps", type=positive_int,
+                        help="optimizer steps of each variant instead")
     parser.add_argument("--variants", help="comma-separated indices of the variants (default "
                         "all): " + "; ".join(f"{index} = {name}" for index, name in
                                             enumerate(_ablation_names())))
-    parser.add_argument("--scored-characters", type=int, default=None,
+    parser.add_argument("--scored-characters", type=positive_int, default=None,
                         help="validation characters the fresh and streaming losses use "
                              "(default: the whole split)")
-    parser.add_argument("--position-length", type=int, default=1024)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--position-length", type=positive_int, default=1024)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--progress", action="store_true", help="show tqdm progress bars")
 
 
@@ -303,20 +314,20 @@ def bench_ablation(args: argparse.Namespace) -> None:
 
 
 def _hope_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--d-model", type=int, default=144,
+    parser.add_argument("--d-model", type=positive_int, default=144,
                         help="HOPE's width (about 1M parameters at 4 layers); the Transformer's "
                              "is matched by parameter count")
-    parser.add_argument("--n-layers", type=int, default=4)
-    parser.add_argument("--n-heads", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--length", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=5,
+    parser.add_argument("--n-layers", type=positive_int, default=4)
+    parser.add_argument("--n-heads", type=positive_int, default=4)
+    parser.add_argument("--batch", type=positive_int, default=16)
+    parser.add_argument("--length", type=positive_int, default=128)
+    parser.add_argument("--steps", type=positive_int, default=5,
                         help="timed training steps per model (interleaved; the median counts)")
     parser.add_argument("--context", type=_int_list, default=None,
                         help="comma-separated context lengths, e.g. 64,256,1024: one timing "
                              "per length, with batch = --tokens-per-step / length (default: "
                              "one timing at --length and --batch)")
-    parser.add_argument("--tokens-per-step", type=int, default=2048,
+    parser.add_argument("--tokens-per-step", type=positive_int, default=2048,
                         help="with --context: tokens in every training step (default 2048)")
     parser.add_argument("--second-order", action="store_true",
                         help="also time HOPE with create_graph through the CMS updates")
@@ -378,15 +389,22 @@ BENCHMARKS: dict[str, BenchmarkEntry] = {
 }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m nlbook.bench", description=__doc__)
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status. Every failure is one line
+    ``error: ...`` on stderr and a non-zero status, never a traceback."""
+    parser = Parser(prog="python -m nlbook.bench", description=__doc__)
     sub = parser.add_subparsers(dest="benchmark", required=True)
     for name, (add_arguments, _, help_text) in BENCHMARKS.items():
         add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    BENCHMARKS[args.benchmark][1](args)
+
+    def run() -> int:
+        BENCHMARKS[args.benchmark][1](args)
+        return 0
+
+    return run_command(run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

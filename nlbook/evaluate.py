@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 import torch
 
+from nlbook._checks import ArgumentTypeError, check_device, check_str, describe
+from nlbook._cli import Parser, positive_int, run_command
 from nlbook.data import DataFileError, load_text_file, load_tiny_shakespeare, split_train_val
 
 __all__ = ["evaluate_checkpoint", "main"]
@@ -40,12 +43,21 @@ def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str 
     from hashlib import sha256
 
     from nlbook.train import evaluate_all, evaluate_stream, load_model
+    from nlbook.train.checkpoints import require_keys
 
+    if isinstance(checkpoint, bytes) or not isinstance(checkpoint, (str, os.PathLike)):
+        raise ArgumentTypeError(f"checkpoint must be a file path (str or Path), got "
+                                f"{describe(checkpoint)}")
+    check_str("data", data, allow_none=True)
     if split not in (None, "val", "all"):
         raise ValueError(f"split must be 'val' or 'all', got {split!r}")
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be a positive int, got {window!r}")
+    device = str(check_device("device", device))
     model, vocabulary, state = load_model(checkpoint, device=device)
+    require_keys(state, checkpoint, {"config": dict, "corpus": dict}, "evaluate its model")
+    require_keys(state["corpus"], f"{checkpoint} (corpus)", {"sha256": str, "source": str},
+                 "evaluate its model")
     stored = state["config"].get("data")
     text = _text_of(data if data is not None else stored)
     own = sha256(text.encode("utf-8")).hexdigest() == state["corpus"]["sha256"]
@@ -73,22 +85,24 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 on success)."""
     from nlbook.train import CheckpointError, ModelUnavailableError
 
-    parser = argparse.ArgumentParser(prog="python -m nlbook.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="python -m nlbook.evaluate", description=__doc__,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a checkpoint of nlbook.train")
     parser.add_argument("--data", help="a UTF-8 text to score (default: the model's corpus)")
     parser.add_argument("--split", choices=("val", "all"),
                         help="val: the last 10%%; all: the whole text (default: val for the "
                              "model's own corpus, all for another file)")
-    parser.add_argument("--window", type=int, default=1024,
+    parser.add_argument("--window", type=positive_int, default=1024,
                         help="stream pieces (HOPE) / sliding window, capped at the context "
                              "(Transformer); default 1024")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     args = parser.parse_args(argv)
+    return run_command(lambda: _run(args, CheckpointError, ModelUnavailableError))
+
+
+def _run(args: argparse.Namespace, CheckpointError, ModelUnavailableError) -> int:
     try:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be a positive int, got {args.threads}")
         torch.set_num_threads(args.threads)
         result = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split,
                                      window=args.window, device=args.device)
@@ -106,4 +120,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -26,7 +26,6 @@ from torch import nn
 
 from nlbook._checks import (
     check_bool,
-    check_finite,
     check_instance,
     check_int,
     check_memory,

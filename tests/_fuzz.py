@@ -37,7 +37,7 @@ REFUSE, EITHER, SAME, OVERFLOW = "refuse", "either", "same", "overflow"
 HUGE_INT = 10 ** 12
 
 
-class Hang(BaseException):  # noqa: N818 - BaseException: library code must not swallow it
+class Hang(BaseException):
     """Raised by the alarm when a call runs too long."""
 
 

@@ -19,24 +19,16 @@ from __future__ import annotations
 
 import functools
 import importlib
-import io
 import math
-import os
 import pkgutil
-import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
-
-import nlbook
 from _fuzz import (
     EITHER,
     REFUSE,
-    SAME,
     Bool,
     Choice,
     Device,
@@ -50,12 +42,18 @@ from _fuzz import (
     Int,
     IntList,
     Obj,
-    OutFile,
     Str,
     Tensor,
     run_registry,
     summarise,
 )
+
+import nlbook
+from nlbook import cms, data, hope, memory, ngram, optim, recall, selfmod, transformer
+from nlbook.hope import carry
+from nlbook.selfmod import chunk_kernel
+from nlbook.tasks import continual, formal_languages
+from nlbook.tasks import recall as task_recall
 
 REGISTRY: dict[str, Entry] = {}
 EXCLUDED_PACKAGES = ("nlbook.exercises",)  # redesigned elsewhere; its own tests check it
@@ -102,7 +100,7 @@ def shape_is(path, expected):
         try:
             got = tuple(path(result).shape)
             want = tuple(expected(arguments))
-        except Exception as error:  # noqa: BLE001 - a malformed result is a finding
+        except Exception as error:
             return f"result of unexpected structure ({type(error).__name__}: {error})"
         return None if got == want else f"result shape {got}, expected {want}"
 
@@ -134,7 +132,6 @@ entry(nlbook.is_headless, dict)
 # ============================================================================================
 # nlbook.memory (B, H, T, d) = (2, 1, 5, 3)
 
-from nlbook import memory  # noqa: E402
 
 QKV = dict(q=Tensor(batch="B"), k=Tensor(batch="B"), v=Tensor(batch="B"))
 
@@ -209,7 +206,6 @@ entry(memory.benchmark_memory,
 # ============================================================================================
 # nlbook.transformer: V = 7, (B, T) = (2, 5)
 
-from nlbook import transformer  # noqa: E402
 
 V = 7
 
@@ -283,8 +279,6 @@ entry(transformer.sample_next_token,
 # ============================================================================================
 # nlbook.selfmod: W (2, 3, 4) (a batch of 2 layers d_out = 3, d_in = 4)
 
-from nlbook import selfmod  # noqa: E402
-from nlbook.selfmod import chunk_kernel  # noqa: E402
 
 DGD = {"W": Tensor(batch="B"), "x": Tensor(batch="B"), "grad_y": Tensor(batch="B"),
        "lr": Float(low=0, low_inclusive=False), "retention": Float(0, 1)}
@@ -397,7 +391,6 @@ method("SelfModifyingLinear.forward",
 # ============================================================================================
 # nlbook.cms: (B, T, d) = (2, 5, 4), levels with chunks (2, 3)
 
-from nlbook import cms  # noqa: E402
 
 
 def cms_options():
@@ -491,8 +484,6 @@ for record_class in (cms.CMSOutput, cms.CMSState, cms.LevelRecord):
 # ============================================================================================
 # nlbook.hope: V = 7, d = 8, one layer, two heads, small chunks
 
-from nlbook import hope  # noqa: E402
-from nlbook.hope import carry  # noqa: E402
 
 SMALL_HOPE = dict(chunk_size_memory=4, chunk_size_others=2, cms_chunk_sizes=(8, 3),
                   cms_learning_rates=(0.0, 0.05), cms_hidden_dim=12)
@@ -635,7 +626,6 @@ for record_class in (hope.HopeBlockOutput, hope.HopeBlockState, hope.HopeState,
 # ============================================================================================
 # nlbook.data
 
-from nlbook import data  # noqa: E402
 
 TEXT = "to be or not to be, that is the question.\n" * 8
 
@@ -763,7 +753,6 @@ entry(data.load_corpus_pair, lambda: dict(train_fraction=0.9, data_dir=None),
 # ============================================================================================
 # nlbook.ngram
 
-from nlbook import ngram  # noqa: E402
 
 NGRAM_IDS = Tensor(kind="int", vocab=5, rank=True)
 
@@ -805,7 +794,6 @@ entry(ngram.uniform_cross_entropy, lambda: dict(vocab_size=5), {"vocab_size": In
 # ============================================================================================
 # nlbook.optim
 
-from nlbook import optim  # noqa: E402
 
 
 def parameters(*shape):
@@ -929,7 +917,6 @@ entry(optim.momentum_weighted_sum, lambda: dict(gradients=randn(4, 3), lr=0.1, m
 # ============================================================================================
 # nlbook.recall
 
-from nlbook import recall  # noqa: E402
 
 exempt(recall.RecallStream, RECORD)
 
@@ -975,7 +962,6 @@ entry(recall.compare_rules,
 # ============================================================================================
 # nlbook.tasks
 
-from nlbook.tasks import continual, formal_languages, recall as task_recall  # noqa: E402
 
 LANGUAGE = Choice()
 SMALL_TASK = dict(language="parity", train_lengths=(2, 4), test_lengths=(5, 8))
@@ -1077,7 +1063,8 @@ entry(task_recall.fact_line, lambda: dict(name="Bakel", answer="qorv"),
       {"name": Str(), "answer": Str()})
 entry(task_recall.random_name, lambda: dict(generator=rng()), {"generator": Gen(kind="numpy")})
 entry(task_recall.random_answer, lambda: dict(length=4, generator=rng()),
-      {"length": Int(low=1), "generator": Gen(kind="numpy")}, aliases={"length": ("answer_length",)})
+      {"length": Int(low=1), "generator": Gen(kind="numpy")},
+      aliases={"length": ("answer_length",)})
 entry(task_recall.shakespeare_filler, lambda: dict(length=40, text=filler(), generator=rng()),
       {"length": Int(low=0), "text": Str(), "generator": Gen(kind="numpy")})
 RECALL_OPTIONS = {"lead": Int(low=0), "answer_length": Int(low=1), "facts": Int(low=1),

@@ -11,7 +11,6 @@ from nlbook._checks import (
     check_callable,
     check_finite,
     check_instance,
-    check_ndim,
     entry_point,
 )
 from nlbook.cms.continuum import ContinuumMemory

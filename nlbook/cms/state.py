@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from nlbook._checks import (
     check_bool,
     check_callable,
-    check_finite,
     check_instance,
     check_int,
     check_memory,

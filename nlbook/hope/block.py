@@ -3,14 +3,13 @@ with the choices the paper leaves open stated in :mod:`nlbook.hope`."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import math
 
 from nlbook._checks import (
     check_bool,

@@ -76,8 +76,7 @@ class HopeLM(nn.Module):
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         check_scalar_in_range("dropout", dropout, 0.0, 1.0, high_inclusive=False)
         check_int("seed", seed, low=0)
-        accepted = [name for name in inspect.signature(HopeBlock).parameters
-                    if name not in ("self", "d_model", "heads", "generator")]
+        accepted = self.option_names()
         for name in block_options:
             if name not in accepted:
                 raise ArgumentTypeError(f"HopeLM got an unknown option {name!r}; the HOPE block "
@@ -99,6 +98,12 @@ class HopeLM(nn.Module):
         self.final_norm = nn.LayerNorm(d_model, bias=False)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
         self.lm_head.weight = self.token_embedding.weight  # tied input/output embeddings
+
+    @staticmethod
+    def option_names() -> list[str]:
+        """The keyword options passed on to every :class:`HopeBlock` (``**block_options``)."""
+        return [name for name in inspect.signature(HopeBlock).parameters
+                if name not in ("self", "d_model", "heads", "generator")]
 
     def readout(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm + tied LM head: (B, T, d) → logits (B, T, V)."""

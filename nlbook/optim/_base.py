@@ -4,13 +4,12 @@ base class, preconditioning and the Newton-Schulz orthogonalisation."""
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch.optim import Optimizer
-
-import numbers
 
 from nlbook._checks import (
     ArgumentTypeError,

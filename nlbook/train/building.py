@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nlbook._checks import check_instance, check_int, check_scalar_in_range
 from nlbook.train.config import (
     MODEL_REGISTRY,
     NLBOOK_OPTIMIZERS,
@@ -42,6 +43,7 @@ def build_model(name: str, vocab_size: int, d_model: int, n_layers: int, n_heads
     Raises:
         ValueError: for an unknown name. ModelUnavailableError: if its module is missing.
     """
+    check_model_options(name, options)
     model_class = _model_class(name)
     kwargs = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads)
     if context_length is not None:
@@ -50,6 +52,53 @@ def build_model(name: str, vocab_size: int, d_model: int, n_layers: int, n_heads
         if "context_length" in parameters or takes_any:
             kwargs["context_length"] = context_length
     return model_class(**kwargs, **options)
+
+
+_FIXED_MODEL_ARGUMENTS = ("self", "vocab_size", "d_model", "n_layers", "n_heads",
+                          "context_length")
+
+
+def model_option_names(name: str) -> list[str] | None:
+    """The extra keyword arguments model ``name`` accepts (``model_options``), or None when
+    they cannot be listed (a model taking ``**options`` without ``option_names()``)."""
+    model_class = _model_class(name)
+    parameters = inspect.signature(model_class).parameters
+    names = [key for key, parameter in parameters.items()
+             if key not in _FIXED_MODEL_ARGUMENTS and parameter.kind in (
+                 inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        extra = getattr(model_class, "option_names", None)
+        if extra is None:
+            return None
+        names += [key for key in extra() if key not in names]
+    return names
+
+
+def check_model_options(name: str, options: dict[str, Any]) -> None:
+    """Raise naming the option when ``options`` holds a keyword model ``name`` does not take
+    (before any training: a typo in ``--model-option`` is reported at once)."""
+    accepted = model_option_names(name)
+    if accepted is None:
+        return
+    for key in options:
+        if key not in accepted:
+            raise ValueError(f"model_options has {key!r}, which model {name!r} does not take; "
+                             f"its options are {', '.join(accepted)}")
+
+
+def check_optimizer_name(name: str) -> None:
+    """Raise unless ``name`` is one :func:`build_optimizer` knows (case, '-' and '_' ignored)."""
+    known = {"adamw", "adam", "sgd", *(_normalise(item) for item in NLBOOK_OPTIMIZERS)}
+    if not isinstance(name, str) or _normalise(name) not in known:
+        raise ValueError(f"optimizer must be adamw, adam, sgd or one of nlbook.optim's "
+                         f"{', '.join(NLBOOK_OPTIMIZERS)}, got {name!r}")
+
+
+def _check_peak_rate(learning_rate: Any) -> None:
+    """A learning rate > 0; inf is allowed (a run that diverges: train() stops it)."""
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) \
+            or not learning_rate > 0:
+        raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r}")
 
 
 def _normalise(name: str) -> str:
@@ -63,6 +112,8 @@ class OptimizerPair:
     schedule reaches all of them; the state dict holds both."""
 
     def __init__(self, main: torch.optim.Optimizer, fallback: torch.optim.Optimizer) -> None:
+        for label, value in (("main", main), ("fallback", fallback)):
+            check_instance(label, value, torch.optim.Optimizer, expected="a torch.optim.Optimizer")
         self.main, self.fallback = main, fallback
 
     @property
@@ -108,6 +159,14 @@ def build_optimizer(name: str, model: nn.Module, *, learning_rate: float,
     optimizer gets ``lr`` and, where it takes one, ``weight_decay``; its other arguments keep
     their defaults. Every parameter group records its ``peak_lr`` for the schedule.
     """
+    check_optimizer_name(name)
+    check_instance("model", model, nn.Module, expected="a torch.nn.Module")
+    _check_peak_rate(learning_rate)
+    check_scalar_in_range("weight_decay", weight_decay, 0.0, math.inf)
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    for index, beta in enumerate(betas):
+        check_scalar_in_range(f"betas[{index}]", beta, 0.0, 1.0, high_inclusive=False)
     parameters = [p for p in model.parameters() if p.requires_grad]
     decayed = [p for p in parameters if _is_matrix(p)]
     not_decayed = [p for p in parameters if not _is_matrix(p)]
@@ -167,6 +226,15 @@ def learning_rate_at(step: int, *, learning_rate: float, min_learning_rate: floa
     budget: the fraction of the time left after the warm-up that has passed).
     ``total_steps`` None and no ``progress`` keeps the peak rate after warm-up.
     """
+    check_int("step", step, low=0)
+    _check_peak_rate(learning_rate)
+    check_scalar_in_range("min_learning_rate", min_learning_rate, 0.0, math.inf)
+    if min_learning_rate > learning_rate:
+        raise ValueError(f"min_learning_rate must be at most learning_rate {learning_rate}, got "
+                         f"{min_learning_rate}")
+    check_int("warmup_steps", warmup_steps, low=0)
+    check_int("total_steps", total_steps, low=1, allow_none=True)
+    check_scalar_in_range("progress", progress, -math.inf, math.inf, allow_none=True)
     if step < warmup_steps:
         return learning_rate * (step + 1) / warmup_steps
     if progress is None:

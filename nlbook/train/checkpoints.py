@@ -10,11 +10,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from nlbook._checks import (
+    ArgumentTypeError,
+    check_device,
+    check_instance,
+    check_writable_path,
+    describe,
+)
 from nlbook.data import CharVocabulary
 from nlbook.train.building import build_model
 from nlbook.train.config import (
     CHECKPOINT_FORMAT,
     CheckpointError,
+    ModelUnavailableError,
     TrainConfig,
 )
 
@@ -22,8 +30,8 @@ from nlbook.train.config import (
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` with ``torch.save`` atomically: to ``<path>.tmp``, then ``os.replace``, so
     a crash mid-write never leaves a truncated checkpoint in place of the last good one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_instance("state", state, dict, expected="a dict of tensors and plain containers")
+    path = check_writable_path("path", path)
     temporary = path.with_name(path.name + ".tmp")
     torch.save(state, temporary)
     os.replace(temporary, path)
@@ -36,8 +44,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     Raises:
         CheckpointError: naming the file, if it is missing, damaged, holds arbitrary pickled
             objects (refused: unpickling runs code), or is not an nlbook checkpoint.
+        ValueError: naming ``map_location`` for a device that is not a device name or is not
+            available here (a device problem, not the checkpoint's).
     """
-    path = Path(path)
+    path = _checkpoint_path(path)
+    map_location = check_device("map_location", map_location)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -55,6 +66,68 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     return state
 
 
+def _checkpoint_path(path) -> Path:
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ArgumentTypeError(f"path must be a checkpoint file path (str or Path), got "
+                                f"{describe(path)}")
+    return Path(path)
+
+
+#: What every part of a checkpoint must be, for the readers that need it.
+_MODEL_CONFIG_KEYS = {"name": str, "vocab_size": int, "d_model": int, "n_layers": int,
+                      "n_heads": int, "context_length": int, "options": dict}
+
+
+def require_keys(state: dict[str, Any], path, keys: dict[str, type | tuple[type, ...]],
+                 purpose: str) -> None:
+    """Raise CheckpointError naming the file and the key when ``state`` lacks one of ``keys``
+    or holds a value of another type (a safe but malformed or foreign checkpoint)."""
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(map(repr, missing))} needed "
+                              f"to {purpose} (not a complete nlbook checkpoint)")
+    for key, kind in keys.items():
+        value = state[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(
+                item.__name__ for item in kind)
+            raise CheckpointError(f"checkpoint {path} holds {describe(value)} under {key!r}, "
+                                  f"expected {names} (a malformed checkpoint)")
+
+
+def check_model_state(state: dict[str, Any], path) -> None:
+    """The keys :func:`load_model` reads: ``model_config``, ``model``, ``vocabulary``."""
+    require_keys(state, path, {"model_config": dict, "model": dict, "vocabulary": str},
+                 "rebuild its model")
+    require_keys(state["model_config"], f"{path} (model_config)", _MODEL_CONFIG_KEYS,
+                 "rebuild its model")
+    if not state["vocabulary"]:
+        raise CheckpointError(f"checkpoint {path} holds an empty vocabulary")
+
+
+def build_checkpoint_model(state: dict[str, Any], path) -> nn.Module:
+    """The model a checkpoint describes, with its weights; CheckpointError naming what does
+    not fit (an unknown model, options it does not take, weights of another shape)."""
+    check_model_state(state, path)
+    model_config = state["model_config"]
+    try:
+        model = _build_from_model_config(model_config)
+    except ModelUnavailableError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {path}: its model_config does not build a model: "
+                              f"{error}") from None
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        first = str(error).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise CheckpointError(f"checkpoint {path}: its weights do not fit the "
+                              f"{model_config['name']} model its model_config describes "
+                              f"(another model, or another size): {detail[:400]}") from None
+    return model
+
+
 def _model_config(config: TrainConfig, vocab_size: int) -> dict[str, Any]:
     return {"name": config.model, "vocab_size": vocab_size, "d_model": config.d_model,
             "n_layers": config.n_layers, "n_heads": config.n_heads,
@@ -70,9 +143,23 @@ def _build_from_model_config(model_config: dict[str, Any]) -> nn.Module:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu"
                ) -> tuple[nn.Module, CharVocabulary, dict[str, Any]]:
-    """Rebuild the model of a checkpoint (eval mode) -> (model, vocabulary, checkpoint dict)."""
+    """Rebuild the model of a checkpoint (eval mode) -> (model, vocabulary, checkpoint dict).
+
+    Raises:
+        CheckpointError: naming the file and what is missing or wrong (see
+            :func:`load_checkpoint`; also a model_config that builds no model, or weights of
+            another model). ValueError: naming ``device`` when it is not available here.
+    """
+    device = check_device("device", device)
     state = load_checkpoint(path, map_location=device)
-    model = _build_from_model_config(state["model_config"]).to(device)
-    model.load_state_dict(state["model"])
+    model = build_checkpoint_model(state, path).to(device)
+    try:
+        vocabulary = CharVocabulary(state["vocabulary"])
+    except ValueError as error:
+        raise CheckpointError(f"checkpoint {path} holds a malformed vocabulary: {error}"
+                              ) from None
+    if len(vocabulary) != state["model_config"]["vocab_size"]:
+        raise CheckpointError(f"checkpoint {path}: its vocabulary has {len(vocabulary)} "
+                              f"characters, its model {state['model_config']['vocab_size']}")
     model.eval()
-    return model, CharVocabulary(state["vocabulary"]), state
+    return model, vocabulary, state

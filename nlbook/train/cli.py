@@ -9,8 +9,18 @@ from typing import Any
 
 import torch
 
+from nlbook._checks import check_writable_path
+from nlbook._cli import (
+    Parser,
+    error_line,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_command,
+    unit_interval,
+)
 from nlbook.data import DataFileError, load_corpus
-from nlbook.train.checkpoints import load_checkpoint
+from nlbook.train.checkpoints import load_checkpoint, require_keys
 from nlbook.train.config import (
     LN2,
     MODEL_REGISTRY,
@@ -22,6 +32,7 @@ from nlbook.train.config import (
 )
 from nlbook.train.evaluation import evaluate_all, evaluate_stream
 from nlbook.train.loop import (
+    figure_suffixes,
     save_loss_figure,
     train,
 )
@@ -39,38 +50,40 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m nlbook.train",
         description="Train a character language model (Tiny Shakespeare by default).")
     parser.add_argument("--model", choices=sorted(MODEL_REGISTRY), default="transformer")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
                         help="tested size and schedule (default tiny; base is for a GPU)")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
-    budget.add_argument("--minutes", type=float, help="wall-clock budget instead of --steps")
+    budget.add_argument("--steps", type=positive_int,
+                        help="optimizer steps (default: the preset's)")
+    budget.add_argument("--minutes", type=positive_float,
+                        help="wall-clock budget instead of --steps")
     parser.add_argument("--data", help="any UTF-8 text file (default: Tiny Shakespeare)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps (default cpu)")
     parser.add_argument("--optimizer", default="adamw",
                         help="adamw (default), adam, sgd or an nlbook.optim name (e.g. muon)")
-    parser.add_argument("--lr", type=float, help="peak learning rate")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--context-length", type=int)
-    parser.add_argument("--d-model", type=int)
-    parser.add_argument("--n-layers", type=int)
-    parser.add_argument("--n-heads", type=int)
-    parser.add_argument("--dropout", type=float)
+    parser.add_argument("--lr", type=positive_float, help="peak learning rate")
+    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--context-length", type=positive_int)
+    parser.add_argument("--d-model", type=positive_int)
+    parser.add_argument("--n-layers", type=positive_int)
+    parser.add_argument("--n-heads", type=positive_int)
+    parser.add_argument("--dropout", type=unit_interval)
     parser.add_argument("--model-option", action="append", type=_parse_option, default=[],
                         metavar="KEY=VALUE", help="extra model keyword argument (repeatable)")
     parser.add_argument("--carry-state", action=argparse.BooleanOptionalAction, default=None,
                         help="stateful training (hope): every batch row reads its own "
                              "contiguous stream and the model's state is carried from window "
                              "to window (truncated backprop); default: the preset's")
-    parser.add_argument("--stream-length", type=int,
+    parser.add_argument("--stream-length", type=positive_int,
                         help="with --carry-state: tokens a stream reads before it restarts at "
                              "a new random place with a fresh state (default: the preset's)")
-    parser.add_argument("--eval-interval", type=int)
-    parser.add_argument("--eval-batches", type=int)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-interval", type=positive_int)
+    parser.add_argument("--eval-batches", type=positive_int)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--checkpoint", help="checkpoint file (default "
                         "checkpoints/<model>-<preset>.pt)")
     parser.add_argument("--resume", action="store_true",
@@ -79,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
                         "<preset>.png)")
     parser.add_argument("--no-baselines", action="store_true",
                         help="skip the n-gram reference lines (they take a few seconds)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch CPU threads (default 1: small models gain little from more)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -110,20 +123,36 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 on success)."""
+    """Command-line entry point; returns the exit status (0 on success). Every failure is one
+    line ``error: ...`` on stderr and a non-zero status, never a traceback; the paths that will
+    be written (``--checkpoint``, ``--figure``) are checked before training starts."""
     args = _parser().parse_args(argv)
+    return run_command(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     try:
         if args.resume:
             if args.checkpoint is None:
                 raise ValueError("--resume needs --checkpoint PATH")
-            stored = load_checkpoint(args.checkpoint)["config"]
-            config = TrainConfig.from_dict(dict(stored, device=args.device,
-                                                checkpoint=args.checkpoint))
+            state = load_checkpoint(args.checkpoint)
+            require_keys(state, args.checkpoint, {"config": dict}, "resume its run")
+            try:
+                config = TrainConfig.from_dict(dict(state["config"], device=args.device,
+                                                    checkpoint=args.checkpoint))
+            except (TypeError, ValueError) as error:
+                if "device" in str(error):
+                    raise
+                raise CheckpointError(f"checkpoint {args.checkpoint} holds a configuration "
+                                      f"that is not valid here: {error}") from None
             print(f"resuming {args.checkpoint}: the stored configuration is used; other "
                   f"training options on the command line are ignored")
         else:
             config = _config_from_args(args)
+        check_writable_path("--checkpoint", config.checkpoint)
+        figure = args.figure or f"figures/loss-{config.model}-{config.preset or 'custom'}.png"
+        check_writable_path("--figure", figure, suffixes=figure_suffixes())
         corpus = load_corpus(config.data)
         print(f"data: {corpus.source} | {len(corpus.text):,} characters, vocabulary "
               f"{corpus.vocab_size} | train {len(corpus.train_ids):,} / val "
@@ -131,10 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         result = train(config, corpus=corpus, resume=args.resume,
                        progress=not args.no_progress)
     except TrainingDivergedError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error_line(error)}", file=sys.stderr)
         return 1
-    except (DataFileError, CheckpointError, ModelUnavailableError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (DataFileError, CheckpointError, ModelUnavailableError, ValueError,
+            TypeError) as error:
+        print(f"error: {error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with: python -m nlbook.train --checkpoint "
@@ -163,8 +193,6 @@ def main(argv: list[str] | None = None) -> int:
         references = {name: values["nats"] for name, values in baselines.items()}
         print("references: " + ", ".join(f"{name} {nats:.3f}"
                                          for name, nats in references.items()))
-    figure = args.figure or f"figures/loss-{result.config.model}-" \
-                            f"{result.config.preset or 'custom'}.png"
     print(f"figure: {save_loss_figure(result, figure, references)}")
     print(f"checkpoint: {result.checkpoint}")
     return 0

@@ -10,6 +10,14 @@ from typing import Any
 
 from torch import nn
 
+from nlbook._checks import (
+    check_bool,
+    check_choice,
+    check_device,
+    check_int,
+    check_scalar_in_range,
+    check_str,
+)
 from nlbook.data import CharVocabulary
 
 CHECKPOINT_FORMAT = "nlbook-checkpoint-1"
@@ -145,8 +153,10 @@ class TrainConfig:
     carry_relative: bool = True
 
     def __post_init__(self) -> None:
-        if self.model not in MODEL_REGISTRY:
+        if not isinstance(self.model, str) or self.model not in MODEL_REGISTRY:
             raise ValueError(f"model must be one of {sorted(MODEL_REGISTRY)}, got {self.model!r}")
+        if self.preset is not None:
+            check_choice("preset", self.preset, sorted(PRESETS))
         for name in ("d_model", "n_layers", "n_heads", "context_length", "batch_size",
                      "eval_interval", "eval_batches", "calibration_steps"):
             value = getattr(self, name)
@@ -159,23 +169,44 @@ class TrainConfig:
         if (self.steps is None) == (self.minutes is None):
             raise ValueError(f"give exactly one of steps and minutes, got steps={self.steps!r}, "
                              f"minutes={self.minutes!r}")
-        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
-            raise ValueError(f"steps must be a positive int, got {self.steps!r}")
-        if self.minutes is not None and not self.minutes > 0:
-            raise ValueError(f"minutes must be positive, got {self.minutes!r}")
-        if self.checkpoint_interval is not None and self.checkpoint_interval < 1:
-            raise ValueError(f"checkpoint_interval must be positive or None, "
-                             f"got {self.checkpoint_interval!r}")
-        if not 0 < self.learning_rate or not 0 <= self.min_learning_rate <= self.learning_rate:
+        check_int("steps", self.steps, low=1, allow_none=True)
+        check_scalar_in_range("minutes", self.minutes, 0.0, math.inf, low_inclusive=False,
+                              allow_none=True)
+        check_int("checkpoint_interval", self.checkpoint_interval, low=1, allow_none=True)
+        # learning_rate=inf is accepted on purpose: a rate that large is a run that diverges,
+        # and train() stops it with TrainingDivergedError at its first step (NaN is refused).
+        if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate,
+                                                                  (int, float)) \
+                or not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be a number > 0, got {self.learning_rate!r}")
+        check_scalar_in_range("min_learning_rate", self.min_learning_rate, 0.0, math.inf)
+        if not self.min_learning_rate <= self.learning_rate:
             raise ValueError(f"need 0 < learning_rate and 0 <= min_learning_rate <= "
                              f"learning_rate, got {self.learning_rate!r}, "
                              f"{self.min_learning_rate!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
+        check_scalar_in_range("weight_decay", self.weight_decay, 0.0, math.inf)
+        check_scalar_in_range("beta1", self.beta1, 0.0, 1.0, high_inclusive=False)
+        check_scalar_in_range("beta2", self.beta2, 0.0, 1.0, high_inclusive=False)
+        if self.grad_clip is not None:
+            check_scalar_in_range("grad_clip", self.grad_clip, 0.0, math.inf,
+                                  low_inclusive=False)
+        check_str("optimizer", self.optimizer)
+        check_device("device", self.device)
+        check_str("data", self.data, allow_none=True)
+        check_str("checkpoint", self.checkpoint, allow_none=True)
+        if not isinstance(self.model_options, dict):
+            raise ValueError(f"model_options must be a dict of keyword arguments, got "
+                             f"{type(self.model_options).__name__}")
         _check_plain("model_options", self.model_options)
+        from nlbook.train.building import check_model_options, check_optimizer_name
+
+        check_optimizer_name(self.optimizer)
+        try:
+            check_model_options(self.model, self.model_options)
+        except ModelUnavailableError:
+            pass  # reported when the model is built
         for name in ("carry_state", "carry_relative"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+            check_bool(name, getattr(self, name))
         if self.carry_state and self.model not in STATEFUL_MODELS:
             raise ValueError(f"carry_state=True needs a model that carries its state from one "
                              f"window to the next ({', '.join(STATEFUL_MODELS)}); model "
@@ -192,7 +223,7 @@ class TrainConfig:
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> TrainConfig:
         """The configuration named ``preset`` (see :data:`PRESETS`), with ``overrides``."""
-        if preset not in PRESETS:
+        if not isinstance(preset, str) or preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
         values = dict(PRESETS[preset], preset=preset)
         values.update(overrides)
@@ -208,6 +239,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        if not isinstance(values, dict):
+            raise ValueError(f"values must be a dict (TrainConfig.to_dict), got "
+                             f"{type(values).__name__}")
         known = {item.name for item in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in known})
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from nlbook._checks import check_positive_int
+from nlbook._checks import check_device, check_int, check_positive_int
 from nlbook.data import random_batch
 from nlbook.data import sequential_windows as _sequential_windows
 
@@ -79,6 +79,9 @@ def estimate_loss(model: nn.Module, ids: torch.Tensor, *, batch_size: int, conte
     """
     _check_model(model)
     check_positive_int("batches", batches)
+    check_int("seed", seed, low=0)
+    device = check_device("device", device)
+    _check_ids(ids, 2)
     generator = torch.Generator().manual_seed(seed)
     with _EvalMode(model):
         total = 0.0
@@ -96,6 +99,8 @@ def evaluate_all(model: nn.Module, ids: torch.Tensor, *, context_length: int,
     compares with, except that a window's first characters see little context)."""
     _check_model(model)
     check_positive_int("batch_size", batch_size)
+    device = check_device("device", device)
+    _check_ids(ids, 2)
     inputs, targets = _sequential_windows(ids, context_length)
     with _EvalMode(model):
         total, count = 0.0, 0
@@ -158,6 +163,7 @@ def _stream_token_losses(model: nn.Module, ids: torch.Tensor, *, window: int,
     _check_ids(ids, 2)
     check_positive_int("window", window)
     check_positive_int("batch_size", batch_size)
+    device = check_device("device", device)
     count = len(ids) - 1
     losses = torch.zeros(count, dtype=torch.float64)
     with _EvalMode(model):
@@ -211,6 +217,7 @@ def loss_by_position(model: nn.Module, ids: torch.Tensor, *, length: int, window
     check_positive_int("batch_size", batch_size)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    device = check_device("device", device)
     _check_ids(ids, length + 1)
     context = getattr(model, "context_length", None)
     if not hasattr(model, "stream") and context is not None and length > context:

@@ -11,6 +11,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nlbook._checks import (
+    check_bool,
+    check_callable,
+    check_instance,
+    check_int,
+    check_writable_path,
+    entry_point,
+)
 from nlbook.data import CharCorpus, CharVocabulary, ContiguousStreams, load_corpus, random_batch
 from nlbook.train.building import (
     build_optimizer,
@@ -20,6 +28,7 @@ from nlbook.train.checkpoints import (
     _build_from_model_config,
     _model_config,
     load_checkpoint,
+    require_keys,
     save_checkpoint,
 )
 from nlbook.train.config import (
@@ -38,6 +47,29 @@ def _all_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+#: What a resumed run reads from a checkpoint, by key.
+_RESUME_KEYS = {"config": dict, "model_config": dict, "vocabulary": str, "corpus": dict,
+                "model": dict, "optimizer": dict, "step": int, "total_steps": (int, type(None)),
+                "data_generator": torch.Tensor, "torch_rng": torch.Tensor, "history": dict,
+                "elapsed_seconds": (int, float)}
+
+
+def _check_resumable(state: dict, path, carry_state: bool) -> None:
+    """CheckpointError naming what a resume needs and the checkpoint lacks."""
+    require_keys(state, path, _RESUME_KEYS, "resume its run")
+    require_keys(state["corpus"], f"{path} (corpus)", {"sha256": str, "source": str},
+                 "resume its run")
+    require_keys(state["history"], f"{path} (history)",
+                 {key: list for key in ("train_steps", "train_loss", "val_steps", "val_loss")},
+                 "resume its run")
+    if carry_state:
+        require_keys(state, path, {"streams": dict, "carried_state": (dict, type(None))},
+                     "resume its stateful run")
+        require_keys(state["streams"], f"{path} (streams)",
+                     {"generator": torch.Tensor, "positions": dict}, "resume its stateful run")
+
+
+@entry_point
 def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool = False,
           stop_at_step: int | None = None, progress: bool = True,
           after_step: Callable[[int, nn.Module], None] | None = None,
@@ -58,8 +90,19 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
     Raises:
         TrainingDivergedError: the loss or gradient became non-finite; names the step, and the
             checkpoint on disk is the last good one.
-        CheckpointError, DataFileError: unreadable checkpoint or corpus.
+        CheckpointError, DataFileError: unreadable checkpoint or corpus (CheckpointError names
+            what a checkpoint lacks or holds wrongly).
+        ValueError: naming the argument, before any step: a bad argument, or a checkpoint
+            path that cannot be written.
     """
+    check_instance("config", config, TrainConfig, expected="a TrainConfig")
+    check_instance("corpus", corpus, CharCorpus, allow_none=True,
+                   expected="an nlbook.data.CharCorpus")
+    check_bool("resume", resume)
+    check_int("stop_at_step", stop_at_step, low=0, allow_none=True)
+    check_bool("progress", progress)
+    check_callable("after_step", after_step, allow_none=True)
+    check_callable("log", log, allow_none=True)
     say = log if log is not None else (lambda message: None)
     device = torch.device(config.device)
     state = None
@@ -68,8 +111,16 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
             raise ValueError("resume=True needs config.checkpoint (the file to resume from)")
         # On the CPU: RNG states must be CPU tensors; load_state_dict moves the rest.
         state = load_checkpoint(config.checkpoint, map_location="cpu")
+        require_keys(state, config.checkpoint, {"config": dict}, "resume its run")
         stored = dict(state["config"], device=config.device, checkpoint=config.checkpoint)
-        config = TrainConfig.from_dict(stored)
+        try:
+            config = TrainConfig.from_dict(stored)
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"checkpoint {config.checkpoint} holds a configuration that "
+                                  f"is not valid here: {error}") from None
+        _check_resumable(state, config.checkpoint, config.carry_state)
+    if config.checkpoint is not None:  # found unwritable now, not after the run
+        check_writable_path("config.checkpoint", config.checkpoint)
     if corpus is None:
         corpus = load_corpus(config.data)
     if state is not None:
@@ -105,9 +156,14 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
     warmup_end: float | None = None  # seconds of the budget spent when the warm-up ended
     last_good_step: int | None = None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        data_generator.set_state(state["data_generator"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            data_generator.set_state(state["data_generator"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"checkpoint {config.checkpoint}: its model, optimizer or "
+                                  f"generator state does not fit this run's "
+                                  f"({str(error).strip().splitlines()[0][:300]})") from None
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
@@ -128,9 +184,22 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
     checkpoint_interval = config.checkpoint_interval or config.eval_interval
 
     def evaluate() -> float:
-        return estimate_loss(model, corpus.val_ids, batch_size=config.batch_size,
+        loss = estimate_loss(model, corpus.val_ids, batch_size=config.batch_size,
                              context_length=config.context_length, batches=config.eval_batches,
                              seed=config.seed + 1, device=device)
+        if not math.isfinite(loss) and step > 0:
+            raise TrainingDivergedError(
+                f"training diverged: the validation loss is {loss} after step {step}; the "
+                f"model is not returned. {kept()} Try a smaller learning rate.",
+                step, last_good_step)
+        return loss
+
+    def check_parameters() -> None:
+        """A non-finite model is never evaluated, saved or returned."""
+        if not _all_finite(model):
+            raise TrainingDivergedError(
+                f"training diverged: parameters are not finite after step {step}. {kept()} "
+                f"Try a smaller learning rate.", step, last_good_step)
 
     def kept() -> str:
         if last_good_step is None:
@@ -265,6 +334,8 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
                 total_steps = step
                 bar.total = total_steps
             finished = total_steps is not None and step >= total_steps
+            if step % config.eval_interval == 0 or finished or step == stop_at_step:
+                check_parameters()
             if step % config.eval_interval == 0 or finished:
                 history["val_steps"].append(step)
                 history["val_loss"].append(evaluate())
@@ -287,10 +358,22 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
 
 # ----------------------------------------------------------------------------- figure
 
+def figure_suffixes() -> list[str]:
+    """The image formats matplotlib can write (``png``, ``pdf``, ``svg``, ...)."""
+    from matplotlib.figure import Figure
+
+    return sorted(Figure().canvas.get_supported_filetypes())
+
+
 def save_loss_figure(result: TrainResult, path: str | Path,
                      references: dict[str, float] | None = None) -> Path:
     """Save the loss curves of ``result`` (with n-gram reference lines) as an image file."""
     from nlbook.viz.training import plot_training_curves
+
+    check_instance("result", result, TrainResult, expected="a TrainResult (from train)")
+    path = check_writable_path("path", path, suffixes=figure_suffixes())
+    if references is not None:
+        check_instance("references", references, dict, expected="a dict name -> nats or None")
 
     history = result.history
     label = f"{result.config.model} ({result.config.preset or 'custom'})"
