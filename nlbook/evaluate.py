@@ -49,6 +49,8 @@ def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str 
         raise ArgumentTypeError(f"checkpoint must be a file path (str or Path), got "
                                 f"{describe(checkpoint)}")
     check_str("data", data, allow_none=True)
+    if data is not None and not os.path.isfile(data):
+        raise DataFileError(f"data {data!r} is not a file (missing, or a folder)")
     if split not in (None, "val", "all"):
         raise ValueError(f"split must be 'val' or 'all', got {split!r}")
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:

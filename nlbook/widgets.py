@@ -9,12 +9,22 @@ explorer also calls the plot once directly and draws it: a broken plot then fail
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import matplotlib.figure
 
 from nlbook import is_headless
+from nlbook._checks import (
+    ArgumentTypeError,
+    check_callable,
+    check_instance,
+    check_int,
+    check_scalar_in_range,
+    check_str,
+    describe,
+)
 
 __all__ = ["dropdown", "explore", "float_slider", "int_slider", "multi_select", "render_once"]
 
@@ -30,6 +40,7 @@ def render_once(
 
     Drawing catches errors that only appear at render time (bad colour limits, NaN extents).
     """
+    check_callable("plot", plot)
     figure = plot(**kwargs)
     if not isinstance(figure, matplotlib.figure.Figure):
         raise ValueError(
@@ -44,6 +55,14 @@ def int_slider(value: int, low: int, high: int, step: int = 1, description: str 
     """An integer slider that redraws when released (plots can take a few ms)."""
     import ipywidgets
 
+    check_int("low", low)
+    check_int("high", high)
+    check_int("value", value)
+    if not low <= value <= high:
+        raise ValueError(f"value must lie in [low, high] = [{low}, {high}], got {value}")
+    check_int("step", step, low=1)
+    check_str("description", description, allow_empty=True)
+
     return ipywidgets.IntSlider(value=value, min=low, max=high, step=step,
                                 description=description, continuous_update=False,
                                 style=LABEL_STYLE)
@@ -54,6 +73,15 @@ def float_slider(value: float, low: float, high: float, step: float, description
     """A float slider that redraws when released."""
     import ipywidgets
 
+    check_scalar_in_range("low", low, -math.inf, math.inf)
+    check_scalar_in_range("high", high, -math.inf, math.inf)
+    check_scalar_in_range("value", value, -math.inf, math.inf)
+    if not low <= value <= high:
+        raise ValueError(f"value must lie in [low, high] = [{low}, {high}], got {value}")
+    check_scalar_in_range("step", step, 0.0, math.inf, low_inclusive=False)
+    check_str("description", description, allow_empty=True)
+    check_str("readout_format", readout_format)
+
     return ipywidgets.FloatSlider(value=value, min=low, max=high, step=step,
                                   description=description, continuous_update=False,
                                   readout_format=readout_format, style=LABEL_STYLE)
@@ -62,6 +90,11 @@ def float_slider(value: float, low: float, high: float, step: float, description
 def dropdown(options, value=None, description: str = ""):
     """A drop-down menu; ``options`` is a list of labels or (label, value) pairs."""
     import ipywidgets
+
+    choices = _check_options(options)
+    if value is not None and value not in choices:
+        raise ValueError(f"value must be one of the options {choices}, got {describe(value)}")
+    check_str("description", description, allow_empty=True)
 
     return ipywidgets.Dropdown(options=options, value=value, description=description,
                                style=LABEL_STYLE)
@@ -72,9 +105,27 @@ def multi_select(options, value=(), description: str = ""):
     (ipywidgets shows 5 rows by default and hides the rest, selected ones included)."""
     import ipywidgets
 
+    choices = _check_options(options)
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ArgumentTypeError(f"value must be a tuple of options, got {describe(value)}")
+    for item in value:
+        if item not in choices:
+            raise ValueError(f"value must hold only options {choices}, got {describe(item)}")
+    check_str("description", description, allow_empty=True)
     options = list(options)
     return ipywidgets.SelectMultiple(options=options, value=tuple(value), rows=len(options),
                                      description=description, style=LABEL_STYLE)
+
+
+def _check_options(options) -> list:
+    """The values a choice widget offers: ``options`` is a non-empty list of labels or of
+    (label, value) pairs."""
+    if isinstance(options, (str, bytes, Mapping)) or not isinstance(options, (list, tuple)):
+        raise ArgumentTypeError(f"options must be a list of labels or (label, value) pairs, got "
+                                f"{describe(options)}")
+    if not options:
+        raise ValueError("options must not be empty")
+    return [item[1] if isinstance(item, tuple) and len(item) == 2 else item for item in options]
 
 
 def explore(
@@ -104,6 +155,10 @@ def explore(
     import ipywidgets
     from IPython.display import display
 
+    check_callable("plot", plot)
+    check_instance("controls", controls, Mapping, expected="a dict name -> widget")
+    check_instance("fixed", fixed, Mapping, allow_none=True, expected="a dict of arguments")
+    check_str("play", play, allow_none=True)
     fixed = dict(fixed or {})
     for name, control in controls.items():
         if not hasattr(control, "value"):

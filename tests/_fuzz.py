@@ -37,6 +37,13 @@ REFUSE, EITHER, SAME, OVERFLOW = "refuse", "either", "same", "overflow"
 HUGE_INT = 10 ** 12
 
 
+class Lazy:
+    """A mutation value built only when the mutation runs (files, trained models)."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self.build = build
+
+
 class Hang(BaseException):
     """Raised by the alarm when a call runs too long."""
 
@@ -144,10 +151,12 @@ class Float(Spec):
     low_inclusive: bool = True
     high_inclusive: bool = True
     huge: bool = True            # 1e30 is a fair test (not a time budget or a cost)
+    infinite: bool = False       # +inf is a valid value (documented at the entry)
 
     def mutations(self, value):
         out = [*self.common(value), ("True", True, REFUSE), ("NaN", math.nan, REFUSE),
-               ("inf", math.inf, REFUSE), ("-inf", -math.inf, REFUSE)]
+               ("inf", math.inf, OVERFLOW if self.infinite else REFUSE),
+               ("-inf", -math.inf, REFUSE)]
         if math.isfinite(self.low):
             below = self.low if not self.low_inclusive else self.low - 0.5
             out.append((f"{below}", below, REFUSE))
@@ -180,15 +189,19 @@ class IntList(Spec):
 class FloatList(Spec):
     item: Float = field(default_factory=Float)
     empty: bool = False
+    scalar: bool = False         # a single number is valid too
+    gaps: bool = False           # NaN and inf entries are valid (plotted as gaps)
 
     def mutations(self, value):
-        out = [*self.common(value), ("a float", 0.5, REFUSE)]
+        out = [*self.common(value), ("a float", 0.5, EITHER if self.scalar else REFUSE)]
         if not self.empty:
             out.append(("[]", [], REFUSE))
         if value:
             for label, bad, expect in self.item.mutations(value[0]):
                 if expect == REFUSE and label not in ("a str",):
-                    out.append((f"[{label}, ...]", [bad, *list(value)[1:]], REFUSE))
+                    gap = self.gaps and label in ("NaN", "inf", "-inf")
+                    out.append((f"[{label}, ...]", [bad, *list(value)[1:]],
+                                EITHER if gap else REFUSE))
         return out
 
 
@@ -244,6 +257,9 @@ class Tensor(Spec):
     contiguity: bool = True
     grad: bool = True
     float64: str = EITHER        # what a float64 copy must give
+    integers: bool = False       # an int64 copy of float data is valid (plotted numbers)
+    light: bool = False          # only the mutations that must be refused (saves time when
+    # every valid call draws a figure: the same argument kinds are fuzzed fully elsewhere)
 
     def mutations(self, value):
         out = self.common(value)
@@ -253,10 +269,12 @@ class Tensor(Spec):
         if value.ndim >= 1:
             out.append(("rank-1", value[0], REFUSE if self.rank else EITHER))
         if self.kind == "float":
-            out += [("int64", value.round().long(), REFUSE), ("bool", value > 0, REFUSE)]
+            out += [("int64", value.round().long(), EITHER if self.integers else REFUSE),
+                    ("bool", value > 0, REFUSE)]
             if value.dtype == torch.float32:
                 out.append(("float64", value.double(), self.float64))
             if value.numel():
+                value = value if value.is_floating_point() else value.double()
                 for label, bad in (("NaN", math.nan), ("inf", math.inf)):
                     broken = value.detach().clone()
                     broken.view(-1)[0] = bad
@@ -295,6 +313,8 @@ class Tensor(Spec):
             out.append(("non-contiguous", torch.stack([value, value], -1)[:, 0], SAME))
         if self.grad and value.is_floating_point():
             out.append(("requires_grad", value.detach().clone().requires_grad_(True), SAME))
+        if self.light:
+            out = [mutation for mutation in out if mutation[2] == REFUSE]
         return out
 
 
@@ -478,27 +498,41 @@ def run_one(entry: Entry, name: str, label: str, arguments: dict, argument: str 
             result = _invoke(entry, dict(arguments))
     except Hang as error:
         return Outcome(name, label, "hang", str(error)), None
-    except (ValueError, TypeError) as error:
-        message = str(error)
-        if argument is None:
-            return Outcome(name, label, "unclear", f"the valid call failed: "
-                           f"{type(error).__name__}: {message[:200]}"), None
-        names = (argument, *entry.aliases.get(argument, ()))
-        if isinstance(value, str) and ("/" in value or "." in value):
-            names = (*names, value)  # a path is named by itself
-        if names_argument(message, names):
-            return Outcome(name, label, "refusal"), None
-        return Outcome(name, label, "unclear", f"{type(error).__name__} without "
-                       f"{argument!r}: {message[:200]}"), None
-    except MemoryError as error:
-        return Outcome(name, label, "unclear", f"MemoryError {error}"), None
-    except Exception as error:
-        return Outcome(name, label, "unclear", f"{type(error).__name__}: "
-                       f"{str(error)[:200]}"), None
+    except BaseException as error:
+        if isinstance(expect, type) and isinstance(error, expect):
+            return Outcome(name, label, "refusal"), None  # the error this input must raise
+        if not isinstance(error, Exception):
+            raise
+        return _judge_error(entry, name, label, argument, value, error), None
+    if isinstance(expect, type):
+        return Outcome(name, label, "silent", f"no {expect.__name__} raised"), result
     problem = _judge_result(entry, result, kept, expect, baseline)
     if problem:
         return Outcome(name, label, "silent", problem), result
     return Outcome(name, label, "valid"), result
+
+
+def _judge_error(entry: Entry, name: str, label: str, argument: str | None, value,
+                 error: Exception) -> Outcome:
+    try:
+        raise error
+    except (ValueError, TypeError) as error:
+        message = str(error)
+        if argument is None:
+            return Outcome(name, label, "unclear", f"the valid call failed: "
+                           f"{type(error).__name__}: {message[:200]}")
+        names = (argument, *entry.aliases.get(argument, ()))
+        if isinstance(value, str) and ("/" in value or "." in value):
+            names = (*names, value)  # a path is named by itself
+        if names_argument(message, names):
+            return Outcome(name, label, "refusal")
+        return Outcome(name, label, "unclear", f"{type(error).__name__} without "
+                       f"{argument!r}: {message[:200]}")
+    except MemoryError as error:
+        return Outcome(name, label, "unclear", f"MemoryError {error}")
+    except Exception as error:
+        return Outcome(name, label, "unclear", f"{type(error).__name__}: "
+                       f"{str(error)[:200]}")
 
 
 def fuzz_entry(name: str, entry: Entry) -> list[Outcome]:
@@ -516,6 +550,8 @@ def fuzz_entry(name: str, entry: Entry) -> list[Outcome]:
         mutations += [(label, value, expect) for extra_argument, label, value, expect
                       in entry.extra if extra_argument == argument]
         for label, value, expect in mutations:
+            if isinstance(value, Lazy):
+                value = value.build()
             arguments = entry.make()
             arguments[argument] = value
             torch.manual_seed(0)

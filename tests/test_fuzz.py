@@ -41,7 +41,9 @@ from _fuzz import (
     Gen,
     Int,
     IntList,
+    Lazy,
     Obj,
+    OutFile,
     Str,
     Tensor,
     run_registry,
@@ -1159,6 +1161,477 @@ method("ContinualSetup.validation_sets",
        lambda **a: continual_small().validation_sets(**a),
        lambda: dict(context_length=8, windows=3, seed=0),
        {"context_length": Int(low=1), "windows": Int(low=1), "seed": Int(low=0, role="seed")})
+
+
+# ============================================================================================
+# nlbook.train, nlbook.evaluate, nlbook.sample, nlbook.bench
+
+from nlbook import bench, evaluate, sample  # noqa: E402
+from nlbook import train as training  # noqa: E402
+from nlbook.train import building, checkpoints, loop  # noqa: E402
+
+
+def train_options(**overrides):
+    values = dict(model="transformer", d_model=8, n_layers=1, n_heads=2, context_length=8,
+                  batch_size=2, steps=2, warmup_steps=1, eval_interval=2, eval_batches=1,
+                  learning_rate=3e-3, min_learning_rate=3e-4, data=text_file())
+    values.update(overrides)
+    return values
+
+
+@functools.cache
+def checkpoint_file() -> str:
+    path = fixture_dir() / "model.pt"
+    training.train(training.TrainConfig(**train_options(checkpoint=str(path))), progress=False,
+                   log=None)
+    return str(path)
+
+
+def broken_checkpoint(key: str) -> str:
+    """The checkpoint of checkpoint_file() without ``key``."""
+    state = checkpoints.load_checkpoint(checkpoint_file())
+    state.pop(key)
+    path = fixture_dir() / f"without-{key}.pt"
+    torch.save(state, path)
+    return str(path)
+
+
+def foreign_checkpoint() -> str:
+    """A transformer checkpoint whose model_config says hope (another model's weights)."""
+    state = checkpoints.load_checkpoint(checkpoint_file())
+    state["model_config"] = dict(state["model_config"], name="hope", options={})
+    path = fixture_dir() / "foreign.pt"
+    torch.save(state, path)
+    return str(path)
+
+
+class Payload:
+    """Unpickling this would run code: the checkpoint loader must refuse it unread."""
+
+    ran = False
+
+    def __reduce__(self):
+        return (Payload._run, ())
+
+    @staticmethod
+    def _run():
+        Payload.ran = True
+        return "ran"
+
+
+def pickled_checkpoint() -> str:
+    path = fixture_dir() / "pickled.pt"
+    torch.save({"format": "nlbook-checkpoint-1", "model": {}, "payload": Payload()}, path)
+    return str(path)
+
+
+@functools.cache
+def train_result():
+    return training.train(training.TrainConfig(**train_options()), progress=False, log=None)
+
+
+for error_class in (training.CheckpointError, training.ModelUnavailableError,
+                    training.TrainingDivergedError):
+    exempt(error_class, ERROR)
+exempt(training.TrainResult, RECORD)
+for command in (training.main, evaluate.main, sample.main, bench.main):
+    exempt(command, COMMAND_LINE)
+CONFIG_FIELDS = dict(
+    model="transformer", preset=None, d_model=8, n_layers=1, n_heads=2, context_length=8,
+    model_options={}, batch_size=2, steps=2, minutes=None, calibration_steps=10,
+    optimizer="adamw", learning_rate=3e-3, min_learning_rate=3e-4, warmup_steps=1,
+    weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=2, eval_batches=1,
+    checkpoint_interval=None, seed=0, device="cpu", data=None, checkpoint=None,
+    carry_state=False, stream_length=1024, carry_relative=True)
+# learning_rate=inf is valid on purpose: train() stops that run with TrainingDivergedError.
+LEARNING_RATE = Float(low=0, low_inclusive=False)
+entry(training.TrainConfig, lambda: dict(CONFIG_FIELDS),
+      {"model": Choice(), "preset": Choice(none=True), "d_model": Int(low=1),
+       "n_layers": Int(low=1), "n_heads": Int(low=1), "context_length": Int(low=1),
+       "model_options": Obj(), "batch_size": Int(low=1), "steps": Int(low=1, role="cost"),
+       "minutes": Float(low=0, low_inclusive=False, none=True, huge=False),
+       "calibration_steps": Int(low=1, role="cost"), "optimizer": Choice(),
+       "learning_rate": LEARNING_RATE, "min_learning_rate": Float(0, 3e-3),
+       "warmup_steps": Int(low=0, role="cost"), "weight_decay": Float(low=0),
+       "beta1": Float(0, 1, high_inclusive=False), "beta2": Float(0, 1, high_inclusive=False),
+       "grad_clip": Float(low=0, low_inclusive=False, none=True),
+       "eval_interval": Int(low=1, role="cost"), "eval_batches": Int(low=1, role="cost"),
+       "checkpoint_interval": Int(low=1, none=True, role="cost"),
+       "seed": Int(low=0, role="seed"), "device": Device(), "data": Str(none=True),
+       "checkpoint": Str(none=True), "carry_state": Bool(),
+       "stream_length": Int(low=1, none=True, role="cost"), "carry_relative": Bool()},
+      same=False,
+      extra=[("model_options", "an unknown option", {"bogus": 1}, REFUSE),
+             ("model_options", "a non-plain value", {"dropout": object()}, REFUSE),
+             ("beta2", "1.0", 1.0, REFUSE)], finite=False)
+REGISTRY[key_of(training.TrainConfig)].specs["learning_rate"] = Float(
+    low=0, low_inclusive=False, infinite=True)  # inf: see above
+method("TrainConfig.from_preset", lambda preset, steps: training.TrainConfig.from_preset(
+    preset, steps=steps), lambda: dict(preset="tiny", steps=5),
+       {"preset": Choice(), "steps": Int(low=1, role="cost")}, same=False)
+method("TrainConfig.from_dict", lambda values: training.TrainConfig.from_dict(values),
+       lambda: dict(values=dict(CONFIG_FIELDS)), {"values": Obj()}, same=False,
+       extra=[("values", "a bad field", dict(CONFIG_FIELDS, beta1=1.5), REFUSE)],
+       aliases={"values": ("beta1",)})
+entry(training.train,
+      lambda: dict(config=training.TrainConfig(**train_options()), corpus=None, resume=False,
+                   stop_at_step=None, progress=False, after_step=None, log=None),
+      {"config": Obj(), "corpus": Obj(none=True), "resume": Bool(),
+       "stop_at_step": Int(low=0, none=True, role="cost"), "progress": Bool(),
+       "after_step": Func(none=True), "log": Func(none=True)}, same=False, alarm=10.0,
+      extra=[("config", "learning_rate=inf (diverges)",
+              training.TrainConfig(**train_options(learning_rate=math.inf)),
+              training.TrainingDivergedError),
+             ("config", "a huge learning rate (diverges)",
+              training.TrainConfig(**train_options(learning_rate=1e30)),
+              training.TrainingDivergedError),
+             ("config", "an unwritable checkpoint",
+              training.TrainConfig(**train_options(checkpoint="/proc/nlbook/x.pt")), REFUSE)])
+entry(building.build_model,
+      lambda: dict(name="hope", vocab_size=V, d_model=8, n_layers=1, n_heads=2,
+                   context_length=8, **SMALL_HOPE),
+      {"name": Choice(), "vocab_size": Int(low=1), "d_model": Int(low=1),
+       "n_layers": Int(low=1), "n_heads": Int(low=1), "context_length": Int(low=1, none=True)},
+      same=False)
+entry(building.build_optimizer,
+      lambda: dict(name="muon", model=small_transformer(), learning_rate=1e-3,
+                   weight_decay=0.1, betas=(0.9, 0.99)),
+      {"name": Choice(), "model": Obj(), "learning_rate": Float(low=0, low_inclusive=False),
+       "weight_decay": Float(low=0), "betas": FloatList(item=Float(0, 1,
+                                                                   high_inclusive=False))},
+      same=False)
+REGISTRY[key_of(building.build_optimizer)].specs["learning_rate"] = Float(
+    low=0, low_inclusive=False, infinite=True)  # inf allowed for AdamW (a diverging run)
+entry(building.OptimizerPair,
+      lambda: dict(main=torch.optim.SGD(parameters(), lr=0.1),
+                   fallback=torch.optim.SGD(parameters(), lr=0.1)),
+      {"main": Obj(), "fallback": Obj()}, same=False)
+entry(building.learning_rate_at,
+      lambda: dict(step=5, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=2,
+                   total_steps=10, progress=None),
+      {"step": Int(low=0), "learning_rate": Float(low=0, low_inclusive=False, infinite=True),
+       "min_learning_rate": Float(0, 1e-3), "warmup_steps": Int(low=0),
+       "total_steps": Int(low=1, none=True), "progress": Float(none=True)})
+REGISTRY[key_of(building.learning_rate_at)].finite = False  # a rate of inf stays inf
+entry(checkpoints.load_checkpoint, lambda: dict(path=checkpoint_file(), map_location="cpu"),
+      {"path": File(), "map_location": Device()}, same=False)
+entry(checkpoints.load_model, lambda: dict(path=checkpoint_file(), device="cpu"),
+      {"path": File(), "device": Device()}, same=False,
+      extra=[("path", "a checkpoint lacking model_config", Lazy(lambda: broken_checkpoint(
+                  "model_config")), training.CheckpointError),
+             ("path", "a checkpoint of another model's weights", Lazy(foreign_checkpoint),
+              training.CheckpointError),
+             ("path", "a checkpoint with a pickled object", Lazy(pickled_checkpoint),
+              training.CheckpointError)])
+entry(checkpoints.save_checkpoint,
+      lambda: dict(path=str(fixture_dir() / "saved.pt"), state={"format": "x", "a": 1}),
+      {"path": OutFile(), "state": Obj()}, same=False)
+EVALUATION = dict(model=Obj(), ids=Tensor(kind="int", vocab=len(vocabulary())),
+                  device=Device())
+entry(training.estimate_loss,
+      lambda: dict(model=small_text_model(), ids=text_ids(), batch_size=2, context_length=8,
+                   batches=2, seed=0, device="cpu"),
+      {**EVALUATION, "batch_size": Int(low=1), "context_length": Int(low=1, high=8),
+       "batches": Int(low=1, role="cost"), "seed": Int(low=0, role="seed")})
+entry(training.evaluate_all,
+      lambda: dict(model=small_text_model(), ids=text_ids(), context_length=8, batch_size=4,
+                   device="cpu"),
+      {**EVALUATION, "context_length": Int(low=1, high=8), "batch_size": Int(low=1)})
+entry(training.evaluate_stream,
+      lambda: dict(model=small_text_model(), ids=text_ids(), window=8, device="cpu",
+                   batch_size=4),
+      {**EVALUATION, "window": Int(low=1, high=8), "batch_size": Int(low=1)})
+entry(training.loss_by_position,
+      lambda: dict(model=small_text_model(), ids=text_ids(), length=8, windows=3, seed=0,
+                   device="cpu", batch_size=2),
+      {**EVALUATION, "length": Int(low=1, high=8), "windows": Int(low=1, role="cost"),
+       "seed": Int(low=0, role="seed"), "batch_size": Int(low=1)})
+entry(loop.save_loss_figure,
+      lambda: dict(result=train_result(), path=str(fixture_dir() / "loss.png"),
+                   references={"uniform": 3.0}),
+      {"result": Obj(), "path": OutFile(), "references": Obj(none=True)}, same=False,
+      extra=[("path", "an unknown image type", str(fixture_dir() / "loss.xyz"), REFUSE),
+             ("references", "a NaN reference", {"uniform": math.nan}, REFUSE)])
+entry(evaluate.evaluate_checkpoint,
+      lambda: dict(checkpoint=checkpoint_file(), data=None, split=None, window=8,
+                   device="cpu"),
+      {"checkpoint": File(), "data": File(none=True), "split": Choice(none=True),
+       "window": Int(low=1), "device": Device()}, same=False)
+entry(sample.sample_text,
+      lambda: dict(model=small_text_model(), vocabulary=vocabulary(), prompt="to be",
+                   max_new_tokens=4, temperature=0.8, top_k=5, top_p=0.9,
+                   generator=torch.Generator().manual_seed(0), num_samples=2),
+      {"model": Obj(), "vocabulary": Obj(), "prompt": Str(),
+       "max_new_tokens": Int(low=0, role="cost"), **SAMPLING, "num_samples": Int(low=1)},
+      extra=[("prompt", "a character outside", "zzz", REFUSE),
+             ("temperature", "1e-40", 1e-40, EITHER)])
+entry(bench.time_call, lambda: dict(function=lambda: None, repeats=2, warmup=1, min_seconds=0.0),
+      {"function": Func(), "repeats": Int(low=1, role="cost"), "warmup": Int(low=0, role="cost"),
+       "min_seconds": Float(low=0, huge=False)})
+
+
+@functools.cache
+def small_text_model():
+    torch.manual_seed(0)
+    return transformer.TransformerLM(len(vocabulary()), 8, 1, 2, context_length=8)
+
+
+# ============================================================================================
+# nlbook.claims, nlbook.hope.mixers, the Hebbian chunk
+
+from nlbook import claims  # noqa: E402
+from nlbook.hope import mixers  # noqa: E402
+
+for record_class in (claims.AblationResult, claims.AblationRow):
+    exempt(record_class, RECORD)
+ABLATION_SIZES = dict(d_model=8, n_layers=1, n_heads=2, context_length=8, batch_size=2,
+                      stream_length=16)
+entry(claims.ablation_configs,
+      lambda: dict(**ABLATION_SIZES, minutes=None, steps=2, learning_rate=2e-3, seed=0,
+                   variants=["HOPE", "Transformer"], vocab_size=V),
+      {"d_model": Int(low=1), "n_layers": Int(low=1), "n_heads": Int(low=1),
+       "context_length": Int(low=1), "batch_size": Int(low=1),
+       "minutes": Float(low=0, low_inclusive=False, none=True, huge=False),
+       "steps": Int(low=1, role="cost"), "learning_rate": Float(low=0, low_inclusive=False),
+       "stream_length": Int(low=1, role="cost", none=True), "seed": Int(low=0, role="seed"),
+       "variants": Obj(none=True), "vocab_size": Int(low=1)}, same=False,
+      extra=[("variants", "an unknown variant", ["HOPE", "bogus"], REFUSE)])
+
+
+@functools.cache
+def ablation_corpus():
+    return data.make_corpus(TEXT * 3, source="text")
+
+
+entry(claims.run_ablation,
+      lambda: dict(minutes=None, steps=1, variants=["Transformer"], corpus=ablation_corpus(),
+                   scored_characters=40, position_length=8, position_windows=1, seed=0,
+                   progress=False, log=None, **ABLATION_SIZES),
+      # variants=None and corpus=None are valid but train every variant / on Shakespeare:
+      # their other mutations are fuzzed, and ablation_configs fuzzes variants fully.
+      {"steps": Int(low=1, role="cost"), "variants": Free(), "corpus": Free(),
+       "scored_characters": Int(low=2, none=True, role="cost"),
+       "position_length": Int(low=1, role="cost"), "position_windows": Int(low=1, role="cost"),
+       "seed": Int(low=0, role="seed"), "progress": Bool(), "log": Func(none=True)},
+      same=False, alarm=10.0,
+      extra=[("variants", "an int", 3, REFUSE), ("variants", "a str", "HOPE", REFUSE),
+             ("corpus", "an int", 3, REFUSE), ("corpus", "a str", "bogus", REFUSE)])
+
+MIXER_X = Tensor(batch="B")
+
+
+@functools.cache
+def small_mixer(cls, name, value):
+    return cls(8, 2, **{name: value}, generator=torch.Generator().manual_seed(0))
+
+for mixer_class, extra_name, extra_value in ((mixers.SlidingWindowAttention, "window", 3),
+                                             (mixers.GatedLinearAttention, "chunk_size", 2)):
+    entry(mixer_class,
+          lambda cls=mixer_class, name=extra_name, value=extra_value: dict(
+              d_model=8, heads=2, head_dim=None, **{name: value},
+              generator=torch.Generator().manual_seed(0)),
+          {"d_model": Int(low=1), "heads": Int(low=1), "head_dim": Int(low=1, none=True),
+           extra_name: Int(low=1), "generator": Gen(none=True)}, same=False)
+
+    def mixer_forward(x, state, return_trace, keep_state, cls=mixer_class, name=extra_name,
+                      value=extra_value):
+        layer = small_mixer(cls, name, value)
+        return layer(x, state, return_trace=return_trace, keep_state=keep_state)
+
+    method(f"{mixer_class.__name__}.forward", mixer_forward,
+           lambda cls=mixer_class, name=extra_name, value=extra_value: dict(
+               x=randn(2, 5, 8), state=small_mixer(cls, name, value).initial_state(2),
+               return_trace=False, keep_state=True),
+           {"x": MIXER_X, "state": Obj(none=True), "return_trace": Bool(), "keep_state": Bool()},
+           check=shape_is(lambda r: r[0], lambda a: a["x"].shape),
+           extra=[("state", "a state for batch 1",
+                   small_mixer(mixer_class, extra_name, extra_value).initial_state(1), REFUSE)])
+for record_class in (mixers.AttentionState, mixers.LinearAttentionState):
+    exempt(record_class, RECORD)
+
+
+
+entry(chunk_kernel.gated_hebbian_chunk,
+      lambda: dict(state=randn(2, 3, 4), keys=F.normalize(randn(2, 5, 3, seed=1), dim=-1),
+                   values=randn(2, 5, 4, seed=2), beta=rand(2, 5, seed=3),
+                   log_alpha=-rand(2, 5, seed=4, high=0.2), queries=randn(2, 5, 3, seed=5)),
+      {"state": Tensor(rank=False), "keys": Tensor(rank=False), "values": Tensor(rank=False),
+       "beta": Tensor(gate=(0, math.inf), rank=False),
+       "log_alpha": Tensor(gate=(-math.inf, 0), rank=False),
+       "queries": Tensor(none=True, rank=False)}, check=chunk_shapes)
+
+
+# ============================================================================================
+# nlbook.viz (NaN in plotted data is a gap, not an error: finite=False) and nlbook.widgets
+
+from nlbook import viz, widgets  # noqa: E402
+from nlbook.viz import palette  # noqa: E402
+
+ARRAY = Tensor(finite=False, contiguity=False, grad=False, float64=EITHER, integers=True)
+LIGHT_ARRAY = Tensor(finite=False, integers=True, light=True)
+# Plotted numbers: NaN and inf are gaps, any sign plots; bools and strings are refused.
+PLOT_NUMBERS = FloatList(item=Float(), gaps=True)
+FIGURE = dict(finite=False, same=False)
+TITLE = Str(empty=True)
+SIZE = Float(low=0, low_inclusive=False, huge=False)
+
+
+def curve(length=6, seed=0):
+    return rand(length, seed=seed, low=1.0, high=2.0)
+
+
+entry(viz.new_figure, lambda: dict(ncols=2, nrows=1, width=3.0, height=2.0),
+      {"ncols": Int(low=1), "nrows": Int(low=1), "width": SIZE,
+       "height": SIZE}, **FIGURE)
+entry(viz.to_numpy, lambda: dict(array=randn(3, 2)), {"array": Free()}, finite=False)
+entry(palette.model_color, lambda: dict(label="HOPE"), {"label": Str(empty=True)})
+entry(palette.colors_for, lambda: dict(labels=["HOPE", "Transformer", "x"]),
+      {"labels": Obj()}, extra=[("labels", "an int among them", ["HOPE", 3], REFUSE)])
+entry(viz.plot_memory_explorer,
+      lambda: dict(states=randn(6, 3, 3), errors=rand(6, 2), recall=rand(6), step=2,
+                   title="t", key_ids=torch.tensor([0, 1, 0, 1, 0, 1])),
+      {"states": ARRAY, "errors": ARRAY, "recall": LIGHT_ARRAY,
+       "step": Int(low=0, high=5, role="index"), "title": TITLE,
+       "key_ids": Tensor(kind="int", vocab=2, none=True)}, **FIGURE)
+entry(viz.plot_recall_comparison,
+      lambda: dict(x_values=[1, 2, 3], table={"a": [0.1, 0.5, 0.9]}, xlabel="N", title="",
+                   reference_x=2.0),
+      {"x_values": Obj(), "table": Obj(), "xlabel": TITLE, "title": TITLE,
+       "reference_x": Float(none=True)}, **FIGURE,
+      extra=[("table", "a row of another length", {"a": [0.1]}, REFUSE)])
+entry(viz.plot_speedups,
+      lambda: dict(labels=["a", "b"], loop_seconds=[1.0, 2.0], chunk_seconds=[0.5, 0.5]),
+      {"labels": Obj(), "loop_seconds": FloatList(item=Float(low=0, low_inclusive=False)),
+       "chunk_seconds": FloatList(item=Float(low=0, low_inclusive=False))}, **FIGURE)
+entry(viz.plot_update_ticks,
+      lambda: dict(steps_per_level=[[2, 4, 6], [6]], length=8, sizes=None,
+                   level_names=["fast", "slow"]),
+      {"steps_per_level": Obj(), "length": Int(low=1),
+       "sizes": Obj(none=True), "level_names": Obj(none=True)}, **FIGURE,
+      extra=[("level_names", "one name for two levels", ["fast"], REFUSE)])
+entry(viz.plot_cms_explorer,
+      lambda: dict(trajectories=[randn(4, 2, 2), randn(2, 2, 2)],
+                   steps_per_level=[[2, 4, 6], [6]], losses=rand(8), time=3, show="change",
+                   level_names=None),
+      {"trajectories": Obj(), "steps_per_level": Obj(), "losses": ARRAY,
+       "time": Int(low=0, high=7, role="index"), "show": Choice(),
+       "level_names": Obj(none=True)}, **FIGURE)
+entry(viz.plot_stream_losses,
+      lambda: dict(curves={"HOPE": curve(), "Transformer": curve(seed=1)}, boundaries=[3],
+                   labels=["A", "B"], smooth=2, ylabel="loss", floor=None),
+      {"curves": Obj(), "boundaries": IntList(item=Int(low=0), empty=True),
+       "labels": Obj(), "smooth": Int(low=1), "ylabel": TITLE,
+       "floor": Float(low=0, low_inclusive=False, none=True)}, **FIGURE)
+entry(viz.plot_forgetting,
+      lambda: dict(results={"SGD": [1.0, 2.0], "M3": [1.0, 1.5]}, phase_labels=["A", "B"],
+                   ylabel="MSE", log=True, floor=None),
+      {"results": Obj(), "phase_labels": Obj(), "ylabel": TITLE, "log": Bool(),
+       "floor": Float(low=0, low_inclusive=False, none=True)}, **FIGURE)
+
+
+def timescales():
+    return dict(lr=rand(5, 2), retention=rand(5, 2), key_change=rand(5, 2),
+                value_change=rand(5, 2), memory_drift=rand(5, 2), generator_drift=rand(5, 2),
+                cms_drift=rand(5, 2), cms_updates=[[], [3]], token_loss=rand(5))
+
+
+entry(viz.plot_hope_timescales, lambda: dict(**timescales(), token=2, text="abcde", title=""),
+      {"lr": ARRAY, "memory_drift": ARRAY,
+       **{name: LIGHT_ARRAY for name in ("retention", "key_change", "value_change",
+                                         "generator_drift", "cms_drift", "token_loss")},
+       "cms_updates": Obj(), "token": Int(low=0, high=4, role="index"), "text": TITLE,
+       "title": TITLE}, **FIGURE)
+entry(viz.plot_hope_passage,
+      lambda: dict(traces={"tiny": [timescales()]}, text="abcde", token=2, layer=0, model=None),
+      {"traces": Obj(), "text": TITLE, "token": Int(low=0, high=4, role="index"),
+       "layer": Int(low=0, high=0, role="index"), "model": Choice(none=True)}, **FIGURE)
+entry(viz.plot_speed_and_size,
+      lambda: dict(names=["HOPE", "Transformer"], tokens_per_second=[100.0, 300.0],
+                   parameters=[1e6, 1e6], title="t"),
+      {"names": Obj(), "tokens_per_second": PLOT_NUMBERS, "parameters": PLOT_NUMBERS,
+       "title": TITLE}, **FIGURE)
+
+
+def toy_runs():
+    path, losses = optim.run_toy_problem("momentum", steps=4)
+    return {"momentum": (path, losses)}
+
+
+entry(viz.plot_optimizer_trajectories,
+      lambda: dict(runs=toy_runs(), landscape=optim.toy_landscape("quadratic", 8), title=None),
+      {"runs": Obj(), "landscape": Obj(), "title": Str(none=True, empty=True)}, **FIGURE,
+      extra=[("landscape", "a landscape without 'loss'", {"x": [0.0], "y": [0.0]}, REFUSE)])
+entry(viz.plot_momentum_memory_length, lambda: dict(momenta=[0.5, 0.9], max_count=20),
+      {"momenta": FloatList(item=Float(0, 1, high_inclusive=False), scalar=True),
+       "max_count": Int(low=1, high=10 ** 6)}, **FIGURE)
+entry(viz.plot_continual_stream,
+      lambda: dict(results=optim.continual_stream({"sgd": sgd}, tasks=2, switch_every=2,
+                                                  steps=4, input_dim=3, hidden=4, output_dim=2,
+                                                  batch=2), smooth=2),
+      {"results": Obj(), "smooth": Int(low=1)}, **FIGURE)
+entry(viz.plot_gd_vs_dgd_stream,
+      lambda: dict(results={"gd": {0.5: rand(6)}, "dgd": {0.5: rand(6, seed=1)}}, title="t"),
+      {"results": Obj(), "title": TITLE}, **FIGURE,
+      extra=[("results", "no 'dgd'", {"gd": {0.5: rand(6)}}, REFUSE)])
+entry(viz.plot_selfmod_trace,
+      lambda: dict(lr=rand(6), retention=rand(6), changes={"main": rand(6)}, step=2, head=0),
+      {"lr": ARRAY, "retention": ARRAY, "changes": Obj(),
+       "step": Int(low=0, high=5, role="index"), "head": Int(low=0)}, **FIGURE)
+entry(viz.plot_training_curves,
+      lambda: dict(train_steps=torch.arange(1, 7), train_loss=curve(), val_steps=[2, 4, 6],
+                   val_loss=[1.8, 1.6, 1.5], references={"uniform": 4.1}, label="HOPE",
+                   smoothing=0.9, title=None, width=4.0, height=3.0),
+      {"train_steps": ARRAY, "train_loss": ARRAY,
+       "val_steps": Obj(none=True), "val_loss": Obj(none=True), "references": Obj(none=True),
+       "label": TITLE, "smoothing": Float(0, 1, high_inclusive=False),
+       "title": Str(none=True, empty=True), "width": SIZE, "height": SIZE}, **FIGURE)
+entry(viz.plot_loss_curves,
+      lambda: dict(curves={"HOPE": ([1, 2, 3], [2.0, 1.8, 1.7])}, references=None,
+                   xlabel="step", title="t", width=4.0, height=3.0),
+      {"curves": Obj(), "references": Obj(none=True), "xlabel": TITLE, "title": TITLE,
+       "width": SIZE, "height": SIZE}, **FIGURE,
+      extra=[("curves", "x and loss of different lengths", {"HOPE": ([1, 2], [2.0])}, REFUSE)])
+entry(viz.plot_loss_by_position,
+      lambda: dict(curves={"HOPE": curve(20)}, references={"uniform": 4.1}, training_window=8,
+                   smoothing=4, title=None, width=4.0, height=3.0),
+      {"curves": Obj(), "references": Obj(none=True),
+       "training_window": Int(low=1, none=True), "smoothing": Int(low=1),
+       "title": Str(none=True, empty=True), "width": SIZE, "height": SIZE}, **FIGURE)
+entry(viz.plot_evaluations,
+      lambda: dict(scores={"HOPE": {"fresh": 1.8, "stream": 1.7}}, title=None, width=4.0,
+                   height=3.0),
+      {"scores": Obj(), "title": Str(none=True, empty=True), "width": SIZE, "height": SIZE},
+      **FIGURE, extra=[("scores", "a NaN score", {"HOPE": {"fresh": math.nan}}, EITHER)])
+entry(viz.plot_ablation,
+      lambda: dict(names=["HOPE", "without CMS"], stream=[1.7, 1.8], fresh=[1.9, 2.0],
+                   baseline="HOPE", title=None, width=4.0, height=None),
+      {"names": Obj(), "stream": PLOT_NUMBERS, "fresh": Obj(none=True),
+       "baseline": Str(empty=True), "title": Str(none=True, empty=True), "width": SIZE,
+       "height": Float(low=0, low_inclusive=False, none=True, huge=False)}, **FIGURE)
+entry(widgets.render_once, lambda: dict(plot=viz.plot_momentum_memory_length),
+      {"plot": Func()}, **FIGURE)
+entry(widgets.int_slider, lambda: dict(value=3, low=0, high=10, step=1, description="n"),
+      {"value": Int(low=0, high=10, role="index"), "low": Int(high=3, role="index"),
+       "high": Int(low=3, role="index"), "step": Int(low=1, role="index"),
+       "description": TITLE}, **FIGURE)
+entry(widgets.float_slider,
+      lambda: dict(value=0.5, low=0.0, high=1.0, step=0.1, description="x", readout_format=".2f"),
+      {"value": Float(0, 1), "low": Float(high=0.5), "high": Float(low=0.5),
+       "step": Float(low=0, low_inclusive=False), "description": TITLE,
+       "readout_format": Str()}, **FIGURE)
+entry(widgets.dropdown, lambda: dict(options=["a", "b"], value="a", description="d"),
+      {"options": Obj(), "value": Free(), "description": TITLE}, **FIGURE,
+      extra=[("value", "a value not among the options", "c", REFUSE)])
+entry(widgets.multi_select, lambda: dict(options=["a", "b"], value=("a",), description="d"),
+      {"options": Obj(), "value": Free(), "description": TITLE}, **FIGURE,
+      extra=[("value", "a value not among the options", ("c",), REFUSE)])
+entry(widgets.explore,
+      lambda: dict(plot=viz.plot_momentum_memory_length,
+                   controls={"max_count": widgets.int_slider(20, 1, 40)}, fixed={"momenta": 0.9},
+                   play=None),
+      {"plot": Func(), "controls": Obj(), "fixed": Obj(none=True), "play": Str(none=True)},
+      **FIGURE, extra=[("play", "a name that is no control", "bogus", REFUSE),
+                       ("controls", "a control without a value", {"max_count": 3}, REFUSE)])
 
 
 # ============================================================================================

@@ -103,9 +103,17 @@ def ablation_configs(*, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
     from nlbook.hope import matched_models
     from nlbook.train import TrainConfig
 
+    from nlbook._checks import check_scalar_in_range
+
     if (minutes is None) == (steps is None):
         raise ValueError(f"give exactly one of minutes and steps, got minutes={minutes!r}, "
                          f"steps={steps!r}")
+    check_scalar_in_range("learning_rate", learning_rate, 0.0, float("inf"),
+                          low_inclusive=False)
+    if variants is not None and (isinstance(variants, (str, bytes))
+                                 or not isinstance(variants, (list, tuple))):
+        raise ValueError(f"variants must be a list of names of ABLATION_VARIANTS or None, got "
+                         f"{variants!r}")
     names = list(ABLATION_VARIANTS) if variants is None else list(variants)
     for name in names:
         if name not in ABLATION_VARIANTS:
@@ -145,9 +153,19 @@ def run_ablation(*, minutes: float | None = None, steps: int | None = None,
     from nlbook.train import evaluate_all, evaluate_stream, loss_by_position, train
     from nlbook.transformer import parameter_count
 
+    from nlbook._checks import check_bool, check_callable, check_instance
+    from nlbook.data import CharCorpus
+
     check_positive_int("position_length", position_length)
     check_positive_int("position_windows", position_windows)
     check_positive_int("scored_characters", scored_characters, allow_none=True)
+    if scored_characters is not None and scored_characters < 2:
+        raise ValueError(f"scored_characters must be at least 2 (one prediction), got "
+                         f"{scored_characters}")
+    check_instance("corpus", corpus, CharCorpus, allow_none=True,
+                   expected="an nlbook.data.CharCorpus")
+    check_bool("progress", progress)
+    check_callable("log", log, allow_none=True)
     corpus = load_corpus() if corpus is None else corpus
     configs = ablation_configs(minutes=minutes, steps=steps, variants=variants, seed=seed,
                                vocab_size=corpus.vocab_size, **sizes)

@@ -25,7 +25,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlbook._checks import check_dtype_float, check_positive_int, check_shape
+from nlbook._checks import (
+    check_bool,
+    check_dtype_float,
+    check_finite,
+    check_instance,
+    check_memory,
+    check_positive_int,
+    check_shape,
+    check_torch_generator,
+    entry_point,
+)
 from nlbook.memory import linear_attention
 
 __all__ = ["AttentionState", "GatedLinearAttention", "LinearAttentionState",
@@ -77,6 +87,10 @@ class _HeadProjections(nn.Module):
                                  f"given, got heads = {heads}")
             head_dim = d_model // heads
         check_positive_int("head_dim", head_dim)
+        check_torch_generator("generator", generator, allow_none=True)
+        check_memory("d_model, heads and head_dim",
+                     d_model * (3 * heads * head_dim + extra) + heads * head_dim * d_model,
+                     what="the parameters")
         self.d_model, self.heads, self.head_dim, self.extra = d_model, heads, head_dim, extra
         width = heads * head_dim
         self.input_projection = nn.Parameter(
@@ -101,11 +115,27 @@ class _HeadProjections(nn.Module):
         batch, _, length, _ = reads.shape
         return reads.transpose(1, 2).reshape(batch, length, -1) @ self.output_projection
 
-    def check_input(self, x: torch.Tensor) -> None:
+    def check_input(self, x: torch.Tensor, state, state_class, return_trace: bool,
+                    keep_state: bool) -> None:
         check_shape("x", x, (None, None, self.d_model), "(B, T, d_model)")
         check_dtype_float("x", x)
-        if x.shape[1] == 0:
-            raise ValueError("x must hold at least one token, got T = 0")
+        if x.dtype != self.input_projection.dtype or x.device != self.input_projection.device:
+            raise ValueError(f"x must have the mixer's dtype {self.input_projection.dtype} and "
+                             f"device {self.input_projection.device} (convert the module with "
+                             f".to()), got {x.dtype} on {x.device}")
+        if x.shape[1] == 0 or x.shape[0] == 0:
+            raise ValueError(f"x must hold at least one sequence and one token, got shape "
+                             f"{tuple(x.shape)}")
+        check_finite("x", x)
+        check_bool("return_trace", return_trace)
+        check_bool("keep_state", keep_state)
+        check_instance("state", state, state_class, allow_none=True,
+                       expected=f"a {state_class.__name__} (from this mixer)")
+        if state is not None:
+            batch = getattr(state, fields(state)[0].name).shape[0]
+            if batch != x.shape[0]:
+                raise ValueError(f"state must be for batch {x.shape[0]} (of x), got a state for "
+                                 f"batch {batch}")
 
 
 class SlidingWindowAttention(_HeadProjections):
@@ -127,15 +157,13 @@ class SlidingWindowAttention(_HeadProjections):
         cache = reference.new_zeros(batch, self.heads, self.window - 1, self.head_dim)
         return AttentionState(cache, cache.clone(), reference.new_zeros(batch, self.window - 1))
 
+    @entry_point
     def forward(self, x: torch.Tensor, state: AttentionState | None = None, *,
                 return_trace: bool = False, keep_state: bool = True):
-        self.check_input(x)
+        self.check_input(x, state, AttentionState, return_trace, keep_state)
         batch, length, _ = x.shape
         if state is None:
             state = self.initial_state(batch)
-        elif state.keys.shape[0] != batch:
-            raise ValueError(f"state must be for batch {batch}, got a state for batch "
-                             f"{state.keys.shape[0]}")
         q, k, v, _ = self.project(x)
         keys = torch.cat([state.keys, k], dim=2)                          # (B, H, W−1+T, d)
         values = torch.cat([state.values, v], dim=2)
@@ -183,15 +211,13 @@ class GatedLinearAttention(_HeadProjections):
         return LinearAttentionState(self.input_projection.new_zeros(
             batch, self.heads, self.head_dim, self.head_dim))
 
+    @entry_point
     def forward(self, x: torch.Tensor, state: LinearAttentionState | None = None, *,
                 return_trace: bool = False, keep_state: bool = True):
-        self.check_input(x)
+        self.check_input(x, state, LinearAttentionState, return_trace, keep_state)
         batch, length, _ = x.shape
         if state is None:
             state = self.initial_state(batch)
-        elif state.memory.shape[0] != batch:
-            raise ValueError(f"state must be for batch {batch}, got a state for batch "
-                             f"{state.memory.shape[0]}")
         q, k, v, gate = self.project(x)
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         decay = torch.sigmoid(gate + self.retention_bias).transpose(1, 2)  # (B, H, T)

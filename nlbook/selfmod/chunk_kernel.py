@@ -273,6 +273,7 @@ def _anchored_chunk(state, anchor, keys, values, beta, log_alpha, queries=None, 
     return final + anchor, reads
 
 
+@entry_point
 def gated_hebbian_chunk(state: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                         beta: torch.Tensor, log_alpha: torch.Tensor,
                         queries: torch.Tensor | None = None):
@@ -285,6 +286,7 @@ def gated_hebbian_chunk(state: torch.Tensor, keys: torch.Tensor, values: torch.T
     β_i (q_t·k_i) u_i (gated linear attention). Plain differentiable operations: autograd
     gives the backward.
     """
+    _check_chunk(state, keys, values, beta, log_alpha, queries)
     log_gamma = torch.cumsum(log_alpha, dim=-1)                               # (..., C)
     weighted = values * beta[..., None]                                        # β_i u_i
     to_end = torch.exp(log_gamma[..., -1:] - log_gamma)                       # γ_C / γ_i

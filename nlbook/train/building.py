@@ -20,8 +20,8 @@ from nlbook.train.config import (
 
 
 def _model_class(name: str) -> type[nn.Module]:
-    if name not in MODEL_REGISTRY:
-        raise ValueError(f"model must be one of {sorted(MODEL_REGISTRY)}, got {name!r}")
+    if not isinstance(name, str) or name not in MODEL_REGISTRY:
+        raise ValueError(f"model must be one of {sorted(MODEL_REGISTRY)}, got name={name!r}")
     module_name, class_name = MODEL_REGISTRY[name].split(":")
     try:
         module = importlib.import_module(module_name)
@@ -86,12 +86,13 @@ def check_model_options(name: str, options: dict[str, Any]) -> None:
                              f"its options are {', '.join(accepted)}")
 
 
-def check_optimizer_name(name: str) -> None:
-    """Raise unless ``name`` is one :func:`build_optimizer` knows (case, '-' and '_' ignored)."""
+def check_optimizer_name(name: str, label: str = "optimizer") -> None:
+    """Raise unless ``name`` is one :func:`build_optimizer` knows (case, '-' and '_' ignored);
+    the message names the argument ``label``."""
     known = {"adamw", "adam", "sgd", *(_normalise(item) for item in NLBOOK_OPTIMIZERS)}
     if not isinstance(name, str) or _normalise(name) not in known:
         raise ValueError(f"optimizer must be adamw, adam, sgd or one of nlbook.optim's "
-                         f"{', '.join(NLBOOK_OPTIMIZERS)}, got {name!r}")
+                         f"{', '.join(NLBOOK_OPTIMIZERS)}, got {label}={name!r}")
 
 
 def _check_peak_rate(learning_rate: Any) -> None:
@@ -159,7 +160,7 @@ def build_optimizer(name: str, model: nn.Module, *, learning_rate: float,
     optimizer gets ``lr`` and, where it takes one, ``weight_decay``; its other arguments keep
     their defaults. Every parameter group records its ``peak_lr`` for the schedule.
     """
-    check_optimizer_name(name)
+    check_optimizer_name(name, "name")
     check_instance("model", model, nn.Module, expected="a torch.nn.Module")
     _check_peak_rate(learning_rate)
     check_scalar_in_range("weight_decay", weight_decay, 0.0, math.inf)
@@ -198,7 +199,7 @@ def build_optimizer(name: str, model: nn.Module, *, learning_rate: float,
                           if isinstance(module, nn.Embedding)}
             hidden = [p for p in decayed if p.ndim == 2 and id(p) not in embeddings]
             others = [p for p in parameters if all(p is not q for q in hidden)]
-            main = optimizer_class(hidden, lr=learning_rate, **kwargs)
+            main = _chapter_2_optimizer(optimizer_class, hidden, learning_rate, kwargs)
             fallback_groups = [
                 {"params": [p for p in others if _is_matrix(p)], "weight_decay": weight_decay},
                 {"params": [p for p in others if not _is_matrix(p)], "weight_decay": 0.0}]
@@ -206,13 +207,21 @@ def build_optimizer(name: str, model: nn.Module, *, learning_rate: float,
                                          lr=learning_rate, betas=betas)
             optimizer = OptimizerPair(main, fallback)
         else:
-            optimizer = optimizer_class(parameters, lr=learning_rate, **kwargs)
+            optimizer = _chapter_2_optimizer(optimizer_class, parameters, learning_rate, kwargs)
     else:
         raise ValueError(f"optimizer must be adamw, adam, sgd or one of nlbook.optim's "
                          f"{', '.join(NLBOOK_OPTIMIZERS)}, got {name!r}")
     for group in optimizer.param_groups:
         group["peak_lr"] = group["lr"]
     return optimizer
+
+
+def _chapter_2_optimizer(optimizer_class, parameters, learning_rate, kwargs):
+    try:
+        return optimizer_class(parameters, lr=learning_rate, **kwargs)
+    except ValueError as error:  # its own checks name lr: say which argument that is here
+        raise ValueError(f"optimizer {optimizer_class.__name__} refuses learning_rate="
+                         f"{learning_rate!r}: {error}") from None
 
 
 def learning_rate_at(step: int, *, learning_rate: float, min_learning_rate: float,

@@ -52,13 +52,27 @@ def _check_model(model: nn.Module) -> None:
                          f"{type(model).__name__}")
 
 
-def _check_ids(ids: torch.Tensor, minimum: int, name: str = "ids") -> None:
+def _check_ids(ids: torch.Tensor, minimum: int, name: str = "ids",
+               minimum_text: str | None = None) -> None:
     if not isinstance(ids, torch.Tensor) or ids.ndim != 1 or ids.dtype != torch.int64:
         raise ValueError(f"{name} must be a 1-D int64 tensor of token ids, got "
                          f"{getattr(ids, 'shape', type(ids).__name__)} "
                          f"{getattr(ids, 'dtype', '')}")
     if len(ids) < minimum:
-        raise ValueError(f"{name} must hold at least {minimum} tokens, got {len(ids)}")
+        raise ValueError(f"{name} must hold at least {minimum_text or minimum} tokens, got "
+                         f"{len(ids)}")
+
+
+def _check_ids_for(model: nn.Module, ids: torch.Tensor, minimum: int,
+                   minimum_text: str | None = None) -> None:
+    """``ids`` as :func:`_check_ids`, and within the model's vocabulary."""
+    _check_ids(ids, minimum, minimum_text=minimum_text)
+    vocab_size = getattr(model, "vocab_size", None)
+    if vocab_size is not None and len(ids):
+        smallest, largest = int(ids.min()), int(ids.max())
+        if smallest < 0 or largest >= vocab_size:
+            raise ValueError(f"ids must lie in [0, {vocab_size}) (the model's vocab_size), got "
+                             f"values in [{smallest}, {largest}]")
 
 
 def _summed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -81,7 +95,7 @@ def estimate_loss(model: nn.Module, ids: torch.Tensor, *, batch_size: int, conte
     check_positive_int("batches", batches)
     check_int("seed", seed, low=0)
     device = check_device("device", device)
-    _check_ids(ids, 2)
+    _check_ids_for(model, ids, 2)
     generator = torch.Generator().manual_seed(seed)
     with _EvalMode(model):
         total = 0.0
@@ -100,7 +114,7 @@ def evaluate_all(model: nn.Module, ids: torch.Tensor, *, context_length: int,
     _check_model(model)
     check_positive_int("batch_size", batch_size)
     device = check_device("device", device)
-    _check_ids(ids, 2)
+    _check_ids_for(model, ids, 2)
     inputs, targets = _sequential_windows(ids, context_length)
     with _EvalMode(model):
         total, count = 0.0, 0
@@ -160,7 +174,7 @@ def _stream_token_losses(model: nn.Module, ids: torch.Tensor, *, window: int,
     """The per-token losses behind :func:`evaluate_stream`: (len(ids) − 1,) float64, entry t
     the loss of predicting ``ids[t + 1]``."""
     _check_model(model)
-    _check_ids(ids, 2)
+    _check_ids_for(model, ids, 2)
     check_positive_int("window", window)
     check_positive_int("batch_size", batch_size)
     device = check_device("device", device)
@@ -218,7 +232,7 @@ def loss_by_position(model: nn.Module, ids: torch.Tensor, *, length: int, window
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     device = check_device("device", device)
-    _check_ids(ids, length + 1)
+    _check_ids_for(model, ids, length + 1, minimum_text=f"length + 1 = {length + 1}")
     context = getattr(model, "context_length", None)
     if not hasattr(model, "stream") and context is not None and length > context:
         raise ValueError(f"length must be at most the model's context_length ({context}) for a "

@@ -16,6 +16,7 @@ from nlbook._checks import (
     check_callable,
     check_instance,
     check_int,
+    check_scalar_in_range,
     check_writable_path,
     entry_point,
 )
@@ -374,6 +375,8 @@ def save_loss_figure(result: TrainResult, path: str | Path,
     path = check_writable_path("path", path, suffixes=figure_suffixes())
     if references is not None:
         check_instance("references", references, dict, expected="a dict name -> nats or None")
+        for name, value in references.items():
+            check_scalar_in_range(f"references[{name!r}]", value, -math.inf, math.inf)
 
     history = result.history
     label = f"{result.config.model} ({result.config.preset or 'custom'})"

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+
 import matplotlib
 
 # Importing pyplot does not pick a GUI backend by itself; notebooks keep their inline backend.
 import matplotlib.pyplot as plt
 import numpy as np
 
+from nlbook._checks import ArgumentTypeError, check_int, check_scalar_in_range, describe
+
 __all__ = ["new_figure", "to_numpy"]
+
+#: A figure with more axes than this is a mistake (a size passed as a count), not a plot.
+MAX_AXES = 400
 
 
 def to_numpy(array) -> np.ndarray:
@@ -28,7 +37,119 @@ def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 4.2, height: fl
     The figure is detached from pyplot's state machine (``plt.close``) so that figures made in
     loops or widget callbacks do not pile up; Jupyter still shows a returned ``Figure``.
     """
+    check_int("ncols", ncols, low=1)
+    check_int("nrows", nrows, low=1)
+    if ncols * nrows > MAX_AXES:
+        raise ValueError(f"ncols and nrows ask for {ncols * nrows} axes, more than {MAX_AXES}")
+    check_scalar_in_range("width", width, 0.0, 1000.0, low_inclusive=False)
+    check_scalar_in_range("height", height, 0.0, 1000.0, low_inclusive=False)
     figure, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
                                 squeeze=False, layout="constrained", **subplot_kwargs)
     plt.close(figure)
     return figure, axes.ravel()
+
+
+# --------------------------------------------------------------------------------------------
+# Argument checks of the plotting functions. NaN in plotted data is a gap, not an error.
+
+
+def check_array(name: str, value, *, ndim: int | None = None, layout: str = "",
+                allow_none: bool = False, length: int | None = None,
+                non_empty: bool = False, integer: bool = False) -> np.ndarray | None:
+    """``value`` (a tensor or array-like of numbers; of ints when ``integer``) as a float64
+    array of rank ``ndim`` and, when given, ``length`` rows; raise naming ``name`` otherwise."""
+    if value is None and allow_none:
+        return None
+    if value is None or isinstance(value, (str, bytes, Mapping, bool)) \
+            or (isinstance(value, numbers.Number) and ndim not in (None, 0)):
+        raise ArgumentTypeError(f"{name} must be an array {layout}".rstrip()
+                                + f" of numbers, got {describe(value)}")
+    if isinstance(value, (list, tuple)) and any(isinstance(item, bool) for item in value):
+        raise ArgumentTypeError(f"{name} must hold numbers, got a bool among them")
+    try:
+        array = to_numpy(value)
+    except (TypeError, ValueError) as error:
+        raise ArgumentTypeError(f"{name} must be an array of numbers, got {describe(value)} "
+                                f"({error})") from None
+    if array.dtype == bool or not (np.issubdtype(array.dtype, np.number)):
+        raise ArgumentTypeError(f"{name} must hold numbers, got an array of dtype "
+                                f"{array.dtype}")
+    if integer and not np.issubdtype(array.dtype, np.integer):
+        raise ArgumentTypeError(f"{name} must hold ints, got an array of dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions {layout}".rstrip()
+                         + f", got shape {array.shape}")
+    if length is not None and (array.ndim == 0 or array.shape[0] != length):
+        raise ValueError(f"{name} must have {length} rows {layout}".rstrip()
+                         + f", got shape {array.shape}")
+    if non_empty and array.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {array.shape}")
+    return array
+
+
+def check_text(name: str, value, *, allow_none: bool = False) -> str | None:
+    """A str (empty allowed) for a title or label."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str):
+        raise ArgumentTypeError(f"{name} must be a str{' or None' if allow_none else ''}, got "
+                                f"{describe(value)}")
+    return value
+
+
+def check_texts(name: str, value, *, length: int | None = None) -> list[str]:
+    """A list or tuple of str (labels), of ``length`` entries when given."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, np.ndarray)):
+        raise ArgumentTypeError(f"{name} must be a list of str, got {describe(value)}")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ArgumentTypeError(f"{name}[{index}] must be a str, got {describe(item)}")
+    if length is not None and len(value) != length:
+        raise ValueError(f"{name} must have {length} entries, got {len(value)}")
+    return list(value)
+
+
+def check_index(name: str, value, size: int) -> int:
+    """An int position in [0, size)."""
+    return check_int(name, value, low=0, high=max(size - 1, 0))  # type: ignore[return-value]
+
+
+def check_mapping(name: str, value, *, non_empty: bool = True) -> Mapping:
+    """A dict-like of str keys (model or curve names)."""
+    if not isinstance(value, Mapping):
+        raise ArgumentTypeError(f"{name} must be a dict, got {describe(value)}")
+    if non_empty and not value:
+        raise ValueError(f"{name} must not be empty")
+    for key in value:
+        if not isinstance(key, str):
+            raise ArgumentTypeError(f"{name} keys must be str, got {describe(key)}")
+    return value
+
+
+def check_references(references) -> None:
+    """None, or name -> a finite number of nats (the dashed lines of the models that learn
+    nothing)."""
+    if references is None:
+        return
+    check_mapping("references", references, non_empty=False)
+    for key, value in references.items():
+        check_scalar_in_range(f"references[{key!r}]", value, -math.inf, math.inf)
+
+
+def check_sequence(name: str, value, *, length: int | None = None,
+                   of: str = "") -> Sequence:
+    """A list or tuple (per level, per model) of ``length`` entries (``of``: what sets the
+    length, for the message) when given."""
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
+        raise ArgumentTypeError(f"{name} must be a list or tuple, got {describe(value)}")
+    if length is not None and len(value) != length:
+        raise ValueError(f"{name} must have {length} entries{' (' + of + ')' if of else ''}, "
+                         f"got {len(value)}")
+    return value
+
+
+def finite_max(array: np.ndarray, default: float = 0.0) -> float:
+    """The largest finite value of ``array`` (NaN and inf are gaps), or ``default``."""
+    finite = array[np.isfinite(array)]
+    return float(finite.max()) if finite.size else default

@@ -5,7 +5,17 @@ from __future__ import annotations
 import matplotlib.figure
 import numpy as np
 
-from nlbook.viz._common import new_figure, to_numpy
+from nlbook._checks import check_scalar_in_range
+from nlbook.viz._common import (
+    check_array,
+    check_index,
+    check_mapping,
+    check_text,
+    check_texts,
+    finite_max,
+    new_figure,
+    to_numpy,
+)
 from nlbook.viz.palette import colors_for
 
 __all__ = ["plot_memory_explorer", "plot_recall_comparison", "plot_speedups"]
@@ -22,12 +32,22 @@ def plot_memory_explorer(states, errors, recall, step: int, *, title: str = "",
         step: the token to show, 0 <= step < T.
         key_ids: optional (T,) distinct key written at each step (marked in the error panel).
     """
-    states, errors, recall = to_numpy(states), to_numpy(errors), to_numpy(recall)
+    states = check_array("states", states, ndim=3, layout="(T, d_k, d_v)", non_empty=True)
     length = states.shape[0]
-    if not 0 <= step < length:
-        raise ValueError(f"step must lie in [0, {length - 1}], got {step}")
+    errors = check_array("errors", errors, ndim=2, layout="(T, K) with T of states",
+                         length=length)
+    recall = check_array("recall", recall, ndim=1, layout="(T,) with T of states",
+                         length=length)
+    check_index("step", step, length)
+    check_text("title", title)
+    ids = check_array("key_ids", key_ids, ndim=1, layout="(T,) with T of states",
+                      length=length, allow_none=True, integer=True)
+    if ids is not None and (not (ids == ids.round()).all() or ids.min() < 0
+                            or ids.max() >= errors.shape[1]):
+        raise ValueError(f"key_ids must hold key indices in [0, {errors.shape[1]}) (K of "
+                         f"errors), got values in [{ids.min()}, {ids.max()}]")
     figure, (matrix_axis, error_axis, recall_axis) = new_figure(3, width=4.3, height=3.6)
-    limit = max(float(np.abs(states).max()), 1e-12)
+    limit = max(finite_max(np.abs(states)), 1e-12)
     image = matrix_axis.imshow(states[step], cmap="RdBu_r", vmin=-limit, vmax=limit)
     matrix_axis.set(title=f"memory S after token {step}", xlabel="value dim", ylabel="key dim")
     figure.colorbar(image, ax=matrix_axis, shrink=0.8)
@@ -43,7 +63,7 @@ def plot_memory_explorer(states, errors, recall, step: int, *, title: str = "",
         error_axis.plot([written], [current[written]], marker="v", color="tab:orange",
                         markersize=9, linestyle="none")
     error_axis.set(title="read-out error per key (orange: just written)", xlabel="key",
-                   ylabel="‖Sᵀk − v_latest‖", ylim=(0, max(1.05 * np.nanmax(errors), 1e-9)))
+                   ylabel="‖Sᵀk − v_latest‖", ylim=(0, max(1.05 * finite_max(errors), 1e-9)))
 
     recall_axis.plot(np.arange(length), recall, color="tab:blue")
     recall_axis.axvline(step, color="tab:orange", lw=1)
@@ -62,8 +82,14 @@ def plot_recall_comparison(x_values, table: dict[str, list[float]], *, xlabel: s
     ``table`` maps a rule label to one recall value per entry of ``x_values``;
     ``reference_x`` draws a dashed vertical line (e.g. at N = d).
     """
+    x_values = check_array("x_values", x_values, ndim=1, layout="(N,)")
+    check_mapping("table", table)
+    for label, recalls in table.items():
+        check_array(f"table[{label!r}]", recalls, ndim=1, layout="(N,) of x_values")
+    check_text("xlabel", xlabel)
+    check_text("title", title)
+    check_scalar_in_range("reference_x", reference_x, -np.inf, np.inf, allow_none=True)
     figure, (axis,) = new_figure(1, width=6.5, height=4.0)
-    x_values = to_numpy(x_values)
     for (label, recalls), color in zip(table.items(), colors_for(table), strict=True):
         if len(recalls) != len(x_values):
             raise ValueError(f"table[{label!r}] must have {len(x_values)} values, "
@@ -79,9 +105,11 @@ def plot_recall_comparison(x_values, table: dict[str, list[float]], *, xlabel: s
 def plot_speedups(labels: list[str], loop_seconds: list[float], chunk_seconds: list[float],
                   ) -> matplotlib.figure.Figure:
     """Token loop vs chunkwise time per rule, annotated with the speed-up."""
-    if not len(labels) == len(loop_seconds) == len(chunk_seconds):
-        raise ValueError("labels, loop_seconds and chunk_seconds must have the same length, got "
-                         f"{len(labels)}, {len(loop_seconds)}, {len(chunk_seconds)}")
+    labels = check_texts("labels", labels)
+    for name, seconds in (("loop_seconds", loop_seconds), ("chunk_seconds", chunk_seconds)):
+        values = check_array(name, seconds, ndim=1, layout="(N,) of labels", length=len(labels))
+        if not (values > 0).all() or not np.isfinite(values).all():
+            raise ValueError(f"{name} must hold positive finite times, got {values.tolist()}")
     figure, (axis,) = new_figure(1, width=6.5, height=3.6)
     positions = np.arange(len(labels))
     loop_ms, chunk_ms = 1e3 * np.asarray(loop_seconds), 1e3 * np.asarray(chunk_seconds)

@@ -7,7 +7,18 @@ from collections.abc import Mapping, Sequence
 import matplotlib.figure
 import numpy as np
 
-from nlbook.viz._common import new_figure, to_numpy
+from nlbook._checks import check_bool, check_int, check_scalar_in_range
+from nlbook.viz._common import (
+    MAX_AXES,
+    check_array,
+    check_index,
+    check_mapping,
+    check_sequence,
+    check_text,
+    check_texts,
+    new_figure,
+    to_numpy,
+)
 from nlbook.viz.palette import colors_for
 
 __all__ = ["CMS_EXPLORER_VIEWS", "plot_cms_explorer", "plot_forgetting", "plot_stream_losses",
@@ -28,9 +39,16 @@ LOG_DECADES = 6
 def _level_names(count: int, names: Sequence[str] | None) -> list[str]:
     if names is None:
         return [f"level {index}" for index in range(count)]
-    if len(names) != count:
-        raise ValueError(f"level_names must have {count} entries, got {len(names)}")
-    return list(names)
+    return check_texts("level_names", names, length=count)
+
+
+def _check_steps(name: str, steps_per_level) -> list[np.ndarray]:
+    """Per level, the 1-D token counts of its updates."""
+    check_sequence(name, steps_per_level)
+    if len(steps_per_level) > MAX_AXES // 3:
+        raise ValueError(f"{name} has {len(steps_per_level)} levels, too many to draw")
+    return [check_array(f"{name}[{level}]", steps, ndim=1, layout="(n_updates,)")
+            for level, steps in enumerate(steps_per_level)]
 
 
 def _draw_ticks(axis, steps_per_level, length: int, names: list[str], sizes=None,
@@ -65,6 +83,13 @@ def plot_update_ticks(steps_per_level: Sequence, length: int, *, sizes: Sequence
         sizes: per level, the size of each update (stem heights are scaled per level).
         level_names: labels, default "level ℓ".
     """
+    steps = _check_steps("steps_per_level", steps_per_level)
+    check_int("length", length, low=1)
+    if sizes is not None:
+        check_sequence("sizes", sizes, length=len(steps))
+        for level, (size, level_steps) in enumerate(zip(sizes, steps, strict=True)):
+            check_array(f"sizes[{level}]", size, ndim=1, layout="(n_updates,) of steps_per_level",
+                        length=len(level_steps))
     names = _level_names(len(steps_per_level), level_names)
     figure, axes = new_figure(width=8.0, height=0.6 + 0.5 * len(names))
     _draw_ticks(axes[0], steps_per_level, length, names, sizes)
@@ -93,13 +118,20 @@ def plot_cms_explorer(trajectories: Sequence, steps_per_level: Sequence, losses,
     """
     if show not in CMS_EXPLORER_VIEWS:
         raise ValueError(f"show must be one of {sorted(CMS_EXPLORER_VIEWS)}, got {show!r}")
+    _check_steps("steps_per_level", steps_per_level)
+    check_sequence("trajectories", trajectories)
     if len(trajectories) != len(steps_per_level):
         raise ValueError(f"trajectories and steps_per_level must have one entry per level, got "
                          f"{len(trajectories)} and {len(steps_per_level)}")
-    losses = np.asarray(to_numpy(losses), dtype=float).ravel()
+    for level, trajectory in enumerate(trajectories):
+        values = check_array(f"trajectories[{level}]", trajectory,
+                             layout="(n_updates + 1, rows, cols)", non_empty=True)
+        if values.ndim not in (2, 3):
+            raise ValueError(f"trajectories[{level}] must have 2 or 3 dimensions (n_updates + "
+                             f"1, rows, cols), got shape {values.shape}")
+    losses = check_array("losses", losses, ndim=1, layout="(T,)", non_empty=True)
     length = len(losses)
-    if not 0 <= time < max(length, 1):
-        raise ValueError(f"time must lie in [0, {length - 1}], got {time}")
+    check_index("time", time, length)
     names = _level_names(len(trajectories), level_names)
     count = len(names)
     figure, axes = new_figure(ncols=count, nrows=3, width=3.0, height=2.2)
@@ -170,8 +202,16 @@ def plot_stream_losses(curves: Mapping[str, object], *, boundaries: Sequence[int
     The log axis stops at ``floor`` (default: LOG_DECADES decades below the largest value);
     smaller values, such as a loss at floating-point zero, are drawn at the floor.
     """
-    if smooth < 1:
-        raise ValueError(f"smooth must be a positive int, got {smooth}")
+    check_mapping("curves", curves)
+    for name, curve in curves.items():
+        check_array(f"curves[{name!r}]", curve, ndim=1, layout="(T,)")
+    check_sequence("boundaries", boundaries)
+    for index, boundary in enumerate(boundaries):
+        check_int(f"boundaries[{index}]", boundary, low=0)
+    check_texts("labels", labels)
+    check_int("smooth", smooth, low=1)
+    check_text("ylabel", ylabel)
+    check_scalar_in_range("floor", floor, 0.0, np.inf, low_inclusive=False, allow_none=True)
     figure, axes = new_figure(width=8.0, height=3.2)
     axis = axes[0]
     smoothed = {}
@@ -208,11 +248,18 @@ def plot_forgetting(results: Mapping[str, Sequence[float]], phase_labels: Sequen
     With ``log``, the axis stops at ``floor`` (default: LOG_DECADES decades below the largest
     value) and smaller values are drawn at the floor.
     """
+    check_mapping("results", results)
+    phase_labels = check_texts("phase_labels", phase_labels)
     names = list(results)
     for name in names:
-        if len(results[name]) != len(phase_labels):
+        values = check_array(f"results[{name!r}]", results[name], ndim=1,
+                             layout="(phases,) of phase_labels")
+        if len(values) != len(phase_labels):
             raise ValueError(f"results[{name!r}] must have {len(phase_labels)} values, "
-                             f"got {len(results[name])}")
+                             f"got {len(values)}")
+    check_text("ylabel", ylabel)
+    check_bool("log", log)
+    check_scalar_in_range("floor", floor, 0.0, np.inf, low_inclusive=False, allow_none=True)
     figure, axes = new_figure(width=7.0, height=3.4)
     axis = axes[0]
     width = 0.8 / max(len(names), 1)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from nlbook.viz._common import new_figure, to_numpy
+from nlbook.viz._common import (
+    check_array,
+    check_index,
+    check_mapping,
+    check_sequence,
+    check_text,
+    check_texts,
+    finite_max,
+    new_figure,
+)
 from nlbook.viz.palette import colors_for
 
 __all__ = ["plot_hope_passage", "plot_hope_timescales", "plot_speed_and_size"]
@@ -33,12 +42,29 @@ def plot_hope_timescales(lr, retention, key_change, value_change, memory_drift,
     timescale); the Titans memories' drift (per chunk); the CMS levels' drift with their
     update ticks (slowest); a snapshot of every memory at ``token``.
     """
-    lr, retention = to_numpy(lr), to_numpy(retention)
-    key_change, value_change = to_numpy(key_change), to_numpy(value_change)
-    memory_drift, generator_drift = to_numpy(memory_drift), to_numpy(generator_drift)
-    cms_drift, token_loss = to_numpy(cms_drift), to_numpy(token_loss)
+    lr = check_array("lr", lr, ndim=2, layout="(T, H)", non_empty=True)
     length, heads = lr.shape
-    token = int(np.clip(token, 0, length - 1))
+    per_head = {}
+    for name, value in (("retention", retention), ("key_change", key_change),
+                        ("value_change", value_change), ("memory_drift", memory_drift),
+                        ("generator_drift", generator_drift)):
+        per_head[name] = check_array(name, value, ndim=2, layout="(T, H) of lr", length=length)
+        if per_head[name].shape[1] != heads:
+            raise ValueError(f"{name} must have shape (T, H) = {(length, heads)} of lr, got "
+                             f"{per_head[name].shape}")
+    retention, key_change = per_head["retention"], per_head["key_change"]
+    value_change, memory_drift = per_head["value_change"], per_head["memory_drift"]
+    generator_drift = per_head["generator_drift"]
+    cms_drift = check_array("cms_drift", cms_drift, ndim=2, layout="(T, K) with T of lr",
+                            length=length)
+    check_sequence("cms_updates", cms_updates, length=cms_drift.shape[1], of="K of cms_drift")
+    for level, updates in enumerate(cms_updates):
+        check_array(f"cms_updates[{level}]", updates, ndim=1, layout="(n_updates,)")
+    token_loss = check_array("token_loss", token_loss, ndim=1, layout="(T,) of lr",
+                             length=length)
+    token = check_index("token", token, length)
+    check_text("text", text)
+    check_text("title", title)
     steps = np.arange(length)
     figure, axes = new_figure(3, 2, width=4.4, height=2.9)
 
@@ -75,7 +101,7 @@ def plot_hope_timescales(lr, retention, key_change, value_change, memory_drift,
                   alpha=0.8, label="main memory" if head == 0 else None)
         axis.plot(steps[:token + 1], generator_drift[:token + 1, head], color="tab:purple",
                   alpha=0.8, label="k, v, η, α memories" if head == 0 else None)
-    top = max(float(memory_drift.max()), float(generator_drift.max()), 1e-12)
+    top = max(finite_max(memory_drift), finite_max(generator_drift), 1e-12)
     axis.set_xlim(0, length - 1)
     axis.set_ylim(0, 1.05 * top)
     axis.set_title("self-modifying Titans: ‖S_t − S_0‖ per head", fontsize=9)
@@ -92,7 +118,7 @@ def plot_hope_timescales(lr, retention, key_change, value_change, memory_drift,
         for tick in cms_updates[level]:
             axis.axvline(tick - 0.5, color=color, linewidth=0.5, linestyle=":")
     axis.set_xlim(0, length - 1)
-    axis.set_ylim(0, 1.05 * max(float(cms_drift.max()), 1e-12))
+    axis.set_ylim(0, 1.05 * max(finite_max(cms_drift), 1e-12))
     axis.set_title("CMS: ‖θ_t − θ_0‖ per level (dotted: update ticks)", fontsize=9)
     axis.legend(fontsize=7)
     axis.set_xlabel("token t")
@@ -118,12 +144,16 @@ def plot_hope_passage(traces: dict, text: str, token: int, layer: int = 0,
                       model: str | None = None):
     """:func:`plot_hope_timescales` for ``traces[model][layer]`` (a dict of its arguments):
     the per-timescale explorer's callback (model and layer picked by drop-downs)."""
+    check_mapping("traces", traces)
+    check_text("text", text)
     model = next(iter(traces)) if model is None else model
-    if model not in traces:
+    if not isinstance(model, str) or model not in traces:
         raise ValueError(f"model must be one of {sorted(traces)}, got {model!r}")
-    layers = traces[model]
-    if not 0 <= layer < len(layers):
-        raise ValueError(f"layer must lie in [0, {len(layers)}), got {layer!r}")
+    layers = check_sequence(f"traces[{model!r}]", traces[model])
+    check_index("layer", layer, len(layers))
+    if not isinstance(layers[layer], dict):
+        raise ValueError(f"traces[{model!r}][{layer}] must be a dict of the arguments of "
+                         f"plot_hope_timescales, got {type(layers[layer]).__name__}")
     return plot_hope_timescales(**layers[layer], token=token, text=text,
                                 title=f"{model} HOPE, layer {layer}")
 
@@ -132,9 +162,15 @@ def plot_speed_and_size(names, tokens_per_second, parameters, *,
                         title: str = "training speed at matched size"):
     """Bars of training tokens/s and parameter counts (millions), one bar per model, in the
     model's palette colour."""
+    names = check_texts("names", names)
+    speeds = check_array("tokens_per_second", tokens_per_second, ndim=1, layout="(N,) of names",
+                         length=len(names))
+    parameters = check_array("parameters", parameters, ndim=1, layout="(N,) of names",
+                             length=len(names))
+    check_text("title", title)
     figure, axes = new_figure(2, width=3.8, height=3.0)
     colors = colors_for(names)
-    axes[0].bar(names, to_numpy(tokens_per_second), color=colors)
+    axes[0].bar(names, speeds, color=colors)
     axes[0].set_ylabel("tokens / s (one thread)")
     axes[0].set_title(title, fontsize=9)
     axes[1].bar(names, np.asarray(parameters, dtype=float) / 1e6, color=colors)

@@ -8,7 +8,14 @@ from collections.abc import Mapping, Sequence
 import matplotlib.figure
 import numpy as np
 
-from nlbook.viz._common import new_figure, to_numpy
+from nlbook._checks import ArgumentTypeError, check_int, check_scalar_in_range, describe
+from nlbook.viz._common import (
+    check_array,
+    check_mapping,
+    check_text,
+    new_figure,
+    to_numpy,
+)
 from nlbook.viz.palette import colors_for
 
 __all__ = [
@@ -29,9 +36,28 @@ def plot_optimizer_trajectories(runs: Mapping[str, tuple], landscape: Mapping[st
             "name": str}`` (``nlbook.optim.toy_landscape``).
         title: figure title; defaults to the problem's name.
     """
+    check_mapping("runs", runs, non_empty=False)
+    for label, run in runs.items():
+        if not isinstance(run, (tuple, list)) or len(run) != 2:
+            raise ValueError(f"runs[{label!r}] must be a pair (path (T + 1, 2), losses "
+                             f"(T + 1,)), got {describe(run)}")
+        path = check_array(f"runs[{label!r}][0]", run[0], ndim=2, layout="(T + 1, 2)")
+        check_array(f"runs[{label!r}][1]", run[1], ndim=1, layout="(T + 1,) of the path",
+                    length=len(path))
+        if path.shape[1] != 2:
+            raise ValueError(f"runs[{label!r}][0] must have shape (T + 1, 2), got {path.shape}")
+    check_mapping("landscape", landscape)
+    missing = sorted({"x", "y", "loss", "start", "minimum"} - set(landscape))
+    if missing:
+        raise ValueError(f"landscape lacks {', '.join(missing)} (see nlbook.optim.toy_landscape)")
+    xs = check_array("landscape['x']", landscape["x"], ndim=1, non_empty=True)
+    ys = check_array("landscape['y']", landscape["y"], ndim=1, non_empty=True)
+    values = check_array("landscape['loss']", landscape["loss"], ndim=2, layout="(ny, nx)")
+    if values.shape != (len(ys), len(xs)):
+        raise ValueError(f"landscape['loss'] must have shape (ny, nx) = {(len(ys), len(xs))}, "
+                         f"got {values.shape}")
+    check_text("title", title, allow_none=True)
     figure, (trajectory_axes, loss_axes) = new_figure(2, width=4.6, height=3.8)
-    xs, ys = to_numpy(landscape["x"]), to_numpy(landscape["y"])
-    values = to_numpy(landscape["loss"])
     levels = np.quantile(np.log10(values + 1e-12), np.linspace(0.02, 0.98, 18))
     trajectory_axes.contour(xs, ys, np.log10(values + 1e-12), levels=levels, colors="0.75",
                             linewidths=0.7)
@@ -64,7 +90,16 @@ def plot_momentum_memory_length(momenta: float | Sequence[float] = 0.9,
 
     Marks the first n reaching 50% and 99% of the mass (exact counts, not the paper's).
     """
+    if isinstance(momenta, (str, bytes)) or momenta is None or not (
+            isinstance(momenta, (int, float)) or hasattr(momenta, "__iter__")):
+        raise ArgumentTypeError(f"momenta must be a number or a list of numbers in [0, 1), got "
+                                f"{describe(momenta)}")
     momenta = [momenta] if isinstance(momenta, (int, float)) else list(momenta)
+    if not momenta:
+        raise ValueError("momenta must hold at least one momentum")
+    for index, beta in enumerate(momenta):
+        check_scalar_in_range(f"momenta[{index}]", beta, 0.0, 1.0, high_inclusive=False)
+    check_int("max_count", max_count, low=1, high=10 ** 6)
     counts = np.arange(max_count + 1)
     figure, (axes,) = new_figure(1, width=5.5, height=3.6)
     for beta in momenta:
@@ -96,15 +131,27 @@ def plot_continual_stream(results: Mapping[str, object],
             ``{"loss": (steps,), "final_task_losses": (tasks,)}``.
         smooth: moving-average window in steps (1 = raw).
     """
-    tasks = to_numpy(results["task"])
+    check_mapping("results", results)
+    if "task" not in results:
+        raise ValueError("results must hold 'task' (see nlbook.optim.continual_stream)")
+    tasks = check_array("results['task']", results["task"], ndim=1, layout="(steps,)")
     labels = [label for label in results if label != "task"]
+    for label in labels:
+        run = results[label]
+        if not isinstance(run, dict) or not {"loss", "final_task_losses"} <= set(run):
+            raise ValueError(f"results[{label!r}] must be a dict with 'loss' and "
+                             f"'final_task_losses' (see nlbook.optim.continual_stream)")
+        check_array(f"results[{label!r}]['loss']", run["loss"], ndim=1)
+        check_array(f"results[{label!r}]['final_task_losses']", run["final_task_losses"],
+                    ndim=1)
+    check_int("smooth", smooth, low=1)
     figure, (stream_axes, final_axes) = new_figure(2, width=4.8, height=3.6)
     boundaries = np.nonzero(np.diff(tasks))[0] + 1
     edges = np.concatenate([[0], boundaries, [len(tasks)]])
     for index, (begin, end) in enumerate(itertools.pairwise(edges)):
         if index % 2:
             stream_axes.axvspan(begin, end, color="0.93", lw=0)
-    window = max(1, int(smooth))
+    window = max(1, min(int(smooth), len(tasks)))
     kernel = np.ones(window) / window
     colors = dict(zip(labels, colors_for(labels), strict=True))
     for label in labels:

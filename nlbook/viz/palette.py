@@ -13,6 +13,8 @@ from collections.abc import Iterable
 
 import matplotlib.colors
 
+from nlbook._checks import ArgumentTypeError, describe
+
 __all__ = ["MODEL_COLORS", "colors_for", "model_color"]
 
 #: Model (or reference line, optimizer, rule) name -> matplotlib colour.
@@ -71,6 +73,8 @@ def _palette_key(label: str) -> str | None:
 def model_color(label: str) -> str | None:
     """The palette colour of the model named by ``label``, or None if the palette does not know
     it (e.g. ``model_color("HOPE validation") == MODEL_COLORS["HOPE"]``)."""
+    if not isinstance(label, str):
+        raise ArgumentTypeError(f"label must be a str, got {describe(label)}")
     key = _palette_key(label)
     return None if key is None else MODEL_COLORS[key]
 
@@ -78,7 +82,12 @@ def model_color(label: str) -> str | None:
 def colors_for(labels: Iterable[str]) -> list[str]:
     """One colour per label: the palette's where it knows the model, otherwise the next colour
     of a fallback cycle that no other label of the same figure uses."""
+    if isinstance(labels, (str, bytes)) or not hasattr(labels, "__iter__"):
+        raise ArgumentTypeError(f"labels must be an iterable of str, got {describe(labels)}")
     labels = list(labels)
+    for index, label in enumerate(labels):
+        if not isinstance(label, str):
+            raise ArgumentTypeError(f"labels[{index}] must be a str, got {describe(label)}")
     known = [model_color(label) for label in labels]
     used = {matplotlib.colors.to_hex(color) for color in known if color is not None}
     spare = [color for color in _FALLBACK if matplotlib.colors.to_hex(color) not in used]

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from nlbook.viz._common import new_figure, to_numpy
+from nlbook._checks import check_int
+from nlbook.viz._common import (
+    check_array,
+    check_index,
+    check_mapping,
+    check_text,
+    new_figure,
+    to_numpy,
+)
 
 __all__ = ["plot_gd_vs_dgd_stream", "plot_selfmod_trace"]
 
@@ -15,6 +23,14 @@ def plot_gd_vs_dgd_stream(results: dict, *, title: str = "online regression, cor
     ``results``: {"gd": {lr: errors (T,)}, "dgd": {lr: errors (T,)}} as returned by
     ``nlbook.selfmod.correlated_stream_experiment``.
     """
+    check_mapping("results", results)
+    for rule in ("gd", "dgd"):
+        if rule not in results or not isinstance(results[rule], dict):
+            raise ValueError(f"results must hold {rule!r}: a dict lr -> errors (T,) (see "
+                             f"nlbook.selfmod.correlated_stream_experiment)")
+        for lr, errors in results[rule].items():
+            check_array(f"results[{rule!r}][{lr!r}]", errors, ndim=1, layout="(T,)")
+    check_text("title", title)
     figure, axes = new_figure(2, width=4.6)
     for axis, rule in zip(axes, ("gd", "dgd"), strict=True):
         for lr, errors in results[rule].items():
@@ -37,9 +53,14 @@ def plot_selfmod_trace(lr, retention, changes: dict, step: int, *, head: int = 0
         step: the token to mark (0-based).
         head: only used in the title.
     """
-    lr, retention = to_numpy(lr), to_numpy(retention)
+    lr = check_array("lr", lr, ndim=1, layout="(T,)", non_empty=True)
     length = len(lr)
-    step = int(np.clip(step, 0, length - 1))
+    retention = check_array("retention", retention, ndim=1, layout="(T,) of lr", length=length)
+    check_mapping("changes", changes)
+    for name, values in changes.items():
+        check_array(f"changes[{name!r}]", values, ndim=1, layout="(T,) of lr", length=length)
+    step = check_index("step", step, length)
+    check_int("head", head, low=0)
     figure, axes = new_figure(2, width=4.6)
     axes[0].plot(lr, label="η_t (learning rate)")
     axes[0].plot(retention, label="α_t (retention)")

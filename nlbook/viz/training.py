@@ -7,7 +7,16 @@ import math
 import matplotlib
 import numpy as np
 
-from nlbook.viz._common import new_figure, to_numpy
+from nlbook._checks import check_int, check_scalar_in_range
+from nlbook.viz._common import (
+    check_array,
+    check_mapping,
+    check_references,
+    check_text,
+    check_texts,
+    new_figure,
+    to_numpy,
+)
 from nlbook.viz.palette import colors_for
 
 __all__ = ["plot_ablation", "plot_evaluations", "plot_loss_by_position", "plot_loss_curves",
@@ -34,7 +43,17 @@ def plot_training_curves(train_steps, train_loss, val_steps=None, val_loss=None,
     Returns:
         A matplotlib Figure with one axes.
     """
-    train_steps, train_loss = to_numpy(train_steps).ravel(), to_numpy(train_loss).ravel()
+    train_steps = check_array("train_steps", train_steps, ndim=1, layout="(N,)")
+    train_loss = check_array("train_loss", train_loss, ndim=1, layout="(N,)")
+    if (val_steps is None) != (val_loss is None):
+        raise ValueError("val_steps and val_loss must be given together (or both left out)")
+    if val_steps is not None:
+        check_array("val_steps", val_steps, ndim=1, layout="(M,)")
+        check_array("val_loss", val_loss, ndim=1, layout="(M,)")
+    check_references(references)
+    check_text("label", label)
+    check_text("title", title, allow_none=True)
+    check_scalar_in_range("smoothing", smoothing, 0.0, 1.0, high_inclusive=False)
     if train_steps.shape != train_loss.shape:
         raise ValueError(f"train_steps and train_loss must have the same length, got "
                          f"{train_steps.shape} and {train_loss.shape}")
@@ -100,6 +119,19 @@ def plot_loss_curves(curves: dict[str, tuple], *, references: dict[str, float] |
     Returns:
         A matplotlib Figure with one axes.
     """
+    check_mapping("curves", curves)
+    for name, pair in curves.items():
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"curves[{name!r}] must be a pair (x (N,), loss (N,)), got "
+                             f"{type(pair).__name__}")
+        x_values = check_array(f"curves[{name!r}][0]", pair[0], ndim=1, layout="(N,)")
+        losses = check_array(f"curves[{name!r}][1]", pair[1], ndim=1, layout="(N,)")
+        if x_values.shape != losses.shape:
+            raise ValueError(f"curves[{name!r}] must hold x and loss of the same length, got "
+                             f"{x_values.shape} and {losses.shape}")
+    check_references(references)
+    check_text("xlabel", xlabel)
+    check_text("title", title)
     figure, axes = new_figure(width=width, height=height)
     axis = axes[0]
     observed = [value for value in (references or {}).values() if math.isfinite(value)]
@@ -144,8 +176,13 @@ def plot_loss_by_position(curves: dict[str, object], *, references: dict[str, fl
     """
     if not isinstance(curves, dict) or not curves:
         raise ValueError("curves must be a non-empty dict of name -> (L,) losses")
+    for name, curve in curves.items():
+        check_array(f"curves[{name!r}]", curve, ndim=1, layout="(L,)", non_empty=True)
     if isinstance(smoothing, bool) or not isinstance(smoothing, int) or smoothing < 1:
         raise ValueError(f"smoothing must be a positive int, got {smoothing!r}")
+    check_references(references)
+    check_int("training_window", training_window, low=1, allow_none=True)
+    check_text("title", title, allow_none=True)
     figure, axes = new_figure(width=width, height=height)
     axis = axes[0]
     for (name, curve), colour in zip(curves.items(), colors_for(curves), strict=True):
@@ -180,6 +217,13 @@ def plot_evaluations(scores: dict[str, dict[str, float]], *, title: str | None =
     Missing entries are left out."""
     if not isinstance(scores, dict) or not scores:
         raise ValueError("scores must be a non-empty dict of model -> {evaluation: nats}")
+    for name, values in scores.items():
+        check_mapping(f"scores[{name!r}]", values, non_empty=False)
+        for key, value in values.items():  # NaN (a diverged model) is drawn as a gap
+            if not (isinstance(value, float) and math.isnan(value)):
+                check_scalar_in_range(f"scores[{name!r}][{key!r}]", value, -math.inf,
+                                      math.inf)
+    check_text("title", title, allow_none=True)
     evaluations: list[str] = []
     for values in scores.values():
         for key in values:
@@ -218,8 +262,13 @@ def plot_ablation(names, stream, fresh=None, *, baseline: str = "HOPE",
     Args:
         names: (N,) variant names. stream: (N,) streaming losses. fresh: optional (N,).
     """
-    names = [str(name) for name in names]
-    stream = to_numpy(stream).astype(float).ravel()
+    names = check_texts("names", names)
+    stream = check_array("stream", stream, ndim=1, layout="(N,) of names")
+    check_text("baseline", baseline)
+    check_text("title", title, allow_none=True)
+    check_scalar_in_range("height", height, 0.0, 1000.0, low_inclusive=False, allow_none=True)
+    if fresh is not None:
+        check_array("fresh", fresh, ndim=1, layout="(N,) of names")
     if len(names) == 0 or stream.shape != (len(names),):
         raise ValueError(f"stream must hold one loss per name ({len(names)}), got "
                          f"{stream.shape}")
