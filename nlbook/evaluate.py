@@ -43,7 +43,7 @@ def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str 
     from hashlib import sha256
 
     from nlbook.train import evaluate_all, evaluate_stream, load_model
-    from nlbook.train.checkpoints import require_keys
+    from nlbook.train.checkpoints import _require_keys
 
     if isinstance(checkpoint, bytes) or not isinstance(checkpoint, (str, os.PathLike)):
         raise ArgumentTypeError(f"checkpoint must be a file path (str or Path), got "
@@ -57,8 +57,8 @@ def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str 
         raise ValueError(f"window must be a positive int, got {window!r}")
     device = str(check_device("device", device))
     model, vocabulary, state = load_model(checkpoint, device=device)
-    require_keys(state, checkpoint, {"config": dict, "corpus": dict}, "evaluate its model")
-    require_keys(state["corpus"], f"{checkpoint} (corpus)", {"sha256": str, "source": str},
+    _require_keys(state, checkpoint, {"config": dict, "corpus": dict}, "evaluate its model")
+    _require_keys(state["corpus"], f"{checkpoint} (corpus)", {"sha256": str, "source": str},
                  "evaluate its model")
     stored = state["config"].get("data")
     text = _text_of(data if data is not None else stored)

@@ -100,10 +100,9 @@ def ablation_configs(*, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
     preset's recipe by default, the same budget (``minutes`` or ``steps``), seed and data for
     all; HOPE variants on carried streams, the Transformer (width matched to HOPE's parameter
     count by :func:`nlbook.hope.matched_models`) on fresh windows."""
+    from nlbook._checks import check_scalar_in_range
     from nlbook.hope import matched_models
     from nlbook.train import TrainConfig
-
-    from nlbook._checks import check_scalar_in_range
 
     if (minutes is None) == (steps is None):
         raise ValueError(f"give exactly one of minutes and steps, got minutes={minutes!r}, "
@@ -149,12 +148,10 @@ def run_ablation(*, minutes: float | None = None, steps: int | None = None,
     ``scored_characters``: how much of the validation split the fresh and streaming losses
     use (None: all of it). ``sizes``: other arguments of :func:`ablation_configs`.
     """
-    from nlbook.data import load_corpus
+    from nlbook._checks import check_bool, check_callable, check_instance
+    from nlbook.data import CharCorpus, load_corpus
     from nlbook.train import evaluate_all, evaluate_stream, loss_by_position, train
     from nlbook.transformer import parameter_count
-
-    from nlbook._checks import check_bool, check_callable, check_instance
-    from nlbook.data import CharCorpus
 
     check_positive_int("position_length", position_length)
     check_positive_int("position_windows", position_windows)

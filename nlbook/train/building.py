@@ -43,7 +43,7 @@ def build_model(name: str, vocab_size: int, d_model: int, n_layers: int, n_heads
     Raises:
         ValueError: for an unknown name. ModelUnavailableError: if its module is missing.
     """
-    check_model_options(name, options)
+    _check_model_options(name, options)
     model_class = _model_class(name)
     kwargs = dict(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads)
     if context_length is not None:
@@ -58,7 +58,7 @@ _FIXED_MODEL_ARGUMENTS = ("self", "vocab_size", "d_model", "n_layers", "n_heads"
                           "context_length")
 
 
-def model_option_names(name: str) -> list[str] | None:
+def _model_option_names(name: str) -> list[str] | None:
     """The extra keyword arguments model ``name`` accepts (``model_options``), or None when
     they cannot be listed (a model taking ``**options`` without ``option_names()``)."""
     model_class = _model_class(name)
@@ -74,10 +74,10 @@ def model_option_names(name: str) -> list[str] | None:
     return names
 
 
-def check_model_options(name: str, options: dict[str, Any]) -> None:
+def _check_model_options(name: str, options: dict[str, Any]) -> None:
     """Raise naming the option when ``options`` holds a keyword model ``name`` does not take
     (before any training: a typo in ``--model-option`` is reported at once)."""
-    accepted = model_option_names(name)
+    accepted = _model_option_names(name)
     if accepted is None:
         return
     for key in options:
@@ -86,7 +86,7 @@ def check_model_options(name: str, options: dict[str, Any]) -> None:
                              f"its options are {', '.join(accepted)}")
 
 
-def check_optimizer_name(name: str, label: str = "optimizer") -> None:
+def _check_optimizer_name(name: str, label: str = "optimizer") -> None:
     """Raise unless ``name`` is one :func:`build_optimizer` knows (case, '-' and '_' ignored);
     the message names the argument ``label``."""
     known = {"adamw", "adam", "sgd", *(_normalise(item) for item in NLBOOK_OPTIMIZERS)}
@@ -160,7 +160,7 @@ def build_optimizer(name: str, model: nn.Module, *, learning_rate: float,
     optimizer gets ``lr`` and, where it takes one, ``weight_decay``; its other arguments keep
     their defaults. Every parameter group records its ``peak_lr`` for the schedule.
     """
-    check_optimizer_name(name, "name")
+    _check_optimizer_name(name, "name")
     check_instance("model", model, nn.Module, expected="a torch.nn.Module")
     _check_peak_rate(learning_rate)
     check_scalar_in_range("weight_decay", weight_decay, 0.0, math.inf)

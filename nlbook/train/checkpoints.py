@@ -78,7 +78,7 @@ _MODEL_CONFIG_KEYS = {"name": str, "vocab_size": int, "d_model": int, "n_layers"
                       "n_heads": int, "context_length": int, "options": dict}
 
 
-def require_keys(state: dict[str, Any], path, keys: dict[str, type | tuple[type, ...]],
+def _require_keys(state: dict[str, Any], path, keys: dict[str, type | tuple[type, ...]],
                  purpose: str) -> None:
     """Raise CheckpointError naming the file and the key when ``state`` lacks one of ``keys``
     or holds a value of another type (a safe but malformed or foreign checkpoint)."""
@@ -95,20 +95,20 @@ def require_keys(state: dict[str, Any], path, keys: dict[str, type | tuple[type,
                                   f"expected {names} (a malformed checkpoint)")
 
 
-def check_model_state(state: dict[str, Any], path) -> None:
+def _check_model_state(state: dict[str, Any], path) -> None:
     """The keys :func:`load_model` reads: ``model_config``, ``model``, ``vocabulary``."""
-    require_keys(state, path, {"model_config": dict, "model": dict, "vocabulary": str},
+    _require_keys(state, path, {"model_config": dict, "model": dict, "vocabulary": str},
                  "rebuild its model")
-    require_keys(state["model_config"], f"{path} (model_config)", _MODEL_CONFIG_KEYS,
+    _require_keys(state["model_config"], f"{path} (model_config)", _MODEL_CONFIG_KEYS,
                  "rebuild its model")
     if not state["vocabulary"]:
         raise CheckpointError(f"checkpoint {path} holds an empty vocabulary")
 
 
-def build_checkpoint_model(state: dict[str, Any], path) -> nn.Module:
+def _build_checkpoint_model(state: dict[str, Any], path) -> nn.Module:
     """The model a checkpoint describes, with its weights; CheckpointError naming what does
     not fit (an unknown model, options it does not take, weights of another shape)."""
-    check_model_state(state, path)
+    _check_model_state(state, path)
     model_config = state["model_config"]
     try:
         model = _build_from_model_config(model_config)
@@ -152,7 +152,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
     """
     device = check_device("device", device)
     state = load_checkpoint(path, map_location=device)
-    model = build_checkpoint_model(state, path).to(device)
+    model = _build_checkpoint_model(state, path).to(device)
     try:
         vocabulary = CharVocabulary(state["vocabulary"])
     except ValueError as error:

@@ -20,7 +20,7 @@ from nlbook._cli import (
     unit_interval,
 )
 from nlbook.data import DataFileError, load_corpus
-from nlbook.train.checkpoints import load_checkpoint, require_keys
+from nlbook.train.checkpoints import _require_keys, load_checkpoint
 from nlbook.train.config import (
     LN2,
     MODEL_REGISTRY,
@@ -32,7 +32,7 @@ from nlbook.train.config import (
 )
 from nlbook.train.evaluation import evaluate_all, evaluate_stream
 from nlbook.train.loop import (
-    figure_suffixes,
+    _figure_suffixes,
     save_loss_figure,
     train,
 )
@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
             if args.checkpoint is None:
                 raise ValueError("--resume needs --checkpoint PATH")
             state = load_checkpoint(args.checkpoint)
-            require_keys(state, args.checkpoint, {"config": dict}, "resume its run")
+            _require_keys(state, args.checkpoint, {"config": dict}, "resume its run")
             try:
                 config = TrainConfig.from_dict(dict(state["config"], device=args.device,
                                                     checkpoint=args.checkpoint))
@@ -152,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
             config = _config_from_args(args)
         check_writable_path("--checkpoint", config.checkpoint)
         figure = args.figure or f"figures/loss-{config.model}-{config.preset or 'custom'}.png"
-        check_writable_path("--figure", figure, suffixes=figure_suffixes())
+        check_writable_path("--figure", figure, suffixes=_figure_suffixes())
         corpus = load_corpus(config.data)
         print(f"data: {corpus.source} | {len(corpus.text):,} characters, vocabulary "
               f"{corpus.vocab_size} | train {len(corpus.train_ids):,} / val "

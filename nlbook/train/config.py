@@ -198,11 +198,11 @@ class TrainConfig:
             raise ValueError(f"model_options must be a dict of keyword arguments, got "
                              f"{type(self.model_options).__name__}")
         _check_plain("model_options", self.model_options)
-        from nlbook.train.building import check_model_options, check_optimizer_name
+        from nlbook.train.building import _check_model_options, _check_optimizer_name
 
-        check_optimizer_name(self.optimizer)
+        _check_optimizer_name(self.optimizer)
         try:
-            check_model_options(self.model, self.model_options)
+            _check_model_options(self.model, self.model_options)
         except ModelUnavailableError:
             pass  # reported when the model is built
         for name in ("carry_state", "carry_relative"):

@@ -28,8 +28,8 @@ from nlbook.train.building import (
 from nlbook.train.checkpoints import (
     _build_from_model_config,
     _model_config,
+    _require_keys,
     load_checkpoint,
-    require_keys,
     save_checkpoint,
 )
 from nlbook.train.config import (
@@ -57,16 +57,16 @@ _RESUME_KEYS = {"config": dict, "model_config": dict, "vocabulary": str, "corpus
 
 def _check_resumable(state: dict, path, carry_state: bool) -> None:
     """CheckpointError naming what a resume needs and the checkpoint lacks."""
-    require_keys(state, path, _RESUME_KEYS, "resume its run")
-    require_keys(state["corpus"], f"{path} (corpus)", {"sha256": str, "source": str},
+    _require_keys(state, path, _RESUME_KEYS, "resume its run")
+    _require_keys(state["corpus"], f"{path} (corpus)", {"sha256": str, "source": str},
                  "resume its run")
-    require_keys(state["history"], f"{path} (history)",
+    _require_keys(state["history"], f"{path} (history)",
                  {key: list for key in ("train_steps", "train_loss", "val_steps", "val_loss")},
                  "resume its run")
     if carry_state:
-        require_keys(state, path, {"streams": dict, "carried_state": (dict, type(None))},
+        _require_keys(state, path, {"streams": dict, "carried_state": (dict, type(None))},
                      "resume its stateful run")
-        require_keys(state["streams"], f"{path} (streams)",
+        _require_keys(state["streams"], f"{path} (streams)",
                      {"generator": torch.Tensor, "positions": dict}, "resume its stateful run")
 
 
@@ -112,7 +112,7 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
             raise ValueError("resume=True needs config.checkpoint (the file to resume from)")
         # On the CPU: RNG states must be CPU tensors; load_state_dict moves the rest.
         state = load_checkpoint(config.checkpoint, map_location="cpu")
-        require_keys(state, config.checkpoint, {"config": dict}, "resume its run")
+        _require_keys(state, config.checkpoint, {"config": dict}, "resume its run")
         stored = dict(state["config"], device=config.device, checkpoint=config.checkpoint)
         try:
             config = TrainConfig.from_dict(stored)
@@ -359,7 +359,7 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
 
 # ----------------------------------------------------------------------------- figure
 
-def figure_suffixes() -> list[str]:
+def _figure_suffixes() -> list[str]:
     """The image formats matplotlib can write (``png``, ``pdf``, ``svg``, ...)."""
     from matplotlib.figure import Figure
 
@@ -372,7 +372,7 @@ def save_loss_figure(result: TrainResult, path: str | Path,
     from nlbook.viz.training import plot_training_curves
 
     check_instance("result", result, TrainResult, expected="a TrainResult (from train)")
-    path = check_writable_path("path", path, suffixes=figure_suffixes())
+    path = check_writable_path("path", path, suffixes=_figure_suffixes())
     if references is not None:
         check_instance("references", references, dict, expected="a dict name -> nats or None")
         for name, value in references.items():
