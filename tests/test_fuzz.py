@@ -19,8 +19,12 @@ from __future__ import annotations
 
 import functools
 import importlib
+import io
 import math
+import os
 import pkgutil
+import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -1673,3 +1677,185 @@ def test_public_api_under_fuzzing(capsys):
         print("\n" + report)
     lines = "\n".join(f"  {o.kind}: {o.entry} | {o.mutation} | {o.detail}" for o in bad[:80])
     assert not bad, f"{report}\n{lines}"
+
+
+# ============================================================================================
+# the command lines
+
+
+def run_command_line(main, argv: list[str]) -> tuple[int, str, str]:
+    """``main(argv)`` in process -> (exit status, stdout, stderr); an exception that escapes
+    ``main`` is a traceback the user would have seen."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            status = main(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+            status = code if isinstance(code, int) else (0 if code is None else 1)
+            if isinstance(code, str):
+                err.write(code + "\n")
+    return int(status or 0), out.getvalue(), err.getvalue()
+
+
+def bad_command_lines(tmp: Path) -> list[tuple[str, object, list[str], Path | None]]:
+    """(label, main, argv, a file that must not be written) for every bad argument."""
+    from nlbook.train import main as train_main
+
+    corpus = text_file()
+    checkpoint, figure = tmp / "run.pt", tmp / "run.png"
+    base = ["--data", corpus, "--steps", "2", "--d-model", "8", "--n-layers", "1",
+            "--n-heads", "2", "--context-length", "8", "--batch-size", "2",
+            "--eval-interval", "1", "--eval-batches", "1", "--no-baselines", "--no-progress",
+            "--checkpoint", str(checkpoint), "--figure", str(figure)]
+
+    def train_case(label, *changes, keep=None):
+        argv = list(base)
+        for flag, value in zip(changes[::2], changes[1::2], strict=True):
+            if value == "-":  # drop the flag and its value
+                index = argv.index(flag)
+                del argv[index:index + 2]
+            elif flag in argv and value is not None:
+                argv[argv.index(flag) + 1] = value
+            elif value is None:
+                argv.append(flag)
+            else:
+                argv += [flag, value]
+        return (f"train {label}", train_main, argv, keep if keep is not None else checkpoint)
+
+    (tmp / "empty.txt").write_text("", encoding="utf-8")
+    cases = [
+        train_case("--device bogus", "--device", "bogus"),
+        train_case("--threads 0", "--threads", "0"),
+        train_case("--threads x", "--threads", "x"),
+        train_case("--model-option bogus=1", "--model-option", "bogus=1"),
+        train_case("--model-option dropout=2", "--model-option", "dropout=2"),
+        train_case("--model-option without =", "--model-option", "dropout"),
+        train_case("--figure x.xyz", "--figure", str(tmp / "x.xyz")),
+        train_case("--figure unwritable", "--figure", "/proc/nlbook/loss.png"),
+        train_case("--checkpoint unwritable", "--checkpoint", "/proc/nlbook/run.pt",
+                   keep=tmp / "never"),
+        train_case("--minutes inf", "--steps", "-", "--minutes", "inf"),
+        train_case("--minutes 0", "--minutes", "0"),
+        train_case("--steps 0", "--steps", "0"),
+        train_case("--steps x", "--steps", "x"),
+        train_case("--lr nan", "--lr", "nan"),
+        train_case("--lr -1", "--lr", "-1"),
+        train_case("--batch-size 0", "--batch-size", "0"),
+        train_case("--dropout 1.5", "--dropout", "1.5"),
+        train_case("--seed -1", "--seed", "-1"),
+        train_case("--eval-interval 0", "--eval-interval", "0"),
+        train_case("--stream-length 0", "--stream-length", "0"),
+        train_case("--data missing", "--data", str(tmp / "missing.txt")),
+        train_case("--data empty", "--data", str(tmp / "empty.txt")),
+        train_case("--data a folder", "--data", str(tmp)),
+        train_case("--optimizer bogus", "--optimizer", "bogus"),
+        train_case("--model bogus", "--model", "bogus"),
+        train_case("--preset bogus", "--preset", "bogus"),
+        train_case("--n-heads 3 (does not divide 8)", "--n-heads", "3"),
+        train_case("--carry-state with a transformer", "--carry-state", None),
+        ("train --resume of a missing checkpoint", train_main,
+         ["--resume", "--checkpoint", str(tmp / "missing.pt"), "--no-progress"], None),
+        ("train --resume of a pickled checkpoint", train_main,
+         ["--resume", "--checkpoint", pickled_checkpoint(), "--no-progress"], None),
+        ("train --resume of a checkpoint missing keys", train_main,
+         ["--resume", "--checkpoint", broken_checkpoint("history"), "--no-progress"], None),
+        ("train --resume --device bogus", train_main,
+         ["--resume", "--checkpoint", checkpoint_file(), "--device", "bogus",
+          "--no-progress"], None),
+    ]
+    if not torch.cuda.is_available():
+        cases.append(train_case("--device cuda (none here)", "--device", "cuda"))
+    sample_base = ["--checkpoint", checkpoint_file(), "--max-new-tokens", "3"]
+    for label, extra in [("a missing checkpoint", ["--checkpoint", str(tmp / "missing.pt")]),
+                         ("a pickled checkpoint", ["--checkpoint", pickled_checkpoint()]),
+                         ("a checkpoint missing keys",
+                          ["--checkpoint", broken_checkpoint("model_config")]),
+                         ("a checkpoint of another model type",
+                          ["--checkpoint", foreign_checkpoint()]),
+                         ("--temperature -1", ["--temperature", "-1"]),
+                         ("--temperature nan", ["--temperature", "nan"]),
+                         ("--temperature inf", ["--temperature", "inf"]),
+                         ("--num-samples -1", ["--num-samples", "-1"]),
+                         ("--num-samples 0", ["--num-samples", "0"]),
+                         ("--max-new-tokens -1", ["--max-new-tokens", "-1"]),
+                         ("--top-k 0", ["--top-k", "0"]), ("--top-p 0", ["--top-p", "0"]),
+                         ("--top-p 1.5", ["--top-p", "1.5"]), ("--prompt ''", ["--prompt", ""]),
+                         ("--prompt outside the vocabulary", ["--prompt", "QQQ"]),
+                         ("--device bogus", ["--device", "bogus"]),
+                         ("--seed -1", ["--seed", "-1"])]:
+        cases.append((f"sample {label}", sample.main, sample_base + extra, None))
+    for label, extra in [("a missing checkpoint", ["--checkpoint", str(tmp / "missing.pt")]),
+                         ("a checkpoint missing keys",
+                          ["--checkpoint", broken_checkpoint("model_config")]),
+                         ("a checkpoint of another model type",
+                          ["--checkpoint", foreign_checkpoint()]),
+                         ("--window 0", ["--window", "0"]), ("--split bogus", ["--split", "x"]),
+                         ("--threads 0", ["--threads", "0"]),
+                         ("--data missing", ["--data", str(tmp / "missing.txt")]),
+                         ("--device bogus", ["--device", "bogus"])]:
+        cases.append((f"evaluate {label}", evaluate.main,
+                       ["--checkpoint", checkpoint_file(), *extra], None))
+    for argv in (["memory", "--length", "0"], ["memory", "--batch", "x"],
+                 ["memory", "--heads", "-1"], ["memory", "--dim", "0"],
+                 ["memory", "--repeats", "0"], ["optim", "--width", "0"],
+                 ["optim", "--depth", "0"], ["optim", "--batch", "0"],
+                 ["hope", "--context", "0"], ["hope", "--context", "a,b"],
+                 ["hope", "--steps", "0"], ["hope", "--tokens-per-step", "0"],
+                 ["shakespeare", "--minutes", "0"], ["shakespeare", "--minutes", "inf"],
+                 ["shakespeare", "--lr", "nan"], ["shakespeare", "--stream-length", "0"],
+                 ["stateful", "--variants", "9"], ["stateful", "--steps", "0"],
+                 ["stateful", "--preset", "bogus", "--steps", "1"],
+                 ["ablation", "--variants", "99", "--steps", "1"], ["ablation", "--steps", "0"],
+                 ["ablation", "--scored-characters", "0", "--steps", "1"],
+                 ["bogus"], []):
+        cases.append((f"bench {' '.join(argv) or '(no benchmark)'}", bench.main, argv, None))
+    return cases
+
+
+def test_command_lines_with_bad_arguments(tmp_path, capsys):
+    """Every bad argument: a non-zero status and one line ``error: ...``, no traceback, and
+    nothing trained (the checkpoint that a run would write does not appear)."""
+    threads = torch.get_num_threads()
+    problems, count = [], 0
+    try:
+        for label, main, argv, must_not_exist in bad_command_lines(tmp_path):
+            count += 1
+            status, out, err = run_command_line(main, argv)
+            lines = [line for line in err.splitlines() if line.strip()]
+            if status == 0:
+                problems.append(f"{label}: exit status 0")
+            if "Traceback" in out + err:
+                problems.append(f"{label}: printed a traceback")
+            if len(lines) != 1 or not lines[0].startswith("error: "):
+                problems.append(f"{label}: stderr is not one 'error: ...' line: {lines[-3:]}")
+            if must_not_exist is not None and must_not_exist.exists():
+                problems.append(f"{label}: trained before failing ({must_not_exist} written)")
+                must_not_exist.unlink()
+    finally:
+        torch.set_num_threads(threads)
+    with capsys.disabled():
+        print(f"\ncommand lines: {count} bad argument lists, {len(problems)} problems")
+    assert not problems, "\n".join(problems)
+
+
+def test_command_line_edge_cases_that_are_valid(tmp_path):
+    """A tiny temperature samples (greedily); it used to crash inside torch.multinomial."""
+    status, out, err = run_command_line(sample.main, ["--checkpoint", checkpoint_file(),
+                                                      "--temperature", "1e-40",
+                                                      "--max-new-tokens", "5", "--prompt", "to"])
+    assert status == 0, err
+    assert out.splitlines()[-1].startswith("to")
+
+
+def test_python_dash_m_prints_one_error_line():
+    """The real ``python -m nlbook.train`` (its __main__): one line, status 2."""
+    import subprocess
+
+    completed = subprocess.run([sys.executable, "-m", "nlbook.train", "--threads", "0"],
+                               capture_output=True, text=True, timeout=120,
+                               env={**os.environ, "PYTHONPATH": str(Path(nlbook.__file__)
+                                                                    .parents[1])})
+    assert completed.returncode == 2
+    assert completed.stderr.strip().startswith("error: argument --threads")
+    assert len(completed.stderr.strip().splitlines()) == 1
