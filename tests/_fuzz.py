@@ -25,6 +25,7 @@ import re
 import resource
 import signal
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
@@ -494,7 +495,8 @@ def run_one(entry: Entry, name: str, label: str, arguments: dict, argument: str 
     kept = dict(arguments)
     try:
         with alarm(entry.alarm), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
+                contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NaN gaps in plots, overflow in huge inputs
             result = _invoke(entry, dict(arguments))
     except Hang as error:
         return Outcome(name, label, "hang", str(error)), None
