@@ -44,7 +44,7 @@ class HopeLM(nn.Module):
             embedding: any T works, and generation never crops).
         dropout: dropout on the embedding and on the memory branch (training mode only).
         seed: seed of the torch.Generator that initialises every parameter (reproducible).
-        Other keyword arguments go to every :class:`HopeBlock` (chunk sizes, CMS levels, ...).
+        Other keyword arguments go to every :class:`HopeBlock` (chunk sizes, CMS blocks, ...).
 
     Call ``logits, loss = model(idx, targets=None)`` with idx int64 (B, T), any T ≥ 1: logits
     (B, T, V); loss is the mean next-token cross-entropy when targets (B, T) are given (-1 is
