@@ -51,6 +51,7 @@ from __future__ import annotations
 
 from nlbook.selfmod.chunk_kernel import gated_delta_chunk
 from nlbook.selfmod.dgd import (
+    STREAM_RULES,
     SelfModifyingLinear,
     correlated_stream_experiment,
     dgd_proximal_closed_form,
@@ -62,6 +63,7 @@ from nlbook.selfmod.reference import reference_self_modifying_titans
 from nlbook.selfmod.titans import SelfModifyingState, SelfModifyingTitans
 
 __all__ = [
+    "STREAM_RULES",
     "SelfModifyingLinear",
     "SelfModifyingState",
     "SelfModifyingTitans",
