@@ -153,11 +153,11 @@ def assign_levels(components: Sequence[Component]) -> dict[str, int]:
 
 def level_label(level: int, period: int | None = None, unit: str = "token") -> str:
     """The label every plot and widget of the course uses for a level: ``"level 2 (every 32
-    tokens)"``; ``period`` None: ``"level 2 (η = 0: outer optimizer only)"``."""
+    tokens)"``; ``period`` None: ``"level 2 (η = 0, outer optimizer only)"``."""
     if isinstance(level, bool) or not isinstance(level, int) or level < 1:
         raise ValueError(f"level must be an int >= 1, got {level!r}")
     if period is None:
-        return f"level {level} (η = 0: outer optimizer only)"
+        return f"level {level} (η = 0, outer optimizer only)"
     if isinstance(period, bool) or not isinstance(period, int) or period < 1:
         raise ValueError(f"period must be a positive int or None, got {period!r}")
     every = f"every {unit}" if period == 1 else f"every {period} {unit}s"

@@ -10,6 +10,7 @@ One file per chapter; everything is re-exported here, so notebooks write ``nlboo
 from nlbook.viz._common import new_figure, to_numpy
 from nlbook.viz.associative import *  # noqa: F403
 from nlbook.viz.continuum import *  # noqa: F403
+from nlbook.viz.diagrams import *  # noqa: F403
 from nlbook.viz.hope import *  # noqa: F403
 from nlbook.viz.optimizers import *  # noqa: F403
 from nlbook.viz.selfmod import *  # noqa: F403
