@@ -7,7 +7,7 @@
 # parameter count* for the *same wall-clock time* on the same CPU, on one megabyte of
 # Shakespeare, one character at a time, and compare them with models that learn nothing at all
 # (n-gram counts). Then we sample text from both and open HOPE's memories while it reads a
-# passage.
+# passage. Notation: [glossary](GLOSSARY.md).
 #
 # **Learning objectives.** After this notebook you can
 # 1. state a language model's loss in nats and bits per character and read it against the
