@@ -16,7 +16,7 @@ Block (:class:`HopeBlock`), x (B, T, d) → (B, T, d)::
 
     h = conv4(LayerNorm(x))                   causal depth-wise convolution, window 4
     x = x + SelfModifyingTitans(h)            residual around the memory
-    x = CMS(x)                                each level a pre-norm residual MLP x + MLP(LN(x))
+    x = CMS(x)                                each block a pre-norm residual MLP x + MLP(LN(x))
 
 - Normalisation: pre-norm (LayerNorm without bias) before the memory; the CMS blocks carry their
   own pre-LayerNorm (chapter 3). Why: pre-norm keeps the residual stream's scale free, as in the

@@ -26,12 +26,14 @@ from nlbook.optim._base import (
 class MomentumMemory(_MemoryOptimizer):
     r"""SGD with momentum written as a two-level memory (A-eq 33–37; N-eq 7–10).
 
-    Inner level, the momentum memory m (shape of the parameter), trained on the gradient stream
+    Inner level (level 1: written first at each step), the momentum memory m (shape of the
+    parameter), trained on the gradient stream
     by one gradient step of size η on the key-less dot-product objective with an ℓ2 retention:
 
         ℓ_i(m) = ⟨m, g_i⟩ + (1 − α)/(2η) ‖m‖²   ⇒   m_{i+1} = α m_i − η g_i   (A-eq 34)
 
-    Outer level: W_{i+1} = W_i + m_{i+1} (A-eq 33). Unrolled, m_{i+1} = −η Σ_j α^{i−j} g_j.
+    Outer level (level 2: same frequency, but it needs m_{i+1} of the same step, Def. 2):
+    W_{i+1} = W_i + m_{i+1} (A-eq 33). Unrolled, m_{i+1} = −η Σ_j α^{i−j} g_j.
 
     Numerically identical to ``torch.optim.SGD(params, lr, momentum)`` (no dampening, no
     Nesterov) at a constant learning rate. Deviation: m stores −η·(torch's buffer), so a learning

@@ -33,9 +33,10 @@ def _muon_lr_scale(shape: torch.Size, adjust_lr_fn: str | None) -> float:
 class Muon(_MemoryOptimizer):
     r"""Muon: a momentum memory read through a Newton–Schulz non-linearity (A-eq 42, 52).
 
-    Inner level: the momentum memory m, one GD step of size 1 − μ on ½‖m − g_i‖² (an EMA,
-    m ← μ m + (1 − μ) g_i). Its read-out passes through the output non-linearity σ = NS_k, k
-    Newton–Schulz steps, itself a memory minimising ‖Oᵀ O − I‖²_F (A-eq 43–44):
+    Inner level (level 1; the weights are level 2): the momentum memory m, one GD step of size
+    1 − μ on ½‖m − g_i‖² (an EMA, m ← μ m + (1 − μ) g_i). Its read-out passes through the output
+    non-linearity σ = NS_k, k Newton–Schulz steps, itself a memory minimising ‖Oᵀ O − I‖²_F
+    (A-eq 43–44):
 
         u = (1 − μ) g + μ m   (Nesterov; ``nesterov=False``: u = m),
         W ← (1 − η λ) W − η s · NS_k(u),   s = √max(1, rows/cols).
@@ -195,7 +196,7 @@ class M3(_MemoryOptimizer):
         chunk.add_(grad)
         update = self._orthogonalise(fast, group).add_(slow_output, alpha=group["alpha"])
         param.addcdiv_(update, second.sqrt().add_(group["eps"]), value=-group["lr"])
-        if state["step"] % group["slow_every"] == 0:  # the low-frequency level
+        if state["step"] % group["slow_every"] == 0:  # the low-frequency level (level 3)
             if summed:
                 slow.add_(chunk, alpha=beta3)
             else:
