@@ -64,7 +64,7 @@ import torch
 from IPython.display import display
 
 import nlbook.viz
-from nlbook import optim
+from nlbook import levels, optim
 from nlbook.exercises import nested_optimizers as ex
 from nlbook.widgets import dropdown, explore, float_slider
 
@@ -138,6 +138,7 @@ for gradient in gradients:
 unrolled = optim.momentum_weighted_sum(gradients, lr=0.1, momentum=0.8)
 stored = momentum_memory.state[parameter]["momentum_memory"]
 print(f"memory after 30 writes vs −η Σ α^(T−j) g_j: {(stored - unrolled).abs().max():.1e}")
+nlbook.viz.plot_level_map(levels.sgd_momentum_components(), title="SGD with momentum")
 
 # %% [markdown]
 # ## 3 · How short is momentum's memory?
@@ -308,6 +309,7 @@ for step in range(2 * chunk):
         m3[alpha].step()
     gap = (weights[1.0] - weights[0.0]).abs().max().item()
     print(f"step {step + 1:2d}: |M3(α=1) − M3(α=0)| = {gap:.2e}")
+nlbook.viz.plot_level_map(levels.m3_components(slow_every=chunk), title="M3's levels")
 
 # %% [markdown]
 # ### Why Algorithm 1 as printed does not train a network

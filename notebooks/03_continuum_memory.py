@@ -221,15 +221,19 @@ assert gap < 1e-12
 # ## 4. A spectrum of frequencies
 #
 # With chunk sizes 1, 4, 16 and 64 the four blocks are four levels, a spectrum: level 1 changes
-# at every token, level 4 once per 64 tokens (as in every figure of the course, level 1 is drawn
-# at the bottom). Each tick is one update; its height is the size $\lVert\Delta\theta\rVert$
-# (scaled per block). The summed updates of slow levels are not small: a block updated every $C$
+# at every token, level 4 once per 64 tokens. First the chain, each block in its level's colour,
+# then the update ticks (as in every figure of the course, level 1 is drawn at the bottom).
+# Each tick is one update; its height is the size $\lVert\Delta\theta\rVert$ (scaled per
+# block). The summed updates of slow levels are not small: a block updated every $C$
 # tokens moves about as far as a per-token block, only later.
 
 # %%
 length = nlbook.smoke(256, 128)
 spectrum = ContinuumMemory(8, [1, 4, 16, 64], [0.01, 0.005, 0.002, 0.001], hidden_dim=16,
                            generator=generator)
+viz.plot_cms_chain(spectrum.chunk_sizes, spectrum.learning_rates)
+
+# %%
 x = torch.randn(1, length, 8, generator=generator)
 y = torch.roll(x, shifts=1, dims=-1)  # a fixed target map: rotate the features
 record = CMSRecord(4)

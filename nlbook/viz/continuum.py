@@ -8,6 +8,7 @@ import matplotlib.figure
 import numpy as np
 
 from nlbook.viz._common import new_figure, to_numpy
+from nlbook.viz.diagrams import level_colour
 
 __all__ = ["plot_cms_explorer", "plot_forgetting", "plot_stream_losses", "plot_update_ticks"]
 
@@ -34,10 +35,18 @@ def _order_and_labels(count: int, labels: Sequence[str] | None,
     return order, list(labels)
 
 
+def _colours(count: int, levels: Sequence[int] | None) -> list[str]:
+    """Each block in its level's colour (the diagrams' palette), or C{j} without levels."""
+    if levels is None:
+        return [f"C{index}" for index in range(count)]
+    return [level_colour(int(level)) for level in levels]
+
+
 def _draw_ticks(axis, steps_per_block, length: int, labels: list[str], order: list[int],
-                sizes=None, time: int | None = None) -> None:
+                sizes=None, time: int | None = None, colours: list[str] | None = None) -> None:
     """One row per block, in ``order`` from the bottom up: a stem at every update step (height ∝
-    update size when given). A block keeps its colour C{block index}."""
+    update size when given), in the block's colour."""
+    colours = colours or [f"C{index}" for index in range(len(labels))]
     for row, block in enumerate(order):
         steps = np.asarray(to_numpy(steps_per_block[block]), dtype=float).ravel()
         if sizes is not None and len(steps):
@@ -46,7 +55,8 @@ def _draw_ticks(axis, steps_per_block, length: int, labels: list[str], order: li
         else:
             heights = np.full(len(steps), 0.8)
         shown = steps if time is None else steps[steps <= time]
-        axis.vlines(shown, row, row + heights[: len(shown)], color=f"C{block}", linewidth=1.2)
+        axis.vlines(shown, row, row + heights[: len(shown)], color=colours[block],
+                    linewidth=1.2)
         if time is not None:
             later = steps[steps > time]
             axis.vlines(later, row, row + heights[len(shown):], color="0.85", linewidth=1.0)
@@ -70,11 +80,12 @@ def plot_update_ticks(steps_per_block: Sequence, length: int, *, sizes: Sequence
         labels: per block, e.g. ``ContinuumMemory.block_labels()``; default "level ℓ (block j)"
             when ``levels`` are given, else "block j".
         levels: per block its level (``ContinuumMemory.level_of_block``): rows are drawn by
-            level, level 1 at the bottom. Default: chain order.
+            level, level 1 at the bottom, each in its level's colour. Default: chain order.
     """
     order, names = _order_and_labels(len(steps_per_block), labels, levels)
     figure, axes = new_figure(width=8.0, height=0.6 + 0.5 * len(names))
-    _draw_ticks(axes[0], steps_per_block, length, names, order, sizes)
+    _draw_ticks(axes[0], steps_per_block, length, names, order, sizes,
+                colours=_colours(len(names), levels))
     return figure
 
 
@@ -130,7 +141,8 @@ def plot_cms_explorer(trajectories: Sequence, steps_per_block: Sequence, losses,
         axes[column].set_xticks([])
         axes[column].set_yticks([])
         figure.colorbar(image, ax=axes[column], shrink=0.8)
-    _draw_ticks(tick_axis, steps_per_block, length, names, order, time=time)
+    _draw_ticks(tick_axis, steps_per_block, length, names, order, time=time,
+                colours=_colours(count, levels))
     tick_axis.axvline(time, color="k", linewidth=0.8)
     loss_axis.plot(np.arange(length), losses, color="0.5", linewidth=0.8)
     if length:
