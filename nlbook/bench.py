@@ -97,6 +97,14 @@ def _shakespeare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="any UTF-8 text file (default: Tiny Shakespeare)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the n-gram lines")
     parser.add_argument("--progress", action="store_true", help="show tqdm progress bars")
+    parser.add_argument("--stream-length", type=int, default=1024,
+                        help="HOPE's carried streams: tokens before a stream restarts "
+                             "(default 1024)")
+    parser.add_argument("--no-carry-state", action="store_true",
+                        help="train HOPE on fresh windows instead (the earlier comparison)")
+    parser.add_argument("--position-length", type=int, default=1024,
+                        help="HOPE's loss-by-position curve length (the Transformer's is its "
+                             "context)")
 
 
 def shakespeare_configs(args: argparse.Namespace, vocab_size: int) -> dict[str, object]:
@@ -106,6 +114,8 @@ def shakespeare_configs(args: argparse.Namespace, vocab_size: int) -> dict[str, 
     :func:`nlbook.hope.matched_models` picks to match HOPE's total parameter count. Everything
     else is shared and follows nanoGPT's CPU recipe (AdamW, warm-up 100 steps, cosine to lr/10,
     batch 12, context 64); the number of steps comes from the time budget ``args.minutes``.
+    HOPE trains statefully (``carry_state``: contiguous streams of ``args.stream_length``
+    tokens with its memory carried window to window) unless ``args.no_carry_state``.
     """
     from nlbook.hope import matched_models
     from nlbook.train import TrainConfig
@@ -117,17 +127,20 @@ def shakespeare_configs(args: argparse.Namespace, vocab_size: int) -> dict[str, 
                   minutes=args.minutes, learning_rate=args.lr, min_learning_rate=args.lr / 10,
                   warmup_steps=100, eval_interval=250, eval_batches=args.eval_batches,
                   seed=args.seed, data=args.data)
+    carry = not getattr(args, "no_carry_state", False)
     return {"transformer": TrainConfig(model="transformer", d_model=transformer.d_model,
                                        **shared),
-            "hope": TrainConfig(model="hope", d_model=args.d_model, **shared)}
+            "hope": TrainConfig(model="hope", d_model=args.d_model, carry_state=carry,
+                                stream_length=getattr(args, "stream_length", 1024), **shared)}
 
 
 def bench_shakespeare(args: argparse.Namespace) -> None:
-    """HOPE vs Transformer at equal parameters and equal wall-clock time on Tiny Shakespeare."""
+    """HOPE vs Transformer at equal parameters and equal wall-clock time on Tiny Shakespeare:
+    fresh windows, streaming, and loss by position."""
     import math
 
     from nlbook.data import load_corpus
-    from nlbook.train import evaluate_all, train
+    from nlbook.train import evaluate_all, evaluate_stream, loss_by_position, train
     from nlbook.transformer import parameter_count
 
     _header(f"shakespeare: HOPE vs Transformer, {args.minutes:g} min of training each")
@@ -136,21 +149,33 @@ def bench_shakespeare(args: argparse.Namespace) -> None:
     print(f"data: {corpus.source} | train {len(corpus.train_ids):,} / val "
           f"{len(corpus.val_ids):,} characters | batch {args.batch_size} x context "
           f"{args.context_length} | AdamW lr {args.lr:g} -> {args.lr / 10:g}, seed {args.seed}")
-    losses: dict[str, tuple[float, float]] = {}
+    print(f"hope: {'stateful, streams of ' + str(args.stream_length) + ' tokens' if configs['hope'].carry_state else 'fresh windows'}")  # noqa: E501
+    losses: dict[str, dict[str, float]] = {}
     for name, config in configs.items():
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         result = train(config, corpus=corpus, progress=args.progress, log=None)
-        full = evaluate_all(result.model, corpus.val_ids, context_length=config.context_length)
-        count = parameter_count(result.model)
-        losses[name] = (result.val_loss, full)
+        model = result.model
+        fresh = evaluate_all(model, corpus.val_ids, context_length=config.context_length)
+        stateful = hasattr(model, "stream")
+        streaming = evaluate_stream(model, corpus.val_ids,
+                                    window=1024 if stateful else config.context_length)
+        length = args.position_length if stateful else config.context_length
+        curve = loss_by_position(model, corpus.val_ids, length=length,
+                                 windows=32 if stateful else 128, seed=args.seed)
+        last_quarter = float(curve[3 * length // 4:].mean())
+        count = parameter_count(model)
+        losses[name] = {"fresh": fresh, "stream": streaming, "last_quarter": last_quarter}
+        how = "one stream" if stateful else f"sliding window {config.context_length}"
         print(f"{name:>11}: d_model {config.d_model}, {config.n_layers} layers, "
               f"{count.total:,} parameters | {result.step} steps in {result.seconds:.0f} s "
-              f"({1e3 * result.seconds / max(1, result.step):.0f} ms/step, load {load:.2f}) | "
-              f"val {result.val_loss:.4f} nats/char = {result.val_loss / math.log(2):.4f} "
-              f"bits/char | every val char: {full:.4f} nats/char")
+              f"({1e3 * result.seconds / max(1, result.step):.0f} ms/step, load {load:.2f})\n"
+              f"{'':13}fresh windows of {config.context_length}: {fresh:.4f} nats/char | "
+              f"streaming ({how}): {streaming:.4f} = {streaming / math.log(2):.4f} bits/char | "
+              f"loss by position, positions {3 * length // 4}-{length - 1}: {last_quarter:.4f}")
     hope, transformer = losses["hope"], losses["transformer"]
-    print(f"ratio HOPE / Transformer: val {hope[0] / transformer[0]:.3f}, every val char "
-          f"{hope[1] / transformer[1]:.3f} (below 1: HOPE is better at equal time)")
+    print(f"ratio HOPE / Transformer: streaming {hope['stream'] / transformer['stream']:.3f}, "
+          f"fresh windows {hope['fresh'] / transformer['fresh']:.3f} (below 1: HOPE is better "
+          f"at equal time)")
     print("reference: nanoGPT's CPU baby GPT (0.8M parameters, ~3 min): val 1.88 nats/char")
     if not args.no_baselines:
         from nlbook.ngram import ngram_baselines
@@ -163,6 +188,76 @@ def bench_shakespeare(args: argparse.Namespace) -> None:
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
+#: The training variants of ``bench stateful``: how a HOPE is trained, as TrainConfig fields.
+STATEFUL_VARIANTS: dict[str, dict[str, object]] = {
+    "fresh windows": {"carry_state": False},
+    "carried, offsets from θ₀, restarts": {"carry_state": True},
+    "carried, plain detach, restarts": {"carry_state": True, "carry_relative": False},
+    "carried, offsets from θ₀, never restarted": {"carry_state": True, "stream_length": None},
+}
+
+
+def _stateful_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps per variant")
+    parser.add_argument("--preset", default="tiny", help="size and schedule (default tiny)")
+    parser.add_argument("--stream-length", type=int, default=1024,
+                        help="tokens before a carried stream restarts (default 1024)")
+    parser.add_argument("--variants", default=",".join(str(i) for i in
+                                                       range(len(STATEFUL_VARIANTS))),
+                        help="comma-separated indices of the variants to run (default all): "
+                             + "; ".join(f"{i} = {name}" for i, name in
+                                         enumerate(STATEFUL_VARIANTS)))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", help="any UTF-8 text file (default: Tiny Shakespeare)")
+    parser.add_argument("--position-length", type=int, default=1024,
+                        help="length of the loss-by-position windows (default 1024)")
+    parser.add_argument("--progress", action="store_true", help="show tqdm progress bars")
+
+
+def bench_stateful(args: argparse.Namespace) -> None:
+    """How HOPE is trained decides what its memory can do: the same HOPE trained on fresh
+    windows and on carried streams (three ways), each scored in fresh windows, as one stream
+    with and without its in-context CMS updates, and by position far past its window."""
+    import time
+
+    from nlbook.data import load_corpus
+    from nlbook.hope import frozen_cms
+    from nlbook.train import TrainConfig, evaluate_all, evaluate_stream, loss_by_position, train
+
+    _header(f"stateful: HOPE trained {args.steps} steps on fresh windows and on carried streams")
+    corpus = load_corpus(args.data)
+    names = list(STATEFUL_VARIANTS)
+    try:
+        chosen = [names[int(index)] for index in args.variants.split(",")]
+    except (ValueError, IndexError):
+        raise SystemExit(f"error: --variants must be comma-separated indices in "
+                         f"[0, {len(names)}), got {args.variants!r}") from None
+    length = args.position_length
+    print(f"preset {args.preset}, seed {args.seed}; streams restart every "
+          f"{args.stream_length} tokens unless said; stream = the whole validation split "
+          f"({len(corpus.val_ids):,} characters) read once; by position: 32 fresh windows of "
+          f"{length}")
+    quarter = f"by position {3 * length // 4}-{length - 1}"
+    print(f"{'variant':44} {'train s':>7} {'fresh':>7} {'stream':>7} {'stream, CMS frozen':>18}"
+          f" {quarter:>20}")
+    for name in chosen:
+        overrides = dict(model="hope", steps=args.steps, seed=args.seed,
+                         stream_length=args.stream_length, eval_interval=args.steps)
+        overrides.update(STATEFUL_VARIANTS[name])
+        config = TrainConfig.from_preset(args.preset, **overrides)
+        start = time.perf_counter()
+        model = train(config, corpus=corpus, progress=args.progress, log=None).model
+        seconds = time.perf_counter() - start
+        fresh = evaluate_all(model, corpus.val_ids, context_length=config.context_length)
+        streaming = evaluate_stream(model, corpus.val_ids, window=2048)
+        with frozen_cms(model):
+            frozen = evaluate_stream(model, corpus.val_ids, window=2048)
+        curve = loss_by_position(model, corpus.val_ids, length=length, windows=32,
+                                 seed=args.seed)
+        print(f"{name:44} {seconds:7.0f} {fresh:7.4f} {streaming:7.4f} {frozen:18.4f} "
+              f"{float(curve[3 * length // 4:].mean()):20.4f}")
+
+
 def _hope_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--d-model", type=int, default=144,
                         help="HOPE's width (about 1M parameters at 4 layers); the Transformer's "
@@ -173,18 +268,51 @@ def _hope_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5,
                         help="timed training steps per model (interleaved; the median counts)")
+    parser.add_argument("--context", type=_int_list, default=None,
+                        help="comma-separated context lengths, e.g. 64,256,1024: one timing "
+                             "per length, with batch = --tokens-per-step / length (default: "
+                             "one timing at --length and --batch)")
+    parser.add_argument("--tokens-per-step", type=int, default=2048,
+                        help="with --context: tokens in every training step (default 2048)")
     parser.add_argument("--second-order", action="store_true",
                         help="also time HOPE with create_graph through the CMS updates")
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got "
+                                         f"{text!r}") from None
+    if not values or any(value < 1 for value in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints, got {text!r}")
+    return values
+
+
 def bench_hope(args: argparse.Namespace) -> None:
-    """Training tokens/s of HopeLM vs TransformerLM at equal parameter count (chapter 5)."""
+    """Training tokens/s of HopeLM vs TransformerLM at equal parameter count (chapter 5); with
+    ``--context``, at each context length with the same tokens per step (attention's cost grows
+    with the context, HOPE's does not)."""
     from nlbook.hope import benchmark_hope
 
     _header("hope: training tokens/s (forward + backward + AdamW), HOPE vs Transformer")
-    benchmark_hope(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
-                   batch=args.batch, length=args.length, steps=args.steps,
-                   second_order=args.second_order)
+    if args.context is None:
+        benchmark_hope(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
+                       batch=args.batch, length=args.length, steps=args.steps,
+                       second_order=args.second_order)
+        return
+    ratios = []
+    for length in args.context:
+        batch = max(1, args.tokens_per_step // length)
+        print(f"-- context {length}, batch {batch}")
+        results = benchmark_hope(d_model=args.d_model, n_layers=args.n_layers,
+                                 n_heads=args.n_heads, batch=batch, length=length,
+                                 steps=args.steps, second_order=args.second_order)
+        ratios.append((length, batch, results))
+    print("context  batch  HOPE tokens/s  Transformer tokens/s  ratio")
+    for length, batch, results in ratios:
+        print(f"{length:7d}  {batch:5d}  {results['hope']:13.0f}  {results['transformer']:20.0f}"
+              f"  {results['ratio']:5.2f}")
 
 
 BenchmarkEntry = tuple[
@@ -199,6 +327,8 @@ BENCHMARKS: dict[str, BenchmarkEntry] = {
              "chapter 5: training tokens/s of HOPE vs Transformer at equal parameters"),
     "shakespeare": (_shakespeare_arguments, bench_shakespeare,
                     "chapter 6: HOPE vs Transformer at equal parameters and wall-clock time"),
+    "stateful": (_stateful_arguments, bench_stateful,
+                 "chapter 6: HOPE trained on fresh windows vs carried streams"),
 }
 
 

@@ -16,7 +16,11 @@ import matplotlib.figure
 
 from nlbook import is_headless
 
-__all__ = ["dropdown", "explore", "float_slider", "int_slider", "render_once"]
+__all__ = ["dropdown", "explore", "float_slider", "int_slider", "multi_select", "render_once"]
+
+#: Every control sizes its label to the text (ipywidgets' default cuts labels after ~10
+#: characters: "decay / β / lr" showed as "decay / β …").
+LABEL_STYLE = {"description_width": "initial"}
 
 
 def render_once(
@@ -41,7 +45,8 @@ def int_slider(value: int, low: int, high: int, step: int = 1, description: str 
     import ipywidgets
 
     return ipywidgets.IntSlider(value=value, min=low, max=high, step=step,
-                                description=description, continuous_update=False)
+                                description=description, continuous_update=False,
+                                style=LABEL_STYLE)
 
 
 def float_slider(value: float, low: float, high: float, step: float, description: str = "",
@@ -51,14 +56,25 @@ def float_slider(value: float, low: float, high: float, step: float, description
 
     return ipywidgets.FloatSlider(value=value, min=low, max=high, step=step,
                                   description=description, continuous_update=False,
-                                  readout_format=readout_format)
+                                  readout_format=readout_format, style=LABEL_STYLE)
 
 
 def dropdown(options, value=None, description: str = ""):
     """A drop-down menu; ``options`` is a list of labels or (label, value) pairs."""
     import ipywidgets
 
-    return ipywidgets.Dropdown(options=options, value=value, description=description)
+    return ipywidgets.Dropdown(options=options, value=value, description=description,
+                               style=LABEL_STYLE)
+
+
+def multi_select(options, value=(), description: str = ""):
+    """A list from which several entries can be picked, tall enough to show every option
+    (ipywidgets shows 5 rows by default and hides the rest, selected ones included)."""
+    import ipywidgets
+
+    options = list(options)
+    return ipywidgets.SelectMultiple(options=options, value=tuple(value), rows=len(options),
+                                     description=description, style=LABEL_STYLE)
 
 
 def explore(

@@ -1,3 +1,19 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # Chapter 1 · Associative memory: every sequence layer is a tiny optimiser
 #
@@ -340,51 +356,92 @@ viz.plot_speedups(labels, loop_times, chunk_times)
 # %% [markdown]
 # ## 10. Exercises
 #
-# **Exercise 1.** Write one step of the gated delta rule for a single head:
-# `delta_step(S, k, v, beta, decay)` with `S` of shape (d_k, d_v), `k` (d_k,), `v` (d_v,),
-# returning the new `S`. Then run the checker.
-
-# %%
-from nlbook.exercises import associative_memory as exercises
-
-
-def delta_step(S, k, v, beta, decay):
-    raise NotImplementedError("Exercise 1: return decay * (I - beta k kᵀ) S + beta k vᵀ")
-
-
-# %%
-# Solution (try first!)
-def delta_step(S, k, v, beta, decay):
-    S = decay * S
-    return S - beta * torch.outer(k, k @ S - v)
-
-
-exercises.check_delta_step(delta_step)
-
-# %% [markdown]
-# **Exercise 2.** Write one step of Titans' linear memory:
-# `titans_step(M, S, k, v, lr, momentum, forget)` returning `(M_new, S_new)`. Careful with the
-# letters: here α (`forget`) forgets.
-
-# %%
-def titans_step(M, S, k, v, lr, momentum, forget):
-    raise NotImplementedError("Exercise 2: surprise with momentum, then forget and add")
-
-
-# %%
-# Solution (try first!)
-def titans_step(M, S, k, v, lr, momentum, forget):
-    S_new = momentum * S - lr * torch.outer(k, k @ M - v)
-    return (1 - forget) * M + S_new, S_new
-
-
-exercises.check_titans_step(titans_step)
-
-# %% [markdown]
-# **Exercise 3 (explore).** In the explorer, set the rule to Hebbian and slide the decay from
-# 1 down to 0.8. Why does recall first *rise* and then fall? (Hint: decay forgets stale values
-# for a key, but it also forgets keys that were not rewritten recently.)
+# Two kinds. **Predict, then run:** decide what will happen and write your letter in
+# `prediction` *before* you run the cell; the cell runs the experiment and `ex.answer` says
+# whether you were right and why. **Implement:** write the function in its cell and run it; the
+# checker names what is wrong (it reports "not done yet" while the stub is untouched). Stuck?
+# `ex.solution("name")` prints a solution; try your own first.
 #
+# **Question 1 · overwrite (predict, then run).** A unit key $k$ is written twice into an empty
+# memory with $\beta = 1$ and no decay: first with the value $v_1$, then with $v_2$. What does
+# each memory return for $k$, i.e. what is $S^\top k$?
+#
+# (a) both memories return $v_2$ · (b) the Hebbian memory returns $v_1 + v_2$, the delta rule
+# $v_2$ · (c) the Hebbian memory returns $v_2$, the delta rule $v_1 + v_2$ · (d) both return
+# $(v_1 + v_2)/2$
+
+# %%
+from nlbook.exercises import associative_memory as ex
+
+prediction = None  # your prediction: "a", "b", "c" or "d"
+
+unit_key = F.normalize(torch.randn(4, generator=generator), dim=0)
+keys = unit_key.expand(1, 1, 2, 4).contiguous()  # the same key twice: (B, H, T, d_k)
+values = torch.randn(1, 1, 2, 3, generator=generator)  # v₁, then v₂
+_, hebbian_state = memory.linear_attention(keys, keys, values)
+_, delta_state = memory.delta_rule(keys, keys, values, torch.ones(1, 1, 2))
+print("v₁:", values[0, 0, 0].numpy().round(3), " v₂:", values[0, 0, 1].numpy().round(3))
+print("Hebbian memory returns", (hebbian_state[0, 0].T @ unit_key).numpy().round(3))
+print("delta rule returns    ", (delta_state[0, 0].T @ unit_key).numpy().round(3))
+ex.answer("overwrite", prediction)
+
+# %% [markdown]
+# **Question 2 · half a step (predict, then run).** The delta rule with $\beta = 0.5$ writes the
+# same pair $(k, v)$, with a unit key, twice into an empty memory. What does $S^\top k$ return
+# after the second write?
+#
+# (a) $v$ · (b) $0.75\,v$ · (c) $0.5\,v$ · (d) $0.25\,v$
+
+# %%
+prediction = None  # "a", "b", "c" or "d"
+
+same_value = values[:, :, :1].expand(1, 1, 2, 3).contiguous()  # v twice
+_, half_state = memory.delta_rule(keys, keys, same_value, torch.full((1, 1, 2), 0.5))
+print("Sᵀk ÷ v after two writes:", (half_state[0, 0].T @ unit_key / same_value[0, 0, 0])
+      .numpy().round(4))
+ex.answer("half_step", prediction)
+
+# %% [markdown]
+# **Exercise 1 · the gated delta rule (implement).** Write one step of section 4's gated delta
+# rule for a single head: `delta_step(S, k, v, beta, decay)` with `S` of shape (d_k, d_v), `k`
+# of shape (d_k,), `v` of shape (d_v,) and two floats, returning the new `S`.
+
+# %%
+def delta_step(S, k, v, beta, decay):
+    raise NotImplementedError("your code here")
+
+
+ex.check_delta_step(delta_step)
+
+# %% [markdown]
+# **Exercise 2 · Titans (implement).** Write one step of Titans' linear memory (section 5):
+# `titans_step(M, S, k, v, lr, momentum, forget)` returning the pair `(M_new, S_new)`. Careful
+# with the letters: here α (`forget`) forgets.
+
+# %%
+def titans_step(M, S, k, v, lr, momentum, forget):
+    raise NotImplementedError("your code here")
+
+
+ex.check_titans_step(titans_step)
+
+# %% [markdown]
+# **Question 3 · decay (predict, then run).** In the explorer (section 8), the Hebbian rule with
+# decay 1 recalls few keys. As the decay goes down from 1 to 0.3, what happens to its recall,
+# averaged over the stream? Predict, then run the cell (or try the explorer first).
+#
+# (a) it rises steadily · (b) it falls steadily · (c) it first rises, then falls ·
+# (d) it does not change
+
+# %%
+prediction = None  # "a", "b", "c" or "d"
+
+for gate in (1.0, 0.95, 0.9, 0.8, 0.7, 0.5, 0.3):
+    trace = recall.recall_trace(stream, recall.run_rule(stream, "linear", decay=gate))
+    print(f"Hebbian, decay {gate:4.2f}: mean recall over the stream {trace['recall'].mean():.2f}")
+ex.answer("decay", prediction)
+
+# %% [markdown]
 # ## Summary
 #
 # - A memory is `argmin` of an inner objective; a recurrent layer takes one optimiser step per

@@ -1,7 +1,13 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: -all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -113,10 +119,10 @@ assert difference < 1e-12
 #
 # The first line is one gradient step on the key-less inner objective
 # ⟨m, ∇L⟩ + (1 − α)/(2η)‖m‖²: m is a memory trained on the gradient stream, and the weights
-# consume its read-out. Both are written once per step, but the weights' step i needs m_{i+1},
-# the momentum of the *same* step, so momentum ≻ weights (Def. 2, rule 2): **the momentum is
-# level 1 and the weights level 2** (chapter 0 draws this map). Unrolled,
-# m_{i+1} = −η Σ_j α^{i−j} g_j.
+# consume its read-out. Both are written once per step, but the weights' step $i$ needs
+# $m_{i+1}$, the momentum of the *same* step, so momentum ≻ weights (Def. 2, rule 2): **the
+# momentum is level 1 and the weights level 2** (chapter 0 draws this map). Unrolled,
+# $m_{i+1} = -\eta \sum_j \alpha^{i-j} g_j$.
 #
 # `nlbook.optim.MomentumMemory` is written in this form (m holds the −η). It must agree with
 # `torch.optim.SGD(lr, momentum)`: we train a small MLP for 100 steps with each, saving and
@@ -423,9 +429,8 @@ explore_optimizers(("momentum", "adam", "muon"), "quadratic", 0.02, 0.9)
 
 # %%
 explore(explore_optimizers, {
-    "optimizers": ipywidgets.SelectMultiple(options=optim.OPTIMIZER_NAMES,
-                                            value=("momentum", "adam", "muon"),
-                                            description="optimizers"),
+    "optimizers": nlbook.widgets.multi_select(optim.OPTIMIZER_NAMES, ("momentum", "adam", "muon"),
+                                              "optimizers"),
     "problem": dropdown(list(optim.TOY_PROBLEMS), "quadratic", "problem"),
     "lr": ipywidgets.FloatLogSlider(value=0.02, base=10, min=-4, max=1, step=0.1,
                                     description="lr", continuous_update=False),
@@ -513,59 +518,90 @@ for moments in ("sum", "ema"):
 # sums, the "fast" M1 never forgets, so the two momenta differ only by a lag of one chunk.
 # Chapter 3 (CMS) makes the same point for architectures: update frequency alone does not stop
 # forgetting.
-#
+
+# %% [markdown]
 # ## 10 · Exercises
 #
-# **Exercise 1.** Write one step of the momentum memory: given the memory m, the gradient g,
-# the learning rate η and the momentum α, return the new memory (arXiv eq. 34).
+# Two kinds. **Predict, then run:** decide what will happen and write your letter in
+# `prediction` *before* you run the cell; the cell runs the experiment and `ex.answer` says
+# whether you were right and why. **Implement:** write the function in its cell and run it; the
+# checker names what is wrong (it reports "not done yet" while the stub is untouched). Stuck?
+# `ex.solution("name")` prints a solution; try your own first.
+#
+# **Question 1 · a long memory (predict, then run).** Section 3 counted 44 gradients for 99% of
+# the weight at $\beta = 0.9$. With $\beta = 0.99$, how many of the most recent gradients carry
+# 90% of an EMA momentum's weight?
+#
+# (a) about 10 · (b) about 23 · (c) about 230 · (d) about 2,300
 
 # %%
-def my_momentum_step(memory, gradient, lr, momentum):
-    raise NotImplementedError("write m ← ...")
+prediction = None  # your prediction: "a", "b", "c" or "d"
 
-
-# %%
-# Solution (try first!)
-def my_momentum_step(memory, gradient, lr, momentum):
-    return momentum * memory - lr * gradient
-
-
-ex.check_momentum_step(my_momentum_step)
+needed = optim.gradients_for_mass(0.99, 0.9)
+print(f"β = 0.99: the last {needed} gradients carry "
+      f"{optim.momentum_cumulative_weight(0.99, needed):.4f} of the weight "
+      f"({needed - 1} carry {optim.momentum_cumulative_weight(0.99, needed - 1):.4f})")
+ex.answer("long_memory", prediction)
 
 # %% [markdown]
-# **Exercise 2.** How many of the most recent gradients carry at least a fraction f of an EMA
-# momentum's weight? Return the smallest integer n with 1 − βⁿ ≥ f (watch the off-by-one).
+# **Question 2 · scale (predict, then run).** Multiply every gradient of a stream by 100 and
+# run Adam again, same learning rate. How far do the parameters travel, compared with the
+# original gradients?
+#
+# (a) 100 times further · (b) 10 times further · (c) the same distance · (d) 100 times less far
 
 # %%
-def my_gradients_for_mass(beta, fraction):
-    raise NotImplementedError("count n")
+prediction = None  # "a", "b", "c" or "d"
 
-
-# %%
-# Solution (try first!)
-def my_gradients_for_mass(beta, fraction):
-    return next(n for n in range(1, 10**7) if 1 - beta**n >= fraction)
-
-
-ex.check_gradients_for_mass(my_gradients_for_mass)
+gradient_stream = torch.randn(30, 5, generator=generator)
+builders = {"AdamMemory": lambda params: optim.AdamMemory(params, lr=0.01),
+            "MomentumMemory": lambda params: optim.MomentumMemory(params, lr=0.01, momentum=0.9)}
+for name, build in builders.items():
+    travelled = []
+    for scale in (1.0, 100.0):
+        parameter = torch.zeros(5, requires_grad=True)
+        optimizer = build([parameter])
+        for gradient in gradient_stream:
+            parameter.grad = scale * gradient.clone()
+            optimizer.step()
+        travelled.append(parameter.detach().norm().item())
+    print(f"{name:>14}: gradients × 100 travel {travelled[1] / travelled[0]:8.4f} times as far")
+ex.answer("adam_scale", prediction)
 
 # %% [markdown]
-# **Exercise 3.** One step of delta momentum on flattened vectors: erase along the
-# *normalised* gradient using the old memory, then write −η g (identity preconditioner).
+# **Exercise 1 · momentum (implement).** Write one step of the momentum memory: given the
+# memory `m`, the gradient `g`, the learning rate η and the momentum α, return the new memory
+# (arXiv eq. 34).
 
 # %%
-def my_delta_momentum_step(memory, gradient, lr, momentum):
-    raise NotImplementedError("m ← α m − (m·ĝ) ĝ − η g")
+def momentum_step(memory, gradient, lr, momentum):
+    raise NotImplementedError("your code here")
 
+
+ex.check_momentum_step(momentum_step)
+
+# %% [markdown]
+# **Exercise 2 · how short is the memory (implement).** How many of the most recent gradients
+# carry at least a fraction $f$ of an EMA momentum's weight? Return the smallest integer $n$
+# with $1 - \beta^n \ge f$ (watch the off-by-one).
 
 # %%
-# Solution (try first!)
-def my_delta_momentum_step(memory, gradient, lr, momentum):
-    unit = gradient / gradient.norm()
-    return momentum * memory - (memory @ unit) * unit - lr * gradient
+def gradients_for_mass(beta, fraction):
+    raise NotImplementedError("your code here")
 
 
-ex.check_delta_momentum_step(my_delta_momentum_step)
+ex.check_gradients_for_mass(gradients_for_mass)
+
+# %% [markdown]
+# **Exercise 3 · delta momentum (implement).** One step of delta momentum on flattened
+# vectors (section 5), with the identity preconditioner.
+
+# %%
+def delta_momentum_step(memory, gradient, lr, momentum):
+    raise NotImplementedError("your code here")
+
+
+ex.check_delta_momentum_step(delta_momentum_step)
 
 # %% [markdown]
 # ## Summary

@@ -1,3 +1,19 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # Chapter 3 · The Continuum Memory System: memories that update at different speeds
 #
@@ -249,7 +265,7 @@ viz.plot_update_ticks([record.update_steps(block) for block in range(4)], length
 # A stream whose task switches between two linear maps A and B every 128 tokens, learned in
 # context by an **independent** (head-wise, arXiv eq. 74) CMS of three linear blocks,
 # $y = \sum_j W^{(j)} x$, with chunk sizes 1, 8 and 64 (levels 1, 2, 3). Slide the time: the top
-# row shows every block's weights (or their change from the start) in force at that token, level
+# row shows every block's weights in force at that token (or the last update it applied), level
 # 1 on the left, the middle row which updates have happened, the bottom row the loss on the
 # stream. Watch level 1 flip at every switch while level 3 drifts towards what A and B share.
 
@@ -270,14 +286,15 @@ trajectories = [cms.parameter_trajectory(record, block, "weight",
                 for block in range(3)]
 steps = [record.update_steps(block) for block in range(3)]
 labels, block_levels = explorer_cms.block_labels(), explorer_cms.level_of_block
-viz.plot_cms_explorer(trajectories, steps, stream.losses[0], time=length // 2, show="change",
+viz.plot_cms_explorer(trajectories, steps, stream.losses[0], time=length // 2, show="weights",
                       labels=labels, levels=block_levels)
 
 # %%
 widgets.explore(
     viz.plot_cms_explorer,
     {"time": widgets.int_slider(length // 2, 0, length - 1, step=8, description="token"),
-     "show": widgets.dropdown(["change", "weights"], "change", "show")},
+     "show": widgets.dropdown([("weights", "weights"), ("last update", "update")], "weights",
+                              "show")},
     fixed={"trajectories": trajectories, "steps_per_block": steps,
            "losses": stream.losses[0], "labels": labels, "levels": block_levels},
     play="time",
@@ -413,52 +430,106 @@ for name, curve in stream_losses.items():
 #   a slow level that has seen a lot of data with a small rate, plus resets of the fast one.
 #   Closing the remaining gap needs the outer loop that meta-learns the initial states
 #   (chapter 5), which this toy does not have.
-#
+
+# %% [markdown]
 # ## 8. Exercises
 #
-# **Exercise 1.** Write one chunk update of a linear level by hand:
-# `chunk_update(W, inputs, targets, rate)` with `W` (d, d), `inputs` and `targets` (C, d),
-# loss $\tfrac12\lVert W x_t - y_t\rVert^2$, returning the new `W`.
-
-# %%
-from nlbook.exercises import continuum_memory as exercises
-
-
-def chunk_update(W, inputs, targets, rate):
-    raise NotImplementedError("Exercise 1: W − rate · Σ_t (W x_t − y_t) x_tᵀ at the chunk-start W")
-
-
-# %%
-# Solution (try first!)
-def chunk_update(W, inputs, targets, rate):
-    errors = inputs @ W.T - targets  # (C, d): every error at the chunk-start W
-    return W - rate * errors.T @ inputs  # the SUM of the C outer products
-
-
-exercises.check_chunk_update(chunk_update)
-
-# %% [markdown]
-# **Exercise 2.** `update_steps(length, chunk)`: the token counts at which a level of chunk
-# size `chunk` changes over a stream of `length` tokens.
-
-# %%
-def update_steps(length, chunk):
-    raise NotImplementedError("Exercise 2: which token counts close a chunk?")
-
-
-# %%
-# Solution (try first!)
-def update_steps(length, chunk):
-    return list(range(chunk, length + 1, chunk))
-
-
-exercises.check_update_steps(update_steps)
-
-# %% [markdown]
-# **Exercise 3 (explore).** In section 7, give the reset model's slow level the fast level's
-# learning rate (0.02 with $C = 100$). What happens, and why? (Hint: a sum of 100 gradients with
-# $\lVert x\rVert^2 \approx 16$ is a step of about $0.02 \cdot 100 = 2$ along each direction.)
+# Two kinds. **Predict, then run:** decide what will happen and write your letter in
+# `prediction` *before* you run the cell; the cell runs the experiment and `ex.answer` says
+# whether you were right and why. **Implement:** write the function in its cell and run it; the
+# checker names what is wrong (it reports "not done yet" while the stub is untouched). Stuck?
+# `ex.solution("name")` prints a solution; try your own first.
 #
+# **Question 1 · slow is not small (predict, then run).** Two one-level linear memories with
+# the same learning rate $\eta = 10^{-4}$ read the same token 64 times (the same input and
+# target each time): one updates at every token ($C = 1$), the other once per 64 tokens
+# ($C = 64$). After the 64th token, how far has each moved, $\lVert W_{64} - W_0\rVert$?
+#
+# (a) the fast level about 64 times further · (b) both about the same distance · (c) the slow
+# level about 64 times further · (d) the slow level has not moved yet
+
+# %%
+from nlbook.exercises import continuum_memory as ex
+
+prediction = None  # your prediction: "a", "b", "c" or "d"
+
+token = torch.randn(1, 1, 4, generator=generator).expand(1, 64, 4).contiguous()
+token_target = torch.randn(1, 1, 4, generator=generator).expand(1, 64, 4).contiguous()
+for chunk in (1, 64):
+    level = ContinuumMemory(4, [chunk], [1e-4], linear=True, residual=False, pre_norm=False,
+                            generator=torch.Generator().manual_seed(1))
+    start_weight = level.levels[0]["weight"].detach().clone()
+    with torch.no_grad():
+        moved = level(token, token_target, loss_fn=squared_error_loss)
+    distance = (moved.state.parameters[0]["weight"][0] - start_weight).norm().item()
+    print(f"C = {chunk:2d}: ‖W_64 − W_0‖ = {distance:.5f}")
+ex.answer("summed_updates", prediction)
+
+# %% [markdown]
+# **Question 2 · an open chunk (predict, then run).** A linear level with $C = 4$ has read 7
+# tokens of a stream. What does the state it hands to the next call hold for this level?
+#
+# (a) only its parameters, as updated after token 4 · (b) its parameters (updated after token
+# 4) and the summed gradients of tokens 5 to 7 · (c) its parameters and the 7 inputs seen so
+# far · (d) its parameters, updated after every token
+
+# %%
+prediction = None  # "a", "b", "c" or "d"
+
+level = ContinuumMemory(3, [4], [0.1], linear=True, residual=False, pre_norm=False,
+                        generator=generator)
+inputs_7 = torch.randn(1, 7, 3, generator=generator)
+targets_7 = torch.randn(1, 7, 3, generator=generator)
+record = CMSRecord(1)
+with torch.no_grad():
+    state = level(inputs_7, targets_7, loss_fn=squared_error_loss, record=record).state
+print("tokens seen:", state.position, "| updates at token counts:", record.update_steps(0))
+print("carried for the level:", {"parameters": sorted(state.parameters[0]),
+                                 "gradient_sums": sorted(state.gradient_sums[0])})
+W, b = state.parameters[0]["weight"][0], state.parameters[0]["bias"][0]
+by_hand = sum(torch.outer(W @ inputs_7[0, t] + b - targets_7[0, t], inputs_7[0, t])
+              for t in (4, 5, 6))  # tokens 5, 6, 7, at the parameters after token 4
+print(f"max |carried gradient sum − tokens 5..7 by hand| = "
+      f"{(state.gradient_sums[0]['weight'][0] - by_hand).abs().max().item():.1e}")
+ex.answer("open_chunk", prediction)
+
+# %% [markdown]
+# **Exercise 1 · one chunk by hand (implement).** Write one chunk update of a linear level:
+# `chunk_update(W, inputs, targets, rate)` with `W` (d, d), `inputs` and `targets` (C, d),
+# loss $\tfrac12\lVert W x_t - y_t\rVert^2$ (no bias), returning the new `W`.
+
+# %%
+def chunk_update(W, inputs, targets, rate):
+    raise NotImplementedError("your code here")
+
+
+ex.check_chunk_update(chunk_update)
+
+# %% [markdown]
+# **Exercise 2 · when does a level change (implement).** `update_steps(length, chunk)`: the
+# token counts at which a level of chunk size `chunk` changes over a stream of `length`
+# tokens, as a list of ints.
+
+# %%
+def update_steps(length, chunk):
+    raise NotImplementedError("your code here")
+
+
+ex.check_update_steps(update_steps)
+
+# %% [markdown]
+# **Question 3 · a fast "slow" level (predict, then try it in section 7).** In section 7, give
+# the reset model's slow level the fast level's learning rate ($\eta = 0.02$ with $C = 100$)
+# and run the section again. What happens to the test MSE on A "after context end"?
+#
+# (a) it gets lower than 0.060 · (b) it stays about the same · (c) it gets much higher, close
+# to "forgot A" · (d) the run diverges
+
+# %%
+prediction = None  # "a", "b", "c" or "d"
+ex.answer("fast_slow_level", prediction)
+
+# %% [markdown]
 # ## Summary
 #
 # - A CMS is a chain (or a parallel set) of MLP blocks; block $j$ sums the task-loss

@@ -1,3 +1,19 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # Chapter 4 · Self-modifying memories and Delta Gradient Descent
 #
@@ -14,10 +30,10 @@
 # **Learning objectives.** After this chapter you can
 # 1. derive DGD from the proximal L2 step with Sherman–Morrison, and spot the NeurIPS typo;
 # 2. say why the erase term helps on correlated inputs (and measure it), and why A-eq 57 run as
-#    printed, with the target u = −∇_y L, settles at half the answer;
+#    printed, with the target $u = -\nabla_y L$, settles at half the answer;
 # 3. write a self-modifying layer that changes its own weights (rank 1 and rank k);
 # 4. run one token, then one chunk, of self-modifying Titans by hand, check it against the fast
-#    form, and watch every memory, η_t and α_t evolve.
+#    form, and watch every memory, $\eta_t$ and $\alpha_t$ evolve.
 #
 # **Time:** about 75 minutes of study. **Prerequisites:** chapter 1 (delta rule, Titans), and
 # chapter 2's view of a gradient step as a memory write.
@@ -53,21 +69,25 @@ from nlbook.exercises import self_modifying as ex
 # %% [markdown]
 # ## 1 · From gradient descent to DGD
 #
-# **Idea.** For a linear layer y = W x, a GD step is one proximal step on a *dot-product*
-# objective, argmin_W ⟨W x, ∇_y L⟩ + ‖W − W_t‖²/(2η): the answer W x_t does not matter, only the
-# gradient. DGD instead regresses the layer's output onto a target u (A-eq 56, where the paper
-# takes u = −∇_y L, the layer's local surprise of chapter 2):
+# **Idea.** For a linear layer $y = W x$, a GD step is one proximal step on a *dot-product*
+# objective, $\arg\min_W \langle W x, \nabla_y L\rangle + \lVert W - W_t\rVert^2/(2\eta)$: the
+# answer $W x_t$ does not matter, only the gradient. DGD instead regresses the layer's output
+# onto a target $u$ (A-eq 56, where the paper takes $u = -\nabla_y L$, the layer's local
+# surprise of chapter 2):
 #
-# W_{t+1} = argmin_W ½‖W x_t − u_t‖² + ‖W − W_t‖²/(2η) = (W_t + η u xᵀ)(I + η x xᵀ)⁻¹.
+# $$W_{t+1} = \arg\min_W \tfrac12\lVert W x_t - u_t\rVert^2 + \frac{\lVert W - W_t\rVert^2}{2\eta}
+#   = (W_t + \eta\, u x^\top)(I + \eta\, x x^\top)^{-1}.$$
 #
-# **Sherman–Morrison:** (I + η x xᵀ)⁻¹ = I − η′ x xᵀ with **η′ = η / (1 + η‖x‖²)**, so
+# **Sherman–Morrison:** $(I + \eta\, x x^\top)^{-1} = I - \eta' x x^\top$ with
+# $\boldsymbol{\eta' = \eta / (1 + \eta\lVert x\rVert^2)}$, so
 #
-# W_{t+1} = W_t (I − η′ x xᵀ) + η′ u xᵀ,  and with u = −∇_y L:
-# W_{t+1} = W_t (I − η′ x xᵀ) − η′ ∇_y L xᵀ        (arXiv A-eq 57).
+# $$W_{t+1} = W_t (I - \eta' x x^\top) + \eta'\, u\, x^\top, \quad\text{and with }
+#   u = -\nabla_y L:\quad W_{t+1} = W_t (I - \eta' x x^\top) - \eta'\, \nabla_y L\, x^\top
+#   \qquad\text{(arXiv A-eq 57).}$$
 #
-# The first term *erases* what W stores along x before the second writes.
-# `selfmod.dgd_step(W, x, grad_y, lr)` computes the second line; to regress onto a known target
-# value u, pass `grad_y = −u`.
+# The first term *erases* what $W$ stores along $x$ before the second writes.
+# `selfmod.dgd_step(W, x, grad_y, lr)` computes the second form; to regress onto a known target
+# value $u$, pass `grad_y = −u`.
 
 # %%
 generator = torch.Generator().manual_seed(0)
@@ -83,10 +103,11 @@ assert (fast - closed).abs().max() < 1e-10
 # %% [markdown]
 # ### The typo and what it does
 #
-# The NeurIPS print (N-eq 29) has W_t(I − x xᵀ): no η′ on the erase. With unit x that wipes the
-# whole x-direction at every step whatever η is; with ‖x‖² > 2 the factor 1 − ‖x‖² < −1 flips
-# sign and the weights blow up. The arXiv version writes η′ = η/(1 + η), which is right only
-# for ‖x‖ = 1. When you read a reproduction, check which of the two prints it copied.
+# The NeurIPS print (N-eq 29) has $W_t(I - x x^\top)$: no $\eta'$ on the erase. With unit $x$
+# that wipes the whole $x$-direction at every step whatever $\eta$ is; with $\lVert x\rVert^2 > 2$
+# the factor $1 - \lVert x\rVert^2 < -1$ flips sign and the weights blow up. The arXiv version
+# writes $\eta' = \eta/(1 + \eta)$, which is right only for $\lVert x\rVert = 1$. When you read
+# a reproduction, check which of the two prints it copied.
 
 # %%
 lr = 0.7
@@ -104,15 +125,18 @@ print(f"ten NeurIPS erases: ‖W‖ grows from {W.norm():.1f} to {weights.norm()
 # %% [markdown]
 # ### Why the erase term helps on correlated inputs, and which target to regress onto
 #
-# Online linear regression, one pair (x_t, y_t = W* x_t) per step, with inputs that drift slowly
-# (x_t = ρ x_{t−1} + √(1−ρ²) ξ_t, ρ = 0.95, ‖x‖² ≈ d = 16), loss L = ½‖W x_t − y_t‖², so
-# ∇_y L = W x_t − y_t. Three rules see the same stream, from W = 0:
+# Online linear regression, one pair $(x_t, y_t = W^* x_t)$ per step, with inputs that drift
+# slowly ($x_t = \rho\, x_{t-1} + \sqrt{1-\rho^2}\, \xi_t$, $\rho = 0.95$,
+# $\lVert x\rVert^2 \approx d = 16$), loss $L = \tfrac12\lVert W x_t - y_t\rVert^2$, so
+# $\nabla_y L = W x_t - y_t$. Three rules see the same stream, from $W = 0$:
 #
-# - **GD**: W − η (W x − y) xᵀ.
-# - **DGD, target u = y_t** (the course's form): the exact proximal step of the regression
-#   onto the known target, W (I − η′ x xᵀ) + η′ y xᵀ. It first removes the old answer along
-#   x_t, then writes y_t. This is the form every memory of HOPE uses (its targets are v̂).
-# - **DGD as printed, u = −∇_y L** (A-eq 56–57 literally): W (I − η′ x xᵀ) − η′ (W x − y) xᵀ.
+# - **GD**: $W - \eta\, (W x - y) x^\top$.
+# - **DGD, target $u = y_t$** (the course's form): the exact proximal step of the regression
+#   onto the known target, $W (I - \eta' x x^\top) + \eta' y x^\top$. It first removes the old
+#   answer along $x_t$, then writes $y_t$. This is the form every memory of HOPE uses (its
+#   targets are $\hat v$).
+# - **DGD as printed, $u = -\nabla_y L$** (A-eq 56–57 literally):
+#   $W (I - \eta' x x^\top) - \eta' (W x - y) x^\top$.
 
 # %%
 stream = selfmod.correlated_stream_experiment(length=smoke(600, 150), dim=16, correlation=0.95,
@@ -125,22 +149,25 @@ for rule, per_lr in finals.items():
 viz.plot_gd_vs_dgd_stream(stream)
 
 # %% [markdown]
-# **What we measure** (full size, 600 steps): GD diverges as soon as η‖x‖² > 2 (η ≥ 0.1 here),
-# because correlated inputs push the same direction again and again; at its best step size
-# (η = 0.05: 0.002) it is about as good as DGD. DGD with target y reaches 0.002–0.003 for every
-# η ≥ 0.05 and never diverges: the gain is robustness, not a lower floor (on one linear layer it
-# is the normalised LMS / Longhorn step). **DGD as printed settles at 0.25–0.35 for every η.**
+# **What we measure** (full size, 600 steps): GD diverges as soon as $\eta\lVert x\rVert^2 > 2$
+# ($\eta \ge 0.1$ here), because correlated inputs push the same direction again and again; at
+# its best step size ($\eta = 0.05$: 0.002) it is about as good as DGD. DGD with target $y$
+# reaches 0.002–0.003 for every $\eta \ge 0.05$ and never diverges: the gain is robustness, not
+# a lower floor (on one linear layer it is the normalised LMS / Longhorn step). **DGD as printed
+# settles at 0.25–0.35 for every $\eta$.**
 #
-# Why, along the current input x (write a = η′‖x‖² ∈ (0, 1)):
+# Why, along the current input $x$ (write $a = \eta'\lVert x\rVert^2 \in (0, 1)$):
 #
-# - target y: W_new x = (1 − a) W x + a y. The answer moves towards y; the error W − W* is
-#   multiplied by (I − η′ x xᵀ), whose eigenvalues lie in (0, 1]: **‖W − W*‖ never grows, for
-#   every η**. That is the precise sense in which this DGD is stable for every step size.
-# - target u = −∇_y L = y − W x: W_new x = (1 − 2a) W x + a y. The residual already subtracts the
-#   current answer, and the erase term subtracts it once more. The fixed point is W x = y/2
-#   (the output equals its own target y − W x), a relative error of exactly 1/4. The factor
-#   1 − 2a keeps it bounded for every η too, but once η‖x‖² > 1 it is negative: the answer
-#   overshoots and oscillates around y/2 (0.35 at η = 10).
+# - target $y$: $W_{\text{new}}\, x = (1 - a)\, W x + a\, y$. The answer moves towards $y$; the
+#   error $W - W^*$ is multiplied by $I - \eta' x x^\top$, whose eigenvalues lie in $(0, 1]$:
+#   **$\lVert W - W^*\rVert$ never grows, for every $\eta$**. That is the precise sense in which
+#   this DGD is stable for every step size.
+# - target $u = -\nabla_y L = y - W x$: $W_{\text{new}}\, x = (1 - 2a)\, W x + a\, y$. The
+#   residual already subtracts the current answer, and the erase term subtracts it once more.
+#   The fixed point is $W x = y/2$ (the output equals its own target $y - W x$), a relative
+#   error of exactly 1/4. The factor $1 - 2a$ keeps it bounded for every $\eta$ too, but once
+#   $\eta\lVert x\rVert^2 > 1$ it is negative: the answer overshoots and oscillates around
+#   $y/2$ (0.35 at $\eta = 10$).
 #
 # A one-pair check of both fixed points:
 
@@ -158,17 +185,18 @@ assert torch.allclose(printed_form @ pair_x, pair_y / 2)
 
 # %% [markdown]
 # **Which one HOPE uses, and why.** A-eq 56 is written for a layer inside a network, which has
-# no target of its own, only the surprise −∇_y L that backpropagation hands it; chapter 2 read
-# that layer as a memory of its surprise, and A-eq 57 writes the surprise itself as the value.
-# A memory that *does* have a target (Titans' v, self-modifying Titans' v̂) should regress onto
-# that target, u = v̂: that is the exact proximal step of its L2 objective, the gated delta rule
-# of A-eq 92. Taking ∇L of that same objective as the value, as A-eq 88 and A-eq 93 read
-# literally, erases twice, M(α I − 2η k kᵀ) + η v̂ kᵀ, and halves the target exactly as above.
-# So `nlbook.selfmod` (and with it HOPE) writes every memory with target u = v̂ (u = v̂ − k for
-# the residual MLP memories).
+# no target of its own, only the surprise $-\nabla_y L$ that backpropagation hands it; chapter 2
+# read that layer as a memory of its surprise, and A-eq 57 writes the surprise itself as the
+# value. A memory that *does* have a target (Titans' $v$, self-modifying Titans' $\hat v$)
+# should regress onto that target, $u = \hat v$: that is the exact proximal step of its L2
+# objective, the gated delta rule of A-eq 92. Taking $\nabla L$ of that same objective as the
+# value, as A-eq 88 and A-eq 93 read literally, erases twice,
+# $M(\alpha I - 2\eta\, k k^\top) + \eta\, \hat v k^\top$, and halves the target exactly as
+# above. So `nlbook.selfmod` (and with it HOPE) writes every memory with target $u = \hat v$
+# ($u = \hat v - k$ for the residual MLP memories).
 #
-# **DGD with a linear memory and target v is the delta rule** with step β = η′. Chapter 1's
-# `nlbook.memory.delta_rule` agrees:
+# **DGD with a linear memory and target $v$ is the delta rule** with step $\beta = \eta'$.
+# Chapter 1's `nlbook.memory.delta_rule` agrees:
 
 # %%
 from nlbook.memory import delta_rule
@@ -192,9 +220,11 @@ print(f"max |DGD loop - delta_rule| = {(torch.stack(reads) - delta_reads[0, 0]).
 # ## 2 · A self-modifying layer
 #
 # A layer that writes its own weights from its input: at every token it makes `rank` unit keys
-# κ_j = normalize(P_j x_t), self-generated targets u_j = W_{t−1}(V_j x_t) and a step size
-# η_t = softplus(w·x_t + b), then takes the exact proximal step on those pairs (Woodbury; rank 1
-# is DGD): W_t = W_{t−1} − η (W_{t−1} K − U)(I + η KᵀK)⁻¹ Kᵀ, and reads y_t = W_t x_t.
+# $\kappa_j = \mathrm{normalize}(P_j x_t)$, self-generated targets $u_j = W_{t-1}(V_j x_t)$ and a
+# step size $\eta_t = \mathrm{softplus}(w \cdot x_t + b)$, then takes the exact proximal step on
+# those pairs (Woodbury; rank 1 is DGD), and reads $y_t = W_t x_t$:
+#
+# $$W_t = W_{t-1} - \eta\, (W_{t-1} K - U)(I + \eta\, K^\top K)^{-1} K^\top.$$
 
 # %%
 for rank in (1, 3):
@@ -211,20 +241,26 @@ for rank in (1, 3):
 #
 # ### 3.1 · The rule, for one head (A-eq 86–89)
 #
-# Every projection except q becomes a memory written in context. With fixed projections
-# x_t = W_x x and q_t = normalize(W_q x):
+# Every projection except $q$ becomes a memory written in context. With fixed projections
+# $x_t = W_x x$ and $q_t = \mathrm{normalize}(W_q x)$:
 #
-# - generate: k_t = normalize(M_k(x_t)), v_t = normalize(M_v(x_t)),
-#   η_t = softplus(M_η(x_t) + b_η), α_t = sigmoid(M_α(x_t) + b_α);
-# - every memory □ ∈ {k, v, η, α, memory} makes its **own target** v̂_□ = M_□(v_t) and is written
-#   towards it at the key k_t, by DGD with retention α_t (A-eq 88, the target form of section 1);
-# - read the main memory after the write, o_t = M_memory,t(q_t) (the paper prints M_{t−1}; the
-#   course reads after the write, as every memory since chapter 1), and project, y_t = W_o o_t.
+# - generate: $k_t = \mathrm{normalize}(M_k(x_t))$, $v_t = \mathrm{normalize}(M_v(x_t))$,
+#   $\eta_t = \mathrm{softplus}(M_\eta(x_t) + b_\eta)$,
+#   $\alpha_t = \mathrm{sigmoid}(M_\alpha(x_t) + b_\alpha)$;
+# - every memory $\square \in \{k, v, \eta, \alpha, \text{memory}\}$ makes its **own target**
+#   $\hat v_\square = M_\square(v_t)$ and is written towards it at the key $k_t$, by DGD with
+#   retention $\alpha_t$ (A-eq 88, the target form of section 1);
+# - read the main memory after the write, $o_t = M_{\text{memory},\,t}(q_t)$ (the paper prints
+#   $M_{t-1}$; the course reads after the write, as every memory since chapter 1), and project,
+#   $y_t = W_o\, o_t$.
 #
-# M_k, M_v and M_memory are residual MLPs M(z) = z + W_2 silu(W_1 z) (A-eq 89). Only W_2 is
-# written in context (input h = silu(W_1 k_t), target v̂ − k_t, so that M(k_t) moves towards
-# v̂); W_1 keeps its meta-learned value. M_η and M_α are linear maps w·z (input k_t, target v̂).
-# Retention acts on the in-context change: W ← W_0 + (W − W_0)(α I − η′ h hᵀ) + η′ (u − W_0 h) hᵀ.
+# $M_k$, $M_v$ and $M_{\text{memory}}$ are residual MLPs $M(z) = z + W_2\,\mathrm{silu}(W_1 z)$
+# (A-eq 89). Only $W_2$ is written in context (input $h = \mathrm{silu}(W_1 k_t)$, target
+# $\hat v - k_t$, so that $M(k_t)$ moves towards $\hat v$); $W_1$ keeps its meta-learned value.
+# $M_\eta$ and $M_\alpha$ are linear maps $w \cdot z$ (input $k_t$, target $\hat v$). Retention
+# acts on the in-context change:
+#
+# $$W \leftarrow W_0 + (W - W_0)(\alpha I - \eta' h h^\top) + \eta' (u - W_0 h)\, h^\top.$$
 #
 # `selfmod.reference_self_modifying_titans` is this rule as a slow float64 loop over sequences,
 # heads and tokens; `selfmod.SelfModifyingTitans` is the fast form. Before using the fast form,
@@ -232,9 +268,9 @@ for rank in (1, 3):
 #
 # ### 3.2 · One token by hand
 #
-# A one-head layer (d = 8, memory hidden width 4). Its parameters are the meta-learned initial
-# states of the memories, stored in the row convention of chapter 1; `column` turns them into
-# the W of y = W x.
+# A one-head layer ($d = 8$, memory hidden width 4). Its parameters are the meta-learned
+# initial states of the memories, stored in the row convention of chapter 1; `column` turns them
+# into the $W$ of $y = W x$.
 
 # %%
 titans = selfmod.SelfModifyingTitans(8, heads=1, hidden=4, chunk_size_memory=1,
@@ -310,12 +346,12 @@ for name in ("k", "memory"):
 #
 # ### 3.3 · One chunk by hand
 #
-# Token by token the rule is sequential: the keys of token t + 1 come from M_k after token t's
-# write. To train on long sequences, the paper splits them into chunks (A-eq 90–93): **inside a
-# chunk, every key, value, η, α and target comes from the state that ended the previous chunk**
-# (the *snapshot*, the state at C⌊(t−1)/C⌋; the printed C⌈t/C⌉ would read the future), while
-# the *running* state is still written token by token and read after each write. With C = 3, the
-# six tokens are two chunks:
+# Token by token the rule is sequential: the keys of token $t + 1$ come from $M_k$ after token
+# $t$'s write. To train on long sequences, the paper splits them into chunks (A-eq 90–93):
+# **inside a chunk, every key, value, $\eta$, $\alpha$ and target comes from the state that ended
+# the previous chunk** (the *snapshot*, the state at $C\lfloor (t-1)/C\rfloor$; the printed
+# $C\lceil t/C\rceil$ would read the future), while the *running* state is still written token by
+# token and read after each write. With $C = 3$, the six tokens are two chunks:
 
 # %%
 chunk = 3
@@ -337,11 +373,14 @@ print(f"chunk 3 vs chunk 1 (a different model): {(by_hand - token_by_token).abs(
 
 # %% [markdown]
 # The chunk is part of the model (chunk 3 and chunk 1 give different outputs), like Titans'
-# chunks in chapter 1. What it buys: given the snapshot, every token's key h_t, target u_t,
-# step η′_t and retention α_t are known *before* the chunk is written, so the C writes form a
-# linear recurrence S_t = (α_t I − η′_t h_t h_tᵀ) S_{t−1} + η′_t h_t u_tᵀ (row convention). The
-# fast form solves it for the whole chunk at once, `selfmod.gated_delta_chunk`: the gated delta
-# rule in chapter 1's triangular (WY) form. Check it against the C sequential writes:
+# chunks in chapter 1. What it buys: given the snapshot, every token's key $h_t$, target $u_t$,
+# step $\eta'_t$ and retention $\alpha_t$ are known *before* the chunk is written, so the $C$
+# writes form a linear recurrence (row convention)
+#
+# $$S_t = (\alpha_t I - \eta'_t h_t h_t^\top)\, S_{t-1} + \eta'_t\, h_t u_t^\top.$$
+#
+# The fast form solves it for the whole chunk at once, `selfmod.gated_delta_chunk`: the gated
+# delta rule in chapter 1's triangular (WY) form. Check it against the $C$ sequential writes:
 
 # %%
 size, width = 5, 4
@@ -370,15 +409,15 @@ assert (at_once - sequential).abs().max() < 1e-12
 #
 # | open choice | made here | why |
 # |---|---|---|
-# | L2 vs dot-product | exact proximal L2 step to v̂ (A-eq 92) | A-eq 88/93 erase twice (§ 1) |
+# | L2 vs dot-product | proximal L2 step to $\hat v$ (A-eq 92) | A-eq 88/93 erase twice (§ 1) |
 # | rank-1 term on | the written layer, own input | see next row |
-# | layer written | MLP output layer; linear M_η, M_α | 1st layer diverged (chunk 8) |
-# | η activation / range | softplus, (0, ∞) | η′‖x‖² < 1 anyway |
-# | α activation / range | sigmoid, (0, 1), ≈ 0.95 at init | erase eigenvalue in (−1, 1) |
-# | what α retains | the in-context change W − W_0 | α·W collapsed to identity |
-# | stop-gradient on v̂ | inner: fixed target; outer: none | grads reach every init |
+# | layer written | MLP output layer; linear $M_\eta$, $M_\alpha$ | 1st layer diverged (chunk 8) |
+# | $\eta$ activation / range | softplus, $(0, \infty)$ | $\eta'\lVert x\rVert^2 < 1$ anyway |
+# | $\alpha$ activation / range | sigmoid, $(0, 1)$, 0.95 at init | erase eigenvalue in $(-1, 1)$ |
+# | what $\alpha$ retains | the in-context change $W - W_0$ | $\alpha W$ collapsed to identity |
+# | stop-gradient on $\hat v$ | inner: fixed target; outer: none | grads reach every init |
 # | momentum | none (A-eq 88 has none) | chunk = exact gated delta rule |
-# | q, k, v | q fixed; q, k, v ℓ2-normalised | raw v: gain × ‖v‖ per write |
+# | $q, k, v$ | $q$ fixed; $q, k, v$ ℓ2-normalised | raw $v$: gain × $\lVert v\rVert$ per write |
 # | chunk sizes | 32 main, 8 others; HopeBlock: its own | the paper gives none |
 #
 # **Check:** with two different chunk sizes, a stream cut in the middle of a chunk equals one
@@ -395,8 +434,8 @@ print(f"split at 3 (mid-chunk): max difference = "
 # %% [markdown]
 # ### Experiment: watch every memory change within one context
 #
-# We stream a sequence one token at a time (exact, as just checked) and record η_t, α_t and
-# the size of each memory's in-context change ‖S_t − S_0‖.
+# We stream a sequence one token at a time (exact, as just checked) and record $\eta_t$,
+# $\alpha_t$ and the size of each memory's in-context change $\lVert S_t - S_0\rVert$.
 
 # %%
 length = smoke(200, 40)
@@ -429,15 +468,16 @@ viz.plot_selfmod_trace(torch.tensor(rates), torch.tensor(retentions),
 
 # %% [markdown]
 # Every memory moves within the context although nothing has been trained yet (the initial
-# states are random). η_t varies token by token; α_t barely does (printed range): M_α starts
-# with small weights (std 0.1/√d) behind a bias of 3, so before training sigmoid(M_α(x) + 3)
-# stays near 0.95 whatever the token, and only training (chapter 5) can make the retention
-# depend on the input. The changes saturate: retention forgets the in-context change back
-# towards the meta-learned state at rate α.
+# states are random). $\eta_t$ varies token by token; $\alpha_t$ barely does (printed range):
+# $M_\alpha$ starts with small weights (std $0.1/\sqrt d$) behind a bias of 3, so before training
+# $\mathrm{sigmoid}(M_\alpha(x) + 3)$ stays near 0.95 whatever the token, and only training
+# (chapter 5) can make the retention depend on the input. The changes saturate: retention
+# forgets the in-context change back towards the meta-learned state at rate $\alpha$.
 #
 # ## 4 · Explorer
 #
-# Drag (or play) the token slider to watch η_t, α_t and each memory's change build up.
+# Drag (or play) the token slider to watch $\eta_t$, $\alpha_t$ and each memory's change build
+# up.
 
 # %%
 widgets.explore(
@@ -451,58 +491,96 @@ widgets.explore(
 # %% [markdown]
 # ## 5 · Exercises
 #
-# **Exercise 1.** Write the effective step η′ of DGD for a step size `lr` and an input `x`.
+# Two kinds. **Predict, then run:** decide what will happen and write your letter in
+# `prediction` *before* you run the cell; the cell runs the experiment and `ex.answer` says
+# whether you were right and why. **Implement:** write the function in its cell and run it; the
+# checker names what is wrong (it reports "not done yet" while the stub is untouched). Stuck?
+# `ex.solution("name")` prints a solution; try your own first.
+#
+# **Question 1 · an enormous step (predict, then run).** Take one DGD step with
+# $\eta = 10^6$ on an input $x$ with $\lVert x\rVert = 2$. What does the new layer answer for
+# that input, $W_{\text{new}}\, x$?
+#
+# (a) about $W x$: a step that big does nothing · (b) something huge: the weights blow up ·
+# (c) exactly the target $u = -\nabla_y L$ · (d) zero
 
 # %%
-def my_effective_step(lr, x):
-    raise NotImplementedError("return η′ for this lr and x")
+prediction = None  # your prediction: "a", "b", "c" or "d"
 
-
-# %%
-# Solution (try first!)
-def my_effective_step(lr, x):
-    return lr / (1 + lr * float(x.dot(x)))
-
-
-ex.check_effective_step(my_effective_step)
+W_before = torch.randn(5, 4, dtype=torch.float64, generator=generator)
+x_two = torch.randn(4, dtype=torch.float64, generator=generator)
+x_two = 2.0 * x_two / x_two.norm()  # ‖x‖ = 2
+grad_y_here = torch.randn(5, dtype=torch.float64, generator=generator)
+W_after = selfmod.dgd_step(W_before, x_two, grad_y_here, lr=1e6)
+print("W_new x     :", (W_after @ x_two).numpy().round(4))
+print("u = −∇_y L  :", (-grad_y_here).numpy().round(4))
+print(f"‖W_new − W‖ = {(W_after - W_before).norm():.3f}; a GD step of the same η would move W by "
+      f"{1e6 * torch.outer(grad_y_here, x_two).norm():.3g}")
+ex.answer("huge_step", prediction)
 
 # %% [markdown]
-# **Exercise 2.** Write one DGD step W(I − η′xxᵀ) − η′ grad_y xᵀ for W (d_out, d_in).
+# **Question 2 · rank 1 per token (predict, then run).** A rank-1 self-modifying layer with 8
+# inputs and 6 outputs (section 2) writes its weights at each of 10 tokens. What is the rank
+# of its total change $W_{10} - W_0$?
+#
+# (a) 1 · (b) 6 · (c) 10 · (d) 0
 
 # %%
-def my_dgd_step(W, x, grad_y, lr):
-    raise NotImplementedError("erase along x, then write -grad_y")
+prediction = None  # "a", "b", "c" or "d"
 
+layer = selfmod.SelfModifyingLinear(8, 6, rank=1, generator=generator).double()
+_, history = layer(torch.randn(1, 10, 8, dtype=torch.float64, generator=generator),
+                   return_weights=True)  # history[0, t]: the weights after token t + 1
+weights = torch.cat([layer.initial_weight.detach()[None], history[0]])  # W_0, W_1, ..., W_10
+print("rank of each token's change:",
+      torch.linalg.matrix_rank(weights[1:] - weights[:-1], atol=1e-9).tolist())
+print("rank of W_10 − W_0:", torch.linalg.matrix_rank(weights[-1] - weights[0]).item())
+ex.answer("rank", prediction)
+
+# %% [markdown]
+# **Exercise 1 · the effective step (implement).** Write the effective step $\eta'$ of DGD for a
+# step size `lr` and an input `x` (a 1-D tensor), as a float.
 
 # %%
-# Solution (try first!)
-def my_dgd_step(W, x, grad_y, lr):
-    lr_prime = lr / (1 + lr * x.dot(x))
-    return W - lr_prime * torch.outer(W @ x + grad_y, x)
+def effective_step(lr, x):
+    raise NotImplementedError("your code here")
 
 
-ex.check_dgd_step(my_dgd_step)
+ex.check_effective_step(effective_step)
+
+# %% [markdown]
+# **Exercise 2 · one DGD step (implement).** Write `dgd_step(W, x, grad_y, lr)`: one step of
+# A-eq 57 for `W` (d_out, d_in), `x` (d_in,) and `grad_y` (d_out,), returning the new `W`.
+
+# %%
+def dgd_step(W, x, grad_y, lr):
+    raise NotImplementedError("your code here")
+
+
+ex.check_dgd_step(dgd_step)
 
 # %% [markdown]
 # ## Summary
 #
 # - DGD is the *exact* proximal step of an L2 regression: GD plus an input-dependent erase,
-#   with η′ = η/(1 + η‖x‖²) for any ‖x‖ (the printed η/(1+η) needs ‖x‖ = 1; the NeurIPS
-#   W(I − xxᵀ) is a typo). Regressing onto a target u = y, its error ‖W − W*‖ never grows, for
-#   every η, on correlated inputs where GD diverges; with a linear memory it is the delta rule.
-# - A-eq 57 run as printed, with u = −∇_y L, erases twice and settles at W x = y/2 (relative
-#   error 0.25–0.35 against 0.002): it stores the surprise, not the target. HOPE's memories,
-#   which have targets v̂, use the target form.
+#   with $\eta' = \eta/(1 + \eta\lVert x\rVert^2)$ for any $\lVert x\rVert$ (the printed
+#   $\eta/(1+\eta)$ needs $\lVert x\rVert = 1$; the NeurIPS $W(I - x x^\top)$ is a typo).
+#   Regressing onto a target $u = y$, its error $\lVert W - W^*\rVert$ never grows, for every
+#   $\eta$, on correlated inputs where GD diverges; with a linear memory it is the delta rule.
+# - A-eq 57 run as printed, with $u = -\nabla_y L$, erases twice and settles at $W x = y/2$
+#   (relative error 0.25–0.35 against 0.002): it stores the surprise, not the target. HOPE's
+#   memories, which have targets $\hat v$, use the target form.
 # - A self-modifying layer writes rank-k changes of its own weights from its input.
-# - Self-modifying Titans makes k, v, η and α memories that generate their own targets and
-#   learn in context; one token is five DGD writes and a read, one chunk takes every key and
-#   target from the state that ended the previous chunk (a linear recurrence, solved at once),
-#   and the outer loss reaches every memory's initial state because no write is detached.
+# - Self-modifying Titans makes $k$, $v$, $\eta$ and $\alpha$ memories that generate their own
+#   targets and learn in context; one token is five DGD writes and a read, one chunk takes every
+#   key and target from the state that ended the previous chunk (a linear recurrence, solved at
+#   once), and the outer loss reaches every memory's initial state because no write is detached.
 #
 # **Next:** chapter 5 puts `SelfModifyingTitans` in front of a Continuum Memory System: HOPE.
 #
-# **Where this deviates from the paper:** DGD regresses onto the target value (u = y, u = v̂)
-# rather than u = −∇_y L (both are shown above); the in-context write goes to the output layer
-# of each MLP memory (the paper does not say which layer); retention α acts on the in-context
-# change W − W_0 rather than on W (A-eq 88's αW collapses the memories to the identity in our
-# runs); v is ℓ2-normalised; no momentum; the read uses the state after the token's own write.
+# **Where this deviates from the paper:** DGD regresses onto the target value ($u = y$,
+# $u = \hat v$) rather than $u = -\nabla_y L$ (both are shown above); the in-context write goes to
+# the output layer of each MLP memory (the paper does not say which layer); retention $\alpha$
+# acts on the in-context change $W - W_0$ rather than on $W$ (A-eq 88's $\alpha W$ collapses the
+# memories to the identity in our runs); $v$ is ℓ2-normalised; no momentum; the read uses the
+# state after the token's own write.

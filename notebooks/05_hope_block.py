@@ -1,9 +1,25 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # Chapter 5 · The HOPE block and language model
 #
 # Chapters 3 and 4 built two very different memories. The **Continuum Memory System** (CMS) is
 # a chain of plain MLP blocks with a lot of capacity and a simple rule: each block takes gradient
-# steps on the task loss every C_j tokens. **Self-modifying Titans** has little capacity but an
+# steps on the task loss every $C_j$ tokens. **Self-modifying Titans** has little capacity but an
 # expressive rule: it generates its own keys, values, learning rates and retention, and rewrites
 # itself with Delta Gradient Descent at every chunk. Nested Learning (arXiv 2512.24695, §8.3)
 # puts them in series and calls the result **HOPE**: self-modifying Titans reads the context,
@@ -63,32 +79,35 @@ from nlbook.transformer import parameter_count
 #
 # **Idea.** HOPE (A-eq 94–97) is two memories in series:
 #
-# o_t = M_memory,t(q_t)   (self-modifying Titans, A-eq 86–93),
-# y_t = MLP^(f_K)( … MLP^(f_1)(o_t) )   (CMS, A-eq 70–71).
+# $$o_t = M_{\text{memory},\,t}(q_t) \qquad\text{(self-modifying Titans, A-eq 86–93),}$$
+# $$y_t = \mathrm{MLP}^{(f_K)}\big(\dots \mathrm{MLP}^{(f_1)}(o_t)\big)
+#   \qquad\text{(CMS, A-eq 70–71).}$$
 #
-# The paper prints o_t = M_memory,t−1(q_t), a read *before* token t's write; the course reads
-# every memory after the write (chapter 1's convention, checked in chapter 4), and so does the
-# code below. In the paper's CMS notation each block MLP^(f) is named by its frequency f; the
-# code numbers the blocks by chain position (block 0 reads the Titans' output).
+# The paper prints $o_t = M_{\text{memory},\,t-1}(q_t)$, a read *before* token $t$'s write; the
+# course reads every memory after the write (chapter 1's convention, checked in chapter 4), and
+# so does the code below. In the paper's CMS notation each block $\mathrm{MLP}^{(f)}$ is named by
+# its frequency $f$; the code numbers the blocks by chain position (block 0 reads the Titans'
+# output).
 #
 # The paper drops "normalisation and convolution layers for clarity". nlbook fills them in
 # (each choice is stated in `nlbook.hope`'s docstring):
 #
 # - **normalisation:** pre-norm LayerNorm before the memory; each CMS block is itself
-#   x + MLP(LN(x)). The Transformer baseline is pre-norm too, so only the mixer differs.
+#   $x + \mathrm{MLP}(\mathrm{LN}(x))$. The Transformer baseline is pre-norm too, so only the
+#   mixer differs.
 # - **convolution:** causal, depth-wise, window 4, on the memory's input, initialised to the
 #   identity (arXiv §8.3: "local convolution with window 4"; one conv before q/k/v, not three).
 # - **residuals:** around the Titans and around each CMS block.
 # - **positions:** none: the recurrent memories and the convolution see the order.
 # - **CMS task loss:** the next-token cross-entropy of the block's CMS output read through the
 #   model's readout (final norm + tied head), a "logit-lens" loss. The final loss would also
-#   do, causally and chunk by chunk (the loss at token t depends on tokens ≤ t only), but every
-#   inner gradient would then run through all the later blocks, segment by segment: the
+#   do, causally and chunk by chunk (the loss at token $t$ depends on tokens $\le t$ only), but
+#   every inner gradient would then run through all the later blocks, segment by segment: the
 #   logit-lens loss is a cost choice.
-# - **CMS blocks:** block 0 has η = 0 in context (trained by AdamW across contexts), block 1 is
-#   updated in context every 32 tokens (η = 0.01): one in-context timescale plus a slow one,
-#   cheap on a CPU. By frequency, block 1 is the CMS's level 1 and block 0 its level 2 (printed
-#   below from `block.cms.level_of_block`).
+# - **CMS blocks:** block 0 has $\eta = 0$ in context (trained by AdamW across contexts),
+#   block 1 is updated in context every 32 tokens ($\eta = 0.01$): one in-context timescale plus
+#   a slow one, cheap on a CPU. By frequency, block 1 is the CMS's level 1 and block 0 its
+#   level 2 (printed below from `block.cms.level_of_block`).
 #
 # **Picture.** Data flow of one block, and what each memory reads and is written towards,
 # drawn from the block's own settings (colours: the model's levels, 1 the fastest):
@@ -142,9 +161,10 @@ assert difference < 1e-6
 # embedding. `hope.matched_models` builds a HopeLM and the `TransformerLM` (same depth and
 # heads) whose width brings its parameter count closest.
 #
-# Per block HOPE holds 3d² (input, query and output projections of the Titans) + the small
-# per-head memories + 2 CMS blocks of 2·d·2d each ≈ 11–12 d²; a Transformer block holds 12 d²
-# (4d² attention, 8d² MLP). So at equal width the two are almost the same size.
+# Per block HOPE holds $3d^2$ (input, query and output projections of the Titans) + the small
+# per-head memories + 2 CMS blocks of $2 \cdot d \cdot 2d$ each $\approx 11$–$12\,d^2$; a
+# Transformer block holds $12\,d^2$ ($4d^2$ attention, $8d^2$ MLP). So at equal width the two are
+# almost the same size.
 
 # %%
 corpus = load_corpus()
@@ -201,12 +221,13 @@ print("untrained sample:", repr(vocabulary.decode(tokens[0])))
 # ## 4 · Watching every memory, token by token
 #
 # `hope.trace_passage` feeds a passage one token at a time (exact, as above) and records, per
-# layer: the Titans' gates η_t, α_t; how much the generated key and value change per token;
-# ‖S_t − S_0‖ of the main memory and of the k, v, η, α memories; and ‖θ_t − θ_0‖ of each CMS
-# block, labelled by its CMS level, with its update ticks. These are the timescales of the
-# nested system: the keys and values change with every token, the Titans memories (level 1)
-# drift within the context, the CMS's level 1 (block 1) jumps every 32 tokens, and its level 2
-# (block 0, η = 0) stays put within a context.
+# layer: the Titans' gates $\eta_t$, $\alpha_t$; how much the generated key and value change
+# per token; $\lVert S_t - S_0\rVert$ of the main memory and of the $k, v, \eta, \alpha$
+# memories; and $\lVert \theta_t - \theta_0\rVert$ of each CMS block, labelled by its CMS level,
+# with its update ticks. These are the timescales of the nested system: the keys and values
+# change with every token, the Titans memories (level 1) drift within the context, the CMS's
+# level 1 (block 1) jumps every 32 tokens, and its level 2 (block 0, $\eta = 0$) stays put
+# within a context.
 #
 # First the untrained model (a static figure).
 
@@ -218,13 +239,18 @@ viz.plot_hope_timescales(**untrained_trace.layer(0), token=idx.shape[1] - 2, tex
 # %% [markdown]
 # ## 5 · A briefly trained HOPE
 #
-# A few hundred AdamW steps on Tiny Shakespeare (batch 16, context 64; nlbook.train's loop).
-# The CMS's block 0 and every initial state (Titans memories, the CMS's block 1) are learned
-# here, by the outer optimizer, across contexts: the weights, the slowest level of the nested
-# system (level 4 of chapter 0's map, after AdamW's moments).
+# A few hundred AdamW steps on Tiny Shakespeare (batch 16, windows of 64; nlbook.train's loop),
+# trained **statefully** (`carry_state=True`, chapter 6 explains it): every batch row reads its
+# own stretch of text, window after window, with HOPE's memories carried from one window to the
+# next, so that in training every in-context memory closes many chunks (a fresh 64-character
+# window would let the main memory, whose chunk is 64, close none). The CMS's block 0 and every
+# initial state (Titans memories, the CMS's block 1) are learned here, by the outer optimizer,
+# across contexts: the weights, the slowest level of the nested system (level 4 of chapter 0's
+# map, after AdamW's moments).
 
 # %%
 config = TrainConfig(model="hope", d_model=64, n_layers=2, n_heads=4, context_length=64,
+                     carry_state=True, stream_length=512,
                      batch_size=16, steps=smoke(300, 12), learning_rate=3e-3,
                      min_learning_rate=3e-4, warmup_steps=smoke(20, 2),
                      eval_interval=smoke(100, 6), eval_batches=smoke(10, 2))
@@ -299,71 +325,100 @@ viz.plot_speed_and_size(names, speeds, sizes)
 # %% [markdown]
 # ## 7 · Exercises
 #
-# **Exercise 1 · the causal convolution.** Write `my_causal_conv(x, weight)`: x (B, T, d),
-# weight (d, w) → y (B, T, d) with y_t = Σ_j weight[:, j] ⊙ x_{t−w+1+j}, zeros before the
-# start (so weight[:, −1] multiplies the current token).
+# Two kinds. **Predict, then run:** decide what will happen and write your letter in
+# `prediction` *before* you run the cell; the cell runs the experiment and `ex.answer` says
+# whether you were right and why. **Implement:** write the function in its cell and run it; the
+# checker names what is wrong (it reports "not done yet" while the stub is untouched). Stuck?
+# `ex.solution("name")` prints a solution; try your own first.
+#
+# **Question 1 · one changed token (predict, then run).** Feed a HOPE language model 40 tokens,
+# then the same 40 tokens with only the *last* one changed. Which positions' logits change?
+#
+# (a) every position's · (b) only the last position's · (c) none · (d) the last 4 positions'
+# (the convolution's window)
 
 # %%
-def my_causal_conv(x, weight):
-    raise NotImplementedError("pad x on the left with w − 1 zeros, then sum shifted copies")
+prediction = None  # your prediction: "a", "b", "c" or "d"
 
-
-# %%
-# Solution (try first!)
-def my_causal_conv(x, weight):
-    window = weight.shape[1]
-    padded = torch.nn.functional.pad(x, (0, 0, window - 1, 0))
-    return sum(weight[:, j] * padded[:, j:j + x.shape[1]] for j in range(window))
-
-
-# %%
-ex.check_causal_conv(my_causal_conv)
+small_model = hope.HopeLM(65, 32, 1, 2, seed=0)
+tokens_40 = torch.randint(65, (1, 40), generator=generator)
+last_changed = tokens_40.clone()
+last_changed[0, -1] = (last_changed[0, -1] + 1) % 65
+with torch.no_grad():
+    change = (small_model(tokens_40)[0] - small_model(last_changed)[0]).abs().amax(-1)[0]
+print("positions whose logits changed:", torch.nonzero(change > 0).flatten().tolist())
+ex.answer("causal", prediction)
 
 # %% [markdown]
-# **Exercise 2 · assemble the block.** Write `my_block_forward(block, x, targets, loss_fn)`
-# with the parts of a `hope.HopeBlock` (`block.norm`, `block.conv`, `block.titans`,
-# `block.cms`) and return the block's output (B, T, d).
+# **Question 2 · the size of the state (predict, then run).** The same model streams 10 tokens,
+# or 1,000 tokens, with `model.stream`. How does the size of the state it carries afterwards
+# (the number of values in it) compare?
+#
+# (a) about 100 times larger after 1,000 tokens · (b) the same size · (c) about 10 times
+# larger · (d) smaller: the memories compress as they read
 
 # %%
-def my_block_forward(block, x, targets, loss_fn):
-    raise NotImplementedError("norm → conv → titans → residual → cms")
+import dataclasses
+
+prediction = None  # "a", "b", "c" or "d"
 
 
-# %%
-# Solution (try first!)
-def my_block_forward(block, x, targets, loss_fn):
-    hidden, _ = block.conv(block.norm(x))
-    memory, _ = block.titans(hidden)
-    return block.cms(x + memory, targets, loss_fn=loss_fn).output
+def count_values(state) -> int:
+    """How many numbers a (nested) state holds: tensors inside dataclasses, lists and dicts."""
+    if isinstance(state, torch.Tensor):
+        return state.numel()
+    if dataclasses.is_dataclass(state):
+        return sum(count_values(getattr(state, field.name))
+                   for field in dataclasses.fields(state))
+    if isinstance(state, (list, tuple)):
+        return sum(count_values(item) for item in state)
+    if isinstance(state, dict):
+        return sum(count_values(item) for item in state.values())
+    return 0
 
 
-# %%
-ex.check_block_forward(my_block_forward)
-
-# %% [markdown]
-# **Exercise 3 · streaming greedy decoding.** Write `my_stream_greedy(model, prompt, n)`: read
-# the prompt once with `logits, state = model.stream(prompt)`, then n times take the argmax of
-# the last position, append it, and feed only that token with the state.
-
-# %%
-def my_stream_greedy(model, prompt, n):
-    raise NotImplementedError("model.stream(prompt), then model.stream(token, state) n times")
-
-
-# %%
-# Solution (try first!)
-def my_stream_greedy(model, prompt, n):
+for length in (10, smoke(1000, 100)):
     with torch.no_grad():
-        logits, state = model.stream(prompt)
-        for _ in range(n):
-            token = logits[:, -1].argmax(-1, keepdim=True)
-            prompt = torch.cat([prompt, token], dim=1)
-            logits, state = model.stream(token, state)
-    return prompt
+        _, carried = small_model.stream(torch.randint(65, (1, length), generator=generator))
+    print(f"after {length:4d} tokens the state holds {count_values(carried):,} values")
+ex.answer("state_size", prediction)
 
+# %% [markdown]
+# **Exercise 1 · the causal convolution (implement).** Write `causal_conv(x, weight)`: x
+# (B, T, d), weight (d, w) → y (B, T, d) with
+# $y_t = \sum_j \mathrm{weight}[:, j] \odot x_{t-w+1+j}$, zeros before the start (so
+# `weight[:, -1]` multiplies the current token).
 
 # %%
-ex.check_stream_greedy(my_stream_greedy)
+def causal_conv(x, weight):
+    raise NotImplementedError("your code here")
+
+
+ex.check_causal_conv(causal_conv)
+
+# %% [markdown]
+# **Exercise 2 · assemble the block (implement).** Write `block_forward(block, x, targets,
+# loss_fn)` from the parts of a `hope.HopeBlock` (`block.norm`, `block.conv`, `block.titans`,
+# `block.cms`; section 1 walked through them) and return the block's output (B, T, d).
+
+# %%
+def block_forward(block, x, targets, loss_fn):
+    raise NotImplementedError("your code here")
+
+
+ex.check_block_forward(block_forward)
+
+# %% [markdown]
+# **Exercise 3 · streaming greedy decoding (implement).** Write `stream_greedy(model, prompt,
+# n)`: read the prompt (B, T) once with `model.stream`, then `n` times pick the most likely
+# next token, append it and feed only that token, carrying the state. Return (B, T + n).
+
+# %%
+def stream_greedy(model, prompt, n):
+    raise NotImplementedError("your code here")
+
+
+ex.check_stream_greedy(stream_greedy)
 
 # %% [markdown]
 # ## Summary

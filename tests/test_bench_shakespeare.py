@@ -49,7 +49,8 @@ def test_configs_match_parameters_and_share_everything_but_the_width():
     assert hope["minutes"] == transformer["minutes"] == 0.5
     assert hope["steps"] is None and transformer["steps"] is None
     different = {key for key in hope if hope[key] != transformer[key]}
-    assert different <= {"model", "d_model"}
+    assert different <= {"model", "d_model", "carry_state"}
+    assert hope["carry_state"] and not transformer["carry_state"]  # HOPE trains statefully
     counts = [parameter_count(build_model(config.model, 65, config.d_model, config.n_layers,
                                           config.n_heads,
                                           context_length=config.context_length)).total
@@ -67,10 +68,13 @@ def test_benchmark_runs_end_to_end_on_a_small_text(tmp_path, capsys):
     path.write_text(text, encoding="utf-8")
     main(["shakespeare", "--data", str(path), "--minutes", "0.002", "--d-model", "16",
           "--n-layers", "1", "--n-heads", "2", "--context-length", "16", "--batch-size", "4",
-          "--eval-batches", "1", "--no-baselines"])
+          "--eval-batches", "1", "--no-baselines", "--stream-length", "64",
+          "--position-length", "40"])
     out = capsys.readouterr().out
     assert "load average" in out and "threads 1" in out
-    for name in ("transformer:", "hope:", "ratio HOPE / Transformer"):
+    for name in ("transformer:", "hope:", "ratio HOPE / Transformer", "streaming (one stream)",
+                 "streaming (sliding window 16)", "positions 30-39", "positions 12-15",
+                 "fresh windows of 16"):
         assert name in out
     assert "nats/char" in out and "bits/char" in out
 
@@ -185,3 +189,18 @@ def test_shipped_checkpoint_loads_with_the_current_model_and_is_trained():
     loss = estimate_loss(model, corpus.val_ids, batch_size=8, context_length=64, batches=2,
                          seed=1)
     assert loss < 2.2, f"shipped model scores {loss:.3f} nats/char; regenerate: {command}"
+
+
+def test_stateful_benchmark_runs_the_chosen_variants_on_a_small_text(tmp_path, capsys):
+    from nlbook.bench import STATEFUL_VARIANTS, main
+
+    text = "".join(f"Now is the winter of our discontent, line {index}.\n"
+                   for index in range(200))
+    path = tmp_path / "small.txt"
+    path.write_text(text, encoding="utf-8")
+    main(["stateful", "--data", str(path), "--steps", "2", "--stream-length", "128",
+          "--position-length", "64", "--variants", "0,2"])
+    out = capsys.readouterr().out
+    names = list(STATEFUL_VARIANTS)
+    assert names[0] in out and names[2] in out and names[1] not in out
+    assert "stream, CMS frozen" in out and "by position 48-63" in out

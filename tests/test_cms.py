@@ -388,7 +388,7 @@ def test_exercise_checkers_accept_the_solution_and_reject_a_mean():
         errors = inputs @ weight.T - targets
         return weight - rate * errors.T @ inputs / inputs.shape[0]
 
-    assert ex.check_chunk_update(chunk_update) is True
+    assert ex.check_chunk_update(chunk_update)
     with pytest.raises(AssertionError, match="mean"):
         ex.check_chunk_update(chunk_update_mean)
     assert ex.check_update_steps(lambda length, chunk: list(range(chunk, length + 1, chunk)))

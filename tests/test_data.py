@@ -6,7 +6,10 @@ import torch
 from nlbook.data import (
     CharVocabulary,
     DataFileError,
+    joint_vocabulary,
     load_corpus,
+    load_corpus_pair,
+    load_python_stdlib,
     load_text_file,
     load_tiny_shakespeare,
     make_corpus,
@@ -93,3 +96,103 @@ def test_sequential_windows_cover_every_target_once():
     kept = targets[targets >= 0]
     assert torch.equal(kept, ids[1:])
     assert torch.equal(inputs.flatten()[:22], ids[:-1])
+
+
+# ----------------------------------------------------------------------------- carried streams
+
+def test_contiguous_streams_continue_restart_staggered_and_aligned():
+    from nlbook.data import ContiguousStreams
+
+    ids = torch.arange(5000)
+    streams = ContiguousStreams(ids, 8, 16, stream_length=128, generator=torch.Generator()
+                                .manual_seed(0), alignment=32)
+    previous, restarts = None, []
+    for call in range(40):
+        inputs, targets, restarted = streams.next_batch()
+        assert inputs.shape == targets.shape == (8, 16) and restarted.shape == (8,)
+        assert torch.equal(targets, inputs + 1)                      # next tokens
+        if call == 0:
+            assert bool(restarted.all())
+        else:
+            continued = ~restarted
+            assert torch.equal(inputs[continued, 0], previous[continued, -1] + 1)
+            if bool(restarted.any()):
+                assert (call * 16) % 32 == 0                          # only on the grid
+            restarts.append(int(restarted.sum()))
+        previous = inputs
+    # Staggered: restarts are spread over the steps, never all rows at once after the start.
+    assert max(restarts) < 8 and sum(restarts) > 0
+    # Every row restarts every 128 tokens (8 windows) once its first stream has ended.
+    assert sum(restarts) == pytest.approx(8 * 39 / 8, abs=8)
+
+
+def test_contiguous_streams_state_round_trip_and_validation():
+    from nlbook.data import ContiguousStreams
+
+    ids = torch.arange(3000)
+    first = ContiguousStreams(ids, 4, 8, stream_length=32, generator=torch.Generator()
+                              .manual_seed(1))
+    for _ in range(5):
+        first.next_batch()
+    saved, generator_state = first.state_dict(), first.generator.get_state()
+    expected = [first.next_batch() for _ in range(6)]
+    second = ContiguousStreams(ids, 4, 8, stream_length=32, generator=torch.Generator())
+    second.generator.set_state(generator_state)
+    second.load_state_dict(saved)
+    for a, b in zip(expected, [second.next_batch() for _ in range(6)], strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    with pytest.raises(ValueError, match="stream_length"):
+        ContiguousStreams(ids, 4, 8, stream_length=20, generator=torch.Generator())
+    with pytest.raises(ValueError, match="stream_length"):
+        ContiguousStreams(ids, 4, 8, stream_length=24, generator=torch.Generator(), alignment=16)
+    with pytest.raises(ValueError, match="batch_size"):
+        ContiguousStreams(ids, 0, 8, stream_length=32, generator=torch.Generator())
+    with pytest.raises(ValueError, match="ids"):
+        ContiguousStreams(ids[:20], 4, 8, stream_length=32, generator=torch.Generator())
+    never = ContiguousStreams(ids[:100], 2, 8, stream_length=None, generator=torch.Generator())
+    restarted_any = [bool(never.next_batch()[2].any()) for _ in range(30)]
+    assert restarted_any[0] and any(restarted_any[1:])  # only at the end of the text
+
+
+# The second corpus (chapter 7): the CPython standard-library snapshot and the joint vocabulary
+
+
+def test_python_stdlib_snapshot_matches_its_recorded_sha256():
+    from nlbook.data import PYTHON_STDLIB_SHA256, python_stdlib_path, sha256_of_file
+
+    assert sha256_of_file(python_stdlib_path()) == PYTHON_STDLIB_SHA256
+    text = load_python_stdlib()
+    assert len(text) == 821_855 and text.isascii()
+    assert text.count("# ==== Lib/") == 40 and "Python Software Foundation" in text[:200]
+    assert (python_stdlib_path().parent / "LICENSE-python.txt").is_file()
+
+
+def test_tampered_or_missing_python_corpus_gives_a_clear_error(tmp_path):
+    from nlbook.data import python_stdlib_path
+
+    tampered = bytearray(python_stdlib_path().read_bytes())
+    tampered[5000] = ord("#") if tampered[5000] != ord("#") else ord("!")
+    (tmp_path / "python-stdlib.txt").write_bytes(bytes(tampered))
+    with pytest.raises(DataFileError, match=r"python-stdlib\.txt has sha256 .* altered"):
+        load_python_stdlib(tmp_path)
+    with pytest.raises(DataFileError, match="not found"):
+        load_python_stdlib(tmp_path / "elsewhere")
+
+
+def test_corpus_pair_shares_one_vocabulary_covering_both_texts():
+    shakespeare, python = load_corpus_pair()
+    assert shakespeare.vocabulary == python.vocabulary
+    assert len(shakespeare.vocabulary) == 96
+    assert set(load_corpus().vocabulary.chars) <= set(shakespeare.vocabulary.chars)
+    assert (shakespeare.source, python.source) == ("tiny_shakespeare", "python_stdlib")
+    assert shakespeare.vocabulary.decode(shakespeare.train_ids[:14]) == "First Citizen:"
+    assert python.vocabulary.decode(python.val_ids) == python.text[int(0.9 * len(python.text)):]
+    assert len(python.train_ids) == int(0.9 * 821_855)
+
+
+def test_joint_vocabulary_is_validated():
+    assert joint_vocabulary("ba", "ca").chars == "abc"
+    with pytest.raises(ValueError, match="texts must hold"):
+        joint_vocabulary()
+    with pytest.raises(ValueError, match=r"texts\[1\] must be a non-empty str"):
+        joint_vocabulary("ab", "")

@@ -306,3 +306,68 @@ def test_train_presets_build_hope_at_the_transformers_size():
         assert abs(sizes["hope"] / sizes["transformer"] - 1) < 0.1, (preset, sizes)
     tiny = build_model("hope", 65, 64, 2, 4, context_length=64)
     assert isinstance(tiny, HopeLM) and tiny.context_length == 64
+
+
+# ---- carrying a stream's state between training steps (nlbook.hope.carry) --------------------
+
+def test_carried_state_continues_the_stream_exactly_and_restarts_fresh():
+    model = tiny_model(cms_learning_rates=(0.02, 0.05))   # both CMS levels write in context
+    ids = tokens(batch=3, length=2 * 24 + 1, seed=3)
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    with torch.no_grad():
+        whole, _ = model.stream(inputs)
+        first, state = model.stream(inputs[:, :24], targets=targets[:, :24])
+        carried = model.carry_over(state)
+        second, _ = model.stream(inputs[:, 24:], model.resume_stream(carried),
+                                 targets=targets[:, 24:])
+        assert torch.allclose(torch.cat([first, second], 1), whole, atol=1e-12)
+        assert 24 % model.stream_alignment() == 0
+        restarted = model.resume_stream(carried, restart=torch.tensor([False, True, False]))
+        mixed, _ = model.stream(inputs[:, 24:], restarted, targets=targets[:, 24:])
+        fresh, _ = model.stream(inputs[1:2, 24:])
+    assert torch.allclose(mixed[1], fresh[0], atol=1e-12)
+    assert torch.equal(mixed[0], second[0]) and torch.equal(mixed[2], second[2])
+
+
+def test_carried_state_keeps_the_path_to_the_initial_parameters():
+    """Relative carry (the default): θ = θ₀ + Δ, so θ₀ gets a gradient in every later window and
+    its updates reach the carried stream; the plain detach (relative=False) cuts both."""
+    from nlbook.hope.carry import carry_over
+
+    model = tiny_model(cms_learning_rates=(0.0, 0.05))
+    ids = tokens(batch=2, length=17, seed=4)
+    _, state = model.stream(ids[:, :8], targets=ids[:, 1:9])
+    fast_level = model.blocks[0].cms.blocks[1]["w_in"]
+    for relative in (True, False):
+        carried = carry_over(model, state, relative=relative)
+        logits, _ = model.stream(ids[:, 8:16], model.resume_stream(carried),
+                                 targets=ids[:, 9:17])
+        grad = torch.autograd.grad(logits.sum(), fast_level, allow_unused=True)[0]
+        assert (grad is not None and bool(grad.abs().sum() > 0)) == relative
+    carried = model.carry_over(state)
+    before, _ = model.stream(ids[:, 8:16], model.resume_stream(carried), targets=ids[:, 9:17])
+    with torch.no_grad():
+        fast_level.add_(0.1 * torch.randn_like(fast_level))  # (a constant is normalised away)
+    after, _ = model.stream(ids[:, 8:16], model.resume_stream(carried), targets=ids[:, 9:17])
+    assert not torch.allclose(before, after)
+
+
+def test_carried_state_round_trips_through_plain_tensors(tmp_path):
+    from nlbook.hope.carry import CarriedState
+
+    model = tiny_model()
+    ids = tokens(batch=2, length=17, seed=5)
+    with torch.no_grad():
+        _, state = model.stream(ids[:, :8], targets=ids[:, 1:9])
+        carried = model.carry_over(state)
+        torch.save(carried.to_tensors(), tmp_path / "state.pt")
+        loaded = CarriedState.from_tensors(torch.load(tmp_path / "state.pt", weights_only=True))
+        a, _ = model.stream(ids[:, 8:16], model.resume_stream(carried))
+        b, _ = model.stream(ids[:, 8:16], model.resume_stream(loaded))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="restart"):
+        model.resume_stream(carried, restart=torch.tensor([True]))
+    with pytest.raises(ValueError, match="carried"):
+        model.resume_stream(state)
+    with pytest.raises(ValueError, match="targets"):
+        model.stream(ids[:, :8], targets=ids[:, :7])

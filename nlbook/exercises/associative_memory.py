@@ -1,4 +1,8 @@
-"""Checkers for chapter 1's exercises: write one memory update by hand."""
+"""Chapter 1's exercises: write one memory update by hand, and predict what a memory returns.
+
+Use as ``from nlbook.exercises import associative_memory as ex``; ``ex.check_delta_step(fn)``,
+``ex.answer("overwrite", prediction)``, ``ex.solution("delta_step")``.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from nlbook.exercises import solutions
+from nlbook.exercises._core import Chapter, CheckResult, Question, checker, compare, expect_tensor
 from nlbook.memory import delta_rule, reference_titans_memory
 
-__all__ = ["check_delta_step", "check_titans_step"]
+__all__ = ["QUESTIONS", "SOLUTIONS", "answer", "check_delta_step", "check_titans_step",
+           "reveal", "solution"]
 
 
 def _example(seed: int, key_dim: int = 4, value_dim: int = 3):
@@ -20,18 +27,8 @@ def _example(seed: int, key_dim: int = 4, value_dim: int = 3):
     return state, key, value
 
 
-def _compare(name: str, got, expected: torch.Tensor, hint: str) -> None:
-    if not isinstance(got, torch.Tensor):
-        raise AssertionError(f"{name} must be a torch.Tensor, got {type(got).__name__}")
-    if got.shape != expected.shape:
-        raise AssertionError(f"{name} has shape {tuple(got.shape)}, expected "
-                             f"{tuple(expected.shape)} (S is (d_k, d_v): keys index rows)")
-    difference = (got.double() - expected).abs().max().item()
-    if difference > 1e-9:
-        raise AssertionError(f"{name} is off by {difference:.3g}. {hint}")
-
-
-def check_delta_step(delta_step: Callable) -> bool:
+@checker("delta_step")
+def check_delta_step(delta_step: Callable) -> CheckResult:
     """Check ``delta_step(S, k, v, beta, decay) -> S_new`` for one token.
 
     Expected: S_new = decay (I - beta k kᵀ) S + beta k vᵀ, with S (d_k, d_v) (arXiv eq. 65).
@@ -42,16 +39,28 @@ def check_delta_step(delta_step: Callable) -> bool:
         _, expected = delta_rule(key.reshape(1, 1, 1, -1), key.reshape(1, 1, 1, -1),
                                  value.reshape(1, 1, 1, -1), beta * one, decay=decay * one,
                                  initial_state=state[None, None])
-        got = delta_step(state.clone(), key.clone(), value.clone(), beta, decay)
-        hint = ("With beta=1, decay=1 the memory must return v for k (erase, then write)."
-                if seed == 0 else
-                "Remember the erase term -beta k (kᵀ S) and that decay multiplies before it.")
-        _compare(f"delta_step with beta={beta}, decay={decay}", got, expected[0, 0], hint)
-    print("check_delta_step: correct. S_new = α (I − β k kᵀ) S + β k vᵀ")
-    return True
+        expected = expected[0, 0]
+        what = f"delta_step(S, k, v, beta={beta}, decay={decay})"
+        got = expect_tensor(what, delta_step(state.clone(), key.clone(), value.clone(), beta,
+                                             decay), tuple(expected.shape))
+        hebbian = decay * state + beta * torch.outer(key, value)
+        if (got - hebbian).abs().max() < 1e-9:
+            raise AssertionError(f"{what} only adds beta k vᵀ (the Hebbian write): the delta "
+                                 "rule first erases what the memory returns for k")
+        if (got - (decay * state - beta * torch.outer(key, key @ state - value))).abs().max() \
+                < 1e-9 and decay != 1.0:
+            raise AssertionError(f"{what}: the erase must act on the decayed memory: with a "
+                                 "gate, every term that reads S reads decay · S")
+        hint = ("With beta = 1 and decay = 1 a unit key must read back exactly v after the step "
+                "(erase what k returns, then write)." if seed == 0 else
+                "Read what the memory returns for k now, remove a fraction beta of it along k, "
+                "write a fraction beta of v along k, and let decay scale the old memory first.")
+        compare(what, got, expected, hint)
+    return "S_new = α (I − β k kᵀ) S + β k vᵀ"
 
 
-def check_titans_step(titans_step: Callable) -> bool:
+@checker("titans_step")
+def check_titans_step(titans_step: Callable) -> CheckResult:
     """Check ``titans_step(M, S, k, v, lr, momentum, forget) -> (M_new, S_new)`` for one token.
 
     Expected (Titans eq. 13-14 with ℓ = ½‖Mᵀk - v‖²): S_new = momentum S - lr k (Mᵀk - v)ᵀ,
@@ -65,13 +74,60 @@ def check_titans_step(titans_step: Callable) -> bool:
             key.reshape(1, 1, 1, -1), key.reshape(1, 1, 1, -1), value.reshape(1, 1, 1, -1),
             lr * one, momentum * one, forget * one,
             initial_state=(memory[None, None], surprise[None, None]))
+        expected_memory, expected_surprise = expected_memory[0, 0], expected_surprise[0, 0]
+        what = f"titans_step(M, S, k, v, lr={lr}, momentum={momentum}, forget={forget})"
         result = titans_step(memory.clone(), surprise.clone(), key.clone(), value.clone(), lr,
                              momentum, forget)
+        if result is None:
+            expect_tensor(what, result, tuple(expected_memory.shape))  # the missing-return hint
         if not isinstance(result, tuple) or len(result) != 2:
-            raise AssertionError("titans_step must return the pair (M_new, S_new)")
-        _compare("S_new", result[1], expected_surprise[0, 0],
-                 "S_new = momentum * S - lr * k (Mᵀk - v)ᵀ: the gradient is taken at the old M.")
-        _compare("M_new", result[0], expected_memory[0, 0],
-                 "M_new = (1 - forget) * M + S_new: Titans' α forgets (0 keeps everything).")
-    print("check_titans_step: correct. Momentum carries past surprise; α forgets.")
-    return True
+            raise AssertionError(f"{what} must return the pair (M_new, S_new), got "
+                                 f"{type(result).__name__}")
+        got_memory = expect_tensor(f"{what}[0] (M_new)", result[0], tuple(expected_memory.shape))
+        got_surprise = expect_tensor(f"{what}[1] (S_new)", result[1],
+                                     tuple(expected_surprise.shape))
+        if ((got_memory - expected_surprise).abs().max() < 1e-9
+                and (got_surprise - expected_memory).abs().max() < 1e-9):
+            raise AssertionError(f"{what}: M_new and S_new are swapped: return (M_new, S_new)")
+        compare(f"{what}[1] (S_new)", got_surprise, expected_surprise,
+                "The new surprise keeps momentum × the old one and adds a gradient step on "
+                "½‖Mᵀk − v‖², with the gradient taken at the old M.")
+        compare(f"{what}[0] (M_new)", got_memory, expected_memory,
+                "Titans' forget gate removes a fraction `forget` of the old M (0 keeps "
+                "everything), then the new surprise is added.")
+    return "momentum carries past surprise; α forgets."
+
+
+QUESTIONS = {
+    "overwrite": Question(
+        {"a": "both memories return v₂",
+         "b": "the Hebbian memory returns v₁ + v₂, the delta rule v₂",
+         "c": "the Hebbian memory returns v₂, the delta rule v₁ + v₂",
+         "d": "both return (v₁ + v₂) / 2"},
+        "b",
+        """Hebbian writes only add: S = k v₁ᵀ + k v₂ᵀ, so Sᵀk = v₁ + v₂ for a unit key. Stale
+        values pile up under a key, which is why linear attention fails on key overwrite (E1).
+        The delta rule first erases what k returns: (I − k kᵀ) k v₁ᵀ = 0, then writes v₂, so
+        Sᵀk = v₂ exactly."""),
+    "half_step": Question(
+        {"a": "v", "b": "0.75 v", "c": "0.5 v", "d": "0.25 v"},
+        "b",
+        """Each write is one gradient step of size β on ½‖Sᵀk − v‖²: it moves the read a
+        fraction β of the remaining way to v. After one write Sᵀk = 0.5 v, after two
+        0.5 v + 0.5 (v − 0.5 v) = 0.75 v, after n writes (1 − 0.5ⁿ) v. With a unit key, β = 1
+        solves the regression in one step; a smaller β is a cautious learning rate."""),
+    "decay": Question(
+        {"a": "recall rises steadily as the decay goes down",
+         "b": "recall falls steadily",
+         "c": "recall first rises, then falls",
+         "d": "recall does not change"},
+        "c",
+        """Decay forgets. With decay 1 every stale value of a key stays in the sum, so recall
+        is poor; a little decay fades old values more than the latest one (recall
+        rises). Decay also fades keys that were not rewritten for a while, so with a strong
+        decay (0.5) the memory only holds the last few writes (recall falls again). The best
+        decay balances the two: it depends on how often keys come back."""),
+}
+SOLUTIONS = solutions.BY_CHAPTER["associative_memory"]
+_CHAPTER = Chapter(__name__, QUESTIONS, SOLUTIONS)
+answer, reveal, solution = _CHAPTER.answer, _CHAPTER.reveal, _CHAPTER.solution

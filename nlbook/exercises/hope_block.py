@@ -1,17 +1,24 @@
-"""Checkers for chapter 5's exercises: the causal convolution, the block's forward pass, and
-greedy generation with a carried state."""
+"""Chapter 5's exercises: the causal convolution, the block's forward pass, and greedy
+generation with a carried state.
+
+Use as ``from nlbook.exercises import hope_block as ex``; ``ex.check_stream_greedy(fn)``,
+``ex.answer("causal", prediction)``, ``ex.solution("stream_greedy")``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
 
 from nlbook.cms import cross_entropy_loss
+from nlbook.exercises import solutions
+from nlbook.exercises._core import Chapter, CheckResult, Question, checker, compare, expect_tensor
 from nlbook.hope import CausalDepthwiseConv, HopeBlock, HopeLM
 
-__all__ = ["check_block_forward", "check_causal_conv", "check_stream_greedy",
-           "reference_causal_conv"]
+__all__ = ["QUESTIONS", "SOLUTIONS", "answer", "check_block_forward", "check_causal_conv",
+           "check_stream_greedy", "reference_causal_conv", "reveal", "solution"]
 
 
 def reference_causal_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -23,35 +30,34 @@ def reference_causal_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor
         return conv(x)[0]
 
 
-def check_causal_conv(causal_conv: Callable) -> bool:
+@checker("causal_conv")
+def check_causal_conv(causal_conv: Callable) -> CheckResult:
     """Check ``causal_conv(x (B, T, d), weight (d, w)) -> y (B, T, d)``: a causal depth-wise
     convolution, the last tap (weight[:, -1]) on the current token, zeros before the start."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 7, 3, dtype=torch.float64, generator=generator)
     weight = torch.randn(3, 4, dtype=torch.float64, generator=generator)
-    got = causal_conv(x, weight)
-    if not isinstance(got, torch.Tensor) or got.shape != x.shape:
-        raise AssertionError(f"expected a tensor of shape {tuple(x.shape)}, got "
-                             f"{getattr(got, 'shape', type(got).__name__)}")
+    what = "causal_conv(x (2, 7, 3), weight (3, 4))"
+    got = expect_tensor(what, causal_conv(x.clone(), weight.clone()), tuple(x.shape))
     expected = reference_causal_conv(x, weight)
     flipped = reference_causal_conv(x, weight.flip(-1))
     if (got - flipped).abs().max() < 1e-9:
-        raise AssertionError("your taps are reversed: weight[:, -1] multiplies the current "
-                             "token x_t, weight[:, 0] the oldest one x_{t−w+1}")
+        raise AssertionError(f"{what}: the taps are reversed: weight[:, -1] multiplies the "
+                             "current token x_t, weight[:, 0] the oldest one x_{t−w+1}")
     changed = x.clone()
     changed[:, 4:] += 1.0
-    if (causal_conv(changed, weight)[:, :4] - got[:, :4]).abs().max() > 1e-9:
-        raise AssertionError("not causal: changing tokens from t = 4 on changed outputs before "
-                             "t = 4 (pad on the left only)")
-    error = (got - expected).abs().max().item()
-    if error > 1e-9:
-        raise AssertionError(f"wrong values (max error {error:.3g}). Each channel c: "
-                             "y[b, t, c] = Σ_j weight[c, j] x[b, t − w + 1 + j, c]")
-    print("✓ causal depth-wise convolution matches nlbook (and is causal).")
-    return True
+    again = expect_tensor(f"{what} on another input", causal_conv(changed, weight.clone()),
+                          tuple(x.shape))
+    if (again[:, :4] - got[:, :4]).abs().max() > 1e-9:
+        raise AssertionError(f"{what} is not causal: changing tokens from t = 4 on changed "
+                             "outputs before t = 4 (only past tokens may be read)")
+    compare(what, got, expected, "Each channel c: y[b, t, c] = Σ_j weight[c, j] "
+                                 "x[b, t − w + 1 + j, c], with zeros before the start.")
+    return "the causal depth-wise convolution matches nlbook's (and is causal)."
 
 
-def check_block_forward(block_forward: Callable) -> bool:
+@checker("block_forward")
+def check_block_forward(block_forward: Callable) -> CheckResult:
     """Check ``block_forward(block, x, targets, loss_fn) -> output (B, T, d)``: the HOPE block
     assembled from its parts (norm → conv → self-modifying Titans → residual → CMS)."""
     generator = torch.Generator().manual_seed(0)
@@ -64,55 +70,121 @@ def check_block_forward(block_forward: Callable) -> bool:
     targets = torch.randint(7, (2, 8), generator=generator)
     readout = torch.nn.Linear(8, 7).double()
     loss_fn = cross_entropy_loss(readout)
-    got = block_forward(block, x, targets, loss_fn)
-    if not isinstance(got, torch.Tensor) or got.shape != x.shape:
-        raise AssertionError(f"return the block's output, a tensor of shape {tuple(x.shape)}, "
-                             f"got {getattr(got, 'shape', type(got).__name__)}")
+    what = "block_forward(block, x (2, 9, 8), targets, loss_fn)"
+    got = expect_tensor(what, block_forward(block, x.clone(), targets, loss_fn), tuple(x.shape))
     expected = block(x, targets, loss_fn=loss_fn).output
     no_residual = block.cms(block.titans(block.conv(block.norm(x))[0])[0], targets,
                             loss_fn=loss_fn).output
     if (got - no_residual).abs().max() < 1e-9:
-        raise AssertionError("the residual is missing: the CMS reads x + Titans(conv(norm(x)))")
-    error = (got - expected).abs().max().item()
-    if error > 1e-9:
-        raise AssertionError(f"wrong output (max error {error:.3g}). Order: h = block.norm(x); "
-                             "h, _ = block.conv(h); y, _ = block.titans(h); "
-                             "block.cms(x + y, targets, loss_fn=loss_fn).output")
-    print("✓ your HOPE block equals nlbook's HopeBlock.")
-    return True
+        raise AssertionError(f"{what}: the residual is missing: the CMS reads the block's input "
+                             "plus what the Titans wrote")
+    compare(what, got, expected, "Use the parts in the block's order (norm, conv, titans, a "
+                                 "residual, cms); each of conv, titans and cms also returns a "
+                                 "state or a result object: keep only the tensor you need.")
+    return "your HOPE block equals nlbook's HopeBlock."
 
 
-def check_stream_greedy(stream_greedy: Callable) -> bool:
+def _same_state(given: object, returned: object) -> bool:
+    """True when ``given`` is the state ``returned`` (the object itself, or a copy: a detached
+    state holds equal tensors)."""
+    if given is returned:
+        return True
+    if isinstance(returned, torch.Tensor):
+        return isinstance(given, torch.Tensor) and torch.equal(given, returned)
+    if dataclasses.is_dataclass(returned) and type(given) is type(returned):
+        return all(_same_state(getattr(given, field.name), getattr(returned, field.name))
+                   for field in dataclasses.fields(returned))
+    if isinstance(returned, (list, tuple)):
+        return (isinstance(given, (list, tuple)) and len(given) == len(returned)
+                and all(map(_same_state, given, returned)))
+    if isinstance(returned, dict):
+        return (isinstance(given, dict) and given.keys() == returned.keys()
+                and all(_same_state(given[key], returned[key]) for key in returned))
+    return given == returned
+
+
+@checker("stream_greedy")
+def check_stream_greedy(stream_greedy: Callable) -> CheckResult:
     """Check ``stream_greedy(model, prompt (B, T), n) -> (B, T + n)``: greedy decoding that
-    reads the prompt once and then feeds one token at a time with ``model.stream``."""
+    reads the prompt once and then feeds one token at a time with ``model.stream``, passing on
+    the state each call returns."""
     model = HopeLM(9, 16, 1, 2, chunk_size_memory=4, chunk_size_others=2,
                    cms_chunk_sizes=(8, 3), cms_learning_rates=(0.0, 0.05), seed=0)
     prompt = torch.randint(9, (2, 5), generator=torch.Generator().manual_seed(1))
-    calls = []
+    new_tokens = 7
+    calls: list[tuple[int, object, object]] = []  # (tokens fed, state in, state out)
     original = model.stream
 
-    def counting_stream(idx, state=None, **kwargs):
-        calls.append(idx.shape[1])
-        return original(idx, state, **kwargs)
+    def recording_stream(idx, state=None, **kwargs):
+        result = original(idx, state, **kwargs)
+        calls.append((idx.shape[1], state, result[1]))
+        return result
 
-    model.stream = counting_stream  # type: ignore[method-assign]
+    what = f"stream_greedy(model, prompt (2, 5), {new_tokens})"
+
+    def refuse_generate(*args, **kwargs):
+        raise AssertionError(f"{what} called model.generate, the function this exercise "
+                             "rebuilds: write the loop yourself with model.stream")
+
+    model.stream = recording_stream  # type: ignore[method-assign]
+    model.generate = refuse_generate  # type: ignore[method-assign]
     try:
-        got = stream_greedy(model, prompt, 7)
+        result = stream_greedy(model, prompt.clone(), new_tokens)
     finally:
-        del model.stream
-    expected = model.generate(prompt, 7, temperature=0.0)
-    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
-        raise AssertionError(f"expected a tensor of shape {tuple(expected.shape)} (prompt + new "
-                             f"tokens), got {getattr(got, 'shape', type(got).__name__)}")
-    if not torch.equal(got, expected):
-        raise AssertionError("different tokens from model.generate(temperature=0): take the "
-                             "argmax of the LAST position's logits, append it, and pass it with "
-                             "the returned state to the next model.stream call")
+        del model.stream, model.generate
+    expected = model.generate(prompt, new_tokens, temperature=0.0)
+    got = expect_tensor(what, result, tuple(expected.shape))
     if not calls:
-        raise AssertionError("use model.stream(idx, state): it returns (logits, state) and "
-                             "carries the memories, so nothing is re-read")
-    if max(calls[1:], default=1) > 1:
-        raise AssertionError(f"model.stream was called with {calls} tokens: after the prompt, "
-                             "feed only the new token (the state carries the past)")
-    print(f"✓ greedy streaming matches model.generate ({len(calls)} calls of model.stream).")
-    return True
+        raise AssertionError(f"{what} never called model.stream(idx, state): it returns "
+                             "(logits, state) and carries the memories, so nothing is re-read")
+    if calls[0][0] != prompt.shape[1] or calls[0][1] is not None:
+        raise AssertionError(f"{what}: the first model.stream call must read the whole prompt "
+                             f"({prompt.shape[1]} tokens) with no state; it got {calls[0][0]} "
+                             "tokens")
+    for number, ((length, state_in, _), (_, _, previous_out)) in enumerate(
+            zip(calls[1:], calls[:-1], strict=True), start=2):
+        if not _same_state(state_in, previous_out):
+            raise AssertionError(f"{what}: call {number} of model.stream did not get the state "
+                                 "that the previous call returned (it was dropped or an old "
+                                 "one was passed): without it the model forgets what it read")
+        if length != 1:
+            raise AssertionError(f"{what}: call {number} of model.stream fed {length} tokens: "
+                                 "after the prompt feed only the new token (the state carries "
+                                 "the past)")
+    if len(calls) not in (new_tokens, new_tokens + 1):
+        raise AssertionError(f"{what} called model.stream {len(calls)} times: once for the "
+                             f"prompt, then once per new token ({new_tokens} new tokens)")
+    if not torch.equal(got.double(), expected.double()):
+        raise AssertionError(f"{what} chose other tokens than greedy decoding: take the most "
+                             "likely token at the LAST position of each call's logits and append "
+                             "it to the text")
+    return f"greedy streaming matches model.generate ({len(calls)} calls of model.stream)."
+
+
+QUESTIONS = {
+    "causal": Question(
+        {"a": "the logits at every position",
+         "b": "only the logits at the last position",
+         "c": "no logits at all",
+         "d": "the logits at the last 4 positions (the convolution's window)"},
+        "b",
+        """Position t's logits may depend on tokens ≤ t only: the convolution pads on the left,
+        the Titans read their chunk's starting state, and a CMS chunk's update is applied only
+        once its last target has arrived. The last token is seen by the last position (its own)
+        and by no earlier one. The convolution's window looks back: token t reaches positions
+        t to t + 3, later positions, and here there are none after the last."""),
+    "state_size": Question(
+        {"a": "about 100 times larger after 1,000 tokens",
+         "b": "the same size",
+         "c": "about 10 times larger",
+         "d": "smaller: the memories compress as they read"},
+        "b",
+        """HOPE's state is a fixed set of tensors: the convolution's last 3 inputs, the Titans
+        memories and their snapshots, the CMS's fast parameters and open gradient sums, and
+        one pending position. Its size depends on the model, never on the text read. A
+        Transformer's KV cache grows by one key and one value per layer and token: after 1,000
+        tokens it holds 1,000 of each."""),
+}
+SOLUTIONS = solutions.BY_CHAPTER["hope_block"]
+_CHAPTER = Chapter(__name__, QUESTIONS, SOLUTIONS)
+answer, reveal, solution = _CHAPTER.answer, _CHAPTER.reveal, _CHAPTER.solution

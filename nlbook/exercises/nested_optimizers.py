@@ -1,6 +1,7 @@
-"""Exercise checkers for chapter 2, optimizers as associative memories.
+"""Chapter 2's exercises: optimizers as associative memories.
 
-Use as ``from nlbook.exercises import nested_optimizers as ex; ex.check_momentum_step(fn)``.
+Use as ``from nlbook.exercises import nested_optimizers as ex``; ``ex.check_momentum_step(fn)``,
+``ex.answer("long_memory", prediction)``, ``ex.solution("momentum_step")``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,19 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["check_delta_momentum_step", "check_gradients_for_mass", "check_momentum_step"]
+from nlbook.exercises import solutions
+from nlbook.exercises._core import (
+    Chapter,
+    CheckResult,
+    Question,
+    checker,
+    compare,
+    expect_number,
+    expect_tensor,
+)
+
+__all__ = ["QUESTIONS", "SOLUTIONS", "answer", "check_delta_momentum_step",
+           "check_gradients_for_mass", "check_momentum_step", "reveal", "solution"]
 
 
 def _cases(seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor, float, float]]:
@@ -24,57 +37,93 @@ def _cases(seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor, float, float
 
 def _compare(name: str, learner: Callable, reference: Callable, hint: str) -> None:
     for memory, gradient, lr, momentum in _cases():
-        got = learner(memory.clone(), gradient.clone(), lr, momentum)
+        what = f"{name}(m, g, lr={lr}, momentum={momentum})"
         want = reference(memory, gradient, lr, momentum)
-        if not isinstance(got, torch.Tensor) or got.shape != want.shape:
-            raise AssertionError(f"{name} must return a tensor of shape {tuple(want.shape)}, "
-                                 f"got {getattr(got, 'shape', type(got))}")
-        if not torch.allclose(got.double(), want, atol=1e-10):
-            if torch.allclose(got.double(), -want, atol=1e-10):
-                raise AssertionError(f"{name}: the sign is flipped. {hint}")
-            error = (got.double() - want).abs().max().item()
-            raise AssertionError(
-                f"{name}: wrong for lr={lr}, momentum={momentum} (max error {error:.3g}). {hint}")
+        got = expect_tensor(what, learner(memory.clone(), gradient.clone(), lr, momentum),
+                            tuple(want.shape))
+        if (got + want).abs().max() < 1e-10:
+            raise AssertionError(f"{what}: the sign is flipped. {hint}")
+        if (got - (want + 2 * lr * gradient)).abs().max() < 1e-10:
+            raise AssertionError(f"{what}: the sign of the write is flipped: the gradient "
+                                 "points uphill, the memory must store a step downhill")
+        compare(what, got, want, hint, tolerance=1e-10)
 
 
-def check_momentum_step(learner: Callable) -> bool:
+@checker("momentum_step")
+def check_momentum_step(learner: Callable) -> CheckResult:
     """``learner(m, g, lr, momentum) -> m_new``: one step of the momentum memory (A-eq 34),
     m_new = α m − η g (the inner objective ⟨m, g⟩ with retention α)."""
     def reference(memory, gradient, lr, momentum):
         return momentum * memory - lr * gradient
 
-    _compare("momentum step", learner, reference,
-             "The memory keeps α of itself and writes −η·g (a descent direction).")
-    print("momentum step: correct (m ← α m − η g).")
-    return True
+    _compare("momentum_step", learner, reference,
+             "The memory keeps a fraction (the momentum) of itself and writes a descent "
+             "direction scaled by the learning rate.")
+    return "m ← α m − η g."
 
 
-def check_gradients_for_mass(learner: Callable) -> bool:
+@checker("gradients_for_mass")
+def check_gradients_for_mass(learner: Callable) -> CheckResult:
     """``learner(beta, fraction) -> n``: the smallest n with 1 − βⁿ ≥ fraction."""
     for beta, fraction in ((0.9, 0.5), (0.9, 0.99), (0.5, 0.75), (0.99, 0.5), (0.95, 0.9)):
         count, weight = 0, 0.0
         while weight < fraction:
             count += 1
             weight = 1 - beta**count
-        got = learner(beta, fraction)
+        what = f"gradients_for_mass(beta={beta}, fraction={fraction})"
+        got = expect_number(what, learner(beta, fraction))
         if got != count:
-            hint = (" Off by one: the last n gradients carry 1 − βⁿ; you need the *first* n "
-                    "where that reaches the fraction (the paper makes this slip too)."
-                    if isinstance(got, int) and abs(got - count) == 1 else "")
-            raise AssertionError(f"beta={beta}, fraction={fraction}: expected {count}, "
-                                 f"got {got!r}.{hint}")
-    print("gradients for mass: correct (β = 0.9: 7 gradients for 50%, 44 for 99%).")
-    return True
+            if abs(got - count) == 1:
+                hint = (" Off by one: the last n gradients carry 1 − βⁿ; you need the *first* "
+                        "n where that reaches the fraction (the paper makes this slip too).")
+            elif got != int(got):
+                hint = " Count gradients: the answer is a whole number."
+            else:
+                hint = ""
+            raise AssertionError(f"{what}: expected {count}, got {got!r}.{hint}")
+    return "β = 0.9: 7 gradients for 50%, 44 for 99%."
 
 
-def check_delta_momentum_step(learner: Callable) -> bool:
+@checker("delta_momentum_step")
+def check_delta_momentum_step(learner: Callable) -> CheckResult:
     """``learner(m, g, lr, momentum) -> m_new`` for flattened vectors (A-eq 49, normalised):
     m_new = α m − (m·ĝ) ĝ − η g with ĝ = g/‖g‖."""
     def reference(memory, gradient, lr, momentum):
         unit = gradient / gradient.norm()
         return momentum * memory - (memory @ unit) * unit - lr * gradient
 
-    _compare("delta momentum step", learner, reference,
-             "Erase along the *normalised* gradient ĝ = g/‖g‖, using the old m, then write −η g.")
-    print("delta momentum step: correct (m ← α m − (m·ĝ) ĝ − η g).")
-    return True
+    def raw(memory, gradient, lr, momentum):
+        return momentum * memory - (memory @ gradient) * gradient - lr * gradient
+
+    memory, gradient, lr, momentum = _cases()[1]  # ‖g‖ ≠ 1: raw and normalised erases differ
+    got = learner(memory.clone(), gradient.clone(), lr, momentum)
+    if isinstance(got, torch.Tensor) and got.shape == memory.shape and \
+            (got.double() - raw(memory, gradient, lr, momentum)).abs().max() < 1e-10:
+        raise AssertionError("delta_momentum_step erases along the raw gradient g: normalise "
+                             "it first (the erase direction must be a unit vector)")
+    _compare("delta_momentum_step", learner, reference,
+             "Erase along the *normalised* gradient, using the old m, then write as momentum "
+             "does.")
+    return "m ← α m − (m·ĝ) ĝ − η g."
+
+
+QUESTIONS = {
+    "long_memory": Question(
+        {"a": "about 10", "b": "about 23", "c": "about 230", "d": "about 2,300"},
+        "c",
+        """1 − βⁿ ≥ 0.9 needs n ≥ ln 0.1 / ln 0.99 ≈ 229.1, so 230 gradients. A rule of thumb:
+        an EMA with coefficient β remembers about 1/(1 − β) steps (100 here), and it takes
+        ln 10 ≈ 2.3 times that to gather 90% of its weight. At β = 0.9 the same count is 22."""),
+    "adam_scale": Question(
+        {"a": "100 times larger", "b": "10 times larger", "c": "the same",
+         "d": "100 times smaller"},
+        "c",
+        """Adam divides its first moment (a sum of gradients) by the root of its second (a sum
+        of squares): multiply every gradient by 100 and both numerator and denominator grow
+        100 times, so the step does not change (up to ε = 10⁻⁸). SGD with momentum, a memory
+        of raw gradients, moves 100 times further. That is why Adam's learning rate is a step
+        size in parameter units, and SGD's is not."""),
+}
+SOLUTIONS = solutions.BY_CHAPTER["nested_optimizers"]
+_CHAPTER = Chapter(__name__, QUESTIONS, SOLUTIONS)
+answer, reveal, solution = _CHAPTER.answer, _CHAPTER.reveal, _CHAPTER.solution

@@ -3,7 +3,9 @@ loss of a bigram model predicted from counts alone.
 
 Each ``check_*`` calls the learner's function on small inputs, compares with nlbook's answer and
 raises ``AssertionError`` with a hint (a wrong logarithm base, an off-by-one at the nucleus
-boundary, ...). On success it prints a confirmation and returns True.
+boundary, ...). Use as ``from nlbook.exercises import tiny_shakespeare as ex``;
+``ex.check_bits_per_char(fn)``, ``ex.answer("perplexity", prediction)``,
+``ex.solution("top_p_filter")``.
 """
 
 from __future__ import annotations
@@ -15,33 +17,40 @@ import numpy as np
 import torch
 
 from nlbook._checks import check_ndim, check_positive_int, check_scalar_in_range
+from nlbook.exercises import solutions
+from nlbook.exercises._core import (
+    Chapter,
+    CheckResult,
+    Question,
+    checker,
+    expect_number,
+    expect_tensor,
+)
 from nlbook.transformer import sample_next_token
 
 __all__ = [
+    "QUESTIONS",
+    "SOLUTIONS",
+    "answer",
     "bigram_count_cross_entropy",
     "check_bigram_loss",
     "check_bits_per_char",
     "check_top_p_filter",
     "reference_top_p_filter",
+    "reveal",
+    "solution",
 ]
 
 
 # ------------------------------------------------------------------------------ bits per char
 
-def _as_number(name: str, value: object) -> float:
-    """``value`` as a float, or an AssertionError saying that ``name`` must return a number."""
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise AssertionError(f"{name} must return a number, got {value!r}") from None
-
-
-def check_bits_per_char(bits_per_char: Callable[[float], float]) -> bool:
+@checker("bits_per_char")
+def check_bits_per_char(bits_per_char: Callable[[float], float]) -> CheckResult:
     """Check ``bits_per_char(nats) -> bits``: the same cross-entropy with a base-2 logarithm,
     bits = nats / ln 2 (because log2 p = ln p / ln 2)."""
     for nats in (math.log(65.0), 1.88, 1.5165, 0.25):
         expected = nats / math.log(2.0)
-        got = _as_number("bits_per_char", bits_per_char(nats))
+        got = expect_number(f"bits_per_char({nats:.4f})", bits_per_char(nats))
         if abs(got - expected) < 1e-9:
             continue
         hints = [(nats * math.log(2.0), "you multiplied by ln 2: divide by it instead"),
@@ -53,8 +62,7 @@ def check_bits_per_char(bits_per_char: Callable[[float], float]) -> bool:
                 raise AssertionError(f"bits_per_char({nats:.4f}) = {got:.4f}: {hint}")
         raise AssertionError(f"bits_per_char({nats:.4f}) returned {got:.4f}, expected "
                              f"{expected:.4f} (= nats / ln 2)")
-    print("bits_per_char: correct. ln 65 = 4.174 nats = 6.022 bits, i.e. log2 of 65 choices.")
-    return True
+    return "ln 65 = 4.174 nats = 6.022 bits, i.e. log2 of 65 choices."
 
 
 # ------------------------------------------------------------------------------ top-p
@@ -84,7 +92,9 @@ def reference_top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.masked_fill(~kept, float("-inf"))
 
 
-def check_top_p_filter(top_p_filter: Callable[[torch.Tensor, float], torch.Tensor]) -> bool:
+@checker("top_p_filter")
+def check_top_p_filter(top_p_filter: Callable[[torch.Tensor, float], torch.Tensor]
+                       ) -> CheckResult:
     """Check ``top_p_filter(logits (B, V), p) -> logits (B, V)`` with -inf outside the nucleus.
 
     The kept set must equal :func:`reference_top_p_filter`'s, and sampling from the learner's
@@ -94,10 +104,9 @@ def check_top_p_filter(top_p_filter: Callable[[torch.Tensor, float], torch.Tenso
     generator = torch.Generator().manual_seed(0)
     for batch, vocab, top_p in [(4, 8, 0.5), (6, 65, 0.9), (3, 5, 0.99), (5, 12, 0.05)]:
         logits = 2.0 * torch.randn(batch, vocab, generator=generator)
-        got = top_p_filter(logits.clone(), top_p)
-        if not isinstance(got, torch.Tensor) or got.shape != logits.shape:
-            raise AssertionError(f"top_p_filter must return a tensor of shape {tuple(logits.shape)}"
-                                 f", got {getattr(got, 'shape', type(got).__name__)}")
+        got = expect_tensor(f"top_p_filter(logits {tuple(logits.shape)}, {top_p})",
+                            top_p_filter(logits.clone(), top_p), tuple(logits.shape),
+                            allow_infinite=True).to(logits.dtype)
         expected = reference_top_p_filter(logits, top_p)
         got_kept, expected_kept = torch.isfinite(got), torch.isfinite(expected)
         if torch.equal(got_kept, expected_kept):
@@ -123,14 +132,16 @@ def check_top_p_filter(top_p_filter: Callable[[torch.Tensor, float], torch.Tenso
     # Same seed, same distribution -> the same draws as nlbook's sampler.
     logits = 3.0 * torch.randn(64, 65, generator=generator)
     ours = sample_next_token(logits, top_p=0.8, generator=torch.Generator().manual_seed(1))
-    theirs = torch.multinomial(torch.softmax(top_p_filter(logits.clone(), 0.8).float(), dim=-1),
-                               1, generator=torch.Generator().manual_seed(1))
+    filtered = expect_tensor("top_p_filter(logits (64, 65), 0.8)",
+                             top_p_filter(logits.clone(), 0.8), tuple(logits.shape),
+                             allow_infinite=True)
+    theirs = torch.multinomial(torch.softmax(filtered.float(), dim=-1), 1,
+                               generator=torch.Generator().manual_seed(1))
     if not torch.equal(ours, theirs):
         raise AssertionError("sampling after your filter draws other tokens than "
                              "nlbook.transformer.sample_next_token(logits, top_p=0.8) with the "
                              "same seed")
-    print("top_p_filter: correct, and it samples exactly what nlbook's sampler samples.")
-    return True
+    return "it samples exactly what nlbook's sampler samples."
 
 
 # ------------------------------------------------------------------------------ bigram loss
@@ -157,7 +168,8 @@ def bigram_count_cross_entropy(ids, vocab_size: int) -> float:
     return float(-(counts[seen] * log_probabilities).sum() / counts.sum())
 
 
-def check_bigram_loss(bigram_loss: Callable[[torch.Tensor, int], float]) -> bool:
+@checker("bigram_loss")
+def check_bigram_loss(bigram_loss: Callable[[torch.Tensor, int], float]) -> CheckResult:
     """Check ``bigram_loss(ids (N,) int64, vocab_size) -> nats``: the cross-entropy of the
     count-based (maximum-likelihood, unsmoothed) bigram model on the same ids."""
     generator = torch.Generator().manual_seed(0)
@@ -166,7 +178,8 @@ def check_bigram_loss(bigram_loss: Callable[[torch.Tensor, int], float]) -> bool
              torch.randint(0, 65, (3000,), generator=generator) % 13]
     for ids, vocab in zip(cases, (3, 5, 65), strict=True):
         expected = bigram_count_cross_entropy(ids, vocab)
-        got = _as_number("bigram_loss", bigram_loss(ids.clone(), vocab))
+        got = expect_number(f"bigram_loss(ids ({len(ids)},), {vocab})",
+                            bigram_loss(ids.clone(), vocab))
         if abs(got - expected) < 1e-6:
             continue
         counts = np.bincount((ids[:-1] * vocab + ids[1:]).numpy(), minlength=vocab ** 2)
@@ -181,6 +194,31 @@ def check_bigram_loss(bigram_loss: Callable[[torch.Tensor, int], float]) -> bool
         else:
             hint = "expected -(1/N) Σ c(a,b) ln(c(a,b)/c(a))"
         raise AssertionError(f"bigram_loss gave {got:.6f} nats, expected {expected:.6f}: {hint}")
-    print("bigram_loss: correct. This is the best training loss a model that sees one character "
-          "of context can reach.")
-    return True
+    return "this is the best training loss a model that sees one character of context can reach."
+
+
+QUESTIONS = {
+    "perplexity": Question(
+        {"a": "about 1.5", "b": "about 2.2", "c": "about 4.6", "d": "65"},
+        "c",
+        """The perplexity e^L is the number of equally likely characters that would give the
+        same cross-entropy: e^1.52 ≈ 4.6. The uniform model over 65 characters has perplexity
+        65 (ln 65 = 4.17 nats); the 7-gram has narrowed each guess down to about 4.6
+        characters, nanoGPT's 1.88 nats to about 6.6. (2.2 would be 1.52 read as bits:
+        2^1.52.)"""),
+    "train_vs_val": Question(
+        {"a": "the count-based bigram on its own training text, by a little",
+         "b": "the smoothed bigram on validation text",
+         "c": "they are equal"},
+        "a",
+        """Counted on the text it is scored on, the bigram gives every pair exactly its own
+        frequency: no model that sees one character can do better there (it is the conditional
+        entropy H(next | current) of that text). On unseen text some pairs are rarer or more
+        frequent than counted, and smoothing must reserve probability for pairs never seen, so
+        the validation loss is a little higher. The gap is small because 65 × 65 pair
+        frequencies are estimated from a million characters; for a 7-gram the same gap is
+        large."""),
+}
+SOLUTIONS = solutions.BY_CHAPTER["tiny_shakespeare"]
+_CHAPTER = Chapter(__name__, QUESTIONS, SOLUTIONS)
+answer, reveal, solution = _CHAPTER.answer, _CHAPTER.reveal, _CHAPTER.solution

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 from nlbook._checks import check_positive_int
 from nlbook.cms import CMSRecord, cross_entropy_loss
 from nlbook.hope.block import HopeBlock, HopeBlockState
+from nlbook.hope.carry import CarriedState, carry_over, resume_stream
 from nlbook.transformer import (
     TransformerLM,
     check_generation_arguments,
@@ -87,12 +89,15 @@ class HopeLM(nn.Module):
         return cross_entropy_loss(self.readout)(outputs, targets)
 
     def stream(self, idx: torch.Tensor, state: HopeState | None = None, *,
-               record: list[CMSRecord] | None = None, return_trace: bool = False,
-               keep_state: bool = True):
+               targets: torch.Tensor | None = None, record: list[CMSRecord] | None = None,
+               return_trace: bool = False, keep_state: bool = True):
         """Continue a stream: idx (B, T) int64, T ≥ 1 → (logits (B, T, V), new state[, traces]).
 
         The target of position t (token t+1) reaches each CMS one call later for the last
         position (pending), so the result equals one pass over the concatenated text.
+        ``targets`` (B, T): the next tokens, when known (training on a text, evaluation): then
+        the last position's in-context gradient is taken at once and nothing stays pending
+        (same logits; a restarted row then has no target of its old stream waiting).
         ``record``: one :class:`nlbook.cms.CMSRecord` per layer, appended to.
         ``traces``: per layer the self-modifying Titans trace.
         ``keep_state=False``: the new state is ``None`` and the work only it needs is skipped
@@ -101,6 +106,11 @@ class HopeLM(nn.Module):
         check_token_ids("idx", idx, self.vocab_size, None)
         if idx.shape[1] < 1:
             raise ValueError("idx must hold at least one token per row, got T = 0")
+        if targets is not None:
+            check_token_ids("targets", targets, self.vocab_size, None)
+            if targets.shape != idx.shape:
+                raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got "
+                                 f"{tuple(targets.shape)}")
         if state is not None and len(state.layers) != self.n_layers:
             raise ValueError(f"state must hold {self.n_layers} layers, got {len(state.layers)}")
         if record is not None and len(record) != self.n_layers:
@@ -112,7 +122,8 @@ class HopeLM(nn.Module):
         for index, block in enumerate(self.blocks):
             block_state = None if state is None else state.layers[index]
             has_pending = block_state is not None and block_state.cms.pending_input is not None
-            out = block(x, idx[:, 1:], loss_fn=self._cms_loss, state=block_state,
+            out = block(x, idx[:, 1:] if targets is None else targets,
+                        loss_fn=self._cms_loss, state=block_state,
                         pending_target=pending if has_pending else None,
                         record=None if record is None else record[index],
                         return_trace=return_trace, dropout=self.dropout,
@@ -124,6 +135,32 @@ class HopeLM(nn.Module):
         position = (0 if state is None else state.position) + idx.shape[1]
         new_state = HopeState(new_layers, position) if keep_state else None
         return (logits, new_state, traces) if return_trace else (logits, new_state)
+
+    def stream_alignment(self) -> int:
+        """Tokens after which every in-context level has just closed a chunk together: the
+        least common multiple of the Titans' two chunk sizes and the chunk sizes (and reset
+        periods) of every CMS level with η ≠ 0. A stream may restart (a row of a carried batch
+        start afresh) only at multiples of it."""
+        periods = set()
+        for block in self.blocks:
+            periods.update((block.titans.chunk_size_memory, block.titans.chunk_size_others))
+            for index, rate in enumerate(block.cms.learning_rates):
+                if rate != 0.0:
+                    periods.add(block.cms.chunk_sizes[index])
+                    if block.cms.reset_every[index] is not None:
+                        periods.add(block.cms.reset_every[index])
+        return math.lcm(*periods)
+
+    def carry_over(self, state: HopeState, *, relative: bool = True) -> CarriedState:
+        """Cut a stream state from the graph between training steps, as offsets from the
+        meta-learned initial parameters (:func:`nlbook.hope.carry.carry_over`)."""
+        return carry_over(self, state, relative=relative)
+
+    def resume_stream(self, carried: CarriedState, *,
+                      restart: torch.Tensor | None = None) -> HopeState:
+        """The state for the next window: current initial parameters + carried offsets; rows in
+        ``restart`` (B,) start afresh (:func:`nlbook.hope.carry.resume_stream`)."""
+        return resume_stream(self, carried, restart=restart)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:

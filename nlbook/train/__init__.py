@@ -34,8 +34,6 @@ from nlbook.train.building import (
     OptimizerPair,
     build_model,
     build_optimizer,
-    estimate_loss,
-    evaluate_all,
     learning_rate_at,
 )
 from nlbook.train.checkpoints import (
@@ -49,11 +47,18 @@ from nlbook.train.config import (
     MODEL_REGISTRY,
     NLBOOK_OPTIMIZERS,
     PRESETS,
+    STATEFUL_MODELS,
     CheckpointError,
     ModelUnavailableError,
     TrainConfig,
     TrainingDivergedError,
     TrainResult,
+)
+from nlbook.train.evaluation import (
+    estimate_loss,
+    evaluate_all,
+    evaluate_stream,
+    loss_by_position,
 )
 from nlbook.train.loop import (
     save_loss_figure,
@@ -65,6 +70,7 @@ __all__ = [
     "MODEL_REGISTRY",
     "NLBOOK_OPTIMIZERS",
     "PRESETS",
+    "STATEFUL_MODELS",
     "CheckpointError",
     "ModelUnavailableError",
     "OptimizerPair",
@@ -75,9 +81,11 @@ __all__ = [
     "build_optimizer",
     "estimate_loss",
     "evaluate_all",
+    "evaluate_stream",
     "learning_rate_at",
     "load_checkpoint",
     "load_model",
+    "loss_by_position",
     "main",
     "save_checkpoint",
     "save_loss_figure",

@@ -1,5 +1,5 @@
-"""Building blocks of a run: the models and optimizers by name, the learning-rate
-schedule, and the loss estimates."""
+"""Building blocks of a run: the models and optimizers by name and the learning-rate
+schedule."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from nlbook.data import random_batch
-from nlbook.data import sequential_windows as _sequential_windows
 from nlbook.train.config import (
     MODEL_REGISTRY,
     NLBOOK_OPTIMIZERS,
@@ -184,50 +182,3 @@ def learning_rate_at(step: int, *, learning_rate: float, min_learning_rate: floa
     progress = min(1.0, max(0.0, progress))
     return min_learning_rate + 0.5 * (1.0 + math.cos(math.pi * progress)) * (
         learning_rate - min_learning_rate)
-
-
-@torch.no_grad()
-def estimate_loss(model: nn.Module, ids: torch.Tensor, *, batch_size: int, context_length: int,
-                  batches: int, seed: int, device: str | torch.device = "cpu") -> float:
-    """Mean cross-entropy (nats/char) over ``batches`` random windows drawn from a fresh
-    generator seeded with ``seed`` (the same windows every call), in eval mode.
-
-    Like nanoGPT's ``estimate_loss``: every position of a window counts, so positions see
-    0..T-1 characters of context.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    try:
-        total = 0.0
-        for _ in range(batches):
-            inputs, targets = random_batch(ids, batch_size, context_length, generator, device)
-            _, loss = model(inputs, targets)
-            total += float(loss)
-    finally:
-        model.train(was_training)
-    return total / batches
-
-
-@torch.no_grad()
-def evaluate_all(model: nn.Module, ids: torch.Tensor, *, context_length: int,
-                 batch_size: int = 64, device: str | torch.device = "cpu") -> float:
-    """Cross-entropy (nats/char) of *every* character of ``ids`` once, in consecutive windows
-    of ``context_length`` (the number an n-gram baseline scored on the same text compares with,
-    except that a window's first characters see little context)."""
-    inputs, targets = _sequential_windows(ids, context_length)
-    was_training = model.training
-    model.eval()
-    try:
-        total, count = 0.0, 0
-        for start in range(0, len(inputs), batch_size):
-            x = inputs[start:start + batch_size].to(device)
-            y = targets[start:start + batch_size].to(device)
-            logits, _ = model(x)
-            losses = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                                 y.reshape(-1), ignore_index=-1, reduction="sum")
-            total += float(losses)
-            count += int((y >= 0).sum())
-    finally:
-        model.train(was_training)
-    return total / count

@@ -10,7 +10,6 @@ from typing import Any
 import torch
 
 from nlbook.data import DataFileError, load_corpus
-from nlbook.train.building import evaluate_all
 from nlbook.train.checkpoints import load_checkpoint
 from nlbook.train.config import (
     LN2,
@@ -21,6 +20,7 @@ from nlbook.train.config import (
     TrainConfig,
     TrainingDivergedError,
 )
+from nlbook.train.evaluation import evaluate_all, evaluate_stream
 from nlbook.train.loop import (
     save_loss_figure,
     train,
@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dropout", type=float)
     parser.add_argument("--model-option", action="append", type=_parse_option, default=[],
                         metavar="KEY=VALUE", help="extra model keyword argument (repeatable)")
+    parser.add_argument("--carry-state", action=argparse.BooleanOptionalAction, default=None,
+                        help="stateful training (hope): every batch row reads its own "
+                             "contiguous stream and the model's state is carried from window "
+                             "to window (truncated backprop); default: the preset's")
+    parser.add_argument("--stream-length", type=int,
+                        help="with --carry-state: tokens a stream reads before it restarts at "
+                             "a new random place with a fresh state (default: the preset's)")
     parser.add_argument("--eval-interval", type=int)
     parser.add_argument("--eval-batches", type=int)
     parser.add_argument("--seed", type=int, default=0)
@@ -81,11 +88,14 @@ def _parser() -> argparse.ArgumentParser:
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides: dict[str, Any] = {"model": args.model, "seed": args.seed, "device": args.device,
                                  "optimizer": args.optimizer, "data": args.data}
+    if args.carry_state is not None:
+        overrides["carry_state"] = args.carry_state
     for argument, name in (("steps", "steps"), ("minutes", "minutes"), ("lr", "learning_rate"),
                            ("batch_size", "batch_size"), ("context_length", "context_length"),
                            ("d_model", "d_model"), ("n_layers", "n_layers"),
                            ("n_heads", "n_heads"), ("eval_interval", "eval_interval"),
-                           ("eval_batches", "eval_batches")):
+                           ("eval_batches", "eval_batches"),
+                           ("stream_length", "stream_length")):
         if getattr(args, argument) is not None:
             overrides[name] = getattr(args, argument)
     if args.lr is not None:
@@ -137,8 +147,13 @@ def main(argv: list[str] | None = None) -> int:
                             context_length=result.config.context_length,
                             device=result.config.device)
     print(f"parameters: {count.total:,} ({count.non_embedding:,} non-embedding)")
-    print(f"validation (every character, windows of {result.config.context_length}): "
+    print(f"validation (every character, fresh windows of {result.config.context_length}): "
           f"{full_val:.4f} nats/char = {full_val / LN2:.4f} bits/char")
+    if hasattr(result.model, "stream"):
+        streaming = evaluate_stream(result.model, corpus.val_ids, window=1024,
+                                    device=result.config.device)
+        print(f"validation (every character, one stream, state carried): {streaming:.4f} "
+              f"nats/char = {streaming / LN2:.4f} bits/char")
     references = None
     if not args.no_baselines:
         from nlbook.ngram import ngram_baselines

@@ -22,6 +22,9 @@ MODEL_REGISTRY: dict[str, str] = {
     "hope": "nlbook.hope:HopeLM",
 }
 
+#: Models that carry a state from one window to the next (``carry_state=True``).
+STATEFUL_MODELS = ("hope",)
+
 #: Chapter-2 optimizers of nlbook.optim, selectable by name (case, '-' and '_' ignored).
 NLBOOK_OPTIMIZERS = ("MomentumMemory", "AdamMemory", "PreconditionedMomentum", "DeltaMomentum",
                      "DeepMomentum", "Muon", "M3")
@@ -30,16 +33,19 @@ NLBOOK_OPTIMIZERS = ("MomentumMemory", "AdamMemory", "PreconditionedMomentum", "
 #: 2-core laptop (measured: val 1.85 nats/char after 3000 steps, 79 s); "small" is nanoGPT's
 #: CPU "baby GPT" recipe (0.8M parameters, val 1.88 after 2000 steps, about 3 minutes);
 #: "base" is nanoGPT's shakespeare_char GPU recipe (10.7M parameters, val 1.47), for a GPU.
+#: ``carry_state`` applies to the models that carry a state (HOPE trains on carried streams
+#: of ``stream_length`` tokens; the Transformer ignores it and reads fresh windows).
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(d_model=64, n_layers=2, n_heads=4, context_length=64, batch_size=16,
                  steps=3000, learning_rate=2e-3, min_learning_rate=2e-4, warmup_steps=100,
-                 eval_interval=250, eval_batches=20),
+                 eval_interval=250, eval_batches=20, carry_state=True, stream_length=1024),
     "small": dict(d_model=128, n_layers=4, n_heads=4, context_length=64, batch_size=12,
                   steps=2000, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=100,
-                  eval_interval=250, eval_batches=20),
+                  eval_interval=250, eval_batches=20, carry_state=True, stream_length=1024),
     "base": dict(d_model=384, n_layers=6, n_heads=6, context_length=256, batch_size=64,
                  steps=5000, learning_rate=1e-3, min_learning_rate=1e-4, warmup_steps=100,
-                 eval_interval=250, eval_batches=200, model_options={"dropout": 0.2}),
+                 eval_interval=250, eval_batches=200, model_options={"dropout": 0.2},
+                 carry_state=True, stream_length=4096),
 }
 
 
@@ -93,6 +99,19 @@ class TrainConfig:
     shared CPU: measured.) ``calibration_steps`` only sizes the progress bar's estimate.
     ``model_options`` are extra keyword arguments of the model (e.g. ``dropout``).
     ``checkpoint`` None trains without writing checkpoints (notebook use).
+
+    ``carry_state`` (models in :data:`STATEFUL_MODELS`, i.e. HOPE): stateful training. Each
+    batch row reads its own contiguous stream of the training text, consecutive optimizer steps
+    continue the same streams, and the model's whole fast state is carried from one window to
+    the next and cut from the graph between steps (truncated backpropagation through time; see
+    :mod:`nlbook.hope.carry` for what is cut and why). A stream restarts at a new random place,
+    with a fresh state, after ``stream_length`` tokens (``None``: only at the end of the text);
+    restarts are staggered over the rows (see :class:`nlbook.data.ContiguousStreams`).
+    Checkpoints hold the stream positions and the carried state, so a resumed run continues
+    bit for bit. The Transformer, whose context is a fixed window, refuses ``carry_state``.
+    ``carry_relative=False`` cuts the carried fast weights whole instead of as offsets from
+    their meta-learned initial values (the plain detach; kept to reproduce the comparison in
+    chapter 6, where it trains worse).
     """
 
     model: str = "transformer"
@@ -121,6 +140,9 @@ class TrainConfig:
     device: str = "cpu"
     data: str | None = None
     checkpoint: str | None = None
+    carry_state: bool = False
+    stream_length: int | None = 1024
+    carry_relative: bool = True
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_REGISTRY:
@@ -151,6 +173,21 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
         _check_plain("model_options", self.model_options)
+        for name in ("carry_state", "carry_relative"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.carry_state and self.model not in STATEFUL_MODELS:
+            raise ValueError(f"carry_state=True needs a model that carries its state from one "
+                             f"window to the next ({', '.join(STATEFUL_MODELS)}); model "
+                             f"{self.model!r} has a fixed context and no state to carry")
+        if self.stream_length is not None:
+            if isinstance(self.stream_length, bool) or not isinstance(self.stream_length, int) \
+                    or self.stream_length < 1:
+                raise ValueError(f"stream_length must be a positive int or None, got "
+                                 f"{self.stream_length!r}")
+            if self.carry_state and self.stream_length % self.context_length:
+                raise ValueError(f"stream_length must be a multiple of context_length "
+                                 f"({self.context_length}), got {self.stream_length}")
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> TrainConfig:
@@ -159,6 +196,9 @@ class TrainConfig:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
         values = dict(PRESETS[preset], preset=preset)
         values.update(overrides)
+        if "carry_state" not in overrides and values.get("model", "transformer") \
+                not in STATEFUL_MODELS:
+            values["carry_state"] = False  # the preset's streams are for models with a state
         if overrides.get("minutes") is not None and "steps" not in overrides:
             values["steps"] = None
         return cls(**values)

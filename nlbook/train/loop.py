@@ -11,10 +11,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nlbook.data import CharCorpus, CharVocabulary, load_corpus, random_batch
+from nlbook.data import CharCorpus, CharVocabulary, ContiguousStreams, load_corpus, random_batch
 from nlbook.train.building import (
     build_optimizer,
-    estimate_loss,
     learning_rate_at,
 )
 from nlbook.train.checkpoints import (
@@ -31,6 +30,8 @@ from nlbook.train.config import (
     TrainingDivergedError,
     TrainResult,
 )
+from nlbook.train.evaluation import estimate_loss
+from nlbook.transformer import language_model_loss
 
 
 def _all_finite(model: nn.Module) -> bool:
@@ -85,6 +86,15 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
     model_config = _model_config(config, len(vocabulary))
     model = _build_from_model_config(model_config).to(device)
     model.train()
+    streams, carried = None, None
+    if config.carry_state:
+        if not hasattr(model, "carry_over"):
+            raise ValueError(f"carry_state=True needs a model that carries its state between "
+                             f"windows (hope), got model {config.model!r}")
+        streams = ContiguousStreams(corpus.train_ids, config.batch_size, config.context_length,
+                                    stream_length=config.stream_length,
+                                    generator=torch.Generator().manual_seed(config.seed),
+                                    alignment=model.stream_alignment())
     optimizer = build_optimizer(config.optimizer, model, learning_rate=config.learning_rate,
                                 weight_decay=config.weight_decay,
                                 betas=(config.beta1, config.beta2))
@@ -101,6 +111,13 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
+        if streams is not None:
+            from nlbook.hope.carry import CarriedState
+
+            streams.generator.set_state(state["streams"]["generator"])
+            streams.load_state_dict(state["streams"]["positions"])
+            carried = (None if state["carried_state"] is None
+                       else CarriedState.from_tensors(state["carried_state"]))
         history = {key: list(value) for key, value in state["history"].items()}
         step, total_steps = state["step"], state["total_steps"]
         elapsed_before = state["elapsed_seconds"]
@@ -145,6 +162,9 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "history": history,
             "elapsed_seconds": elapsed_before + time.perf_counter() - start_time,
+            "streams": None if streams is None else {"generator": streams.generator.get_state(),
+                                                     "positions": streams.state_dict()},
+            "carried_state": None if carried is None else carried.to_tensors(),
         })
         last_good_step = step
 
@@ -187,9 +207,18 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
                                              total_steps=total_steps, progress=time_progress)
             for group in optimizer.param_groups:  # every group follows the same schedule
                 group["lr"] = group["peak_lr"] * learning_rate / config.learning_rate
-            inputs, targets = random_batch(corpus.train_ids, config.batch_size,
-                                           config.context_length, data_generator, device)
-            _, loss = model(inputs, targets)
+            stream_state = None
+            if streams is None:
+                inputs, targets = random_batch(corpus.train_ids, config.batch_size,
+                                               config.context_length, data_generator, device)
+                _, loss = model(inputs, targets)
+            else:
+                # Stateful: every row continues its own stream with the carried state.
+                inputs, targets, restarted = streams.next_batch(device)
+                start_state = (None if carried is None
+                               else model.resume_stream(carried, restart=restarted))
+                logits, stream_state = model.stream(inputs, start_state, targets=targets)
+                loss = language_model_loss(logits, targets)
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise TrainingDivergedError(
@@ -205,6 +234,9 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
                     f"training diverged: the gradient norm is {float(gradient_norm)} at step "
                     f"{step + 1}; stopped before updating. {kept()} Try a smaller learning "
                     f"rate.", step + 1, last_good_step)
+            if stream_state is not None:
+                # Cut from the graph before the update: offsets from the θ₀ that made them.
+                carried = model.carry_over(stream_state, relative=config.carry_relative)
             optimizer.step()
             step += 1
             history["train_steps"].append(step)

@@ -5,6 +5,8 @@ function can be unit-tested under the Agg backend and called directly from a not
 widget wraps it (widget callbacks swallow exceptions; a direct call fails loudly).
 
 One file per chapter; everything is re-exported here, so notebooks write ``nlbook.viz.plot_*``.
+``nlbook.viz.palette`` gives every model one colour (``model_color("HOPE")``), used by every
+figure.
 """
 
 from nlbook.viz._common import new_figure, to_numpy
@@ -13,7 +15,8 @@ from nlbook.viz.continuum import *  # noqa: F403
 from nlbook.viz.diagrams import *  # noqa: F403
 from nlbook.viz.hope import *  # noqa: F403
 from nlbook.viz.optimizers import *  # noqa: F403
+from nlbook.viz.palette import MODEL_COLORS, colors_for, model_color
 from nlbook.viz.selfmod import *  # noqa: F403
 from nlbook.viz.training import *  # noqa: F403
 
-__all__ = ["new_figure", "to_numpy"]
+__all__ = ["MODEL_COLORS", "colors_for", "model_color", "new_figure", "to_numpy"]

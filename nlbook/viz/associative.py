@@ -6,6 +6,7 @@ import matplotlib.figure
 import numpy as np
 
 from nlbook.viz._common import new_figure, to_numpy
+from nlbook.viz.palette import colors_for
 
 __all__ = ["plot_memory_explorer", "plot_recall_comparison", "plot_speedups"]
 
@@ -63,11 +64,11 @@ def plot_recall_comparison(x_values, table: dict[str, list[float]], *, xlabel: s
     """
     figure, (axis,) = new_figure(1, width=6.5, height=4.0)
     x_values = to_numpy(x_values)
-    for label, recalls in table.items():
+    for (label, recalls), color in zip(table.items(), colors_for(table), strict=True):
         if len(recalls) != len(x_values):
             raise ValueError(f"table[{label!r}] must have {len(x_values)} values, "
                              f"got {len(recalls)}")
-        axis.plot(x_values, recalls, marker="o", label=label)
+        axis.plot(x_values, recalls, marker="o", label=label, color=color)
     if reference_x is not None:
         axis.axvline(reference_x, color="k", ls="--", lw=1)
     axis.set(xlabel=xlabel, ylabel="recall (nearest value)", ylim=(-0.02, 1.02), title=title)

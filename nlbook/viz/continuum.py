@@ -9,8 +9,21 @@ import numpy as np
 
 from nlbook.viz._common import new_figure, to_numpy
 from nlbook.viz.diagrams import level_colour
+from nlbook.viz.palette import colors_for
 
-__all__ = ["plot_cms_explorer", "plot_forgetting", "plot_stream_losses", "plot_update_ticks"]
+__all__ = ["CMS_EXPLORER_VIEWS", "plot_cms_explorer", "plot_forgetting", "plot_stream_losses",
+           "plot_update_ticks"]
+
+#: What the explorer's top row can show, value -> title.
+CMS_EXPLORER_VIEWS = {
+    "weights": "weights in force",
+    "update": "the last update applied",
+    "change": "change from the start",
+}
+
+#: Log axes span at most this many decades below their largest value: a loss that reaches
+#: floating-point zero (1e-32) would otherwise stretch the axis over thirty decades.
+LOG_DECADES = 6
 
 
 def _order_and_labels(count: int, labels: Sequence[str] | None,
@@ -94,10 +107,12 @@ def plot_cms_explorer(trajectories: Sequence, steps_per_block: Sequence, losses,
                       levels: Sequence[int] | None = None) -> matplotlib.figure.Figure:
     """The per-timescale memory explorer at token position ``time``.
 
-    Top: every block's weight matrix in force at ``time`` (``show="weights"``) or its change
-    from the start (``show="change"``), on a colour scale fixed over the whole stream, level 1
-    on the left. Middle: the update ticks of every block (grey = still to come), level 1 at the
-    bottom. Bottom: the per-token loss on the stream with a marker at ``time``.
+    Top: for every block, level 1 on the left, on a colour scale fixed over the whole stream,
+    one of ``show="weights"``: the weight matrix in force at ``time``; ``show="update"``: the
+    last update the block applied before ``time`` (what it is writing now; zeros before its
+    first update); ``show="change"``: the change from the start (equal to "weights" when the
+    memory starts at 0). Middle: the update ticks of every block (grey = still to come), level 1
+    at the bottom. Bottom: the per-token loss on the stream with a marker at ``time``.
 
     Args:
         trajectories: per block (chain order), (n_updates + 1, rows, cols): the weights after
@@ -105,11 +120,11 @@ def plot_cms_explorer(trajectories: Sequence, steps_per_block: Sequence, losses,
         steps_per_block: per block, the n_updates token counts of those updates.
         losses: (T,) per-token loss on the stream.
         time: 0-based token position shown.
-        show: "change" or "weights".
+        show: "weights", "update" or "change".
         labels, levels: as in :func:`plot_update_ticks`.
     """
-    if show not in ("change", "weights"):
-        raise ValueError(f"show must be 'change' or 'weights', got {show!r}")
+    if show not in CMS_EXPLORER_VIEWS:
+        raise ValueError(f"show must be one of {sorted(CMS_EXPLORER_VIEWS)}, got {show!r}")
     if len(trajectories) != len(steps_per_block):
         raise ValueError(f"trajectories and steps_per_block must have one entry per block, got "
                          f"{len(trajectories)} and {len(steps_per_block)}")
@@ -133,7 +148,12 @@ def plot_cms_explorer(trajectories: Sequence, steps_per_block: Sequence, losses,
         if len(trajectory) != len(steps) + 1:
             raise ValueError(f"trajectories[{block}] must have len(steps) + 1 = {len(steps) + 1} "
                              f"rows, got {len(trajectory)}")
-        values = trajectory - trajectory[0] if show == "change" else trajectory
+        if show == "change":
+            values = trajectory - trajectory[0]
+        elif show == "update":  # row j: the change made by update j (row 0: none yet)
+            values = np.concatenate([np.zeros_like(trajectory[:1]), np.diff(trajectory, axis=0)])
+        else:
+            values = trajectory
         limit = max(float(np.abs(values).max()), 1e-12)
         index = int(np.searchsorted(steps, time, side="right"))
         image = axes[column].imshow(values[index], cmap="RdBu_r", vmin=-limit, vmax=limit)
@@ -151,26 +171,54 @@ def plot_cms_explorer(trajectories: Sequence, steps_per_block: Sequence, losses,
     loss_axis.set_xlim(0, length)
     loss_axis.set_xlabel("token position")
     loss_axis.set_ylabel("loss on the stream")
-    label = "change from the start" if show == "change" else "weights"
-    figure.suptitle(f"CMS at position {time}: {label}")
+    figure.suptitle(f"CMS at position {time}: {CMS_EXPLORER_VIEWS[show]}")
     return figure
+
+
+def _log_floor(arrays, floor: float | None) -> float:
+    """The lowest value a log axis shows: ``floor``, or LOG_DECADES decades below the largest
+    finite value of ``arrays``."""
+    if floor is not None:
+        if not floor > 0:
+            raise ValueError(f"floor must be a positive number, got {floor!r}")
+        return float(floor)
+    finite = [array[np.isfinite(array)] for array in arrays]
+    peak = max((float(np.abs(array).max()) for array in finite if array.size), default=1.0)
+    return max(peak, 1e-300) * 10.0 ** -LOG_DECADES
+
+
+def _mark_floor(axis, floor: float, clipped: bool) -> str | None:
+    """Stop the axis at ``floor``; the legend title to use when values were clipped."""
+    axis.set_ylim(bottom=floor)
+    return f"values below {floor:.0e} drawn at {floor:.0e}" if clipped else None
 
 
 def plot_stream_losses(curves: Mapping[str, object], *, boundaries: Sequence[int] = (),
                        labels: Sequence[str] = (), smooth: int = 1,
-                       ylabel: str = "loss on the stream") -> matplotlib.figure.Figure:
+                       ylabel: str = "loss on the stream",
+                       floor: float | None = None) -> matplotlib.figure.Figure:
     """Per-token loss of several models on one stream (a moving average of ``smooth`` tokens),
-    with vertical lines at the phase ``boundaries`` and the phase ``labels`` on top."""
+    with vertical lines at the phase ``boundaries`` and the phase ``labels`` on top.
+
+    The log axis stops at ``floor`` (default: LOG_DECADES decades below the largest value);
+    smaller values, such as a loss at floating-point zero, are drawn at the floor.
+    """
     if smooth < 1:
         raise ValueError(f"smooth must be a positive int, got {smooth}")
     figure, axes = new_figure(width=8.0, height=3.2)
     axis = axes[0]
-    for index, (name, curve) in enumerate(curves.items()):
+    smoothed = {}
+    for name, curve in curves.items():
         values = np.asarray(to_numpy(curve), dtype=float).ravel()
         if smooth > 1 and len(values) >= smooth:
             values = np.convolve(values, np.ones(smooth) / smooth, mode="valid")
-        axis.plot(np.arange(len(values)) + smooth - 1, values, color=f"C{index}", label=name,
-                  linewidth=1.0)
+        smoothed[name] = values
+    lowest = _log_floor(list(smoothed.values()), floor)
+    clipped = False
+    for (name, values), color in zip(smoothed.items(), colors_for(smoothed), strict=True):
+        clipped = clipped or bool((values < lowest).any())
+        axis.plot(np.arange(len(values)) + smooth - 1, np.maximum(values, lowest), color=color,
+                  label=name, linewidth=1.0)
     edges = [0, *boundaries]
     for boundary in boundaries:
         axis.axvline(boundary, color="k", linewidth=0.6, linestyle="--")
@@ -178,16 +226,21 @@ def plot_stream_losses(curves: Mapping[str, object], *, boundaries: Sequence[int
         axis.text(edges[index], 1.01, f" {label}", transform=axis.get_xaxis_transform(),
                   fontsize=9)
     axis.set_yscale("log")
+    note = _mark_floor(axis, lowest, clipped)
     axis.set_xlabel("token position")
     axis.set_ylabel(ylabel)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, title=note, title_fontsize=7)
     return figure
 
 
 def plot_forgetting(results: Mapping[str, Sequence[float]], phase_labels: Sequence[str], *,
-                    ylabel: str = "test MSE on task A",
-                    log: bool = True) -> matplotlib.figure.Figure:
-    """Grouped bars: one group per measurement point (``phase_labels``), one bar per setup."""
+                    ylabel: str = "test MSE on task A", log: bool = True,
+                    floor: float | None = None) -> matplotlib.figure.Figure:
+    """Grouped bars: one group per measurement point (``phase_labels``), one bar per setup.
+
+    With ``log``, the axis stops at ``floor`` (default: LOG_DECADES decades below the largest
+    value) and smaller values are drawn at the floor.
+    """
     names = list(results)
     for name in names:
         if len(results[name]) != len(phase_labels):
@@ -197,13 +250,22 @@ def plot_forgetting(results: Mapping[str, Sequence[float]], phase_labels: Sequen
     axis = axes[0]
     width = 0.8 / max(len(names), 1)
     positions = np.arange(len(phase_labels))
-    for index, name in enumerate(names):
-        values = np.asarray(results[name], dtype=float)
+    table = {name: np.asarray(results[name], dtype=float) for name in names}
+    lowest = _log_floor(list(table.values()), floor) if log else None
+    clipped = False
+    for index, ((name, values), color) in enumerate(zip(table.items(), colors_for(names),
+                                                         strict=True)):
+        bottom = 0.0
+        if lowest is not None:  # bars rise from the floor; a value below it is a bare floor
+            clipped = clipped or bool((values < lowest).any())
+            values, bottom = np.maximum(values, lowest) - lowest, lowest
         axis.bar(positions + (index - (len(names) - 1) / 2) * width, values, width,
-                 label=name, color=f"C{index}")
+                 label=name, color=color, bottom=bottom)
     axis.set_xticks(positions, phase_labels)
-    if log:
+    note = None
+    if lowest is not None:
         axis.set_yscale("log")
+        note = _mark_floor(axis, lowest, clipped)
     axis.set_ylabel(ylabel)
-    axis.legend(fontsize=8)
+    axis.legend(fontsize=8, title=note, title_fontsize=7)
     return figure

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from nlbook.viz._common import new_figure, to_numpy
+from nlbook.viz.palette import colors_for
 
 __all__ = ["plot_hope_passage", "plot_hope_timescales", "plot_speed_and_size"]
 
@@ -146,9 +147,10 @@ def plot_hope_passage(traces: dict, text: str, token: int, layer: int = 0,
 
 def plot_speed_and_size(names, tokens_per_second, parameters, *,
                         title: str = "training speed at matched size"):
-    """Bars of training tokens/s and parameter counts (millions), one bar per model."""
+    """Bars of training tokens/s and parameter counts (millions), one bar per model, in the
+    model's palette colour."""
     figure, axes = new_figure(2, width=3.8, height=3.0)
-    colors = ["tab:green", "tab:blue", "tab:gray", "tab:orange"][:len(names)]
+    colors = colors_for(names)
     axes[0].bar(names, to_numpy(tokens_per_second), color=colors)
     axes[0].set_ylabel("tokens / s (one thread)")
     axes[0].set_title(title, fontsize=9)

@@ -9,6 +9,7 @@ import matplotlib.figure
 import numpy as np
 
 from nlbook.viz._common import new_figure, to_numpy
+from nlbook.viz.palette import colors_for
 
 __all__ = [
     "plot_continual_stream",
@@ -37,12 +38,12 @@ def plot_optimizer_trajectories(runs: Mapping[str, tuple], landscape: Mapping[st
     start, minimum = to_numpy(landscape["start"]), to_numpy(landscape["minimum"])
     trajectory_axes.plot(*start, "ko", markersize=5, label="start")
     trajectory_axes.plot(*minimum, "k*", markersize=10, label="minimum")
-    for label, (path, losses) in runs.items():
+    for (label, (path, losses)), color in zip(runs.items(), colors_for(runs), strict=True):
         path, losses = to_numpy(path), to_numpy(losses)
         finite = np.isfinite(losses)
-        (line,) = trajectory_axes.plot(path[finite, 0], path[finite, 1], lw=1.2, label=label)
+        trajectory_axes.plot(path[finite, 0], path[finite, 1], lw=1.2, label=label, color=color)
         steps = np.arange(len(losses))[finite]
-        loss_axes.semilogy(steps, np.maximum(losses[finite], 1e-16), color=line.get_color(),
+        loss_axes.semilogy(steps, np.maximum(losses[finite], 1e-16), color=color,
                            lw=1.2, label=label if finite.all() else f"{label} (diverged)")
     trajectory_axes.set_xlim(xs[0], xs[-1])
     trajectory_axes.set_ylim(ys[0], ys[-1])
@@ -105,11 +106,12 @@ def plot_continual_stream(results: Mapping[str, object],
             stream_axes.axvspan(begin, end, color="0.93", lw=0)
     window = max(1, int(smooth))
     kernel = np.ones(window) / window
+    colors = dict(zip(labels, colors_for(labels), strict=True))
     for label in labels:
         losses = to_numpy(results[label]["loss"])
         smoothed = np.convolve(losses, kernel, mode="valid") if len(losses) >= window else losses
         stream_axes.semilogy(np.arange(len(smoothed)) + window - 1, smoothed, lw=1.2,
-                             label=label)
+                             label=label, color=colors[label])
     stream_axes.set_xlabel("step (shading: task changes)")
     stream_axes.set_ylabel(f"loss on the current task ({window}-step mean)")
     stream_axes.set_title("continual stream")
@@ -118,7 +120,8 @@ def plot_continual_stream(results: Mapping[str, object],
     width = 0.8 / max(1, len(labels))
     for offset, label in enumerate(labels):
         finals = to_numpy(results[label]["final_task_losses"])
-        final_axes.bar(np.arange(task_count) + offset * width, finals, width=width, label=label)
+        final_axes.bar(np.arange(task_count) + offset * width, finals, width=width, label=label,
+                       color=colors[label])
     final_axes.set_xticks(np.arange(task_count) + 0.4 - width / 2,
                           [f"task {index}" for index in range(task_count)])
     final_axes.set_ylabel("test loss of the final model")

@@ -1,0 +1,77 @@
+"""Tasks and data for chapter 7 ("what HOPE's memories buy"): one concept per module.
+
+- :mod:`nlbook.tasks.formal_languages`  the paper's Table 5 languages (after Irie et al. 2023)
+  as accept/reject at an end token, with length bins and a train/evaluate harness
+- :mod:`nlbook.tasks.recall`            facts planted in Shakespeare and recalled across a gap;
+  MQAR-style multi-key recall; training text where in-context recall is learnable
+- :mod:`nlbook.tasks.continual`         corpus A (Tiny Shakespeare) → B (Python source) → A
+
+Every generator is deterministic under an explicit seed or generator and validates its
+arguments (ValueError naming the argument, what was given and what was expected).
+"""
+
+from __future__ import annotations
+
+from nlbook.tasks.continual import (
+    CORPORA,
+    ContinualPhase,
+    ContinualSetup,
+    ContinualStep,
+    continual_batches,
+    continual_losses,
+    continual_schedule,
+    continual_setup,
+)
+from nlbook.tasks.formal_languages import (
+    FORMAL_VOCABULARY,
+    LANGUAGES,
+    FormalBatch,
+    FormalLanguageTask,
+    FormalTrainingResult,
+    evaluate_formal_language,
+    formal_language_batch,
+    formal_language_task,
+    is_member,
+    sample_strings,
+    train_formal_language,
+)
+from nlbook.tasks.recall import (
+    RecallPrompt,
+    RecallResult,
+    masked_accuracy,
+    mqar_batch,
+    recall_accuracy,
+    recall_prompt,
+    recall_training_batch,
+    recall_training_text,
+)
+
+__all__ = [
+    "CORPORA",
+    "FORMAL_VOCABULARY",
+    "LANGUAGES",
+    "ContinualPhase",
+    "ContinualSetup",
+    "ContinualStep",
+    "FormalBatch",
+    "FormalLanguageTask",
+    "FormalTrainingResult",
+    "RecallPrompt",
+    "RecallResult",
+    "continual_batches",
+    "continual_losses",
+    "continual_schedule",
+    "continual_setup",
+    "evaluate_formal_language",
+    "formal_language_batch",
+    "formal_language_task",
+    "is_member",
+    "masked_accuracy",
+    "mqar_batch",
+    "recall_accuracy",
+    "recall_prompt",
+    "recall_training_batch",
+    "recall_training_text",
+    "sample_strings",
+    "train_formal_language",
+]
