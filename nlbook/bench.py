@@ -258,6 +258,50 @@ def bench_stateful(args: argparse.Namespace) -> None:
               f"{float(curve[3 * length // 4:].mean()):20.4f}")
 
 
+def _ablation_arguments(parser: argparse.ArgumentParser) -> None:
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="wall-clock budget of EACH variant")
+    budget.add_argument("--steps", type=int, help="optimizer steps of each variant instead")
+    parser.add_argument("--variants", help="comma-separated indices of the variants (default "
+                        "all): " + "; ".join(f"{index} = {name}" for index, name in
+                                            enumerate(_ablation_names())))
+    parser.add_argument("--scored-characters", type=int, default=None,
+                        help="validation characters the fresh and streaming losses use "
+                             "(default: the whole split)")
+    parser.add_argument("--position-length", type=int, default=1024)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--progress", action="store_true", help="show tqdm progress bars")
+
+
+def _ablation_names() -> list[str]:
+    from nlbook.claims.ablation import ABLATION_VARIANTS
+
+    return list(ABLATION_VARIANTS)
+
+
+def bench_ablation(args: argparse.Namespace) -> None:
+    """Chapter 7's ablation (the paper's Table 6, small): every variant for the same budget."""
+    from nlbook.claims.ablation import run_ablation
+
+    minutes = args.minutes if args.minutes is not None or args.steps is not None else 1.0
+    names = _ablation_names()
+    variants = None
+    if args.variants:
+        try:
+            variants = [names[int(index)] for index in args.variants.split(",")]
+        except (ValueError, IndexError):
+            raise SystemExit(f"error: --variants must be comma-separated indices in "
+                             f"[0, {len(names)}), got {args.variants!r}") from None
+    budget = f"{minutes:g} min" if args.steps is None else f"{args.steps} steps"
+    _header(f"ablation: HOPE with one part removed, {budget} of training each (tiny preset)")
+    result = run_ablation(minutes=None if args.steps is not None else minutes,
+                          steps=args.steps, variants=variants,
+                          scored_characters=args.scored_characters,
+                          position_length=args.position_length, seed=args.seed,
+                          progress=args.progress)
+    print(result.table())
+
+
 def _hope_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--d-model", type=int, default=144,
                         help="HOPE's width (about 1M parameters at 4 layers); the Transformer's "
@@ -329,6 +373,8 @@ BENCHMARKS: dict[str, BenchmarkEntry] = {
                     "chapter 6: HOPE vs Transformer at equal parameters and wall-clock time"),
     "stateful": (_stateful_arguments, bench_stateful,
                  "chapter 6: HOPE trained on fresh windows vs carried streams"),
+    "ablation": (_ablation_arguments, bench_ablation,
+                 "chapter 7: HOPE with one part removed, at equal time (the paper's Table 6)"),
 }
 
 

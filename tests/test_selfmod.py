@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from nlbook import selfmod
 from nlbook.selfmod import (
@@ -332,6 +333,65 @@ def test_titans_argument_errors():
     _, state = layer(_inputs(batch=2, length=3))
     with pytest.raises(ValueError, match="state must be for batch"):
         layer(_inputs(batch=3, length=3), state)
+
+
+# ---- the ablation switches of chapter 7 (arXiv Table 6) --------------------------------------
+
+
+@pytest.mark.parametrize("options", [dict(dgd=False), dict(self_modifying=False),
+                                     dict(self_modifying=False, dgd=False),
+                                     dict(dgd=False, retain_toward_initial=False)])
+@pytest.mark.parametrize("chunks", [(1, 1), (4, 3)])
+def test_ablated_titans_equal_their_token_reference(options, chunks):
+    layer = _layer(*chunks, **options)
+    x = _inputs(length=11)
+    y, _ = layer(x)
+    assert (y - reference_self_modifying_titans(layer, x, *chunks)).abs().max() < 1e-10
+    first, state = layer(x[:, :5])
+    rest, _ = layer(x[:, 5:], state)
+    assert (torch.cat([first, rest], 1) - y).abs().max() < 1e-12
+
+
+def test_without_self_modification_projections_are_fixed_linear_maps():
+    """k, v, η, α are fixed linear maps of x (plain Titans): the generator state never changes
+    along a stream, keys and values are normalize(x W), and only the main memory is written."""
+    layer = _layer(4, 2, self_modifying=False)
+    x = _inputs(length=13)
+    _, state, trace = layer(x, return_trace=True)
+    initial = layer.initial_state(x.shape[0])
+    assert torch.equal(state.generator_first, initial.generator_first)
+    assert state.generator_second.numel() == 0
+    assert not torch.allclose(state.memory_second, initial.memory_second)
+    keys = F.normalize((x @ layer.input_projection).view(*x.shape[:2], layer.heads, -1)
+                       .transpose(1, 2), dim=-1)
+    values = F.normalize((x @ layer.value_projection).view(*x.shape[:2], layer.heads, -1)
+                         .transpose(1, 2), dim=-1)
+    assert torch.allclose(trace["keys"], keys) and torch.allclose(trace["values"], values)
+    assert not any(name.startswith(("key_memory", "value_memory"))
+                   for name, _ in layer.named_parameters())
+    with pytest.raises(ValueError, match="write_first_layer"):
+        _layer(4, 2, self_modifying=False, write_first_layer=True)
+    with pytest.raises(ValueError, match="dgd"):
+        _layer(4, 2, dgd=False, write_first_layer=True)
+
+
+def test_without_dgd_the_write_has_no_erase_term():
+    """With β k kᵀ gone the kernel is gated linear attention: S_t = α_t S_{t−1} + β_t k_t u_tᵀ."""
+    from nlbook.memory import linear_attention
+    from nlbook.selfmod.chunk_kernel import gated_hebbian_chunk
+
+    generator = torch.Generator().manual_seed(3)
+    state = torch.randn(2, 3, 4, 5, generator=generator, dtype=DTYPE)
+    keys = torch.randn(2, 3, 9, 4, generator=generator, dtype=DTYPE)
+    values = torch.randn(2, 3, 9, 5, generator=generator, dtype=DTYPE)
+    queries = torch.randn(2, 3, 9, 4, generator=generator, dtype=DTYPE)
+    beta = torch.rand(2, 3, 9, generator=generator, dtype=DTYPE)
+    alpha = 0.5 + 0.5 * torch.rand(2, 3, 9, generator=generator, dtype=DTYPE)
+    final, reads = gated_hebbian_chunk(state, keys, values, beta, alpha.log(), queries)
+    expected_reads, expected_final = linear_attention(queries, keys, values * beta[..., None],
+                                                      decay=alpha, initial_state=state)
+    assert (final - expected_final).abs().max() < 1e-12
+    assert (reads - expected_reads).abs().max() < 1e-12
 
 
 # --------------------------------------------------------------------------------------------

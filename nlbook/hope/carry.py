@@ -26,21 +26,21 @@ restarted row is exactly a stream read from its start.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from nlbook.cms import CMSState
 from nlbook.hope.block import HopeBlockState
-from nlbook.selfmod import SelfModifyingState
 
 if TYPE_CHECKING:
     from nlbook.hope.language_model import HopeLM, HopeState
 
-_TITANS_FIELDS = ("generator_first_snapshot", "generator_first", "generator_second_snapshot",
-                  "generator_second", "memory_first_snapshot", "memory_first",
-                  "memory_second_snapshot", "memory_second")
+
+def _tensor_fields(state) -> list[str]:
+    """The (B, ...) tensor fields of a mixer state (Titans, attention, linear attention)."""
+    return [item.name for item in fields(state) if torch.is_tensor(getattr(state, item.name))]
 
 
 @dataclass
@@ -48,7 +48,8 @@ class CarriedState:
     """A HOPE stream state between two training steps: detached, relative to θ₀.
 
     ``layers[i]`` holds layer i's ``conv`` buffer (B, w−1, d), ``titans`` offsets (one tensor
-    per :class:`nlbook.selfmod.SelfModifyingState` field, same shapes), ``cms_offsets`` (per
+    per tensor field of the mixer's state, e.g. :class:`nlbook.selfmod.SelfModifyingState`,
+    same shapes, and its ``position``), ``cms_offsets`` (per
     CMS level a dict of (B, *shape) offsets, ``None`` for a level with η = 0, which never
     changes in context), ``cms_sums`` (per level the open chunk's gradient sums or ``None``) and
     ``cms_pending`` (the pending input or ``None``). ``position`` counts the tokens read
@@ -105,9 +106,9 @@ def carry_over(model: HopeLM, state: HopeState, *, relative: bool = True) -> Car
     layers = []
     with torch.no_grad():
         for block, layer in zip(model.blocks, state.layers, strict=True):
-            initial = block.titans.initial_state(batch)
+            initial = block.mixer.initial_state(batch)
             titans = {name: (getattr(layer.titans, name) - relative * getattr(initial, name)
-                             ).detach() for name in _TITANS_FIELDS}
+                             ).detach() for name in _tensor_fields(initial)}
             titans["position"] = layer.titans.position
             cms = block.cms
             offsets = []
@@ -173,10 +174,11 @@ def resume_stream(model: HopeLM, carried: CarriedState, *,
         if keep is not None and bool(restart.any()) and layer["cms_pending"] is not None:
             raise ValueError("cannot restart rows while a CMS target is pending; pass the "
                              "window's targets to HopeLM.stream so that none stays pending")
-        initial = block.titans.initial_state(batch)
-        titans = SelfModifyingState(
-            *(_resumed(getattr(initial, name), layer["titans"][name], keep, carried.relative)
-              for name in _TITANS_FIELDS), layer["titans"]["position"])
+        initial = block.mixer.initial_state(batch)
+        titans = type(initial)(
+            **{name: _resumed(getattr(initial, name), layer["titans"][name], keep,
+                              carried.relative) for name in _tensor_fields(initial)},
+            position=layer["titans"]["position"])
         cms = block.cms
         parameters = []
         for index, offsets in enumerate(layer["cms_offsets"]):

@@ -141,9 +141,10 @@ class HopeLM(nn.Module):
         least common multiple of the Titans' two chunk sizes and the chunk sizes (and reset
         periods) of every CMS level with η ≠ 0. A stream may restart (a row of a carried batch
         start afresh) only at multiples of it."""
-        periods = set()
+        periods = {1}
         for block in self.blocks:
-            periods.update((block.titans.chunk_size_memory, block.titans.chunk_size_others))
+            if block.mixer_name == "titans":
+                periods.update((block.titans.chunk_size_memory, block.titans.chunk_size_others))
             for index, rate in enumerate(block.cms.learning_rates):
                 if rate != 0.0:
                     periods.add(block.cms.chunk_sizes[index])
