@@ -137,9 +137,9 @@ class HopeLM(nn.Module):
         return (logits, new_state, traces) if return_trace else (logits, new_state)
 
     def stream_alignment(self) -> int:
-        """Tokens after which every in-context level has just closed a chunk together: the
+        """Tokens after which every in-context memory has just closed a chunk together: the
         least common multiple of the Titans' two chunk sizes and the chunk sizes (and reset
-        periods) of every CMS level with η ≠ 0. A stream may restart (a row of a carried batch
+        periods) of every CMS block with η ≠ 0. A stream may restart (a row of a carried batch
         start afresh) only at multiples of it."""
         periods = {1}
         for block in self.blocks:
