@@ -33,7 +33,7 @@
 # 4. read the course's diagrams (level 1, the fastest, always at the bottom) and tell a CMS
 #    *block* (a position in its chain) from a *level* (a frequency rank).
 #
-# **Time:** about 25 minutes (the code runs in a few seconds).
+# **Time:** about 30 minutes (the code runs in a few seconds).
 #
 # **Prerequisites:** gradient descent with momentum; nothing else. Chapters 2, 3 and 5 come back
 # to each example in depth.

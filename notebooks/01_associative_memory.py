@@ -35,7 +35,7 @@
 # 4. see softmax attention as the exact, non-parametric solution of an L2 objective;
 # 5. check that the chunkwise (parallel) form computes exactly what the token loop computes.
 #
-# **Time:** about 60 minutes of study (the code runs in under a minute on a laptop CPU).
+# **Time:** about 70 minutes of study (the code runs in under a minute on a laptop CPU).
 #
 # **Prerequisites:** matrix products, gradients of simple functions, PyTorch tensors.
 

@@ -37,7 +37,7 @@
 # 4. use the two real uses of CMS: in-context updates and multi-rate outer training;
 # 5. measure forgetting on an A → B → A task stream and say when multi-rate memory helps.
 #
-# **Time:** about 70 minutes of study (the code runs in under a minute on a laptop CPU).
+# **Time:** about 80 minutes of study (the code runs in under a minute on a laptop CPU).
 #
 # **Prerequisites:** chapter 1 (a memory is one gradient step per token), chapter 2 (optimisers
 # as memories), gradients of an MLP, PyTorch autograd.

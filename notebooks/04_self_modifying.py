@@ -35,7 +35,7 @@
 # 4. run one token, then one chunk, of self-modifying Titans by hand, check it against the fast
 #    form, and watch every memory, $\eta_t$ and $\alpha_t$ evolve.
 #
-# **Time:** about 75 minutes of study. **Prerequisites:** chapter 1 (delta rule, Titans), and
+# **Time:** about 80 minutes of study. **Prerequisites:** chapter 1 (delta rule, Titans), and
 # chapter 2's view of a gradient step as a memory write.
 
 # %%

@@ -37,7 +37,7 @@
 # 4. read the per-timescale view: tokens → keys/values → Titans memories → CMS blocks, by level;
 # 5. measure HOPE's speed and size against a Transformer of the same parameter count.
 #
-# **Time:** about 60 minutes of study, a few of them waiting for a short training run.
+# **Time:** about 70 minutes of study, a few of them waiting for a short training run.
 # **Prerequisites:** chapter 3 (CMS) and chapter 4 (self-modifying Titans); the Transformer of
 # `nlbook.transformer` is used as the baseline.
 
