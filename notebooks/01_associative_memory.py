@@ -23,6 +23,9 @@
 # only in the *objective* they minimise and the *optimiser* they use on it. Once you see this,
 # "architecture" and "optimiser" stop being different things, and the rest of the course
 # (optimisers as memories, multi-timescale memories, self-modifying memories, HOPE) follows.
+# In the language of chapter 0, these memories are the fastest **level** of a model: they are
+# written at every token, while the weights that produce their keys and values change only once
+# per training step. Notation: [glossary](GLOSSARY.md).
 #
 # **Learning objectives.** After this notebook you can
 # 1. write a memory as `argmin` of an inner objective and derive its update rule;
@@ -32,7 +35,7 @@
 # 4. see softmax attention as the exact, non-parametric solution of an L2 objective;
 # 5. check that the chunkwise (parallel) form computes exactly what the token loop computes.
 #
-# **Time:** about 45 minutes (the code runs in under a minute on a laptop CPU).
+# **Time:** about 70 minutes of study (the code runs in under a minute on a laptop CPU).
 #
 # **Prerequisites:** matrix products, gradients of simple functions, PyTorch tensors.
 
@@ -208,8 +211,9 @@ print("scaled_dot_product_attention vs Nadaraya-Watson:", (sdpa - written_out).a
 # %% [markdown]
 # ## 7. Experiment: which objective stores better? It depends on the regime
 #
-# Two recall tasks (reference notes §7.1), decoded by picking the stored value closest (in
-# cosine) to the read $S^\top k$. Keys and values are random unit vectors in $d = 64$.
+# Two recall tasks of our own (not from the papers), decoded by picking the stored value closest
+# (in cosine) to the read $S^\top k$. Keys and values are random unit vectors in $d = 64$;
+# `nlbook.recall` builds the streams and the rules with the gates printed below.
 #
 # **E1, key overwrite.** 16 keys, 256 writes, each giving a random key a *fresh* value. Ask
 # every key for its **latest** value. Hebbian memory sums all 16 or so stale values per key;
@@ -253,8 +257,12 @@ viz.plot_recall_comparison(pair_counts, capacity, xlabel="distinct pairs N (d = 
 # recall at N = 2d, where the one-pass delta rule with β = 1 has dropped to about half.
 # The paper's argument for L2 objectives is about overwriting and correcting, not about raw
 # capacity with random keys. A notebook that only ran E2 would "refute" the paper by
-# accident; one that only ran E1 would overclaim. Read-out MSE (printed in E1) tells a
-# gentler story than argmax recall, which is why both are reported.
+# accident; one that only ran E1 would overclaim. Read-out MSE (printed in E1) tells the same
+# story more sharply, and one thing more: the Hebbian read is off by ≈ 19 (it returns the sum
+# of every value ever written to the key, plus cross-talk) against ≈ 0.2 for the delta rule
+# with β = 1, and that 0.2 shows what recall hides: even the delta rule's read is not exact,
+# because 16 random keys in 64 dimensions are not orthogonal, so the other keys leak into every
+# read. Recall only asks whether the right value is the nearest one; both numbers are reported.
 #
 # ## 8. Explorer: watch a memory fill up
 #
@@ -296,7 +304,10 @@ widgets.explore(
 # **chunkwise** form splits the sequence into chunks of $C$ tokens, computes everything
 # inside a chunk with matrix products and only loops over the $T/C$ chunks. For the delta
 # rule it uses the WY representation of the product of the $(I-\beta k k^\top)$ factors
-# (performance notes §3.2):
+# (Bischof and Van Loan, 1987; the chunkwise DeltaNet algorithm of Yang et al., "Parallelizing
+# Linear Transformers with the Delta Rule over Sequence Length", NeurIPS 2024). Write
+# $K, V, Q$ for the chunk's keys, values and queries as rows (C × d), $\beta$ for its steps and
+# $S_0$ for the state that enters the chunk:
 #
 # $$A=\mathrm{strict\_lower}(\mathrm{diag}(\beta)KK^\top),\quad
 #   [W\,|\,U]=(I+A)^{-1}[\mathrm{diag}(\beta)K\,|\,\mathrm{diag}(\beta)V],\quad
@@ -448,4 +459,4 @@ ex.answer("decay", prediction)
 # **Where this deviates from the papers.** No feature map φ and no q scaling inside the
 # memory functions (a model adds them around). Titans' memory here is linear (L_M = 1); the
 # paper's deep MLP memory appears in chapter 4. Recall numbers are our own measurements at
-# d = 64 (reference notes §7.1), not results from the papers.
+# d = 64 (section 7), not results from the papers.

@@ -24,7 +24,9 @@
 # reads its momentum through a Newton–Schulz non-linearity; and M3 gives the optimizer two
 # momentum memories on two time scales. Each of these is a class in `nlbook.optim`, a real
 # `torch.optim.Optimizer`, and where PyTorch has the same optimizer we check that ours matches
-# it to float64 precision.
+# it to float64 precision. "Level" means what chapter 0 defines (arXiv §3.2, Def. 2/3): levels
+# are ordered by update frequency and level 1 is the fastest, so an optimizer's memories sit
+# *below* the weights they update. Notation: [glossary](GLOSSARY.md).
 #
 # **Learning objectives.** After this chapter you can
 # - write an optimizer step as one gradient step on an inner objective, and name its levels;
@@ -32,9 +34,11 @@
 # - read Adam as the closed-form answer of an element-wise L2 memory problem;
 # - explain preconditioned, delta and deep momentum, Muon and M3, and the choices each one
 #   needs where the paper is open;
+# - say why M3 as printed in Algorithm 1 does not train a network, and what makes it train;
 # - measure, rather than assume, whether a slow momentum level helps on a changing stream.
 #
-# **Time:** about 60 minutes (the code runs in under 3 minutes on a 2-core laptop).
+# **Time:** about 90 minutes of study, more if Newton–Schulz and Muon are new to you (the code
+# runs in about a minute on a 2-core laptop).
 #
 # **Prerequisites:** chapter 1 (associative memory, Hebbian vs delta rule), gradient descent
 # with momentum, basic PyTorch (`torch.optim`, `backward`).
@@ -66,7 +70,7 @@ import torch
 from IPython.display import display
 
 import nlbook.viz
-from nlbook import optim
+from nlbook import levels, optim
 from nlbook.exercises import nested_optimizers as ex
 from nlbook.widgets import dropdown, explore, float_slider
 
@@ -106,7 +110,7 @@ print(f"memory write vs autograd gradient step: max difference {difference:.1e}"
 assert difference < 1e-12
 
 # %% [markdown]
-# ## 2 · Momentum is a second level: a memory of gradients
+# ## 2 · Momentum is a memory of gradients, one level faster than the weights
 #
 # SGD with momentum keeps a vector m and writes it into the weights:
 #
@@ -114,8 +118,11 @@ assert difference < 1e-12
 #   \qquad\text{(arXiv eq. 33–35)}$$
 #
 # The first line is one gradient step on the key-less inner objective
-# ⟨m, ∇L⟩ + (1 − α)/(2η)‖m‖²: m is a memory trained on the gradient stream (level 2) whose
-# read-out the weights (level 1) consume. Unrolled, $m_{i+1} = -\eta \sum_j \alpha^{i-j} g_j$.
+# ⟨m, ∇L⟩ + (1 − α)/(2η)‖m‖²: m is a memory trained on the gradient stream, and the weights
+# consume its read-out. Both are written once per step, but the weights' step $i$ needs
+# $m_{i+1}$, the momentum of the *same* step, so momentum ≻ weights (Def. 2, rule 2): **the
+# momentum is level 1 and the weights level 2** (chapter 0 draws this map). Unrolled,
+# $m_{i+1} = -\eta \sum_j \alpha^{i-j} g_j$.
 #
 # `nlbook.optim.MomentumMemory` is written in this form (m holds the −η). It must agree with
 # `torch.optim.SGD(lr, momentum)`: we train a small MLP for 100 steps with each, saving and
@@ -137,6 +144,7 @@ for gradient in gradients:
 unrolled = optim.momentum_weighted_sum(gradients, lr=0.1, momentum=0.8)
 stored = momentum_memory.state[parameter]["momentum_memory"]
 print(f"memory after 30 writes vs −η Σ α^(T−j) g_j: {(stored - unrolled).abs().max():.1e}")
+nlbook.viz.plot_level_map(levels.sgd_momentum_components(), title="SGD with momentum")
 
 # %% [markdown]
 # ## 3 · How short is momentum's memory?
@@ -175,8 +183,9 @@ nlbook.viz.plot_momentum_memory_length([0.9, 0.95, 0.99], max_count=nlbook.smoke
 # With the value p = √(Σ g_i²) and λ → 0 the answer is Σ g_i / √(Σ g_i²): a **sum of
 # gradients over the root of a sum of squares**. That is Adam, read with sums and without bias
 # correction. Its two moments are memories updated at the same frequency, independently, so
-# they form one level. `AdamMemory(moments="sum")` is this reading; the default
-# `moments="ema"` is Adam as everybody runs it and matches `torch.optim.Adam`.
+# they form one level (level 1), and the weights that need both are level 2.
+# `AdamMemory(moments="sum")` is this reading; the default `moments="ema"` is Adam as everybody
+# runs it and matches `torch.optim.Adam`.
 
 # %%
 difference = optim.max_difference_to_torch(
@@ -280,7 +289,8 @@ assert difference < 1e-6
 #
 # Multi-scale Momentum Muon (arXiv §7.2, **Algorithm 1**) is a Continuum Memory System applied
 # to the optimizer. A fast momentum M1 is written every step, a slow one M2 once per chunk of
-# f steps with the chunk's gradient sum, and a second moment V normalises both:
+# f steps with the chunk's gradient sum, and a second moment V normalises both. Levels: M1 and
+# V are level 1, the weights level 2, and M2, written less often than the weights, level 3.
 #
 # $$M_1 \leftarrow M_1 + \beta_1 g_t,\quad V \leftarrow V + \beta_2 g_t^2,\quad
 #   \Theta \leftarrow \Theta - \eta\,\frac{\mathrm{NS}(M_1) + \alpha\,\mathrm{NS}(M_2)}{\sqrt{V}
@@ -305,12 +315,81 @@ for step in range(2 * chunk):
         m3[alpha].step()
     gap = (weights[1.0] - weights[0.0]).abs().max().item()
     print(f"step {step + 1:2d}: |M3(α=1) − M3(α=0)| = {gap:.2e}")
+nlbook.viz.plot_level_map(levels.m3_components(slow_every=chunk), title="M3's levels")
 
 # %% [markdown]
-# A property of Algorithm 1 worth seeing before the experiments: NS(M1) has entries of size
-# about 1/√cols whatever the gradient's scale, and dividing it by √V makes the step scale like
-# η/|g|. Coordinates with tiny gradients take *large* steps. M3's learning rate therefore lives
-# on a different scale from the others (η ≈ 1–3 on the toys below, 10⁻⁴–10⁻³ on the MLP).
+# ### Why Algorithm 1 as printed does not train a network
+#
+# NS(M1) has singular values ≈ 1 whatever the size of the gradients (Newton–Schulz starts from
+# M1/‖M1‖), while √V carries their size: **the step is homogeneous of degree −1 in the
+# gradient**. Multiply the loss by 10 and every step shrinks 10×; a coordinate whose gradient
+# is tiny takes a *huge* step, because NS spreads the numerator over the whole matrix while the
+# denominator is that coordinate's own. Adam (m/√v) and Muon (NS(m) alone) both have degree 0.
+# See it on one gradient stream, scaled by 1 and by 10:
+
+# %%
+stream_of_gradients = torch.randn(12, 5, 4, generator=generator)
+
+
+def m3_displacement(scale, **options):
+    """Where M3 moves a zero-initialised (5, 4) parameter after 12 steps of scale·gradients."""
+    parameter = torch.zeros(5, 4, requires_grad=True)
+    m3_optimizer = optim.M3([parameter], lr=0.01, slow_every=4, eps=1e-30, **options)
+    for gradient in stream_of_gradients:
+        parameter.grad = scale * gradient
+        m3_optimizer.step()
+    return parameter.detach()
+
+
+for label, options in (("Algorithm 1 as printed", {}),
+                       ("EMAs, O with the momentum's norm",
+                        {"moments": "ema", "orthogonal_scale": "momentum"})):
+    small, large = m3_displacement(1.0, **options), m3_displacement(10.0, **options)
+    print(f"{label:34s} ‖ΔW‖ with g: {small.norm():.4f}   with 10 g: {large.norm():.4f}")
+
+# %% [markdown]
+# On the tiny Transformer of `nlbook.train` (gradients clipped to norm 1, entries about 10⁻³) the
+# very first step of Algorithm 1 as printed, at 1/100 of the peak rate in warm-up, moved the
+# hidden matrices by 0.02–0.7 per entry, more than their initial size, and the model never
+# recovered. Three things were checked:
+#
+# - *which parameters*: `nlbook.train` gives M3 only the hidden weight matrices (AdamW takes the
+#   embedding, norms and biases, as is usual for Muon); not the cause;
+# - *the learning-rate scale*: a smaller rate helps (10⁻³ times smaller: 2.36 nats/char after 300
+#   steps), but no single rate fits, since the right one depends on the gradients' size;
+# - *the orthogonalisation's scale*: Algorithm 1 does not say how large O = NS(M) should be.
+#   Giving it the momentum's own Frobenius norm, O = NS(M) ‖M‖_F / ‖NS(M)‖_F, keeps NS's
+#   direction and makes (O1 + α O2)/(√V + ε) dimensionless like Adam's m/√v (degree 0, as
+#   printed above). With running sums M1 never forgets, and along a persistent direction the
+#   step then grows like √t; with EMAs it does not.
+#
+# So `nlbook.train` (`optimizer="m3"`) builds `M3(moments="ema", orthogonal_scale="momentum")`.
+# Measured (300 steps at the default rate 2·10⁻³, validation nats/char): that reading 2.29,
+# AdamW 2.46, Muon 2.45; Algorithm 1 as printed 3.35, EMAs alone 3.71, the momentum's norm with
+# sums 3.04. The class default stays Algorithm 1 as printed: it is what this chapter teaches and
+# tests against the algorithm's two loops, and what the toys below run. Here is the training
+# entry point itself, against the bigram baseline (a model that learns nothing but pair counts):
+
+# %%
+from nlbook.data import load_corpus
+from nlbook.ngram import ngram_baselines
+from nlbook.train import TrainConfig, train
+
+corpus = load_corpus()
+bigram = ngram_baselines(corpus.train_ids, corpus.val_ids, corpus.vocab_size,
+                         orders=())["bigram"]["nats"]
+TRANSFORMER_STEPS = nlbook.smoke(300, 10)
+for name in ("m3", "adamw"):
+    run = train(TrainConfig(optimizer=name, steps=TRANSFORMER_STEPS,
+                            eval_interval=TRANSFORMER_STEPS, eval_batches=nlbook.smoke(20, 2)),
+                corpus=corpus, progress=False, log=None)
+    print(f"tiny Transformer, {name:5s}, {TRANSFORMER_STEPS} steps: validation "
+          f"{run.val_loss:.3f} nats/char (bigram line {bigram:.3f})")
+
+# %% [markdown]
+# On the toys and the small stream that follow, Algorithm 1 as printed is easy to use, but its
+# learning rate lives on a different scale from the others' (η ≈ 1–3 on the toys, 10⁻⁴–10⁻³ on
+# the MLP of section 9), for the reason just seen.
 #
 # ## 8 · Trajectories on two toy problems
 #
@@ -435,9 +514,10 @@ for moments in ("sum", "ema"):
 # claim is neither confirmed nor refuted: its evidence is ViT and language models at scale
 # (arXiv Figs. 11–12), a very different regime from a three-task toy stream. Two mechanisms
 # are visible here. M3's NS(M)/√V step scales like η/|g| (section 7), so small-gradient
-# coordinates take large steps. With sums, the "fast" M1 never forgets, so the two levels
-# differ only by a lag of one chunk. Chapter 3 (CMS) makes the same point for architectures:
-# update frequency alone does not stop forgetting.
+# coordinates take large steps (these runs use Algorithm 1 as printed, as the toys do). With
+# sums, the "fast" M1 never forgets, so the two momenta differ only by a lag of one chunk.
+# Chapter 3 (CMS) makes the same point for architectures: update frequency alone does not stop
+# forgetting.
 
 # %% [markdown]
 # ## 10 · Exercises
@@ -528,13 +608,18 @@ ex.check_delta_momentum_step(delta_momentum_step)
 #
 # **What you learned.**
 # - A gradient step is a memory write: each layer maps its input to its local surprise δ.
-# - Momentum is a second level, one gradient step per outer step on ⟨m, g⟩ with retention α;
+# - Momentum is level 1 and the weights level 2 (Def. 2: same frequency, but the weights' step
+#   needs the momentum of the same step); m takes one gradient step per outer step on ⟨m, g⟩
+#   with retention α;
 #   `MomentumMemory`, `AdamMemory` and `Muon` match `torch.optim` to float64 precision.
 # - Momentum's memory is short: 7 gradients carry half its weight at β = 0.9, 44 carry 99%
 #   (the paper says 6 and 43).
 # - Adam is the closed form of an element-wise L2 memory (sums, no bias correction); richer
 #   inner objectives give preconditioned, delta and deep momentum; an output non-linearity
 #   gives Muon; two time scales give M3.
+# - Algorithm 1 as printed makes steps inversely proportional to the gradient's size; with EMAs
+#   and the momentum's norm on NS's output it trains the tiny Transformer below the bigram line
+#   (that is what `nlbook.train` runs).
 # - On a small continual stream, M3's slow level did not help, as measured above.
 #
 # **Next chapter.** Chapter 3 takes the multi-time-scale idea from the optimizer into the
@@ -549,5 +634,6 @@ ex.check_delta_momentum_step(delta_momentum_step)
 # - `MomentumMemory` stores the paper's m (with −η inside): under a learning-rate schedule it
 #   differs from `torch.optim.SGD`, which applies the current η to its whole buffer.
 # - M3: Algorithm 1 (not eq. 75), √V + ε, sums by default, quintic NS in the parameter's
-#   precision, NS skipped for 1-D parameters.
+#   precision, NS skipped for 1-D parameters. For training a network (`nlbook.train`): EMAs and
+#   O = NS(M)·‖M‖_F/‖NS(M)‖_F (`orthogonal_scale="momentum"`), which Algorithm 1 leaves open.
 # - Muon: the bfloat16 Newton–Schulz of `torch.optim.Muon`, kept to match it exactly.

@@ -21,20 +21,23 @@
 # "update frequency" is ∞. The MLP blocks store what pre-training put there and never change
 # afterwards: their update frequency is 0. Nested Learning asks what lies in between. Its
 # **Continuum Memory System** (CMS) is a chain of MLP blocks, each updated by gradient descent
-# *during the sequence*, every $C_\ell$ tokens, with its own learning rate: a spectrum of
-# timescales from "every token" to "never". This chapter builds the CMS, runs its update rule
+# *during the sequence*, every $C_j$ tokens, with its own learning rate: a spectrum of
+# timescales from "every token" to "never". In chapter 0's terms the blocks of a CMS fall into
+# **levels** by their update frequency (level 1 the fastest), whatever their position in the
+# chain: *block* $j$ is a position, *level* a frequency rank. Notation:
+# [glossary](GLOSSARY.md). This chapter builds the CMS, runs its update rule
 # by hand, explores what each timescale stores, and measures whether multi-rate memory
 # actually protects old knowledge (spoiler: update frequency alone does not).
 #
 # **Learning objectives.** After this notebook you can
-# 1. read a Transformer MLP as a CMS level with update frequency 0, and check it numerically;
+# 1. read a Transformer MLP as a CMS block with update frequency 0, and check it numerically;
 # 2. write the CMS update rule (arXiv eq. 71) and compute one chunk update by hand;
 # 3. explain what is carried in a stream (parameters + the open chunk's gradient sum), why the
 #    update is causal, and why fast parameters belong to one sequence;
 # 4. use the two real uses of CMS: in-context updates and multi-rate outer training;
 # 5. measure forgetting on an A → B → A task stream and say when multi-rate memory helps.
 #
-# **Time:** about 45 minutes (the code runs in under a minute on a laptop CPU).
+# **Time:** about 80 minutes of study (the code runs in under a minute on a laptop CPU).
 #
 # **Prerequisites:** chapter 1 (a memory is one gradient step per token), chapter 2 (optimisers
 # as memories), gradients of an MLP, PyTorch autograd.
@@ -72,16 +75,19 @@ generator = torch.Generator().manual_seed(0)
 # %% [markdown]
 # ## 1. A Transformer MLP is a memory with update frequency 0
 #
-# A CMS level is an MLP block. In this course every level is a **pre-norm residual block**
-# (the shape chapter 5 uses inside HOPE):
+# A CMS block is an MLP. In this course every block is a **pre-norm residual block** (the shape
+# chapter 5 uses inside HOPE):
 #
-# $$\mathrm{block}_\ell(h) = h + W^{(\ell)}_{\text{out}}\,\sigma\big(W^{(\ell)}_{\text{in}}
-#   \,\mathrm{LN}(h) + b^{(\ell)}_{\text{in}}\big) + b^{(\ell)}_{\text{out}},$$
+# $$\mathrm{block}_j(h) = h + W^{(j)}_{\text{out}}\,\sigma\big(W^{(j)}_{\text{in}}
+#   \,\mathrm{LN}(h) + b^{(j)}_{\text{in}}\big) + b^{(j)}_{\text{out}},$$
 #
-# and the **sequential** CMS chains them (arXiv eq. 70): $y_t = \mathrm{block}_K(\dots
-# \mathrm{block}_1(x_t))$. The LayerNorm has no gain or bias (they would duplicate
-# $W_{\text{in}}$). With every learning rate $\eta_\ell = 0$ nothing ever changes and the CMS
-# *is* the frozen MLP stack of a Transformer. Check it against `torch.nn` modules.
+# and the **sequential** CMS chains them (arXiv eq. 70): $y_t = \mathrm{block}_{K-1}(\dots
+# \mathrm{block}_0(x_t))$, block 0 first. (The paper writes the blocks MLP$^{(f_1)}, \dots,$
+# MLP$^{(f_K)}$, named by their frequencies $f$; `nlbook.cms` numbers them by chain position
+# from 0 and computes their levels from the frequencies.) The LayerNorm has no gain or bias
+# (they would duplicate $W_{\text{in}}$). With every learning rate $\eta_j = 0$ nothing ever
+# changes and the CMS *is* the frozen MLP stack of a Transformer. Check it against `torch.nn`
+# modules.
 
 # %%
 dim, hidden = 8, 32
@@ -92,10 +98,10 @@ result = frozen(x, targets, loss_fn=squared_error_loss)  # asked to learn, but e
 
 norm = nn.LayerNorm(dim, elementwise_affine=False)
 reference = x
-for level in frozen.levels:
+for block in frozen.blocks:
     mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-    mlp.load_state_dict({"0.weight": level["w_in"], "0.bias": level["b_in"],
-                         "2.weight": level["w_out"], "2.bias": level["b_out"]})
+    mlp.load_state_dict({"0.weight": block["w_in"], "0.bias": block["b_in"],
+                         "2.weight": block["w_out"], "2.bias": block["b_out"]})
     reference = reference + mlp(norm(reference))
 gap = (result.output - reference).abs().max().item()
 print(f"max |CMS(η=0) − frozen nn.Sequential chain| = {gap:.1e}")
@@ -104,41 +110,45 @@ assert gap < 1e-12
 # %% [markdown]
 # ## 2. The update rule (arXiv eq. 71)
 #
-# Give level $\ell$ a chunk size $C_\ell$ and a learning rate $\eta_\ell$. Count the tokens
-# seen so far, $i = 1, 2, \dots$. Then
+# Give block $j$ a chunk size $C_j$ and a learning rate $\eta_j$. Count the tokens seen so far,
+# $i = 1, 2, \dots$. Then
 #
-# $$\theta^{(\ell)} \leftarrow \theta^{(\ell)} - \eta_\ell \sum_{t=i-C_\ell}^{i-1}
-#   \nabla_{\theta^{(\ell)}}\, \mathcal L_t \quad\text{if } i \equiv 0 \pmod{C_\ell},
+# $$\theta_j \leftarrow \theta_j - \eta_j \sum_{t=i-C_j}^{i-1}
+#   \nabla_{\theta_j}\, \mathcal L_t \quad\text{if } i \equiv 0 \pmod{C_j},
 #   \qquad\text{otherwise nothing changes.}$$
+#
+# Block $j$'s update frequency is $1/C_j$ per token (0 when $\eta_j = 0$), and its level is the
+# rank of that frequency among the blocks (level 1 the fastest; equal frequencies share a
+# level).
 #
 # Read it slowly:
 # - $\mathcal L_t$ is the **task loss** of token $t$ (for a language model: predicting token
-#   $t+1$), not a local reconstruction loss. Its gradient reaches level $\ell$ through every
-#   level after it.
+#   $t+1$), not a local reconstruction loss. Its gradient reaches block $j$ through every
+#   block after it in the chain.
 # - Every gradient inside a chunk is taken at the parameters that **entered** the chunk
-#   ($\theta$ does not move inside it), so the $C_\ell$ tokens of a chunk can be processed in
+#   ($\theta$ does not move inside it), so the $C_j$ tokens of a chunk can be processed in
 #   parallel. The gradients are **summed** (the paper; some repositories average, which makes a
-#   slow level $C_\ell$ times slower).
-# - One $\eta_\ell$ per level, outside the sum (the arXiv version; the NeurIPS print puts a
+#   slow block $C_j$ times slower).
+# - One $\eta_j$ per block, outside the sum (the arXiv version; the NeurIPS print puts a
 #   per-token rate inside).
 # - The new parameters are used **from the next token on**: the output at position $t$
 #   (0-based) only depends on tokens $\le t$.
 #
 # `nlbook.cms.ContinuumMemory` takes the per-token loss as a function plus the targets. Inside
-# a segment in which no level changes, the *sum* of per-token gradients equals the gradient of
-# the summed loss (every level acts token by token), so one backward pass per segment gives every
-# level's chunk sum, for every sequence of the batch at once.
+# a segment in which no block changes, the *sum* of per-token gradients equals the gradient of
+# the summed loss (every block acts token by token), so one backward pass per segment gives every
+# block's chunk sum, for every sequence of the batch at once.
 #
 # ### By hand, on a tiny example
-# One **linear** level $y = W x + b$ (no residual, no norm), $d = 2$, chunk $C = 2$,
+# One **linear** block $y = W x + b$ (no residual, no norm), $d = 2$, chunk $C = 2$,
 # $\eta = 0.1$, loss $\tfrac12\lVert W x_t + b - y_t\rVert^2$, whose gradient w.r.t. $W$ is
 # $(W x_t + b - y_t)\,x_t^\top$. Four tokens: two updates, at $i = 2$ and $i = 4$.
 
 # %%
 tiny = ContinuumMemory(2, [2], [0.1], linear=True, residual=False, pre_norm=False)
 with torch.no_grad():
-    tiny.levels[0]["weight"].copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
-    tiny.levels[0]["bias"].zero_()
+    tiny.blocks[0]["weight"].copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    tiny.blocks[0]["bias"].zero_()
 xs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0]])
 ys = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])  # the swap map
 record = CMSRecord(1, keep_deltas=True)
@@ -156,9 +166,10 @@ print(f"max |nlbook − by hand| = {gap:.1e}")
 assert gap < 1e-12
 
 # %% [markdown]
-# The same holds for any number of MLP levels: `nlbook.cms.reference_continuum_memory` is a
+# The same holds for any number of MLP blocks: `nlbook.cms.reference_continuum_memory` is a
 # slow token-by-token loop in float64 (each token's gradient taken alone), and the fast,
-# segment-parallel forward must match it. Here with three MLP levels of chunk sizes 1, 3 and 4.
+# segment-parallel forward must match it. Here with three MLP blocks of chunk sizes 1, 3 and 4,
+# which are levels 1, 2 and 3.
 
 # %%
 three = ContinuumMemory(4, [1, 3, 4], [0.02, 0.01, 0.03], hidden_dim=6, generator=generator)
@@ -169,9 +180,9 @@ fast = three(x, y, loss_fn=squared_error_loss, record=record)
 slow_out, slow_losses, _, slow_record = cms.reference_continuum_memory(three, x, y,
                                                                         squared_error_loss)
 print("output gap:", f"{(fast.output - slow_out).abs().max().item():.1e}")
-for level in range(3):
-    print(f"level {level} (C = {three.chunk_sizes[level]}): updates at",
-          record.update_steps(level), "= reference", slow_record.update_steps(level))
+for block, label in enumerate(three.block_labels()):
+    print(f"block {block}, {label}: updates at", record.update_steps(block),
+          "= reference", slow_record.update_steps(block))
 assert (fast.output - slow_out).abs().max() < 1e-10
 
 # %% [markdown]
@@ -182,8 +193,9 @@ assert (fast.output - slow_out).abs().max() < 1e-10
 #   prediction the target of position $t$ is token $t+1$: a chunk closes only when its last
 #   token's target is known, and the update is used from the next token on.
 # - **Per sequence.** Fast parameters live in a `CMSState`, one copy per sequence of the
-#   batch; averaging them over the batch would mix contexts (reference notes §8 item 9).
-# - **Streamable.** The state carried between calls is the per-level parameters, the summed
+#   batch: each sequence is its own context, and averaging its in-context updates with other
+#   sequences' would let one text change what the model reads in another.
+# - **Streamable.** The state carried between calls is the per-block parameters, the summed
 #   gradients of the open (partial) chunk, the token count and, when a target is still
 #   unknown, that position's input. Processing a sequence in pieces equals processing it at
 #   once, whatever the split.
@@ -224,33 +236,38 @@ assert gap < 1e-12
 # %% [markdown]
 # ## 4. A spectrum of frequencies
 #
-# With chunk sizes 1, 4, 16 and 64 the levels form a spectrum: the first changes at every
-# token, the last once per 64 tokens. Each tick is one update; its height is the size
-# $\lVert\Delta\theta\rVert$ (scaled per level). The summed updates of slow levels are not
-# small: a level updated every $C$ tokens moves about as far as a per-token level, only later.
+# With chunk sizes 1, 4, 16 and 64 the four blocks are four levels, a spectrum: level 1 changes
+# at every token, level 4 once per 64 tokens. First the chain, each block in its level's colour,
+# then the update ticks (as in every figure of the course, level 1 is drawn at the bottom).
+# Each tick is one update; its height is the size $\lVert\Delta\theta\rVert$ (scaled per
+# block). The summed updates of slow levels are not small: a block updated every $C$
+# tokens moves about as far as a per-token block, only later.
 
 # %%
 length = nlbook.smoke(256, 128)
 spectrum = ContinuumMemory(8, [1, 4, 16, 64], [0.01, 0.005, 0.002, 0.001], hidden_dim=16,
                            generator=generator)
+viz.plot_cms_chain(spectrum.chunk_sizes, spectrum.learning_rates)
+
+# %%
 x = torch.randn(1, length, 8, generator=generator)
 y = torch.roll(x, shifts=1, dims=-1)  # a fixed target map: rotate the features
 record = CMSRecord(4)
 with torch.no_grad():
     spectrum(x, y, loss_fn=squared_error_loss, record=record)
-viz.plot_update_ticks([record.update_steps(level) for level in range(4)], length,
-                      sizes=[record.update_sizes(level)[:, 0] for level in range(4)],
-                      level_names=[f"C = {size}" for size in spectrum.chunk_sizes])
+viz.plot_update_ticks([record.update_steps(block) for block in range(4)], length,
+                      sizes=[record.update_sizes(block)[:, 0] for block in range(4)],
+                      labels=spectrum.block_labels(), levels=spectrum.level_of_block)
 
 # %% [markdown]
 # ## 5. The per-timescale memory explorer
 #
 # A stream whose task switches between two linear maps A and B every 128 tokens, learned in
-# context by an **independent** (head-wise, arXiv eq. 74) CMS of three linear levels,
-# $y = \sum_\ell W^{(\ell)} x$, with chunk sizes 1, 8 and 64. Slide the time: the top row shows
-# every level's weights in force at that token (or the last update it applied), the middle
-# row which updates have happened, the bottom row the loss on the stream. Watch the fast level
-# flip at every switch while the slow level drifts towards what A and B share.
+# context by an **independent** (head-wise, arXiv eq. 74) CMS of three linear blocks,
+# $y = \sum_j W^{(j)} x$, with chunk sizes 1, 8 and 64 (levels 1, 2, 3). Slide the time: the top
+# row shows every block's weights in force at that token (or the last update it applied), level
+# 1 on the left, the middle row which updates have happened, the bottom row the loss on the
+# stream. Watch level 1 flip at every switch while level 3 drifts towards what A and B share.
 
 # %%
 length = nlbook.smoke(1024, 256)
@@ -264,13 +281,13 @@ explorer_cms = ContinuumMemory(6, [1, 8, 64], [0.03, 0.01, 0.002], linear=True,
 record = CMSRecord(3, keep_deltas=True)
 with torch.no_grad():
     stream = explorer_cms(x, y, loss_fn=squared_error_loss, record=record)
-trajectories = [cms.parameter_trajectory(record, level, "weight",
-                                         explorer_cms.levels[level]["weight"])
-                for level in range(3)]
-steps = [record.update_steps(level) for level in range(3)]
-names = ["fast C=1", "middle C=8", "slow C=64"]
+trajectories = [cms.parameter_trajectory(record, block, "weight",
+                                         explorer_cms.blocks[block]["weight"])
+                for block in range(3)]
+steps = [record.update_steps(block) for block in range(3)]
+labels, block_levels = explorer_cms.block_labels(), explorer_cms.level_of_block
 viz.plot_cms_explorer(trajectories, steps, stream.losses[0], time=length // 2, show="weights",
-                      level_names=names)
+                      labels=labels, levels=block_levels)
 
 # %%
 widgets.explore(
@@ -278,8 +295,8 @@ widgets.explore(
     {"time": widgets.int_slider(length // 2, 0, length - 1, step=8, description="token"),
      "show": widgets.dropdown([("weights", "weights"), ("last update", "update")], "weights",
                               "show")},
-    fixed={"trajectories": trajectories, "steps_per_level": steps,
-           "losses": stream.losses[0], "level_names": names},
+    fixed={"trajectories": trajectories, "steps_per_block": steps,
+           "losses": stream.losses[0], "labels": labels, "levels": block_levels},
     play="time",
 )
 
@@ -287,26 +304,31 @@ widgets.explore(
 # ## 6. Variants and the second use: multi-rate training
 #
 # - **Sequential** (eq. 70): the chain above; chapter 5 uses it after self-modifying Titans.
-# - **Independent** (eq. 74): parallel levels, aggregated by a learnable weighted sum
+# - **Independent** (eq. 74): parallel blocks, aggregated by a learnable weighted sum
 #   (`variant="independent"`; the weights $a_\ell$ start at 1).
-# - **Nested** (eq. 72): a fast level is re-initialised at the end of its *context*, which is
-#   one chunk of the next slower level (`variant="nested"`, or any `reset_every`). It restarts
+# - **Nested** (eq. 72): a fast block is re-initialised at the end of its *context*, which is
+#   one chunk of the next slower block (`variant="nested"`, or any `reset_every`). It restarts
 #   from its initial parameters, which the outer optimizer meta-learns.
 #
-# Everything is differentiable w.r.t. the initial parameters: the outer optimizer (AdamW in the
-# paper) trains them by backpropagating through the in-context updates.
+# The initial parameters are trained by an outer optimizer (AdamW in the paper). By default
+# (`first_order=False`) `ContinuumMemory` is differentiated *through* the in-context updates:
+# the outer gradient also sees how each update depended on the initial parameters (second
+# order, like MAML). With `first_order=True` the updates count as constants for the outer
+# gradient (first-order MAML): the initial parameters still get the gradient along the direct
+# path, at a lower cost. HOPE (chapter 5) uses `first_order=True` by default; the forward values
+# are the same either way.
 #
-# The second use of eq. 71 runs across *training steps* instead of tokens: a level whose chunk is
-# longer than a training sequence is stepped by the outer optimizer every $C_\ell$ steps with
-# the summed gradient. `cms.MultiRateOptimizer` wraps any torch optimizer whose parameter group
-# $\ell$ holds level $\ell$.
+# The second use of eq. 71 runs across *training steps* instead of tokens: a block whose chunk is
+# longer than a training sequence is stepped by the outer optimizer every $C_j$ steps with the
+# summed gradient. `cms.MultiRateOptimizer` wraps any torch optimizer whose parameter group
+# $g$ holds one block, stepped every $C_g$ steps.
 
 # %%
 model = ContinuumMemory(4, [1, 10], [0.0, 0.0], linear=True, variant="independent",
                         residual=False, pre_norm=False, generator=generator)
 teacher = torch.randn(4, 4, generator=generator)
-sgd = torch.optim.SGD([{"params": model.levels[0].parameters(), "lr": 0.05},
-                       {"params": model.levels[1].parameters(), "lr": 0.005}])
+sgd = torch.optim.SGD([{"params": model.blocks[0].parameters(), "lr": 0.05},
+                       {"params": model.blocks[1].parameters(), "lr": 0.005}])
 multi_rate = cms.MultiRateOptimizer(sgd, [1, 10])
 for _ in range(nlbook.smoke(60, 30)):
     batch = torch.randn(16, 1, 4, generator=generator)
@@ -314,23 +336,23 @@ for _ in range(nlbook.smoke(60, 30)):
     multi_rate.zero_grad()
     loss.backward()
     multi_rate.step()
-print(f"final training loss {loss.item():.3f}; slow level stepped at",
+print(f"final training loss {loss.item():.3f}; the slow block (group 1) stepped at",
       multi_rate.record.update_steps(1))
 
 # %% [markdown]
 # ## 7. Does multi-rate memory stop forgetting? A → B → A
 #
 # The paper's argument (A §7.1): knowledge overwritten in a fast level still lives in the slow
-# ones. We test it on the toy of reference notes §7.4: streams of linear-regression samples
+# ones. We test it on a toy of our own: streams of linear-regression samples
 # $y = W_A x$ ($d = 16$, $x \sim \mathcal N(0, I)$), first task A, then 300 samples of
 # task B, then 300 of A again, learned **in context** by an independent linear CMS (all
 # weights start at 0). Five random task pairs run as five sequences of one batch: their fast
 # parameters are separate. We measure the test MSE on task A (mean over output dimensions;
 # predicting 0 scores about 1) at each stage, for three models:
-# 1. **one level**, $C = 1$, $\eta = 0.02$;
-# 2. **naive CMS**: fast ($C = 1$, $\eta = 0.02$) + slow ($C = 64$, $\eta = 0.02$);
-# 3. **slow + reset fast**: fast ($C = 1$, $\eta = 0.02$) re-initialised every 300 tokens (the
-#    end of its context, eq. 72) + a slow level that is *slow* ($C = 100$, $\eta = 0.002$).
+# 1. **one level**: one block, $C = 1$, $\eta = 0.02$;
+# 2. **naive CMS**: level 1 ($C = 1$, $\eta = 0.02$) + level 2 ($C = 64$, $\eta = 0.02$);
+# 3. **slow + reset fast**: level 1 ($C = 1$, $\eta = 0.02$) re-initialised every 300 tokens (the
+#    end of its context, eq. 72) + a level 2 that is *slow* ($C = 100$, $\eta = 0.002$).
 #
 # The B phase is exactly one 300-token context. "after B" is measured one token before its
 # end (the fast level still holds B), "after context end" one token later.
@@ -400,7 +422,7 @@ for name, curve in stream_losses.items():
 # - The CMS whose slow level is really slow (small $\eta$) and whose fast level is reset at the
 #   end of each context forgets as much *while B sits in the fast level*, but when the context
 #   ends the fast level restarts from its initial state and the slow level's knowledge of A is
-#   back: 0.060 instead of 2 (reference notes §7.4 report 0.067). It then re-learns A in context
+#   back: 0.060 instead of 2. It then re-learns A in context
 #   almost at once (stream MSE 0.006 vs 0.2 during "A again").
 # - The price: on its own the slow level is a *worse* model of A than a single fast level
 #   (0.022 and 0.049, both measured right after a context end, against ≈ 0). In smoke mode,
@@ -510,24 +532,24 @@ ex.answer("fast_slow_level", prediction)
 # %% [markdown]
 # ## Summary
 #
-# - A CMS is a chain (or a parallel set) of MLP blocks; level $\ell$ sums the task-loss
-#   gradients of $C_\ell$ tokens at the parameters that entered the chunk and applies
-#   $-\eta_\ell\sum$ when the chunk closes (eq. 71). With $\eta = 0$ it is the frozen MLP of a
-#   Transformer.
-# - It is causal, per sequence and streamable: the carried state is the per-level parameters
+# - A CMS is a chain (or a parallel set) of MLP blocks; block $j$ sums the task-loss
+#   gradients of $C_j$ tokens at the parameters that entered the chunk and applies
+#   $-\eta_j\sum$ when the chunk closes (eq. 71). With $\eta = 0$ it is the frozen MLP of a
+#   Transformer. Its levels are its blocks sorted by frequency, level 1 the fastest.
+# - It is causal, per sequence and streamable: the carried state is the per-block parameters
 #   plus the open chunk's gradient sum (and a pending position while its target is unknown).
 # - Multi-rate updates alone do not stop forgetting; a slow level with a small rate plus a fast
 #   level reset per context does, at the price of a weaker slow model.
 #
 # **Next:** chapter 4 makes the memories self-modifying (they generate their own values and
 # learning rates, with Delta Gradient Descent), and chapter 5 puts this CMS after
-# self-modifying Titans in the HOPE block, training the initial parameters of every level with
+# self-modifying Titans in the HOPE block, training the initial parameters of every block with
 # AdamW through the in-context updates.
 #
 # **Where this deviates from the paper.** The sum runs over exactly $C$ tokens (the paper's
 # $i-C..i$ has $C+1$ terms). The error signal is a per-token loss passed in with its targets
 # (test-time-training style); in an LM it is the next-token loss through the LM head, and the
-# gradient reaches level $\ell$ through the later CMS levels only. The nested variant resets
-# a fast level to its outer-trained initial parameters, not to a state the slower level learns
-# in context. Blocks are pre-norm residual MLPs (the paper omits normalisation). Per-level
+# gradient reaches block $j$ through the later CMS blocks only. The nested variant resets
+# a fast block to its outer-trained initial parameters, not to a state the slower block learns
+# in context. Blocks are pre-norm residual MLPs (the paper omits normalisation). Per-block
 # chunk sizes and rates for language models are not given in the paper; ours are choices.

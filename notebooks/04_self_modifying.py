@@ -23,16 +23,20 @@
 # with an L2 regression solved *exactly*: **Delta Gradient Descent** (DGD), which first erases
 # what the weights answer along the current input and then writes. §8 then builds memories that
 # produce their own keys, values, learning rates and retention, and train themselves in context
-# with DGD: **self-modifying Titans**, the first half of the HOPE block (chapter 5).
+# with DGD: **self-modifying Titans**, the first half of the HOPE block (chapter 5). Its memories
+# are written at every token: in HOPE they are the fastest level, level 1 (chapter 0).
+# Notation: [glossary](GLOSSARY.md).
 #
 # **Learning objectives.** After this chapter you can
 # 1. derive DGD from the proximal L2 step with Sherman–Morrison, and spot the NeurIPS typo;
-# 2. say why the erase term helps on correlated inputs (and measure it);
+# 2. say why the erase term helps on correlated inputs (and measure it), and why A-eq 57 run as
+#    printed, with the target $u = -\nabla_y L$, settles at half the answer;
 # 3. write a self-modifying layer that changes its own weights (rank 1 and rank k);
-# 4. run self-modifying Titans step by step and watch every memory, $\eta_t$ and $\alpha_t$
-#    evolve.
+# 4. run one token, then one chunk, of self-modifying Titans by hand, check it against the fast
+#    form, and watch every memory, $\eta_t$ and $\alpha_t$ evolve.
 #
-# **Time:** about 45 minutes. **Prerequisites:** chapter 1 (delta rule, Titans).
+# **Time:** about 80 minutes of study. **Prerequisites:** chapter 1 (delta rule, Titans), and
+# chapter 2's view of a gradient step as a memory write.
 
 # %%
 # Setup. On Colab: fetch the course and install nlbook into this kernel (plain Python on
@@ -56,6 +60,7 @@ nlbook.setup(seed=0)
 
 # %%
 import torch
+import torch.nn.functional as F
 
 import nlbook.viz as viz
 from nlbook import selfmod, smoke, widgets
@@ -67,7 +72,8 @@ from nlbook.exercises import self_modifying as ex
 # **Idea.** For a linear layer $y = W x$, a GD step is one proximal step on a *dot-product*
 # objective, $\arg\min_W \langle W x, \nabla_y L\rangle + \lVert W - W_t\rVert^2/(2\eta)$: the
 # answer $W x_t$ does not matter, only the gradient. DGD instead regresses the layer's output
-# onto the target $u = -\nabla_y L$ (A-eq 56):
+# onto a target $u$ (A-eq 56, where the paper takes $u = -\nabla_y L$, the layer's local
+# surprise of chapter 2):
 #
 # $$W_{t+1} = \arg\min_W \tfrac12\lVert W x_t - u_t\rVert^2 + \frac{\lVert W - W_t\rVert^2}{2\eta}
 #   = (W_t + \eta\, u x^\top)(I + \eta\, x x^\top)^{-1}.$$
@@ -75,10 +81,13 @@ from nlbook.exercises import self_modifying as ex
 # **Sherman–Morrison:** $(I + \eta\, x x^\top)^{-1} = I - \eta' x x^\top$ with
 # $\boldsymbol{\eta' = \eta / (1 + \eta\lVert x\rVert^2)}$, so
 #
-# $$W_{t+1} = W_t (I - \eta' x x^\top) - \eta'\, \nabla_y L\, x^\top
+# $$W_{t+1} = W_t (I - \eta' x x^\top) + \eta'\, u\, x^\top, \quad\text{and with }
+#   u = -\nabla_y L:\quad W_{t+1} = W_t (I - \eta' x x^\top) - \eta'\, \nabla_y L\, x^\top
 #   \qquad\text{(arXiv A-eq 57).}$$
 #
 # The first term *erases* what $W$ stores along $x$ before the second writes.
+# `selfmod.dgd_step(W, x, grad_y, lr)` computes the second form; to regress onto a known target
+# value $u$, pass `grad_y = −u`.
 
 # %%
 generator = torch.Generator().manual_seed(0)
@@ -97,8 +106,8 @@ assert (fast - closed).abs().max() < 1e-10
 # The NeurIPS print (N-eq 29) has $W_t(I - x x^\top)$: no $\eta'$ on the erase. With unit $x$
 # that wipes the whole $x$-direction at every step whatever $\eta$ is; with $\lVert x\rVert^2 > 2$
 # the factor $1 - \lVert x\rVert^2 < -1$ flips sign and the weights blow up. The arXiv version
-# writes $\eta' = \eta/(1 + \eta)$, which is right only for $\lVert x\rVert = 1$. Several public
-# repositories copied one of the two (reference notes §8 item 2).
+# writes $\eta' = \eta/(1 + \eta)$, which is right only for $\lVert x\rVert = 1$. When you read
+# a reproduction, check which of the two prints it copied.
 
 # %%
 lr = 0.7
@@ -114,31 +123,79 @@ for _ in range(10):  # the NeurIPS erase applied ten times with ‖x‖² = 4: f
 print(f"ten NeurIPS erases: ‖W‖ grows from {W.norm():.1f} to {weights.norm():.3g}")
 
 # %% [markdown]
-# ### Why the erase term helps on correlated inputs
+# ### Why the erase term helps on correlated inputs, and which target to regress onto
 #
 # Online linear regression, one pair $(x_t, y_t = W^* x_t)$ per step, with inputs that drift
 # slowly ($x_t = \rho\, x_{t-1} + \sqrt{1-\rho^2}\, \xi_t$, $\rho = 0.95$,
-# $\lVert x\rVert^2 \approx d = 16$). GD adds $\eta\, (y - W x) x^\top$; DGD takes the exact
-# proximal step (target $u = y_t$), which first removes the old answer along $x_t$.
+# $\lVert x\rVert^2 \approx d = 16$), loss $L = \tfrac12\lVert W x_t - y_t\rVert^2$, so
+# $\nabla_y L = W x_t - y_t$. Three rules see the same stream, from $W = 0$:
+#
+# - **GD**: $W - \eta\, (W x - y) x^\top$.
+# - **DGD, target $u = y_t$** (the course's form): the exact proximal step of the regression
+#   onto the known target, $W (I - \eta' x x^\top) + \eta' y x^\top$. It first removes the old
+#   answer along $x_t$, then writes $y_t$. This is the form every memory of HOPE uses (its
+#   targets are $\hat v$).
+# - **DGD as printed, $u = -\nabla_y L$** (A-eq 56–57 literally):
+#   $W (I - \eta' x x^\top) - \eta' (W x - y) x^\top$.
 
 # %%
 stream = selfmod.correlated_stream_experiment(length=smoke(600, 150), dim=16, correlation=0.95,
                                               lrs=(0.01, 0.05, 0.1, 1.0, 10.0))
-for rule in ("gd", "dgd"):
-    finals = {lr: float(errors[-50:].mean()) for lr, errors in stream[rule].items()}
-    print(rule.upper(), " ".join(f"η={lr:g}: {err:.3g}" for lr, err in finals.items()))
+finals = {rule: {lr: float(errors[-50:].mean()) for lr, errors in per_lr.items()}
+          for rule, per_lr in stream.items()}
+print("mean relative error ‖W x − y‖²/‖y‖² over the last 50 steps")
+for rule, per_lr in finals.items():
+    print(f"{rule:12s}", " ".join(f"η={lr:g}: {error:9.3g}" for lr, error in per_lr.items()))
 viz.plot_gd_vs_dgd_stream(stream)
 
 # %% [markdown]
-# What we measure (mean relative error over the last 50 steps, printed above): GD diverges as
-# soon as $\eta\lVert x\rVert^2 > 2$ ($\eta \ge 0.1$ here), because correlated inputs push the
-# same direction again and again; DGD is stable for *every* $\eta$, since
-# $\eta'\lVert x\rVert^2 < 1$ always. At its best step size GD is about
-# as good as DGD: the gain is robustness, not a lower floor. DGD on one linear layer is the
-# normalised LMS / Longhorn step.
+# **What we measure** (full size, 600 steps): GD diverges as soon as $\eta\lVert x\rVert^2 > 2$
+# ($\eta \ge 0.1$ here), because correlated inputs push the same direction again and again; at
+# its best step size ($\eta = 0.05$: 0.002) it is about as good as DGD. DGD with target $y$
+# reaches 0.002–0.003 for every $\eta \ge 0.05$ and never diverges: the gain is robustness, not
+# a lower floor (on one linear layer it is the normalised LMS / Longhorn step). **DGD as printed
+# settles at 0.25–0.35 for every $\eta$.**
 #
-# **DGD with a linear memory and target $v$ is the delta rule** with step $\beta = \eta'$
-# (reference §3.2).
+# Why, along the current input $x$ (write $a = \eta'\lVert x\rVert^2 \in (0, 1)$):
+#
+# - target $y$: $W_{\text{new}}\, x = (1 - a)\, W x + a\, y$. The answer moves towards $y$; the
+#   error $W - W^*$ is multiplied by $I - \eta' x x^\top$, whose eigenvalues lie in $(0, 1]$:
+#   **$\lVert W - W^*\rVert$ never grows, for every $\eta$**. That is the precise sense in which
+#   this DGD is stable for every step size.
+# - target $u = -\nabla_y L = y - W x$: $W_{\text{new}}\, x = (1 - 2a)\, W x + a\, y$. The
+#   residual already subtracts the current answer, and the erase term subtracts it once more.
+#   The fixed point is $W x = y/2$ (the output equals its own target $y - W x$), a relative
+#   error of exactly 1/4. The factor $1 - 2a$ keeps it bounded for every $\eta$ too, but once
+#   $\eta\lVert x\rVert^2 > 1$ it is negative: the answer overshoots and oscillates around
+#   $y/2$ (0.35 at $\eta = 10$).
+#
+# A one-pair check of both fixed points:
+
+# %%
+pair_x = torch.randn(4, dtype=torch.float64, generator=generator)
+pair_y = torch.randn(5, dtype=torch.float64, generator=generator)
+target_form = torch.zeros(5, 4, dtype=torch.float64)
+printed_form = torch.zeros(5, 4, dtype=torch.float64)
+for _ in range(100):
+    target_form = selfmod.dgd_step(target_form, pair_x, -pair_y, 0.5)                 # u = y
+    printed_form = selfmod.dgd_step(printed_form, pair_x, printed_form @ pair_x - pair_y, 0.5)
+print(f"u = y:        W x / y = {(target_form @ pair_x / pair_y).mean():.4f}")
+print(f"u = −∇_y L:   W x / y = {(printed_form @ pair_x / pair_y).mean():.4f}")
+assert torch.allclose(printed_form @ pair_x, pair_y / 2)
+
+# %% [markdown]
+# **Which one HOPE uses, and why.** A-eq 56 is written for a layer inside a network, which has
+# no target of its own, only the surprise $-\nabla_y L$ that backpropagation hands it; chapter 2
+# read that layer as a memory of its surprise, and A-eq 57 writes the surprise itself as the
+# value. A memory that *does* have a target (Titans' $v$, self-modifying Titans' $\hat v$)
+# should regress onto that target, $u = \hat v$: that is the exact proximal step of its L2
+# objective, the gated delta rule of A-eq 92. Taking $\nabla L$ of that same objective as the
+# value, as A-eq 88 and A-eq 93 read literally, erases twice,
+# $M(\alpha I - 2\eta\, k k^\top) + \eta\, \hat v k^\top$, and halves the target exactly as
+# above. So `nlbook.selfmod` (and with it HOPE) writes every memory with target $u = \hat v$
+# ($u = \hat v - k$ for the residual MLP memories).
+#
+# **DGD with a linear memory and target $v$ is the delta rule** with step $\beta = \eta'$.
 # Chapter 1's `nlbook.memory.delta_rule` agrees:
 
 # %%
@@ -182,49 +239,196 @@ for rank in (1, 3):
 # %% [markdown]
 # ## 3 · Self-modifying Titans, step by step
 #
-# A-eq 86–89: every projection except q becomes a memory that is written in context.
+# ### 3.1 · The rule, for one head (A-eq 86–89)
 #
-# - $k_t = M_k(x_t)$, $v_t = M_v(x_t)$, $\eta_t = \mathrm{softplus}(M_\eta(x_t))$,
-#   $\alpha_t = \mathrm{sigmoid}(M_\alpha(x_t))$; $q$ fixed;
-# - each memory makes its **own target** $\hat v_\square = M_\square(v_t)$ and is trained on
-#   $(k_t, \hat v_\square)$;
-# - each is updated by DGD with retention (A-eq 88); the main memory is read, $o_t = M(q_t)$;
-# - chunkwise (A-eq 90–93): inside a chunk everything comes from the state that ended the
-#   *previous* chunk ($C\lfloor (t-1)/C\rfloor$; the printed $C\lceil t/C\rceil$ would read the
-#   future); the linear erase
-#   recurrence inside the chunk is solved exactly. Two chunk sizes: one for the main memory,
-#   one for the others.
+# Every projection except $q$ becomes a memory written in context. With fixed projections
+# $x_t = W_x x$ and $q_t = \mathrm{normalize}(W_q x)$:
 #
-# Open choices (the paper leaves them to us; all in `nlbook.selfmod`'s docstring):
+# - generate: $k_t = \mathrm{normalize}(M_k(x_t))$, $v_t = \mathrm{normalize}(M_v(x_t))$,
+#   $\eta_t = \mathrm{softplus}(M_\eta(x_t) + b_\eta)$,
+#   $\alpha_t = \mathrm{sigmoid}(M_\alpha(x_t) + b_\alpha)$;
+# - every memory $\square \in \{k, v, \eta, \alpha, \text{memory}\}$ makes its **own target**
+#   $\hat v_\square = M_\square(v_t)$ and is written towards it at the key $k_t$, by DGD with
+#   retention $\alpha_t$ (A-eq 88, the target form of section 1);
+# - read the main memory after the write, $o_t = M_{\text{memory},\,t}(q_t)$ (the paper prints
+#   $M_{t-1}$; the course reads after the write, as every memory since chapter 1), and project,
+#   $y_t = W_o\, o_t$.
+#
+# $M_k$, $M_v$ and $M_{\text{memory}}$ are residual MLPs $M(z) = z + W_2\,\mathrm{silu}(W_1 z)$
+# (A-eq 89). Only $W_2$ is written in context (input $h = \mathrm{silu}(W_1 k_t)$, target
+# $\hat v - k_t$, so that $M(k_t)$ moves towards $\hat v$); $W_1$ keeps its meta-learned value.
+# $M_\eta$ and $M_\alpha$ are linear maps $w \cdot z$ (input $k_t$, target $\hat v$). Retention
+# acts on the in-context change:
+#
+# $$W \leftarrow W_0 + (W - W_0)(\alpha I - \eta' h h^\top) + \eta' (u - W_0 h)\, h^\top.$$
+#
+# `selfmod.reference_self_modifying_titans` is this rule as a slow float64 loop over sequences,
+# heads and tokens; `selfmod.SelfModifyingTitans` is the fast form. Before using the fast form,
+# we write the rule by hand: one token, then one chunk.
+#
+# ### 3.2 · One token by hand
+#
+# A one-head layer ($d = 8$, memory hidden width 4). Its parameters are the meta-learned
+# initial states of the memories, stored in the row convention of chapter 1; `column` turns them
+# into the $W$ of $y = W x$.
+
+# %%
+titans = selfmod.SelfModifyingTitans(8, heads=1, hidden=4, chunk_size_memory=1,
+                                     chunk_size_others=1, generator=generator).double()
+sequence = torch.randn(1, 6, 8, dtype=torch.float64, generator=generator)
+weights = {name: parameter.detach() for name, parameter in titans.named_parameters()}
+
+
+def column(name):
+    """Head 0's initial state of a memory layer as W (d_out, d_in): the row state transposed."""
+    return weights[name][0].T
+
+
+initial = {"k": [column("key_memory_first"), column("key_memory_second")],
+           "v": [column("value_memory_first"), column("value_memory_second")],
+           "η": [column("lr_memory")], "α": [column("retention_memory")],
+           "memory": [column("main_memory_first"), column("main_memory_second")]}
+
+
+def apply(memory, z):
+    """M(z): z + W_2 silu(W_1 z) for an MLP memory (A-eq 89), w · z for M_η and M_α."""
+    if len(memory) == 1:
+        return memory[0] @ z
+    return z + memory[1] @ F.silu(memory[0] @ z)
+
+
+def write(weight, weight_0, layer_input, target, eta, alpha):
+    """DGD towards ``target`` (grad_y = −u), retention α on the in-context change W − W_0."""
+    shifted = target - weight_0 @ layer_input
+    return weight_0 + selfmod.dgd_step(weight - weight_0, layer_input, -shifted, eta,
+                                       retention=alpha)
+
+
+def token_step(running, snapshot, token):
+    """One token: keys, values, η, α and targets from ``snapshot``, writes into ``running``."""
+    x_t = weights["input_projection"].T @ token
+    q_t = F.normalize(weights["query_projection"].T @ token, dim=0)
+    k_t = F.normalize(apply(snapshot["k"], x_t), dim=0)
+    v_t = F.normalize(apply(snapshot["v"], x_t), dim=0)
+    eta = F.softplus(apply(snapshot["η"], x_t)[0] + weights["lr_bias"].flatten()[0])
+    alpha = torch.sigmoid(apply(snapshot["α"], x_t)[0] + weights["retention_bias"].flatten()[0])
+    new = {}
+    for name, memory in snapshot.items():
+        target = apply(memory, v_t)                          # v̂ = M(v_t): a fixed inner target
+        if len(memory) == 1:                                  # M_η, M_α: w · k_t → v̂
+            new[name] = [write(running[name][0], initial[name][0], k_t, target, eta, alpha)]
+        else:                                                 # W_2 at input silu(W_1 k_t)
+            hidden = F.silu(memory[0] @ k_t)
+            new[name] = [running[name][0],
+                         write(running[name][1], initial[name][1], hidden, target - k_t, eta,
+                               alpha)]
+    read = apply(new["memory"], q_t)                          # o_t after token t's write
+    return new, weights["output_projection"].T @ read, (eta, alpha)
+
+
+state, by_hand, (eta, alpha) = token_step(initial, initial, sequence[0, 0])
+reference = selfmod.reference_self_modifying_titans(titans, sequence[:, :1])[0, 0]
+fast_form, _ = titans(sequence[:, :1])
+print(f"token 0: η = {eta:.3f}, α = {alpha:.3f}")
+print(f"max |by hand − reference loop| = {(by_hand - reference).abs().max():.1e}")
+print(f"max |by hand − fast form|      = {(by_hand - fast_form[0, 0]).abs().max():.1e}")
+assert (by_hand - reference).abs().max() < 1e-12
+assert (by_hand - fast_form[0, 0]).abs().max() < 1e-10
+for name in ("k", "memory"):
+    change = state[name][1] - initial[name][1]
+    rank = torch.linalg.matrix_rank(change, atol=1e-12).item()
+    print(f"M_{name}: rank of the first write {rank}, "
+          f"‖W_2 − W_2,0‖ = {change.norm():.3f}")
+
+# %% [markdown]
+# Each write is rank 1 (one key per token), and every memory wrote itself: the k memory changed
+# the map that will produce the next keys.
+#
+# ### 3.3 · One chunk by hand
+#
+# Token by token the rule is sequential: the keys of token $t + 1$ come from $M_k$ after token
+# $t$'s write. To train on long sequences, the paper splits them into chunks (A-eq 90–93):
+# **inside a chunk, every key, value, $\eta$, $\alpha$ and target comes from the state that ended
+# the previous chunk** (the *snapshot*, the state at $C\lfloor (t-1)/C\rfloor$; the printed
+# $C\lceil t/C\rceil$ would read the future), while the *running* state is still written token by
+# token and read after each write. With $C = 3$, the six tokens are two chunks:
+
+# %%
+chunk = 3
+running, snapshot, outputs = initial, initial, []
+for t in range(6):
+    running, y_t, _ = token_step(running, snapshot, sequence[0, t])
+    outputs.append(y_t)
+    if (t + 1) % chunk == 0:  # the chunk closes: the next chunk generates from this state
+        snapshot = running
+by_hand = torch.stack(outputs)
+titans.chunk_size_memory = titans.chunk_size_others = chunk
+reference = selfmod.reference_self_modifying_titans(titans, sequence, chunk, chunk)[0]
+fast_form, _ = titans(sequence)
+print(f"chunk 3, max |by hand − reference loop| = {(by_hand - reference).abs().max():.1e}")
+print(f"chunk 3, max |by hand − fast form|      = {(by_hand - fast_form[0]).abs().max():.1e}")
+assert (by_hand - fast_form[0]).abs().max() < 1e-10
+token_by_token = selfmod.reference_self_modifying_titans(titans, sequence)[0]
+print(f"chunk 3 vs chunk 1 (a different model): {(by_hand - token_by_token).abs().max():.1e}")
+
+# %% [markdown]
+# The chunk is part of the model (chunk 3 and chunk 1 give different outputs), like Titans'
+# chunks in chapter 1. What it buys: given the snapshot, every token's key $h_t$, target $u_t$,
+# step $\eta'_t$ and retention $\alpha_t$ are known *before* the chunk is written, so the $C$
+# writes form a linear recurrence (row convention)
+#
+# $$S_t = (\alpha_t I - \eta'_t h_t h_t^\top)\, S_{t-1} + \eta'_t\, h_t u_t^\top.$$
+#
+# The fast form solves it for the whole chunk at once, `selfmod.gated_delta_chunk`: the gated
+# delta rule in chapter 1's triangular (WY) form. Check it against the $C$ sequential writes:
+
+# %%
+size, width = 5, 4
+chunk_keys = F.normalize(torch.randn(size, width, dtype=torch.float64, generator=generator),
+                         dim=-1)
+chunk_targets = torch.randn(size, width, dtype=torch.float64, generator=generator)
+steps = 0.5 * torch.rand(size, dtype=torch.float64, generator=generator)
+retention = 0.9 + 0.1 * torch.rand(size, dtype=torch.float64, generator=generator)
+start = torch.randn(width, width, dtype=torch.float64, generator=generator)
+sequential = start
+for key, target, step, keep in zip(chunk_keys, chunk_targets, steps, retention, strict=True):
+    sequential = (keep * torch.eye(width, dtype=torch.float64)
+                  - step * torch.outer(key, key)) @ sequential \
+        + step * torch.outer(key, target)
+at_once, _ = selfmod.gated_delta_chunk(start, chunk_keys, chunk_targets, steps, retention.log())
+print(f"max |one call − {size} sequential writes| = {(at_once - sequential).abs().max():.1e}")
+assert (at_once - sequential).abs().max() < 1e-12
+
+# %% [markdown]
+# ### 3.4 · The fast form and its choices
+#
+# `SelfModifyingTitans` runs the generator memories (k, v, η, α) with one chunk size and the
+# main memory with another (A §8.2: "two chunk sizes"), carries snapshots and running states
+# across calls (a stream cut anywhere equals one call), and keeps the never-written first layers
+# out of the chunk loop. The choices the paper leaves open (all in `nlbook.selfmod`'s docstring):
 #
 # | open choice | made here | why |
 # |---|---|---|
-# | L2 vs dot-product | exact proximal L2 step (A-eq 92 form) | A-eq 93 erases twice |
+# | L2 vs dot-product | proximal L2 step to $\hat v$ (A-eq 92) | A-eq 88/93 erase twice (§ 1) |
 # | rank-1 term on | the written layer, own input | see next row |
-# | layer written | MLP output layer; linear $M_\eta,M_\alpha$ | 1st layer diverged (chunk 8) |
+# | layer written | MLP output layer; linear $M_\eta$, $M_\alpha$ | 1st layer diverged (chunk 8) |
 # | $\eta$ activation / range | softplus, $(0, \infty)$ | $\eta'\lVert x\rVert^2 < 1$ anyway |
-# | $\alpha$ activation / range | sigmoid, $(0,1)$, ≈ 0.95 at init | erase eigenvalue in $(-1,1)$ |
+# | $\alpha$ activation / range | sigmoid, $(0, 1)$, 0.95 at init | erase eigenvalue in $(-1, 1)$ |
 # | what $\alpha$ retains | the in-context change $W - W_0$ | $\alpha W$ collapsed to identity |
 # | stop-gradient on $\hat v$ | inner: fixed target; outer: none | grads reach every init |
 # | momentum | none (A-eq 88 has none) | chunk = exact gated delta rule |
 # | $q, k, v$ | $q$ fixed; $q, k, v$ ℓ2-normalised | raw $v$: gain × $\lVert v\rVert$ per write |
-# | chunk sizes | 32 (main), 8 (others) by default | [KMC] uses 64/8 |
+# | chunk sizes | 32 main, 8 others; HopeBlock: its own | the paper gives none |
 #
-# **Check:** with both chunk sizes 1 the fast path equals an independent float64 token loop; a
-# stream cut anywhere equals one call.
+# **Check:** with two different chunk sizes, a stream cut in the middle of a chunk equals one
+# call.
 
 # %%
-titans = selfmod.SelfModifyingTitans(16, heads=2, chunk_size_memory=1, chunk_size_others=1,
-                                     generator=generator).double()
-tokens = torch.randn(2, 12, 16, dtype=torch.float64, generator=generator)
-fast_out, _ = titans(tokens)
-slow_out = selfmod.reference_self_modifying_titans(titans, tokens)
-print(f"chunk sizes 1: max |fast - token loop| = {(fast_out - slow_out).abs().max():.2e}")
-titans.chunk_size_memory, titans.chunk_size_others = 8, 4
-first_part, state = titans(tokens[:, :5])
-second_part, state = titans(tokens[:, 5:], state)
-whole, _ = titans(tokens)
-print(f"split at 5 (mid-chunk): max difference = "
+titans.chunk_size_memory, titans.chunk_size_others = 4, 2
+first_part, carried = titans(sequence[:, :3])
+second_part, carried = titans(sequence[:, 3:], carried)
+whole, _ = titans(sequence)
+print(f"split at 3 (mid-chunk): max difference = "
       f"{(torch.cat([first_part, second_part], 1) - whole).abs().max():.2e}")
 
 # %% [markdown]
@@ -252,18 +456,23 @@ with torch.no_grad():
             now, then = getattr(state, field)[0, 0], getattr(start, field)[0, 0]
             change = now - then if index is None else now[index] - then[index]
             track[name].append(change.norm().item())
-        for name, column in (("η", -2), ("α", -1)):
-            change = state.generator_first[0, 0, :, column] - start.generator_first[0, 0, :, column]
+        for name, column_index in (("η", -2), ("α", -1)):
+            change = (state.generator_first[0, 0, :, column_index]
+                      - start.generator_first[0, 0, :, column_index])
             track[name].append(change.norm().item())
 print({name: round(values[-1], 4) for name, values in track.items()})
+print(f"η_t over the context: {min(rates):.3f} … {max(rates):.3f};  "
+      f"α_t: {min(retentions):.4f} … {max(retentions):.4f}")
 viz.plot_selfmod_trace(torch.tensor(rates), torch.tensor(retentions),
                        {name: torch.tensor(v) for name, v in track.items()}, step=length - 1)
 
 # %% [markdown]
-# Every memory moves within the context, and $\eta_t$, $\alpha_t$ vary token by token although
-# nothing has been trained yet (the initial states are random). The changes saturate:
-# retention forgets the in-context change back towards the meta-learned state at rate
-# $\alpha$.
+# Every memory moves within the context although nothing has been trained yet (the initial
+# states are random). $\eta_t$ varies token by token; $\alpha_t$ barely does (printed range):
+# $M_\alpha$ starts with small weights (std $0.1/\sqrt d$) behind a bias of 3, so before training
+# $\mathrm{sigmoid}(M_\alpha(x) + 3)$ stays near 0.95 whatever the token, and only training
+# (chapter 5) can make the retention depend on the input. The changes saturate: retention
+# forgets the in-context change back towards the meta-learned state at rate $\alpha$.
 #
 # ## 4 · Explorer
 #
@@ -355,18 +564,23 @@ ex.check_dgd_step(dgd_step)
 #
 # - DGD is the *exact* proximal step of an L2 regression: GD plus an input-dependent erase,
 #   with $\eta' = \eta/(1 + \eta\lVert x\rVert^2)$ for any $\lVert x\rVert$ (the printed
-#   $\eta/(1+\eta)$ needs $\lVert x\rVert = 1$; the NeurIPS $W(I - x x^\top)$ is a typo). It keeps
-#   online learning stable on correlated inputs for every $\eta$; with a linear memory it is
-#   the delta rule.
+#   $\eta/(1+\eta)$ needs $\lVert x\rVert = 1$; the NeurIPS $W(I - x x^\top)$ is a typo).
+#   Regressing onto a target $u = y$, its error $\lVert W - W^*\rVert$ never grows, for every
+#   $\eta$, on correlated inputs where GD diverges; with a linear memory it is the delta rule.
+# - A-eq 57 run as printed, with $u = -\nabla_y L$, erases twice and settles at $W x = y/2$
+#   (relative error 0.25–0.35 against 0.002): it stores the surprise, not the target. HOPE's
+#   memories, which have targets $\hat v$, use the target form.
 # - A self-modifying layer writes rank-k changes of its own weights from its input.
 # - Self-modifying Titans makes $k$, $v$, $\eta$ and $\alpha$ memories that generate their own
-#   targets and learn in context; chunking uses the state that ended the previous chunk, and
-#   the outer loss reaches every memory's initial state because no write is detached.
+#   targets and learn in context; one token is five DGD writes and a read, one chunk takes every
+#   key and target from the state that ended the previous chunk (a linear recurrence, solved at
+#   once), and the outer loss reaches every memory's initial state because no write is detached.
 #
 # **Next:** chapter 5 puts `SelfModifyingTitans` in front of a Continuum Memory System: HOPE.
 #
-# **Where this deviates from the paper:** the in-context write goes to the output layer of each
-# MLP memory (the paper does not say which layer); retention $\alpha$ acts on the in-context
-# change $W - W_0$ rather than on $W$ (A-eq 88's $\alpha W$ collapses the memories to the identity
-# in our runs); $v$ is ℓ2-normalised; no momentum; the read uses the state after the token's own
-# write.
+# **Where this deviates from the paper:** DGD regresses onto the target value ($u = y$,
+# $u = \hat v$) rather than $u = -\nabla_y L$ (both are shown above); the in-context write goes to
+# the output layer of each MLP memory (the paper does not say which layer); retention $\alpha$
+# acts on the in-context change $W - W_0$ rather than on $W$ (A-eq 88's $\alpha W$ collapses the
+# memories to the identity in our runs); $v$ is ℓ2-normalised; no momentum; the read uses the
+# state after the token's own write.

@@ -18,25 +18,28 @@
 # # Chapter 5 · The HOPE block and language model
 #
 # Chapters 3 and 4 built two very different memories. The **Continuum Memory System** (CMS) is
-# a chain of plain MLPs with a lot of capacity and a simple rule: each level takes gradient
-# steps on the task loss every $C_\ell$ tokens. **Self-modifying Titans** has little capacity but an
+# a chain of plain MLP blocks with a lot of capacity and a simple rule: each block takes gradient
+# steps on the task loss every $C_j$ tokens. **Self-modifying Titans** has little capacity but an
 # expressive rule: it generates its own keys, values, learning rates and retention, and rewrites
 # itself with Delta Gradient Descent at every chunk. Nested Learning (arXiv 2512.24695, §8.3)
 # puts them in series and calls the result **HOPE**: self-modifying Titans reads the context,
 # the CMS stores what it sees at several timescales. This chapter assembles the block, turns it
 # into a character language model, and watches every one of its memories change, token by
-# token, while it reads Shakespeare.
+# token, while it reads Shakespeare. In chapter 0's terms the whole model has four levels:
+# the Titans memories (every token), the CMS's in-context block (every 32 tokens), AdamW's
+# moments and the weights (every training step). Notation: [glossary](GLOSSARY.md).
 #
 # **Learning objectives.** After this chapter you can
 # 1. assemble a HOPE block from the previous chapters' parts and follow every tensor's shape;
 # 2. say which normalisation, residual and convolution choices the paper leaves open, and which
 #    ones nlbook makes;
 # 3. check causality and stream generation with a carried state, exactly equal to a full pass;
-# 4. read the per-timescale view: tokens → keys/values → Titans memories → CMS levels;
+# 4. read the per-timescale view: tokens → keys/values → Titans memories → CMS blocks, by level;
 # 5. measure HOPE's speed and size against a Transformer of the same parameter count.
 #
-# **Time:** about 40 minutes. **Prerequisites:** chapter 3 (CMS) and chapter 4 (self-modifying
-# Titans); the Transformer of `nlbook.transformer` is used as the baseline.
+# **Time:** about 70 minutes of study, a few of them waiting for a short training run.
+# **Prerequisites:** chapter 3 (CMS) and chapter 4 (self-modifying Titans); the Transformer of
+# `nlbook.transformer` is used as the baseline.
 
 # %%
 # Setup. On Colab: fetch the course and install nlbook into this kernel (plain Python on
@@ -76,32 +79,51 @@ from nlbook.transformer import parameter_count
 #
 # **Idea.** HOPE (A-eq 94–97) is two memories in series:
 #
-# $$o_t = M_{\text{memory},\,t-1}(q_t) \qquad\text{(self-modifying Titans, A-eq 86–93),}$$
+# $$o_t = M_{\text{memory},\,t}(q_t) \qquad\text{(self-modifying Titans, A-eq 86–93),}$$
 # $$y_t = \mathrm{MLP}^{(f_K)}\big(\dots \mathrm{MLP}^{(f_1)}(o_t)\big)
 #   \qquad\text{(CMS, A-eq 70–71).}$$
+#
+# The paper prints $o_t = M_{\text{memory},\,t-1}(q_t)$, a read *before* token $t$'s write; the
+# course reads every memory after the write (chapter 1's convention, checked in chapter 4), and
+# so does the code below. In the paper's CMS notation each block $\mathrm{MLP}^{(f)}$ is named by
+# its frequency $f$; the code numbers the blocks by chain position (block 0 reads the Titans'
+# output).
 #
 # The paper drops "normalisation and convolution layers for clarity". nlbook fills them in
 # (each choice is stated in `nlbook.hope`'s docstring):
 #
-# - **normalisation:** pre-norm LayerNorm before the memory; each CMS level is itself
+# - **normalisation:** pre-norm LayerNorm before the memory; each CMS block is itself
 #   $x + \mathrm{MLP}(\mathrm{LN}(x))$. The Transformer baseline is pre-norm too, so only the
 #   mixer differs.
 # - **convolution:** causal, depth-wise, window 4, on the memory's input, initialised to the
-#   identity ([AX8]: "local convolution with window 4"; one conv before q/k/v, not three).
-# - **residuals:** around the Titans and around each CMS level.
+#   identity (arXiv §8.3: "local convolution with window 4"; one conv before q/k/v, not three).
+# - **residuals:** around the Titans and around each CMS block.
 # - **positions:** none: the recurrent memories and the convolution see the order.
 # - **CMS task loss:** the next-token cross-entropy of the block's CMS output read through the
-#   model's readout (final norm + tied head): the paper's "task loss", since a middle block
-#   cannot see the final loss causally chunk by chunk.
-# - **CMS levels:** level 0 slow ($\eta = 0$ in context: trained by AdamW across contexts);
-#   level 1 fast (updated in context every 32 tokens, $\eta = 0.01$): one in-context timescale
-#   plus a slow one, cheap on a CPU.
+#   model's readout (final norm + tied head), a "logit-lens" loss. The final loss would also
+#   do, causally and chunk by chunk (the loss at token $t$ depends on tokens $\le t$ only), but
+#   every inner gradient would then run through all the later blocks, segment by segment: the
+#   logit-lens loss is a cost choice.
+# - **CMS blocks:** block 0 has $\eta = 0$ in context (trained by AdamW across contexts),
+#   block 1 is updated in context every 32 tokens ($\eta = 0.01$): one in-context timescale plus
+#   a slow one, cheap on a CPU. By frequency, block 1 is the CMS's level 1 and block 0 its
+#   level 2 (printed below from `block.cms.level_of_block`).
 #
-# **Code.** `hope.HopeBlock` builds exactly this; below we walk one input through it by hand.
+# **Picture.** Data flow of one block, and what each memory reads and is written towards,
+# drawn from the block's own settings (colours: the model's levels, 1 the fastest):
 
 # %%
 generator = torch.Generator().manual_seed(0)
 block = hope.HopeBlock(64, 4, generator=generator)
+viz.plot_hope_block(chunk_size_memory=block.titans.chunk_size_memory,
+                    chunk_size_others=block.titans.chunk_size_others,
+                    cms_chunk_sizes=block.cms.chunk_sizes,
+                    cms_learning_rates=block.cms.learning_rates, conv_window=block.conv.window)
+
+# %% [markdown]
+# **Code.** `hope.HopeBlock` builds exactly this; below we walk one input through it by hand.
+
+# %%
 x = torch.randn(2, 40, 64, generator=generator)  # (B, T, d): 40 is not a multiple of any chunk
 targets = torch.randint(65, (2, 39), generator=generator)  # next tokens: one fewer (pending)
 readout = torch.nn.Linear(64, 65)
@@ -117,8 +139,9 @@ y, titans_state = block.titans(h)
 print(f"self-modifying Titans      {tuple(y.shape)}  main memory per head "
       f"{tuple(titans_state.memory_second.shape)} (B, H, hidden, d_h)")
 cms_out = block.cms(x + y, targets, loss_fn=loss_fn)
-print(f"CMS(x + Titans)            {tuple(cms_out.output.shape)}  levels: chunk sizes "
-      f"{block.cms.chunk_sizes}, rates {block.cms.learning_rates}")
+print(f"CMS(x + Titans)            {tuple(cms_out.output.shape)}  blocks: chunk sizes "
+      f"{block.cms.chunk_sizes}, rates {block.cms.learning_rates}, CMS levels "
+      f"{block.cms.level_of_block}")
 print(f"per-token CMS loss         {tuple(cms_out.losses.shape)}  (the last one waits for its "
       f"target: pending = {cms_out.state.pending_input is not None})")
 
@@ -139,7 +162,7 @@ assert difference < 1e-6
 # heads) whose width brings its parameter count closest.
 #
 # Per block HOPE holds $3d^2$ (input, query and output projections of the Titans) + the small
-# per-head memories + 2 CMS levels of $2 \cdot d \cdot 2d$ each $\approx 11$–$12\,d^2$; a
+# per-head memories + 2 CMS blocks of $2 \cdot d \cdot 2d$ each $\approx 11$–$12\,d^2$; a
 # Transformer block holds $12\,d^2$ ($4d^2$ attention, $8d^2$ MLP). So at equal width the two are
 # almost the same size.
 
@@ -157,7 +180,7 @@ for name, model in (("HopeLM", hope_model), ("TransformerLM", transformer_model)
 # ## 3 · Causality and streaming generation
 #
 # **Causality.** Every piece is causal: the convolution pads on the left, the Titans read the
-# state of the previous chunk boundary, and a CMS level only applies a chunk's update once the
+# state of the previous chunk boundary, and a CMS block only applies a chunk's update once the
 # chunk's last target (the *next* token) has arrived. So changing tokens after position t must
 # not change any logit at or before t.
 
@@ -200,10 +223,11 @@ print("untrained sample:", repr(vocabulary.decode(tokens[0])))
 # `hope.trace_passage` feeds a passage one token at a time (exact, as above) and records, per
 # layer: the Titans' gates $\eta_t$, $\alpha_t$; how much the generated key and value change
 # per token; $\lVert S_t - S_0\rVert$ of the main memory and of the $k, v, \eta, \alpha$
-# memories; and $\lVert \theta_t - \theta_0\rVert$ of each CMS level with its update ticks.
-# These are the timescales of the nested system: the keys and values change with every token,
-# the Titans memories drift within the context, the fast CMS level jumps every 32 tokens, and
-# the slow level stays put within a context.
+# memories; and $\lVert \theta_t - \theta_0\rVert$ of each CMS block, labelled by its CMS level,
+# with its update ticks. These are the timescales of the nested system: the keys and values
+# change with every token, the Titans memories (level 1) drift within the context, the CMS's
+# level 1 (block 1) jumps every 32 tokens, and its level 2 (block 0, $\eta = 0$) stays put
+# within a context.
 #
 # First the untrained model (a static figure).
 
@@ -219,9 +243,10 @@ viz.plot_hope_timescales(**untrained_trace.layer(0), token=idx.shape[1] - 2, tex
 # trained **statefully** (`carry_state=True`, chapter 6 explains it): every batch row reads its
 # own stretch of text, window after window, with HOPE's memories carried from one window to the
 # next, so that in training every in-context memory closes many chunks (a fresh 64-character
-# window would let the main memory, whose chunk is 64, close none). The slow CMS level and every
-# initial state (Titans memories, fast CMS level) are learned here, by the outer optimizer,
-# across contexts: the lowest-frequency level of the nested system.
+# window would let the main memory, whose chunk is 64, close none). The CMS's block 0 and every
+# initial state (Titans memories, the CMS's block 1) are learned here, by the outer optimizer,
+# across contexts: the weights, the slowest level of the nested system (level 4 of chapter 0's
+# map, after AdamW's moments).
 
 # %%
 config = TrainConfig(model="hope", d_model=64, n_layers=2, n_heads=4, context_length=64,
@@ -247,8 +272,8 @@ print(vocabulary.decode(sample[0]))
 
 # %% [markdown]
 # **The per-timescale explorer.** Drag or play the token slider; switch the layer and the model
-# (untrained / trained). Watch the loss panel fall at predictable characters, the fast CMS
-# level move only at its update ticks, and the bars show which memories are active *now*.
+# (untrained / trained). Watch the loss panel fall at predictable characters, the CMS's level 1
+# move only at its update ticks, and the bars show which memories are active *now*.
 
 # %%
 traces = {"untrained": [untrained_trace.layer(i) for i in range(2)],
@@ -404,21 +429,22 @@ ex.check_stream_greedy(stream_greedy)
 # - The CMS's in-context task loss is each block's next-token cross-entropy through the model's
 #   readout; the target arrives one token late (pending), so the whole model is causal and
 #   streams exactly: generation carries the state and equals a full forward pass.
-# - The per-timescale view shows the nesting: keys/values (every token) → Titans memories
-#   (within a chunk and a context) → fast CMS level (every 32 tokens) → slow CMS level and all
-#   initial states (AdamW, across contexts).
+# - The per-timescale view shows the nesting, levels 1 to 4: keys/values and the Titans memories
+#   (every token) → the CMS's block 1 (every 32 tokens) → AdamW's moments → the weights, every
+#   initial state and the CMS's block 0 (every training step, across contexts).
 # - On a CPU HOPE is several times slower to train than a Transformer of the same size.
 #
 # **Next chapter:** train HOPE and the Transformer for equal wall-clock time on Tiny
 # Shakespeare and compare validation loss with n-gram baselines.
 #
 # **Where this deviates from the paper.** The paper's normalisation, convolution placement,
-# chunk sizes, CMS levels and learning rates for its LMs are not given; ours are chosen for
+# chunk sizes, CMS blocks and learning rates for its LMs are not given; ours are chosen for
 # CPU speed. The CMS's in-context updates are differentiated first-order (the updates are
 # constants for the outer gradient, like first-order MAML); `first_order=False` gives the full
 # second-order gradient (measured 6–8% slower per training step at 1M parameters). Each
 # middle block's CMS uses a
-# "logit-lens" loss through the final readout, not the final layer's loss. The slow CMS level
-# is updated by AdamW at every training step rather than at a lower outer frequency
+# "logit-lens" loss through the final readout, not the final layer's loss (a cost choice). The
+# CMS's η = 0 block is updated by AdamW at every training step rather than at a lower outer
+# frequency
 # (`nlbook.cms.MultiRateOptimizer` would do that). Sizes here are ~10⁵–10⁶ parameters, four
 # orders of magnitude below the paper's.

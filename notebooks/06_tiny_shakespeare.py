@@ -26,7 +26,7 @@
 # streams. Then we race HOPE and a Transformer of the *same parameter count* for the *same
 # wall-clock time* on the same CPU, on one megabyte of Shakespeare, one character at a time,
 # against models that learn nothing at all (n-gram counts), sample from both, and open HOPE's
-# memories while it reads a long passage.
+# memories while it reads a long passage. Notation: [glossary](GLOSSARY.md).
 #
 # **Learning objectives.** After this notebook you can
 # 1. state a language model's loss in nats and bits per character and read it against the
