@@ -9,39 +9,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
-__all__ = ["main", "time_call"]
+from nlbook.timing import load_average, time_call
 
-
-def time_call(function: Callable[[], object], *, repeats: int = 5, warmup: int = 1,
-              min_seconds: float = 0.0) -> float:
-    """Median wall time of ``function()`` in seconds over ``repeats`` runs after ``warmup``.
-
-    Each run loops ``function`` until it has taken at least ``min_seconds`` and reports the
-    mean time of one call, so very short calls are not dominated by timer resolution.
-    """
-    for _ in range(warmup):
-        function()
-    samples = []
-    for _ in range(repeats):
-        calls, start = 0, time.perf_counter()
-        while True:
-            function()
-            calls += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_seconds:
-                break
-        samples.append(elapsed / calls)
-    return statistics.median(samples)
+__all__ = ["main", "time_call"]  # time_call lives in nlbook.timing; kept here for old imports
 
 
 def _header(title: str) -> None:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    load = load_average()
     print(f"== {title} | torch {torch.__version__} | threads {torch.get_num_threads()} | "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
