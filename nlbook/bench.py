@@ -153,6 +153,9 @@ def _hope_arguments(parser: argparse.ArgumentParser) -> None:
                         help="timed training steps per model (interleaved; the median counts)")
     parser.add_argument("--second-order", action="store_true",
                         help="also time HOPE with create_graph through the CMS updates")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile'd copies of both models (needs a C++ "
+                             "compiler; compiling HOPE takes minutes, reported apart)")
 
 
 def bench_hope(args: argparse.Namespace) -> None:
@@ -162,7 +165,7 @@ def bench_hope(args: argparse.Namespace) -> None:
     _header("hope: training tokens/s (forward + backward + AdamW), HOPE vs Transformer")
     benchmark_hope(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
                    batch=args.batch, length=args.length, steps=args.steps,
-                   second_order=args.second_order)
+                   second_order=args.second_order, compile=args.compile)
 
 
 BenchmarkEntry = tuple[

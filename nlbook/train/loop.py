@@ -67,7 +67,8 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
             raise ValueError("resume=True needs config.checkpoint (the file to resume from)")
         # On the CPU: RNG states must be CPU tensors; load_state_dict moves the rest.
         state = load_checkpoint(config.checkpoint, map_location="cpu")
-        stored = dict(state["config"], device=config.device, checkpoint=config.checkpoint)
+        stored = dict(state["config"], device=config.device, checkpoint=config.checkpoint,
+                      compile=config.compile)
         config = TrainConfig.from_dict(stored)
     if corpus is None:
         corpus = load_corpus(config.data)
@@ -85,6 +86,8 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
     model_config = _model_config(config, len(vocabulary))
     model = _build_from_model_config(model_config).to(device)
     model.train()
+    # Opt-in: the training forward compiled (evaluation and checkpoints use the model itself).
+    forward = torch.compile(model) if config.compile else model
     optimizer = build_optimizer(config.optimizer, model, learning_rate=config.learning_rate,
                                 weight_decay=config.weight_decay,
                                 betas=(config.beta1, config.beta2))
@@ -189,7 +192,7 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
                 group["lr"] = group["peak_lr"] * learning_rate / config.learning_rate
             inputs, targets = random_batch(corpus.train_ids, config.batch_size,
                                            config.context_length, data_generator, device)
-            _, loss = model(inputs, targets)
+            _, loss = forward(inputs, targets)
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise TrainingDivergedError(
