@@ -51,7 +51,9 @@ if "google.colab" in sys.modules:
             result = subprocess.run(command, capture_output=True, text=True)
             if result.returncode != 0:
                 shutil.rmtree(COURSE_DIRECTORY, ignore_errors=True)  # a new run starts over
-                said = (result.stderr.strip().splitlines() or ["no message"])[-1]
+                lines = result.stderr.strip().splitlines() or ["no message"]
+                said = next((line for line in lines  # git's "fatal: ...", pip's "ERROR: ..."
+                             if line.lower().startswith(("fatal:", "error:"))), lines[-1])
                 raise CourseSetupError(
                     f"Could not {what} ({said}): check that NLBOOK_REPOSITORY, if set, is "
                     "the address of a copy of this course and that this runtime is online, "
