@@ -11,8 +11,11 @@ Everything else that needs it is generated from there by ``python -m nlbook.cour
   markers).
 
 ``python -m nlbook.course check`` (and ``tests/test_course.py``) lists every copy that
-disagrees, and any other file that spells the address out. This is an authors' tool: it works
-on a checkout of the repository, not on an installed wheel.
+disagrees, and any other file that spells the address out. The setup cell is plain Python on
+purpose (a ``!`` or ``%`` magic inside ``if`` breaks the paired py:percent file), ends with an
+assignment (a bare ``nlbook.setup()`` would echo its SetupInfo a second time as ``Out[1]``),
+and explains a failed clone or install in one sentence instead of a subprocess traceback.
+This is an authors' tool: it works on a checkout of the repository, not on an installed wheel.
 """
 
 from __future__ import annotations
