@@ -12,6 +12,7 @@ from nlbook.cms import ContinuumMemory, cross_entropy_loss, squared_error_loss
 from nlbook.cms.fast_weights import _LevelTensors
 from nlbook.cms.inner_gradient import (
     BranchTape,
+    activation_backward,
     activation_derivative,
     layer_norm_backward,
     layer_output_gradients,
@@ -63,7 +64,8 @@ def _both_gradients(cms, rates, loss_kind, *, second_order):
     taped = active if cms.variant == "independent" else range(min(active), cms.num_levels)
     tapes = {level: BranchTape() for level in taped}
     outputs = cms._run_levels(levels, x, tapes)
-    losses, d_output = loss_and_output_gradient(loss_fn, outputs[:, :known], targets)
+    losses, d_output = loss_and_output_gradient(loss_fn, outputs[:, :known], targets,
+                                                create_graph=second_order)
     assert torch.equal(losses, loss_fn(outputs[:, :known], targets))
     mine = layer_output_gradients(cms, levels, tapes, d_output, active)
     layer_outputs = [layer[3] for level in active for layer in tapes[level].layers]
@@ -123,6 +125,11 @@ def test_activation_derivatives_match_autograd(name):
     x = torch.linspace(-4, 4, 81, dtype=DTYPE).requires_grad_(True)
     (expected,) = torch.autograd.grad(_ACTIVATIONS[name](x).sum(), x)
     assert (activation_derivative(name, x.detach()) - expected).abs().max() < 1e-14
+    upstream = torch.randn(81, dtype=DTYPE, generator=torch.Generator().manual_seed(0))
+    (expected,) = torch.autograd.grad(_ACTIVATIONS[name](x), x, upstream)
+    fused = activation_backward(name, upstream, x.detach())
+    assert (fused - upstream * activation_derivative(name, x.detach())).abs().max() < 1e-14
+    assert (fused - expected).abs().max() < 1e-14
 
 
 def test_layer_norm_backward_matches_autograd():

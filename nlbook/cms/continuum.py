@@ -266,8 +266,8 @@ class ContinuumMemory(nn.Module):
         if not active:
             losses = check_per_token_losses(loss_fn(outputs[:, :known], targets), batch, known)
         else:
-            losses, output_gradient = loss_and_output_gradient(loss_fn, outputs[:, :known],
-                                                               targets)
+            losses, output_gradient = loss_and_output_gradient(
+                loss_fn, outputs[:, :known], targets, create_graph=second_order)
             # Written out by hand (no torch.autograd.grad: torch.compile keeps one graph).
             # First order: the gradients are constants, computed without a graph.
             with torch.set_grad_enabled(second_order):
