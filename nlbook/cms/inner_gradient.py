@@ -3,17 +3,20 @@
 Every in-context update needs, at each affine layer of a level, the gradient g_t = ∂L/∂z_t of
 the chunk's summed loss L = Σ_t loss_t at the layer's output z_t (the weight's gradient is then
 Σ_t g_t x_tᵀ, kept as the factors (G, X), see :class:`nlbook.cms.fast_weights._LevelTensors`).
-This module backpropagates it through the chain of levels with ordinary tensor operations
-instead of ``torch.autograd.grad``, which ``torch.compile`` cannot put in a graph:
+This module backpropagates it through the chain of levels with ordinary tensor operations,
+so that ``torch.compile`` keeps HOPE's forward as one graph (it cannot trace a call of
+``torch.autograd.grad``):
 
 - the loss's gradient at the CMS output (any loss function) comes from
-  ``torch.func.grad_and_value`` when compiling, from autograd over the loss alone in eager;
+  ``torch.func.grad_and_value`` when compiling (traced into the graph), and in eager from
+  ``torch.autograd.grad`` over the loss alone (the same numbers, less overhead);
 - then, level by level from the output down: an affine layer z = W x + b (W = dense + Gᵀ X)
   sends ∂L/∂x = ∂L/∂z (dense + Gᵀ X); the activation multiplies by its derivative; the
   pre-norm LayerNorm (no affine) has the usual closed-form backward; a residual adds its
   branch's input gradient to the skip path.
 
-Tested against ``torch.autograd`` in float64 (tests/test_cms.py), first and second order.
+Tested against ``torch.autograd`` in float64 (tests/test_cms_inner_gradient.py), first and
+second order.
 Under ``first_order`` the gradients are constants and are computed without a graph; for
 second-order updates the same operations run with the graph on, so the updates stay
 differentiable w.r.t. the initial parameters and the inputs.
