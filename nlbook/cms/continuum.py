@@ -170,7 +170,7 @@ class ContinuumMemory(nn.Module):
     def _run_levels(self, levels: Sequence[_LevelTensors], inputs: torch.Tensor,
                captures: dict[int, BranchTape] | None = None) -> torch.Tensor:
         """:meth:`apply_parameters` at possibly factored parameters (``captures``: per level
-        index a list for :meth:`_branch`)."""
+        index a :class:`BranchTape` for :meth:`_branch`)."""
         captures = captures or {}
         if self.variant == "independent":
             assert self.aggregation is not None
@@ -268,8 +268,8 @@ class ContinuumMemory(nn.Module):
         else:
             losses, output_gradient = loss_and_output_gradient(
                 loss_fn, outputs[:, :known], targets, create_graph=second_order)
-            # Written out by hand (no torch.autograd.grad: torch.compile keeps one graph).
-            # First order: the gradients are constants, computed without a graph.
+            # Backpropagated through the levels by hand, so that torch.compile keeps one
+            # graph. First order: the gradients are constants, computed without a graph.
             with torch.set_grad_enabled(second_order):
                 if not second_order:
                     output_gradient = output_gradient.detach()
