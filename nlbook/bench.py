@@ -9,39 +9,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
-__all__ = ["main", "time_call"]
+from nlbook.timing import load_average, time_call
 
-
-def time_call(function: Callable[[], object], *, repeats: int = 5, warmup: int = 1,
-              min_seconds: float = 0.0) -> float:
-    """Median wall time of ``function()`` in seconds over ``repeats`` runs after ``warmup``.
-
-    Each run loops ``function`` until it has taken at least ``min_seconds`` and reports the
-    mean time of one call, so very short calls are not dominated by timer resolution.
-    """
-    for _ in range(warmup):
-        function()
-    samples = []
-    for _ in range(repeats):
-        calls, start = 0, time.perf_counter()
-        while True:
-            function()
-            calls += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_seconds:
-                break
-        samples.append(elapsed / calls)
-    return statistics.median(samples)
+__all__ = ["main", "time_call"]  # time_call lives in nlbook.timing; kept here for old imports
 
 
 def _header(title: str) -> None:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    load = load_average()
     print(f"== {title} | torch {torch.__version__} | threads {torch.get_num_threads()} | "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
@@ -320,6 +298,9 @@ def _hope_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --context: tokens in every training step (default 2048)")
     parser.add_argument("--second-order", action="store_true",
                         help="also time HOPE with create_graph through the CMS updates")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile'd copies of both models (needs a C++ "
+                             "compiler; compiling HOPE takes minutes, reported apart)")
 
 
 def _int_list(text: str) -> list[int]:
@@ -343,7 +324,7 @@ def bench_hope(args: argparse.Namespace) -> None:
     if args.context is None:
         benchmark_hope(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
                        batch=args.batch, length=args.length, steps=args.steps,
-                       second_order=args.second_order)
+                       second_order=args.second_order, compile=args.compile)
         return
     ratios = []
     for length in args.context:
@@ -351,7 +332,8 @@ def bench_hope(args: argparse.Namespace) -> None:
         print(f"-- context {length}, batch {batch}")
         results = benchmark_hope(d_model=args.d_model, n_layers=args.n_layers,
                                  n_heads=args.n_heads, batch=batch, length=length,
-                                 steps=args.steps, second_order=args.second_order)
+                                 steps=args.steps, second_order=args.second_order,
+                                 compile=args.compile)
         ratios.append((length, batch, results))
     print("context  batch  HOPE tokens/s  Transformer tokens/s  ratio")
     for length, batch, results in ratios:

@@ -46,6 +46,7 @@ from nlbook._checks import (
     check_same_dtype_device,
     check_shape,
 )
+from nlbook.timing import time_call
 
 __all__ = [
     "benchmark_memory",
@@ -538,8 +539,6 @@ def benchmark_memory(batch: int = 16, heads: int = 4, length: int = 256, dim: in
     Prints one line per (rule, chunk size) with milliseconds and the speed-up over the loop,
     and returns ``{"<rule> C=<c>": speedup}``. Call with one torch thread for stable ratios.
     """
-    from nlbook.bench import time_call
-
     generator = torch.Generator().manual_seed(seed)
 
     def normal(*shape):

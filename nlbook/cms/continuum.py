@@ -12,6 +12,12 @@ from torch import nn
 
 from nlbook._checks import check_dtype_float, check_ndim, check_positive_int
 from nlbook.cms.fast_weights import _affine, _BlockTensors
+from nlbook.cms.inner_gradient import (
+    BranchTape,
+    check_per_token_losses,
+    layer_output_gradients,
+    loss_and_output_gradient,
+)
 from nlbook.cms.state import (
     _ACTIVATIONS,
     VARIANTS,
@@ -196,9 +202,12 @@ class ContinuumMemory(nn.Module):
         return self._branch(_BlockTensors(dict(parameters)), inputs, None)
 
     def _branch(self, block: _BlockTensors, inputs: torch.Tensor,
-                capture: list | None) -> torch.Tensor:
-        """:meth:`branch` at possibly factored parameters; ``capture`` collects, per affine
-        layer, (weight name, bias name, layer input, layer output) for the inner gradients."""
+                capture: BranchTape | None) -> torch.Tensor:
+        """:meth:`branch` at possibly factored parameters; ``capture`` keeps the branch input
+        and, per affine layer, (weight name, bias name, layer input, layer output) for the
+        inner gradients (:mod:`nlbook.cms.inner_gradient`)."""
+        if capture is not None:
+            capture.branch_input = inputs
         hidden = F.layer_norm(inputs, inputs.shape[-1:]) if self.pre_norm else inputs
         if self.linear:
             return self._layer(block, "weight", "bias", hidden, capture)
@@ -208,13 +217,13 @@ class ContinuumMemory(nn.Module):
 
     @staticmethod
     def _layer(block: _BlockTensors, weight: str, bias: str, inputs: torch.Tensor,
-               capture: list | None) -> torch.Tensor:
+               capture: BranchTape | None) -> torch.Tensor:
         output = _affine(inputs, block.dense[weight], block.dense[bias])
         if weight in block.low_rank:
             left, right = block.low_rank[weight]
             output = output + (inputs @ right.transpose(1, 2)) @ left    # x (W + Gᵀ X)ᵀ
         if capture is not None:
-            capture.append((weight, bias, inputs, output))
+            capture.layers.append((weight, bias, inputs, output))
         return output
 
     def apply_parameters(self, parameters: Sequence[BlockParameters],
@@ -225,9 +234,9 @@ class ContinuumMemory(nn.Module):
         return self._run_blocks([_BlockTensors(dict(block)) for block in parameters], inputs)
 
     def _run_blocks(self, blocks: Sequence[_BlockTensors], inputs: torch.Tensor,
-               captures: dict[int, list] | None = None) -> torch.Tensor:
+               captures: dict[int, BranchTape] | None = None) -> torch.Tensor:
         """:meth:`apply_parameters` at possibly factored parameters (``captures``: per block
-        index a list for :meth:`_branch`)."""
+        index a :class:`BranchTape` for :meth:`_branch`)."""
         captures = captures or {}
         if self.variant == "independent":
             assert self.aggregation is not None
@@ -300,10 +309,11 @@ class ContinuumMemory(nn.Module):
         Σ_t ∇loss_t at shared parameters = ∇ Σ_t loss_t (every block is token-wise), and the
         loss of sequence b depends only on sequence b's parameters, so one backward pass gives
         every block's per-sequence chunk sum. It is taken at each affine layer's output
-        (g_t = ∂L/∂z_t): the weight's sum is Σ_t g_t x_tᵀ, kept as the factors (G, X), and the
-        bias's is Σ_t g_t (see :class:`_BlockTensors`). ``create_graph`` keeps the updates
-        differentiable w.r.t. the initial parameters and the inputs when the caller records a
-        graph and ``first_order`` is off. ``inner_gradients=False``: outputs and losses only.
+        (g_t = ∂L/∂z_t, written out by hand in :mod:`nlbook.cms.inner_gradient`): the weight's
+        sum is Σ_t g_t x_tᵀ, kept as the factors (G, X), and the bias's is Σ_t g_t (see
+        :class:`_BlockTensors`). The updates stay differentiable w.r.t. the initial parameters
+        and the inputs (second order) when the caller records a graph and ``first_order`` is
+        off. ``inner_gradients=False``: outputs and losses only.
         """
         batch, length, _ = inputs.shape
         if loss_fn is None or targets is None or targets.shape[1] == 0:
@@ -312,33 +322,31 @@ class ContinuumMemory(nn.Module):
             return outputs, nan
         active = self._active_blocks() if inner_gradients else []
         second_order = need_graph and not self.first_order
-        with torch.enable_grad():
-            if active and not (need_graph and inputs.requires_grad):
-                # A graph to differentiate through even when the caller records none.
-                inputs = inputs.detach().requires_grad_(True)
-            captures: dict[int, list] = {block: [] for block in active}
-            outputs = self._run_blocks(blocks, inputs, captures)
-            known = targets.shape[1]
-            losses = loss_fn(outputs[:, :known], targets)
-            if not isinstance(losses, torch.Tensor) or losses.shape != (batch, known):
-                shape = getattr(losses, "shape", type(losses).__name__)
-                raise ValueError(f"loss_fn must return per-token losses of shape (B, n) = "
-                                 f"({batch}, {known}), got {shape}")
-            layers = [entry for block in active for entry in captures[block]]
-            gradients = (torch.autograd.grad(losses.sum(), [entry[3] for entry in layers],
-                                             create_graph=second_order,
-                                             retain_graph=need_graph, allow_unused=True)
-                         if layers else ())
-        index = 0
+        # The inner gradient passes through every block from the first active one on (a
+        # chain) or only through the active ones (independent branches): tape those.
+        taped = (active if self.variant == "independent" or not active
+                 else range(min(active), self.num_blocks))
+        captures = {block: BranchTape() for block in taped}
+        outputs = self._run_blocks(blocks, inputs, captures)
+        known = targets.shape[1]
+        if not active:
+            losses = check_per_token_losses(loss_fn(outputs[:, :known], targets), batch, known)
+        else:
+            losses, output_gradient = loss_and_output_gradient(
+                loss_fn, outputs[:, :known], targets, create_graph=second_order)
+            # Backpropagated through the blocks by hand, so that torch.compile keeps one
+            # graph. First order: the gradients are constants, computed without a graph.
+            with torch.set_grad_enabled(second_order):
+                if not second_order:
+                    output_gradient = output_gradient.detach()
+                gradients = layer_output_gradients(self, blocks, captures, output_gradient,
+                                                   active)
         for block in active:
             dense, low_rank = {}, {}
-            for weight, bias, layer_input, layer_output in captures[block]:
-                gradient = gradients[index]
-                index += 1
-                if gradient is None:
-                    gradient = torch.zeros_like(layer_output)
-                # Positions past ``known`` have no loss: their rows of G are zero.
-                gradient, layer_input = gradient[:, :known], layer_input[:, :known]
+            # Positions past ``known`` have no loss: G has rows for the first ``known`` only.
+            for (weight, bias, layer_input, _), gradient in zip(
+                    captures[block].layers, gradients[block], strict=True):
+                layer_input = layer_input[:, :known]
                 if not second_order:
                     layer_input = layer_input.detach()
                 low_rank[weight] = (gradient, layer_input)

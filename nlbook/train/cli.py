@@ -81,13 +81,17 @@ def _parser() -> argparse.ArgumentParser:
                         help="skip the n-gram reference lines (they take a few seconds)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: small models gain little from more)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the training step: minutes of compilation (needs a "
+                             "C++ compiler), then faster steps; pays on long runs (README)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides: dict[str, Any] = {"model": args.model, "seed": args.seed, "device": args.device,
-                                 "optimizer": args.optimizer, "data": args.data}
+                                 "optimizer": args.optimizer, "data": args.data,
+                                 "compile": args.compile}
     if args.carry_state is not None:
         overrides["carry_state"] = args.carry_state
     for argument, name in (("steps", "steps"), ("minutes", "minutes"), ("lr", "learning_rate"),
@@ -119,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError("--resume needs --checkpoint PATH")
             stored = load_checkpoint(args.checkpoint)["config"]
             config = TrainConfig.from_dict(dict(stored, device=args.device,
-                                                checkpoint=args.checkpoint))
+                                                checkpoint=args.checkpoint,
+                                                compile=args.compile))
             print(f"resuming {args.checkpoint}: the stored configuration is used; other "
                   f"training options on the command line are ignored")
         else:

@@ -68,7 +68,8 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
             raise ValueError("resume=True needs config.checkpoint (the file to resume from)")
         # On the CPU: RNG states must be CPU tensors; load_state_dict moves the rest.
         state = load_checkpoint(config.checkpoint, map_location="cpu")
-        stored = dict(state["config"], device=config.device, checkpoint=config.checkpoint)
+        stored = dict(state["config"], device=config.device, checkpoint=config.checkpoint,
+                      compile=config.compile)
         config = TrainConfig.from_dict(stored)
     if corpus is None:
         corpus = load_corpus(config.data)
@@ -86,6 +87,8 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
     model_config = _model_config(config, len(vocabulary))
     model = _build_from_model_config(model_config).to(device)
     model.train()
+    # Opt-in: the training forward compiled (evaluation and checkpoints use the model itself).
+    forward = torch.compile(model) if config.compile else model
     streams, carried = None, None
     if config.carry_state:
         if not hasattr(model, "carry_over"):
@@ -211,7 +214,7 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
             if streams is None:
                 inputs, targets = random_batch(corpus.train_ids, config.batch_size,
                                                config.context_length, data_generator, device)
-                _, loss = model(inputs, targets)
+                _, loss = forward(inputs, targets)
             else:
                 # Stateful: every row continues its own stream with the carried state.
                 inputs, targets, restarted = streams.next_batch(device)
