@@ -146,18 +146,21 @@ class World:
         dist.all_gather(parts, tensor)
         return parts
 
-    def gather_rows(self, tree: Any) -> Any:
+    def gather_rows(self, tree: Any, rows: int) -> Any:
         """The global batch of a structure of per-row tensors: every tensor (axis 0 = this
-        rank's rows) concatenated over the ranks in rank order; other values are kept (they
-        are the same on every rank). Lists, tuples and dicts are walked."""
+        rank's ``rows`` rows) concatenated over the ranks in rank order; other values are kept
+        (they are the same on every rank). Lists, tuples and dicts are walked."""
         if not self.distributed:
             return tree
         if torch.is_tensor(tree):
+            if tree.ndim == 0 or tree.shape[0] != rows:
+                raise ValueError(f"every tensor of a per-row state must have this rank's "
+                                 f"{rows} rows on axis 0, got shape {tuple(tree.shape)}")
             return torch.cat(self.gather(tree), dim=0)
         if isinstance(tree, dict):
-            return {key: self.gather_rows(value) for key, value in tree.items()}
+            return {key: self.gather_rows(value, rows) for key, value in tree.items()}
         if isinstance(tree, (list, tuple)):
-            return type(tree)(self.gather_rows(value) for value in tree)
+            return type(tree)(self.gather_rows(value, rows) for value in tree)
         return tree
 
     def barrier(self) -> None:

@@ -60,6 +60,10 @@ from nlbook.train.distributed import (
 from nlbook.train.evaluation import estimate_loss, window_batch_losses
 from nlbook.transformer import language_model_loss
 
+#: Models whose forward pass runs under bf16 autocast (checked on the CPU's autocast; HOPE's
+#: Titans layer refuses bf16 inputs).
+AUTOCAST_MODELS = ("transformer",)
+
 
 def _all_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
@@ -178,6 +182,10 @@ def set_up_run(config: TrainConfig, *, corpus: CharCorpus | None = None, resume:
         raise ValueError(f"autocast (bf16, --bf16) is for CUDA devices, and this run's device "
                          f"is {device.type}: drop --bf16 (bf16 on the CPU is slow and changes "
                          f"results), or train on device cuda")
+    if config.autocast and config.model not in AUTOCAST_MODELS:
+        raise ValueError(f"autocast (bf16, --bf16) is available for {', '.join(AUTOCAST_MODELS)} "
+                         f"only, got model {config.model!r}: HOPE's self-modifying memories "
+                         f"check that their inputs are float32 and refuse bf16 activations")
     if corpus is None:
         corpus = load_corpus(config.data)
     if state is not None:
@@ -405,7 +413,7 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
     config, world, device = run.config, run.world, run.device
     carried = None if run.carried is None else run.carried.to_tensors()
     if carried is not None and world.distributed:
-        carried = dict(world.gather_rows(carried), batch=config.batch_size)
+        carried = dict(world.gather_rows(carried, run.carried.batch), batch=config.batch_size)
     by_rank, cuda_by_rank = None, None
     if world.distributed:
         # nccl gathers CUDA tensors only: the states travel on the run's device.
