@@ -114,6 +114,10 @@ class TrainConfig:
     ``carry_relative=False`` cuts the carried fast weights whole instead of as offsets from
     their meta-learned initial values (the plain detach; kept to reproduce the comparison in
     chapter 6, where it trains worse).
+
+    ``autocast``: bf16 autocast of the training forward pass on CUDA (``--bf16``); refused on
+    other devices. Across processes (``torchrun``), ``batch_size`` is the global batch, shared
+    equally by the processes (see :mod:`nlbook.train.distributed`).
     """
 
     model: str = "transformer"
@@ -146,6 +150,7 @@ class TrainConfig:
     stream_length: int | None = 1024
     carry_relative: bool = True
     compile: bool = False
+    autocast: bool = False
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_REGISTRY:
@@ -178,7 +183,7 @@ class TrainConfig:
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile must be True or False, got {self.compile!r}")
         _check_plain("model_options", self.model_options)
-        for name in ("carry_state", "carry_relative"):
+        for name in ("carry_state", "carry_relative", "autocast"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.carry_state and self.model not in STATEFUL_MODELS:
