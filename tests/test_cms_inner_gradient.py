@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from nlbook.cms import ContinuumMemory, cross_entropy_loss, squared_error_loss
-from nlbook.cms.fast_weights import _LevelTensors
+from nlbook.cms.fast_weights import _BlockTensors
 from nlbook.cms.inner_gradient import (
     BranchTape,
     activation_backward,
@@ -29,14 +29,14 @@ def _levels(cms: ContinuumMemory, batch: int, generator: torch.Generator) -> lis
     def normal(*shape):
         return torch.randn(*shape, generator=generator, dtype=DTYPE)
 
-    levels = [_LevelTensors(dict(cms.levels[0].items()))]
-    levels.append(_LevelTensors({name: value + 0.3 * normal(batch, *value.shape)
-                                 for name, value in cms.levels[1].items()}))
+    levels = [_BlockTensors(dict(cms.blocks[0].items()))]
+    levels.append(_BlockTensors({name: value + 0.3 * normal(batch, *value.shape)
+                                 for name, value in cms.blocks[1].items()}))
     dense = {name: value.unsqueeze(0).expand(batch, *value.shape)
-             for name, value in cms.levels[2].items()}
+             for name, value in cms.blocks[2].items()}
     low_rank = {name: (0.3 * normal(batch, 3, value.shape[0]), normal(batch, 3, value.shape[1]))
-                for name, value in cms.levels[2].items() if value.ndim == 2}
-    levels.append(_LevelTensors(dense, low_rank))
+                for name, value in cms.blocks[2].items() if value.ndim == 2}
+    levels.append(_BlockTensors(dense, low_rank))
     return levels
 
 
@@ -61,9 +61,9 @@ def _both_gradients(cms, rates, loss_kind, *, second_order):
     x = torch.randn(batch, length, DIM, generator=generator, dtype=DTYPE, requires_grad=True)
     targets = make_targets(batch, known)
     active = [level for level, rate in enumerate(rates) if rate]
-    taped = active if cms.variant == "independent" else range(min(active), cms.num_levels)
+    taped = active if cms.variant == "independent" else range(min(active), cms.num_blocks)
     tapes = {level: BranchTape() for level in taped}
-    outputs = cms._run_levels(levels, x, tapes)
+    outputs = cms._run_blocks(levels, x, tapes)
     losses, d_output = loss_and_output_gradient(loss_fn, outputs[:, :known], targets,
                                                 create_graph=second_order)
     assert torch.equal(losses, loss_fn(outputs[:, :known], targets))

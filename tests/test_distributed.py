@@ -86,8 +86,9 @@ def runs(corpus_path, tmp_path_factory):
     folder = tmp_path_factory.mktemp("distributed")
     one = {"transformer": run_here(transformer_values(corpus_path, folder / "t1.pt")),
            "hope": run_here(hope_values(corpus_path, folder / "h1.pt"))}
-    # A 1-process checkpoint at STOP, to be resumed by 2 processes.
+    # A 1-process checkpoint at STOP, to be resumed by 2 processes, and one kept as it is.
     run_here(hope_values(corpus_path, folder / "h1-on-2.pt"), stop_at_step=STOP)
+    run_here(hope_values(corpus_path, folder / f"h1-at-{STOP}.pt"), stop_at_step=STOP)
     jobs = []
     for name, values in (("t", transformer_values), ("h", hope_values)):
         straight = values(corpus_path, folder / f"{name}2.pt")
@@ -146,9 +147,11 @@ def test_two_processes_equal_one_with_the_same_global_batch(runs, name):
 
 def test_two_processes_store_the_global_streams_and_carried_state(runs):
     """The checkpoint of 2 processes holds the whole batch's data state and carried rows,
-    in row order: the same as one process's."""
+    in row order: the same as one process's (mid-run: a finished run keeps no carried state)."""
     folder, _ = runs
-    two, one = load_checkpoint(folder / "h2.pt"), load_checkpoint(folder / "h1.pt")
+    assert load_checkpoint(folder / "h2.pt")["carried_state"] is None
+    two = load_checkpoint(folder / f"h2-at-{STOP}.pt")
+    one = load_checkpoint(folder / f"h1-at-{STOP}.pt")
     assert torch.equal(two["streams"]["generator"], one["streams"]["generator"])
     assert_same_tree(two["streams"]["positions"], one["streams"]["positions"], 0)
     assert two["carried_state"]["batch"] == one["carried_state"]["batch"] == 4

@@ -347,6 +347,9 @@ def test_stateful_resume_equals_an_uninterrupted_run_bitwise(corpus_path, tmp_pa
         assert torch.equal(a, b), name
     final_a = load_checkpoint(tmp_path / "a.pt")
     final_b = load_checkpoint(tmp_path / "b.pt")
+    # A finished run keeps no carried state (no step reads it); resuming it does nothing.
+    assert final_a["carried_state"] is None and final_b["carried_state"] is None
+    assert run(stateful_config(corpus_path, tmp_path / "a.pt"), resume=True).step == 12
     assert torch.equal(final_a["streams"]["positions"]["positions"],
                        final_b["streams"]["positions"]["positions"])
 

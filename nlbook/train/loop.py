@@ -414,7 +414,9 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
     ``torch_rng`` (one process's key) and every rank's under ``torch_rng_by_rank``.
     """
     config, world, device = run.config, run.world, run.device
-    carried = None if run.carried is None else run.carried.to_tensors()
+    # A finished run's carried state is not kept: no step will read it (and it is most of a
+    # small stateful model's checkpoint: the fast weights of every batch row).
+    carried = None if run.carried is None or run.finished else run.carried.to_tensors()
     if carried is not None and world.distributed:
         carried = dict(world.gather_rows(carried, run.carried.batch), batch=config.batch_size)
     by_rank, cuda_by_rank = None, None
