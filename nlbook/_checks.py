@@ -114,7 +114,7 @@ def entry_point(function: _F) -> _F:
 
 def data_checks_enabled() -> bool:
     """True unless a course entry point called this one, or ``torch.compile`` is tracing."""
-    return _depth() <= 1 and not torch.compiler.is_compiling()
+    return not torch.compiler.is_compiling() and _depth() <= 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -399,6 +399,7 @@ def check_in_range(
 # Resources: memory, devices, files
 
 
+@functools.cache
 def _physical_memory() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -411,6 +412,8 @@ def check_memory(names: str, elements: int, *, bytes_per_element: int = 4,
     """Raise (naming ``names``, the arguments that set the size) when ``elements`` values of
     ``bytes_per_element`` bytes would need more memory than this machine has, before any of
     it is allocated (an allocation that large fails late or freezes a laptop)."""
+    if torch.compiler.is_compiling():  # sizes are fixed by then; os.sysconf breaks the graph
+        return
     needed = int(elements) * bytes_per_element
     available = _physical_memory()
     if needed > available:
@@ -418,9 +421,9 @@ def check_memory(names: str, elements: int, *, bytes_per_element: int = 4,
                          f"more than this machine's {available / 1e9:.3g} GB of memory")
 
 
-def check_device(name: str, device: Any) -> torch.device:
+def check_device(name: str, device: Any, *, available: bool = True) -> torch.device:
     """A ``torch.device`` from ``device`` (a str or torch.device); raise naming ``name`` when it
-    is not a device name or that device is not available on this machine."""
+    is not a device name or (``available``) that device is not available on this machine."""
     if not isinstance(device, (str, torch.device)):
         raise ArgumentTypeError(f"{name} must be a device name such as 'cpu' or 'cuda', got "
                                 f"{describe(device)}")
@@ -429,7 +432,10 @@ def check_device(name: str, device: Any) -> torch.device:
     except (RuntimeError, ValueError) as error:
         raise ValueError(f"{name} must be a device name such as 'cpu', 'cuda' or 'cuda:0', "
                          f"got {device!r} ({str(error).splitlines()[0]})") from None
-    if parsed.type == "cpu":
+    if parsed.type == "cpu" or not available:
+        if parsed.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"{name} must be 'cpu', 'cuda' or 'mps' (optionally with an "
+                             f"index), got {device!r}")
         return parsed
     if parsed.type == "cuda":
         if not torch.cuda.is_available():

@@ -10,46 +10,18 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
-from nlbook._checks import check_callable, check_int, check_scalar_in_range
 from nlbook._cli import Parser, non_negative_int, positive_float, positive_int, run_command
+from nlbook.timing import load_average, time_call
 
-__all__ = ["main", "time_call"]
-
-
-def time_call(function: Callable[[], object], *, repeats: int = 5, warmup: int = 1,
-              min_seconds: float = 0.0) -> float:
-    """Median wall time of ``function()`` in seconds over ``repeats`` runs after ``warmup``.
-
-    Each run loops ``function`` until it has taken at least ``min_seconds`` and reports the
-    mean time of one call, so very short calls are not dominated by timer resolution.
-    """
-    check_callable("function", function)
-    check_int("repeats", repeats, low=1)
-    check_int("warmup", warmup, low=0)
-    check_scalar_in_range("min_seconds", min_seconds, 0.0, math.inf)
-    for _ in range(warmup):
-        function()
-    samples = []
-    for _ in range(repeats):
-        calls, start = 0, time.perf_counter()
-        while True:
-            function()
-            calls += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_seconds:
-                break
-        samples.append(elapsed / calls)
-    return statistics.median(samples)
+__all__ = ["main", "time_call"]  # time_call lives in nlbook.timing; kept here for old imports
 
 
 def _header(title: str) -> None:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    load = load_average()
     print(f"== {title} | torch {torch.__version__} | threads {torch.get_num_threads()} | "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
@@ -145,7 +117,6 @@ def shakespeare_configs(args: argparse.Namespace, vocab_size: int) -> dict[str, 
 def bench_shakespeare(args: argparse.Namespace) -> None:
     """HOPE vs Transformer at equal parameters and equal wall-clock time on Tiny Shakespeare:
     fresh windows, streaming, and loss by position."""
-    import math
 
     from nlbook.data import load_corpus
     from nlbook.train import evaluate_all, evaluate_stream, loss_by_position, train
@@ -331,6 +302,9 @@ def _hope_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --context: tokens in every training step (default 2048)")
     parser.add_argument("--second-order", action="store_true",
                         help="also time HOPE with create_graph through the CMS updates")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile'd copies of both models (needs a C++ "
+                             "compiler; compiling HOPE takes minutes, reported apart)")
 
 
 def _int_list(text: str) -> list[int]:
@@ -354,7 +328,7 @@ def bench_hope(args: argparse.Namespace) -> None:
     if args.context is None:
         benchmark_hope(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
                        batch=args.batch, length=args.length, steps=args.steps,
-                       second_order=args.second_order)
+                       second_order=args.second_order, compile=args.compile)
         return
     ratios = []
     for length in args.context:
@@ -362,7 +336,8 @@ def bench_hope(args: argparse.Namespace) -> None:
         print(f"-- context {length}, batch {batch}")
         results = benchmark_hope(d_model=args.d_model, n_layers=args.n_layers,
                                  n_heads=args.n_heads, batch=batch, length=length,
-                                 steps=args.steps, second_order=args.second_order)
+                                 steps=args.steps, second_order=args.second_order,
+                                 compile=args.compile)
         ratios.append((length, batch, results))
     print("context  batch  HOPE tokens/s  Transformer tokens/s  ratio")
     for length, batch, results in ratios:

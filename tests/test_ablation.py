@@ -29,17 +29,17 @@ def test_without_in_context_cms_updates_the_cms_never_changes_in_a_stream():
     for block, layer in zip(model.blocks, state.layers, strict=True):
         for index, level in enumerate(layer.cms.parameters):
             for name, value in level.items():
-                assert torch.equal(value, block.cms.levels[index][name].expand_as(value))
+                assert torch.equal(value, block.cms.blocks[index][name].expand_as(value))
     changed = _stream(_model("HOPE")).layers[0].cms.parameters[1]["w_in"]
-    assert not torch.equal(changed, _model("HOPE").blocks[0].cms.levels[1]["w_in"]
+    assert not torch.equal(changed, _model("HOPE").blocks[0].cms.blocks[1]["w_in"]
                            .expand_as(changed))
 
 
 def test_without_cms_is_one_plain_mlp_of_the_same_width():
     model = _model("without CMS (one plain MLP)")
     cms = model.blocks[0].cms
-    assert cms.num_levels == 1 and cms.learning_rates == (0.0,)
-    assert cms.hidden_dim == 4 * 16  # as wide as the two CMS levels of width 2d together
+    assert cms.num_blocks == 1 and cms.learning_rates == (0.0,)
+    assert cms.hidden_dim == 4 * 16  # as wide as the two CMS blocks of width 2d together
 
 
 def test_other_switches_reach_the_mixer():

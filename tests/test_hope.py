@@ -104,9 +104,9 @@ def test_first_order_cms_treats_updates_as_constants(rates):
     rows = []
     for t in range(7):
         parameters = []
-        for level in range(2):
-            current = dict(manual.initial_parameters(level, 2))
-            for step, delta in zip(record.levels[level].steps, record.levels[level].deltas,
+        for block in range(2):
+            current = dict(manual.initial_parameters(block, 2))
+            for step, delta in zip(record.blocks[block].steps, record.blocks[block].deltas,
                                    strict=True):
                 if step <= t:
                     current = {name: value + delta[name] for name, value in current.items()}
@@ -287,7 +287,7 @@ def test_trace_passage_records_every_memory():
     assert len(trace.lr) == 2 and trace.lr[0].shape == (10, 2)
     assert trace.memory_drift[1].shape == (10, 2) and trace.cms_drift[0].shape == (10, 2)
     assert (trace.retention[0] > 0).all() and (trace.retention[0] < 1).all()
-    # The fast CMS level (chunk 3) updates at token counts 3, 6, 9; the slow one (η = 0) never.
+    # The fast CMS block (chunk 3) updates at token counts 3, 6, 9; the slow one (η = 0) never.
     assert trace.cms_updates[0] == [[], [3, 6, 9]]
     assert trace.cms_drift[0][:, 0].abs().max() == 0 and trace.cms_drift[0][-1, 1] > 0
     assert torch.isnan(trace.token_loss[-1]) and torch.isfinite(trace.token_loss[:-1]).all()
@@ -338,7 +338,7 @@ def test_carried_state_keeps_the_path_to_the_initial_parameters():
     model = tiny_model(cms_learning_rates=(0.0, 0.05))
     ids = tokens(batch=2, length=17, seed=4)
     _, state = model.stream(ids[:, :8], targets=ids[:, 1:9])
-    fast_level = model.blocks[0].cms.levels[1]["w_in"]
+    fast_level = model.blocks[0].cms.blocks[1]["w_in"]
     for relative in (True, False):
         carried = carry_over(model, state, relative=relative)
         logits, _ = model.stream(ids[:, 8:16], model.resume_stream(carried),

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nlbook import selfmod
 from nlbook.selfmod import (
     SelfModifyingLinear,
     SelfModifyingTitans,
@@ -391,3 +392,57 @@ def test_without_dgd_the_write_has_no_erase_term():
                                                       decay=alpha, initial_state=state)
     assert (final - expected_final).abs().max() < 1e-12
     assert (reads - expected_reads).abs().max() < 1e-12
+
+
+# --------------------------------------------------------------------------------------------
+# DGD as printed (u = −∇_y L) against the course's form (u = y), on the same stream
+
+
+def test_dgd_as_printed_erases_twice():
+    generator = torch.Generator().manual_seed(4)
+    W = torch.randn(3, 4, dtype=torch.float64, generator=generator)
+    x = torch.randn(4, dtype=torch.float64, generator=generator)
+    y = torch.randn(3, dtype=torch.float64, generator=generator)
+    lr = 0.7
+    lr_prime = lr / (1 + lr * x.dot(x))
+    eye = torch.eye(4, dtype=torch.float64)
+    printed = selfmod.dgd_step(W, x, W @ x - y, lr)          # u = −∇_y L, L = ½‖W x − y‖²
+    assert torch.allclose(printed, W @ (eye - 2 * lr_prime * torch.outer(x, x))
+                          + lr_prime * torch.outer(y, x), atol=1e-12)
+    course = selfmod.dgd_step(W, x, -y, lr)                   # u = y
+    assert torch.allclose(course, selfmod.dgd_proximal_closed_form(W, x, -y, lr), atol=1e-12)
+    # Repeating one pair: the course's form goes to W x = y, the printed one to W x = y/2.
+    for _ in range(200):
+        course = selfmod.dgd_step(course, x, -y, lr)
+        printed = selfmod.dgd_step(printed, x, printed @ x - y, lr)
+    assert torch.allclose(course @ x, y, atol=1e-9)
+    assert torch.allclose(printed @ x, y / 2, atol=1e-9)
+
+
+def test_correlated_stream_gd_diverges_dgd_converges_and_the_printed_dgd_settles_at_half():
+    results = selfmod.correlated_stream_experiment(length=300, dim=16, correlation=0.95,
+                                                   lrs=(0.05, 1.0, 10.0))
+    assert set(results) == set(selfmod.STREAM_RULES)
+    final = {rule: {lr: float(errors[-50:].mean()) for lr, errors in per_lr.items()}
+             for rule, per_lr in results.items()}
+    assert final["gd"][1.0] >= 1e5 and final["gd"][0.05] < 0.05       # η‖x‖² > 2 diverges
+    assert all(error < 0.05 for error in final["dgd"].values())          # every η
+    # W x ≈ y/2 gives a relative error of about 1/4, whatever η (more where it oscillates)
+    assert all(0.2 < error < 0.5 for error in final["dgd_literal"].values())
+    assert all(final["dgd_literal"][lr] > 10 * final["dgd"][lr] for lr in final["dgd"])
+    with pytest.raises(ValueError, match="rules"):
+        selfmod.correlated_stream_experiment(length=5, rules=("adam",))
+
+
+def test_gd_vs_dgd_plot_draws_one_panel_per_rule():
+    import matplotlib.figure
+
+    from nlbook import viz
+
+    results = selfmod.correlated_stream_experiment(length=20, lrs=(0.1,))
+    figure = viz.plot_gd_vs_dgd_stream(results)
+    assert isinstance(figure, matplotlib.figure.Figure) and len(figure.axes) == 3
+    figure = viz.plot_gd_vs_dgd_stream({rule: results[rule] for rule in ("gd", "dgd")})
+    assert len(figure.axes) == 2
+    with pytest.raises(ValueError, match="rules"):
+        viz.plot_gd_vs_dgd_stream({"sgd": results["gd"]})

@@ -12,8 +12,8 @@ __all__ = ["frozen_cms"]
 
 @contextmanager
 def frozen_cms(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block, every CMS level of ``model`` (a HopeLM) has η = 0 in context: the
-    CMS weights never change within a stream (the levels run at their meta-learned initial
+    """Within the block, every CMS block of ``model`` (a HopeLM) has η = 0 in context: the
+    CMS weights never change within a stream (the blocks run at their meta-learned initial
     parameters), everything else is unchanged. The learning rates are restored on exit.
 
     ``with frozen_cms(model): evaluate_stream(model, ids, window=1024)`` measures what the

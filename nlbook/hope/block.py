@@ -127,8 +127,11 @@ class HopeBlock(nn.Module):
         heads: heads H of the self-modifying Titans. head_dim: d_h (default d / H).
         memory_hidden: hidden width of the Titans' MLP memories (default d_h / 2: speed).
         chunk_size_memory, chunk_size_others: the Titans' two chunk sizes (A §8.2).
-        cms_chunk_sizes, cms_learning_rates: C_ℓ and η_ℓ per CMS level, in chain order
-            (η = 0: the level changes only through the outer optimizer).
+        cms_chunk_sizes, cms_learning_rates: C_j and η_j per CMS block, in chain order
+            (block 0 reads the Titans' output; η = 0: the block changes only through the outer
+            optimizer). The CMS's levels sort the blocks by frequency, level 1 the fastest
+            (``block.cms.level_of_block``): with the defaults block 1 (every 32 tokens) is
+            level 1 and block 0 (η = 0) level 2.
         cms_hidden_dim: hidden width of every CMS MLP (default 2 d).
         conv_window: window of the causal depth-wise convolution (0 or 1: none).
         first_order: first-order in-context CMS updates (see the module docstring).

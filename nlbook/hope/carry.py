@@ -2,7 +2,7 @@
 
 Stateful training (``TrainConfig(carry_state=True)``) reads every batch row as one contiguous
 stream, one window per optimizer step, and carries the model's whole fast state from window to
-window: every self-modifying Titans memory (snapshots and running states), every CMS level
+window: every self-modifying Titans memory (snapshots and running states), every CMS block
 with its pending gradient sums, and the convolution buffer. Between steps the state is cut from
 the autograd graph (truncated backpropagation through time, as RNN language models,
 Transformer-XL and Titans/TTT implementations do).
@@ -13,13 +13,13 @@ Open choice: *what* is cut. A fast weight is its meta-learned initial value θ�
 Δ_t = θ_t − θ₀ (:class:`CarriedState`) and rebuilt at the next step as the *current* θ₀ + Δ_t
 (:func:`resume_stream`). Why: cutting θ_t whole would also cut the identity path from θ₀ to
 every later window, so after the first window of a stream the outer optimizer would no longer
-train a level's initial weights at all (the fast CMS level would stay at its random
+train a block's initial weights at all (the fast CMS block would stay at its random
 initialisation, trained only by its in-context updates), and its AdamW updates would never
 reach the carried streams. Keeping the identity path is what an un-truncated gradient sees on
 the direct path, and it costs nothing. Measured in chapter 6 (both ways).
 
 A row can restart (a fresh stream): its offsets, gradient sums and convolution buffer become
-zero, i.e. the meta-learned initial state. Restarts must fall where every in-context level has
+zero, i.e. the meta-learned initial state. Restarts must fall where every in-context memory has
 just closed a chunk (a multiple of :meth:`nlbook.hope.HopeLM.stream_alignment` tokens), so a
 restarted row is exactly a stream read from its start.
 """
@@ -51,8 +51,8 @@ class CarriedState:
     ``layers[i]`` holds layer i's ``conv`` buffer (B, w−1, d), ``titans`` offsets (one tensor
     per tensor field of the mixer's state, e.g. :class:`nlbook.selfmod.SelfModifyingState`,
     same shapes, and its ``position``), ``cms_offsets`` (per
-    CMS level a dict of (B, *shape) offsets, ``None`` for a level with η = 0, which never
-    changes in context), ``cms_sums`` (per level the open chunk's gradient sums or ``None``) and
+    CMS block a dict of (B, *shape) offsets, ``None`` for a block with η = 0, which never
+    changes in context), ``cms_sums`` (per block the open chunk's gradient sums or ``None``) and
     ``cms_pending`` (the pending input or ``None``). ``position`` counts the tokens read
     (global, shared by the batch: chunk boundaries are aligned to it). ``relative=False``: the
     weights were cut whole (absolute values, no path to θ₀; kept for the comparison that
@@ -84,8 +84,8 @@ def _detached(tensor: torch.Tensor | None) -> torch.Tensor | None:
     return None if tensor is None else tensor.detach()
 
 
-def _level_sums(level: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
-    return None if level is None else {name: value.detach() for name, value in level.items()}
+def _block_sums(sums: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    return None if sums is None else {name: value.detach() for name, value in sums.items()}
 
 
 def carry_over(model: HopeLM, state: HopeState, *, relative: bool = True) -> CarriedState:
@@ -119,12 +119,12 @@ def carry_over(model: HopeLM, state: HopeState, *, relative: bool = True) -> Car
                 if cms.learning_rates[index] == 0.0:
                     offsets.append(None)  # never written in context: always θ₀
                     continue
-                offsets.append({name: (value - relative * cms.levels[index][name]
+                offsets.append({name: (value - relative * cms.blocks[index][name]
                                        ).detach().contiguous()
                                 for name, value in parameters.items()})
             layers.append({"conv": layer.conv.detach(), "titans": titans,
                            "cms_offsets": offsets,
-                           "cms_sums": [_level_sums(level) for level in layer.cms.gradient_sums],
+                           "cms_sums": [_block_sums(sums) for sums in layer.cms.gradient_sums],
                            "cms_position": layer.cms.position,
                            "cms_pending": _detached(layer.cms.pending_input)})
     return CarriedState(layers, state.position, batch, relative)
@@ -192,9 +192,9 @@ def resume_stream(model: HopeLM, carried: CarriedState, *,
             else:
                 parameters.append({name: _resumed(start[name], offsets[name], keep,
                                                   carried.relative) for name in start})
-        sums = [None if level is None else
-                {name: _keep_rows(value, keep) for name, value in level.items()}
-                for level in layer["cms_sums"]]
+        sums = [None if block_sums is None else
+                {name: _keep_rows(value, keep) for name, value in block_sums.items()}
+                for block_sums in layer["cms_sums"]]
         cms_state = CMSState(parameters, sums, layer["cms_position"], layer["cms_pending"])
         layers.append(HopeBlockState(_keep_rows(layer["conv"], keep), titans, cms_state))
     return HopeState(layers, carried.position)

@@ -41,10 +41,12 @@ def _decay_matrix(log_gamma_previous: torch.Tensor, log_gamma: torch.Tensor) -> 
     """D[t, i] = γ_{t−1} / γ_i for i < t, else 0: (..., C, C), computed in log space.
 
     General path: below the diagonal the exponent is ≤ 0; clamping it to ≤ 0 everywhere
-    (before masking the upper triangle to 0) keeps exp from overflowing.
+    (before masking the upper triangle to 0) keeps exp from overflowing. Under torch.compile
+    the general path is always taken: the choice reads tensor values (a graph break), and a
+    compiled kernel fuses the C² exps anyway.
     """
     mask = _lower_mask(log_gamma.shape[-1], -1, log_gamma)
-    if bool((log_gamma[..., -1] > -60.0).all()):
+    if not torch.compiler.is_compiling() and bool((log_gamma[..., -1] > -60.0).all()):
         # γ_{t−1} · (1/γ_i) from two exps of length C instead of C² exps: safe while 1/γ
         # cannot overflow, i.e. the chunk's total decay stays above e^−60 (α ≈ 0.95 for 64
         # tokens gives e^−3.3).

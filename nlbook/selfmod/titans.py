@@ -519,24 +519,29 @@ class SelfModifyingTitans(nn.Module):
         return y, new_state, trace
 
     def _check_state(self, state: SelfModifyingState, batch: int) -> None:
-        """A carried state of this layer (its shapes, dtype, device) for ``batch`` sequences."""
+        """A carried state of this layer (its shapes, dtype, device) for ``batch`` sequences
+        (not while torch.compile traces: the training forward passes the layer's own)."""
+        if torch.compiler.is_compiling():
+            return
         check_instance("state", state, SelfModifyingState,
                        expected="a SelfModifyingState (returned by this layer) or None")
-        batch_of_state = state.generator_first.shape[0]
+        batch_of_state = getattr(state.generator_first, "shape", (None,))[0]
         if batch_of_state != batch:
             raise ValueError(f"state must be for batch {batch} (of x), got a state for batch "
                              f"{batch_of_state}")
-        initial = self.initial_state(batch)
-        for item in fields(SelfModifyingState):
-            if item.name == "position":
-                continue
-            value, expected = getattr(state, item.name), getattr(initial, item.name)
-            if not isinstance(value, torch.Tensor) or value.shape != expected.shape:
-                raise ValueError(f"state.{item.name} must have shape {tuple(expected.shape)} "
-                                 f"(this layer, batch {batch}), got "
-                                 f"{getattr(value, 'shape', type(value).__name__)}")
-            check_same_dtype_device("input_projection", self.input_projection,
-                                    **{f"state.{item.name}": value})
+        heads, d, h = self.heads, self.head_dim, self.hidden
+        shapes = {"generator_first": (batch, heads, d, 2 * h + 2),
+                  "generator_second": (batch, heads, 2, h, d),
+                  "memory_first": (batch, heads, d, h), "memory_second": (batch, heads, h, d)}
+        for name, shape in shapes.items():
+            for suffix in ("", "_snapshot"):
+                value = getattr(state, name + suffix)
+                if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+                    raise ValueError(f"state.{name + suffix} must have shape {shape} (this layer, "
+                                     f"batch {batch}), got "
+                                     f"{getattr(value, 'shape', type(value).__name__)}")
+                check_same_dtype_device("input_projection", self.input_projection,
+                                        **{f"state.{name + suffix}": value})
         if isinstance(state.position, bool) or not isinstance(state.position, int) \
                 or state.position < 0:
             raise ValueError(f"state.position must be an int >= 0, got {state.position!r}")

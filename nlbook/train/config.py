@@ -106,7 +106,9 @@ class TrainConfig:
     number of steps from the warm-up's speed instead ended runs up to 12% early or late on a
     shared CPU: measured.) ``calibration_steps`` only sizes the progress bar's estimate.
     ``model_options`` are extra keyword arguments of the model (e.g. ``dropout``).
-    ``checkpoint`` None trains without writing checkpoints (notebook use).
+    ``checkpoint`` None trains without writing checkpoints (notebook use). ``compile`` runs
+    the training step's forward through ``torch.compile`` (opt-in: it needs a C++ compiler and
+    minutes of compilation before the first step; same results; see the README).
 
     ``carry_state`` (models in :data:`STATEFUL_MODELS`, i.e. HOPE): stateful training. Each
     batch row reads its own contiguous stream of the training text, consecutive optimizer steps
@@ -120,6 +122,10 @@ class TrainConfig:
     ``carry_relative=False`` cuts the carried fast weights whole instead of as offsets from
     their meta-learned initial values (the plain detach; kept to reproduce the comparison in
     chapter 6, where it trains worse).
+
+    ``autocast``: bf16 autocast of the training forward pass on CUDA (``--bf16``); refused on
+    other devices. Across processes (``torchrun``), ``batch_size`` is the global batch, shared
+    equally by the processes (see :mod:`nlbook.train.distributed`).
     """
 
     model: str = "transformer"
@@ -151,6 +157,8 @@ class TrainConfig:
     carry_state: bool = False
     stream_length: int | None = 1024
     carry_relative: bool = True
+    compile: bool = False
+    autocast: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or self.model not in MODEL_REGISTRY:
@@ -191,7 +199,9 @@ class TrainConfig:
             check_scalar_in_range("grad_clip", self.grad_clip, 0.0, math.inf,
                                   low_inclusive=False)
         check_str("optimizer", self.optimizer)
-        check_device("device", self.device)
+        # Only the name here: a configuration may be written for another machine (a checkpoint
+        # trained on a GPU); the device is checked to be here when a run starts.
+        check_device("device", self.device, available=False)
         check_str("data", self.data, allow_none=True)
         check_str("checkpoint", self.checkpoint, allow_none=True)
         if not isinstance(self.model_options, dict):
@@ -205,7 +215,8 @@ class TrainConfig:
             _check_model_options(self.model, self.model_options)
         except ModelUnavailableError:
             pass  # reported when the model is built
-        for name in ("carry_state", "carry_relative"):
+        check_bool("compile", self.compile)
+        for name in ("carry_state", "carry_relative", "autocast"):
             check_bool(name, getattr(self, name))
         if self.carry_state and self.model not in STATEFUL_MODELS:
             raise ValueError(f"carry_state=True needs a model that carries its state from one "

@@ -9,10 +9,11 @@ One file per chapter; everything is re-exported here, so notebooks write ``nlboo
 figure.
 """
 
-from nlbook.viz import associative, continuum, hope, optimizers, selfmod, training
+from nlbook.viz import associative, continuum, diagrams, hope, optimizers, selfmod, training
 from nlbook.viz._common import new_figure, to_numpy
 from nlbook.viz.associative import *  # noqa: F403
 from nlbook.viz.continuum import *  # noqa: F403
+from nlbook.viz.diagrams import *  # noqa: F403
 from nlbook.viz.hope import *  # noqa: F403
 from nlbook.viz.optimizers import *  # noqa: F403
 from nlbook.viz.palette import MODEL_COLORS, colors_for, model_color
@@ -20,7 +21,8 @@ from nlbook.viz.selfmod import *  # noqa: F403
 from nlbook.viz.training import *  # noqa: F403
 
 # Every plot of every chapter module, so ``from nlbook.viz import *`` and the API listings see
-# them (a literal list here went stale: it named none of the plot_* functions).
+# them (a literal list here went stale: it named none of the plot_* functions). A new module
+# goes in the star imports above and in this tuple (tests/test_checks.py checks it).
 __all__ = ["MODEL_COLORS", "colors_for", "model_color", "new_figure", "to_numpy"]
-__all__ += sorted(name for module in (associative, continuum, hope, optimizers, selfmod,
-                                      training) for name in module.__all__)
+__all__ += sorted(name for module in (associative, continuum, diagrams, hope, optimizers,
+                                      selfmod, training) for name in module.__all__)
