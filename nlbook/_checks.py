@@ -256,6 +256,21 @@ def check_int_sequence(name: str, value: Any, *, low: int | None = None,
             for index, item in enumerate(value)]
 
 
+def check_number_sequence(name: str, value: Any, *, low: float = -math.inf,
+                          high: float = math.inf, length: int | None = None,
+                          allow_empty: bool = False) -> list[float]:
+    """Raise unless ``value`` is a list or tuple of finite numbers in [low, high]."""
+    if not isinstance(value, (list, tuple)):
+        raise ArgumentTypeError(f"{name} must be a list or tuple of numbers, "
+                                f"got {describe(value)}")
+    if length is not None and len(value) != length:
+        raise ValueError(f"{name} must hold {length} numbers, got {len(value)}")
+    if not value and not allow_empty:
+        raise ValueError(f"{name} must hold at least one number, got an empty sequence")
+    return [check_scalar_in_range(f"{name}[{index}]", item, low, high)  # type: ignore[misc]
+            for index, item in enumerate(value)]
+
+
 def check_torch_generator(name: str, value: Any, *, allow_none: bool = False) -> Any:
     """Raise unless ``value`` is a ``torch.Generator`` (or ``None`` when allowed)."""
     return check_instance(name, value, torch.Generator, allow_none=allow_none,

@@ -33,6 +33,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from nlbook._checks import (
+    check_instance,
+    check_int_sequence,
+    check_number_sequence,
+    check_positive_int,
+    check_str,
+)
+
 __all__ = [
     "Component",
     "adam_components",
@@ -73,9 +81,14 @@ class Component:
         if isinstance(self.needs, str) or not isinstance(self.needs, (tuple, list)):
             raise ValueError(f"needs of {self.name!r} must be a tuple of names, "
                              f"got {self.needs!r}")
+        for need in self.needs:
+            check_str(f"needs of {self.name!r}", need)
+        check_str("description", self.description, allow_empty=True)
 
 
 def _index(components: Sequence[Component]) -> dict[str, Component]:
+    check_instance("components", components, (list, tuple),
+                   expected="a list or tuple of Component")
     named: dict[str, Component] = {}
     for component in components:
         if not isinstance(component, Component):
@@ -109,10 +122,13 @@ def _needs_closure(named: dict[str, Component], name: str) -> set[str]:
 
 def faster(a: str, b: str, components: Sequence[Component]) -> bool:
     """A ≻ B (arXiv Def. 2): f_A > f_B, or f_A = f_B and B's state at t needs A's at t."""
+    check_str("a", a)
+    check_str("b", b)
     named = _index(components)
-    for name in (a, b):
+    for label, name in (("a", a), ("b", b)):
         if name not in named:
-            raise ValueError(f"{name!r} is not a component (known: {sorted(named)})")
+            raise ValueError(f"{label} must name a component (known: {sorted(named)}), "
+                             f"got {name!r}")
     if named[a].frequency != named[b].frequency:
         return named[a].frequency > named[b].frequency
     return a in _needs_closure(named, b)
@@ -156,6 +172,7 @@ def level_label(level: int, period: int | None = None, unit: str = "token") -> s
     tokens)"``; ``period`` None: ``"level 2 (η = 0, outer optimizer only)"``."""
     if isinstance(level, bool) or not isinstance(level, int) or level < 1:
         raise ValueError(f"level must be an int >= 1, got {level!r}")
+    check_str("unit", unit)
     if period is None:
         return f"level {level} (η = 0, outer optimizer only)"
     if isinstance(period, bool) or not isinstance(period, int) or period < 1:
@@ -209,6 +226,9 @@ def hope_components(cms_chunk_sizes: Sequence[int] = (256, 32),
     a context: it is one of the weights. Defaults: the CMS of ``nlbook.hope.HopeBlock`` and the
     ``tiny`` training preset (batch 16, context 64).
     """
+    check_int_sequence("cms_chunk_sizes", cms_chunk_sizes, low=1)
+    check_number_sequence("cms_learning_rates", cms_learning_rates, low=0.0)
+    check_positive_int("tokens_per_step", tokens_per_step)
     if len(cms_chunk_sizes) != len(cms_learning_rates):
         raise ValueError(f"cms_chunk_sizes and cms_learning_rates must have the same length, got "
                          f"{len(cms_chunk_sizes)} and {len(cms_learning_rates)}")

@@ -16,7 +16,6 @@ error shown) is still written, the other notebooks still run, and the exit statu
 
 from __future__ import annotations
 
-import argparse
 import html
 import os
 import sys
@@ -186,7 +185,9 @@ def _default_notebooks() -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    from nlbook._cli import Parser, positive_int, run_command
+
+    parser = Parser(
         prog="python -m nlbook.render",
         description="Execute the course's notebooks at full size and write them as HTML with "
                     "their outputs (an index.html links them).")
@@ -197,25 +198,31 @@ def main(argv: list[str] | None = None) -> int:
                              "by git)")
     parser.add_argument("--smoke", action="store_true",
                         help="smoke sizes (seconds per notebook) instead of the full sizes")
-    parser.add_argument("--timeout", type=int, default=1800,
+    parser.add_argument("--timeout", type=positive_int, default=1800,
                         help="seconds one cell may run (default 1800)")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
         notebooks = [Path(path) for path in args.notebooks] or _default_notebooks()
         missing = [str(path) for path in notebooks if not path.is_file()]
         if missing:
             raise FileNotFoundError(f"no such notebook: {', '.join(missing)}")
-        rendered = render_book(notebooks, args.output, smoke=args.smoke, timeout=args.timeout)
-    except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    failed = [item for item in rendered if item.error]
-    total = sum(item.seconds for item in rendered)
-    print(f"{len(rendered) - len(failed)} of {len(rendered)} notebooks rendered in {total:.0f} s "
-          f"-> {Path(args.output) / 'index.html'}")
-    for item in failed:
-        print(f"error: {item.error}", file=sys.stderr)
-    return 1 if failed else 0
+        output = Path(args.output)
+        if output.exists() and not output.is_dir():
+            raise ValueError(f"--output must be a folder, got the file {str(output)!r}")
+        output.mkdir(parents=True, exist_ok=True)
+        if not os.access(output, os.W_OK):
+            raise ValueError(f"--output {str(output)!r} is not writable")
+        rendered = render_book(notebooks, output, smoke=args.smoke, timeout=args.timeout)
+        failed = [item for item in rendered if item.error]
+        total = sum(item.seconds for item in rendered)
+        print(f"{len(rendered) - len(failed)} of {len(rendered)} notebooks rendered in "
+              f"{total:.0f} s -> {output / 'index.html'}")
+        for item in failed:
+            print(f"error: {item.error}", file=sys.stderr)
+        return 1 if failed else 0
+
+    return run_command(run)
 
 
 if __name__ == "__main__":

@@ -218,10 +218,15 @@ class Gen(Spec):
 
 @dataclass
 class Device(Spec):
+    """A device; ``named``: only described, never used, so a device this machine lacks is
+    fine (e.g. a log line)."""
+
+    named: bool = False
+
     def mutations(self, value):
         out = [*self.common(value), ("an int", 3, REFUSE), ("'bogus'", "bogus", REFUSE)]
         if not torch.cuda.is_available():
-            out.append(("'cuda' (none here)", "cuda", REFUSE))
+            out.append(("'cuda' (none here)", "cuda", EITHER if self.named else REFUSE))
         return out
 
 

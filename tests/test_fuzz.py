@@ -459,8 +459,8 @@ entry(cms.reference_continuum_memory,
                    loss_fn=cms.squared_error_loss),
       {"cms": Obj(), "x": Tensor(batch="B"), "targets": Tensor(batch="B"), "loss_fn": Func()},
       check=shape_is(lambda r: r[0], lambda a: a["x"].shape))
-entry(cms.CMSRecord, lambda: dict(num_levels=2, keep_deltas=False),
-      {"num_levels": Int(low=1), "keep_deltas": Bool()}, same=False)
+entry(cms.CMSRecord, lambda: dict(num_blocks=2, keep_deltas=False),
+      {"num_blocks": Int(low=1), "keep_deltas": Bool()}, same=False)
 entry(cms.cross_entropy_loss, lambda: dict(readout=torch.nn.Linear(4, V)),
       {"readout": Func()}, same=False)
 entry(cms.nested_reset_periods, lambda: dict(chunk_sizes=[2, 8, 4]),
@@ -476,9 +476,9 @@ def cms_record():
 
 
 entry(cms.parameter_trajectory,
-      lambda: dict(record=cms_record(), level=0, name="w_in",
-                   initial=small_cms().levels[0]["w_in"].detach().clone(), sequence=1),
-      {"record": Obj(), "level": Int(low=0, high=1, role="index"), "name": Str(),
+      lambda: dict(record=cms_record(), block=0, name="w_in",
+                   initial=small_cms().blocks[0]["w_in"].detach().clone(), sequence=1),
+      {"record": Obj(), "block": Int(low=0, high=1, role="index"), "name": Str(),
        "initial": Tensor(), "sequence": Int(low=0, high=1, role="index")},
       extra=[("name", "an unknown name", "bogus", REFUSE)])
 entry(cms.squared_error_loss, lambda: dict(outputs=randn(2, 5, 4), targets=randn(2, 5, 4)),
@@ -1261,7 +1261,7 @@ entry(training.TrainConfig, lambda: dict(CONFIG_FIELDS),
        "grad_clip": Float(low=0, low_inclusive=False, none=True),
        "eval_interval": Int(low=1, role="cost"), "eval_batches": Int(low=1, role="cost"),
        "checkpoint_interval": Int(low=1, none=True, role="cost"),
-       "seed": Int(low=0, role="seed"), "device": Device(), "data": Str(none=True),
+       "seed": Int(low=0, role="seed"), "device": Device(named=True), "data": Str(none=True),
        "checkpoint": Str(none=True), "carry_state": Bool(),
        "stream_length": Int(low=1, none=True, role="cost"), "carry_relative": Bool()},
       same=False,
@@ -1508,18 +1508,19 @@ entry(viz.plot_speedups,
       {"labels": Obj(), "loop_seconds": FloatList(item=Float(low=0, low_inclusive=False)),
        "chunk_seconds": FloatList(item=Float(low=0, low_inclusive=False))}, **FIGURE)
 entry(viz.plot_update_ticks,
-      lambda: dict(steps_per_level=[[2, 4, 6], [6]], length=8, sizes=None,
-                   level_names=["fast", "slow"]),
-      {"steps_per_level": Obj(), "length": Int(low=1),
-       "sizes": Obj(none=True), "level_names": Obj(none=True)}, **FIGURE,
-      extra=[("level_names", "one name for two levels", ["fast"], REFUSE)])
+      lambda: dict(steps_per_block=[[2, 4, 6], [6]], length=8, sizes=None,
+                   labels=["fast", "slow"], levels=None),
+      {"steps_per_block": Obj(), "length": Int(low=1),
+       "sizes": Obj(none=True), "labels": Obj(none=True), "levels": Obj(none=True)},
+      **FIGURE, extra=[("labels", "one label for two blocks", ["fast"], REFUSE),
+                       ("levels", "one level for two blocks", [1], REFUSE)])
 entry(viz.plot_cms_explorer,
       lambda: dict(trajectories=[randn(4, 2, 2), randn(2, 2, 2)],
-                   steps_per_level=[[2, 4, 6], [6]], losses=rand(8), time=3, show="change",
-                   level_names=None),
-      {"trajectories": Obj(), "steps_per_level": Obj(), "losses": ARRAY,
+                   steps_per_block=[[2, 4, 6], [6]], losses=rand(8), time=3, show="change",
+                   labels=None, levels=None),
+      {"trajectories": Obj(), "steps_per_block": Obj(), "losses": ARRAY,
        "time": Int(low=0, high=7, role="index"), "show": Choice(),
-       "level_names": Obj(none=True)}, **FIGURE)
+       "labels": Obj(none=True), "levels": Obj(none=True)}, **FIGURE)
 entry(viz.plot_stream_losses,
       lambda: dict(curves={"HOPE": curve(), "Transformer": curve(seed=1)}, boundaries=[3],
                    labels=["A", "B"], smooth=2, ylabel="loss", floor=None),
@@ -1576,7 +1577,8 @@ entry(viz.plot_continual_stream,
 entry(viz.plot_gd_vs_dgd_stream,
       lambda: dict(results={"gd": {0.5: rand(6)}, "dgd": {0.5: rand(6, seed=1)}}, title="t"),
       {"results": Obj(), "title": TITLE}, **FIGURE,
-      extra=[("results", "no 'dgd'", {"gd": {0.5: rand(6)}}, REFUSE)])
+      extra=[("results", "an unknown rule", {"sgd": {0.5: rand(6)}}, REFUSE),
+             ("results", "only 'gd'", {"gd": {0.5: rand(6)}}, EITHER)])
 entry(viz.plot_selfmod_trace,
       lambda: dict(lr=rand(6), retention=rand(6), changes={"main": rand(6)}, step=2, head=0),
       {"lr": ARRAY, "retention": ARRAY, "changes": Obj(),
@@ -1636,6 +1638,142 @@ entry(widgets.explore,
       {"plot": Func(), "controls": Obj(), "fixed": Obj(none=True), "play": Str(none=True)},
       **FIGURE, extra=[("play", "a name that is no control", "bogus", REFUSE),
                        ("controls", "a control without a value", {"max_count": 3}, REFUSE)])
+
+
+# ============================================================================================
+# nlbook.levels, nlbook.viz.diagrams, nlbook.claims.table, nlbook.timing, nlbook.course,
+# nlbook.render, nlbook.train.distributed, the training loop's steps, nlbook.cms.inner_gradient
+
+from nlbook import course, levels, render, timing  # noqa: E402
+from nlbook.claims import table as claims_table  # noqa: E402
+from nlbook.cms import inner_gradient  # noqa: E402
+from nlbook.train import distributed  # noqa: E402
+from nlbook.viz import diagrams  # noqa: E402
+
+entry(levels.Component, lambda: dict(name="W", frequency=1.0, needs=("m",), description="d"),
+      {"name": Str(), "frequency": Float(low=0), "needs": Obj(), "description": Str(empty=True)},
+      same=False)
+COMPONENTS = Obj()
+entry(levels.assign_levels, lambda: dict(components=levels.m3_components()),
+      {"components": COMPONENTS},
+      extra=[("components", "a list with a str", [*levels.m3_components(), "x"], REFUSE)])
+entry(levels.faster, lambda: dict(a="slow momentum M2", b="weights W",
+                                  components=levels.m3_components()),
+      {"a": Str(), "b": Str(), "components": COMPONENTS},
+      extra=[("a", "an unknown component", "bogus", REFUSE)])
+entry(levels.level_label, lambda: dict(level=2, period=32, unit="token"),
+      {"level": Int(low=1), "period": Int(low=1, none=True), "unit": Str()})
+entry(levels.sgd_momentum_components, dict)
+entry(levels.adam_components, dict)
+entry(levels.m3_components, lambda: dict(slow_every=10), {"slow_every": Int(low=2)})
+entry(levels.hope_components,
+      lambda: dict(cms_chunk_sizes=(256, 32), cms_learning_rates=(0.0, 1e-2),
+                   tokens_per_step=1024),
+      {"cms_chunk_sizes": IntList(item=Int(low=1)),
+       "cms_learning_rates": FloatList(item=Float(low=0)), "tokens_per_step": Int(low=1)})
+entry(diagrams.level_colour, lambda: dict(level=2), {"level": Int(low=1)})
+entry(diagrams.plot_level_map,
+      lambda: dict(components=levels.m3_components(), levels=None, unit="step", title=""),
+      {"components": COMPONENTS, "levels": Obj(none=True), "unit": Str(), "title": TITLE},
+      **FIGURE, extra=[("levels", "levels that contradict Def. 2",
+                        {"fast momentum M1": 3, "second moment V": 1, "weights W": 2,
+                         "slow momentum M2": 1}, REFUSE)])
+entry(diagrams.plot_cms_chain,
+      lambda: dict(chunk_sizes=(8, 2), learning_rates=(0.0, 0.1), loss="loss", title=""),
+      {"chunk_sizes": IntList(item=Int(low=1)), "learning_rates": FloatList(item=Float(low=0)),
+       "loss": Str(empty=True), "title": TITLE}, **FIGURE)
+entry(diagrams.plot_hope_block,
+      lambda: dict(chunk_size_memory=64, chunk_size_others=32, cms_chunk_sizes=(256, 32),
+                   cms_learning_rates=(0.0, 1e-2), conv_window=4, title=""),
+      {"chunk_size_memory": Int(low=1), "chunk_size_others": Int(low=1),
+       "cms_chunk_sizes": IntList(item=Int(low=1)),
+       "cms_learning_rates": FloatList(item=Float(low=0)), "conv_window": Int(low=1),
+       "title": TITLE}, **FIGURE)
+entry(claims_table.Claim,
+      lambda: dict(topic="t", claim="c", paper_scale="p", measured_here="m", scale_here="s",
+                   verdict=claims_table.VERDICTS[0], why="w"),
+      {"topic": Str(), "claim": Str(), "paper_scale": Str(), "measured_here": Str(),
+       "scale_here": Str(), "verdict": Choice(), "why": Str()}, same=False)
+entry(claims_table.claims_table, lambda: dict(claims=[]), {"claims": Obj(none=True)},
+      extra=[("claims", "a list with a str", ["x"], REFUSE)])
+entry(timing.load_average, dict, finite=False)  # NaN where the OS has no load average
+entry(course.repository_address, lambda: dict(root=None), {"root": DirectoryArg()},
+      same=False)
+entry(course.setup_cell, lambda: dict(address="https://github.com/a/b", seed=0),
+      {"address": Str(), "seed": Int(low=0, role="seed")})
+entry(course.colab_url, lambda: dict(address="https://github.com/a/b",
+                                     notebook="01_associative_memory.ipynb"),
+      {"address": Str(), "notebook": Str()})
+entry(course.readme_block, lambda: dict(address="https://github.com/a/b",
+                                        notebooks=["01_associative_memory.ipynb"]),
+      {"address": Str(), "notebooks": Obj()})
+for command in (course.main, render.main):
+    exempt(command, COMMAND_LINE)
+exempt(course.check, "reads every tracked file of the checkout (git); tests/test_course.py")
+exempt(course.sync, "rewrites the notebooks and README of the checkout; tests/test_course.py")
+exempt(render.render_notebook, "executes a notebook (minutes); tests/test_render.py")
+exempt(render.render_book, "executes every notebook (minutes); tests/test_render.py")
+for record_class in (render.NotebookFailed, render.RenderedNotebook):
+    exempt(record_class, ERROR if record_class is render.NotebookFailed else RECORD)
+if hasattr(course, "CourseError"):
+    exempt(course.CourseError, ERROR)
+entry(distributed.launched_world_size, dict)
+entry(distributed.launched_rank, dict)
+entry(distributed.check_batch_divides, lambda: dict(batch_size=4, world_size=2),
+      {"batch_size": Int(low=1), "world_size": Int(low=1)},
+      extra=[("world_size", "3 (does not divide 4)", 3, REFUSE)])
+entry(distributed.World, lambda: dict(rank=0, size=1, local_rank=0, backend=None,
+                                      owns_group=False),
+      {"rank": Int(low=0), "size": Int(low=1), "local_rank": Int(low=0),
+       "backend": Str(none=True), "owns_group": Bool()}, same=False,
+      extra=[("rank", "a rank past the size", 1, REFUSE)])
+entry(distributed.take_rows, lambda: dict(tree={"a": torch.arange(6).view(3, 2)},
+                                          rows=slice(0, 2)),
+      {"tree": Free(), "rows": Obj()})
+entry(distributed.process_device, lambda: dict(device="cpu", world=distributed.World()),
+      {"device": Device(named=True), "world": Obj()}, same=False)
+entry(distributed.join_world, lambda: dict(device="cpu"), {"device": Device()}, same=False)
+entry(distributed.data_parallel,
+      lambda: dict(module=torch.nn.Linear(2, 2), world=distributed.World(),
+                   device=torch.device("cpu")),
+      {"module": Obj(), "world": Obj(), "device": Device()}, same=False)
+entry(distributed.describe_world, lambda: dict(world_size=1, batch_size=4, device="cpu",
+                                               autocast=False),
+      {"world_size": Int(low=1), "batch_size": Int(low=1), "device": Device(named=True),
+       "autocast": Bool()})
+entry(training.evaluation.window_batch_losses,
+      lambda: dict(model=small_text_model(), ids=text_ids(), batch_size=2, context_length=8,
+                   batches=2, seed=0, device="cpu", share=(0, 1)),
+      {**EVALUATION, "batch_size": Int(low=1), "context_length": Int(low=1, high=8),
+       "batches": Int(low=1, role="cost"), "seed": Int(low=0, role="seed"), "share": Obj()},
+      extra=[("share", "a rank past the size", (1, 1), REFUSE)])
+
+
+def fresh_run():
+    return loop.set_up_run(training.TrainConfig(**train_options()))
+
+
+entry(loop.set_up_run,
+      lambda: dict(config=training.TrainConfig(**train_options()), corpus=None, resume=False,
+                   world=None),
+      {"config": Obj(), "corpus": Obj(none=True), "resume": Bool(), "world": Obj(none=True)},
+      same=False)
+exempt(loop.Run, RECORD + " (set_up_run builds it)")
+exempt(loop.StepForward, "the module one training step calls; built by set_up_run")
+for step_function in (loop.train_step, loop.learning_rate_for, loop.evaluate_run,
+                      loop.record_evaluation, loop.checkpoint_state, loop.write_checkpoint):
+    entry(step_function, lambda: dict(run=fresh_run()), {"run": Obj()}, same=False)
+entry(loop.stop_at_deadline, lambda: dict(run=fresh_run(), say=print),
+      {"run": Obj(), "say": Func()}, same=False)
+entry(loop.describe_run, lambda: dict(config=training.TrainConfig(**train_options()),
+                                      world_size=1),
+      {"config": Obj(), "world_size": Int(low=1)})
+for kernel in (inner_gradient.BranchTape, inner_gradient.activation_backward,
+               inner_gradient.activation_derivative, inner_gradient.affine_input_gradient,
+               inner_gradient.check_per_token_losses, inner_gradient.layer_norm_backward,
+               inner_gradient.layer_output_gradients, inner_gradient.loss_and_output_gradient):
+    exempt(kernel, "an inner-gradient kernel of ContinuumMemory.forward (called per segment "
+                   "with what forward checked; kept free of checks for torch.compile)")
 
 
 # ============================================================================================
@@ -1810,6 +1948,16 @@ def bad_command_lines(tmp: Path) -> list[tuple[str, object, list[str], Path | No
                  ["ablation", "--scored-characters", "0", "--steps", "1"],
                  ["bogus"], []):
         cases.append((f"bench {' '.join(argv) or '(no benchmark)'}", bench.main, argv, None))
+    from nlbook import course, render
+
+    for argv in (["bogus"], [], ["check", "extra"]):
+        cases.append((f"course {' '.join(argv) or '(no command)'}", course.main, argv, None))
+    notebook = tmp / "a.ipynb"
+    notebook.write_text("{}", encoding="utf-8")
+    for argv in (["--timeout", "0"], ["--timeout", "x"], [str(tmp / "missing.ipynb")],
+                 [str(notebook), "--output", "/proc/nlbook-fuzz/out"],
+                 [str(notebook), "--output", str(notebook)]):
+        cases.append((f"render {' '.join(argv)}", render.main, argv, None))
     return cases
 
 

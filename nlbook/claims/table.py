@@ -9,7 +9,9 @@ or ``"not testable on a CPU"``, and always says why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from nlbook._checks import check_choice, check_instance, check_str
 
 __all__ = ["CLAIMS", "VERDICTS", "Claim", "claims_table"]
 
@@ -29,8 +31,9 @@ class Claim:
     why: str
 
     def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        for field in fields(self):
+            check_str(field.name, getattr(self, field.name))
+        check_choice("verdict", self.verdict, VERDICTS)
 
 
 #: Filled from the measurements of the README's "What HOPE's memories buy" section.
@@ -40,6 +43,9 @@ CLAIMS: list[Claim] = []
 def claims_table(claims: list[Claim] | None = None) -> str:
     """The claims map as a Markdown table (for the chapter and the README)."""
     rows = CLAIMS if claims is None else claims
+    check_instance("claims", rows, (list, tuple), expected="a list of Claim")
+    for index, row in enumerate(rows):
+        check_instance(f"claims[{index}]", row, Claim)
     lines = ["| topic | the paper's claim | its scale | measured here | scale here | verdict | "
              "why |", "|---|---|---|---|---|---|---|"]
     for row in rows:

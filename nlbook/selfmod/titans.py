@@ -530,8 +530,9 @@ class SelfModifyingTitans(nn.Module):
             raise ValueError(f"state must be for batch {batch} (of x), got a state for batch "
                              f"{batch_of_state}")
         heads, d, h = self.heads, self.head_dim, self.hidden
-        shapes = {"generator_first": (batch, heads, d, 2 * h + 2),
-                  "generator_second": (batch, heads, 2, h, d),
+        written = h if self.self_modifying else 0  # plain Titans: only w_η, w_α are carried
+        shapes = {"generator_first": (batch, heads, d, 2 * written + 2),
+                  "generator_second": (batch, heads, 2, written, d),
                   "memory_first": (batch, heads, d, h), "memory_second": (batch, heads, h, d)}
         for name, shape in shapes.items():
             for suffix in ("", "_snapshot"):

@@ -40,6 +40,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from nlbook._checks import (
+    check_bool,
+    check_device,
+    check_instance,
+    check_int,
+    check_positive_int,
+    check_str,
+)
+
 #: Environment variables that torchrun sets for every process it starts.
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -65,10 +74,13 @@ def launched_rank() -> int:
 def check_batch_divides(batch_size: int, world_size: int) -> None:
     """Every rank holds the same number of rows of the global batch: refuse a world size that
     does not divide it, naming both numbers."""
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("world_size", world_size)
     if batch_size % world_size:
         divisors = [n for n in range(1, batch_size + 1) if batch_size % n == 0]
         raise ValueError(
-            f"batch_size (the global batch) must be a multiple of the number of processes: "
+            f"batch_size (the global batch) must be a multiple of the number of processes "
+            f"(world_size): "
             f"{batch_size} rows cannot be shared equally by {world_size} processes. Use "
             f"--batch-size {world_size * max(1, round(batch_size / world_size))} or "
             f"--nproc_per_node one of {divisors}")
@@ -87,6 +99,13 @@ class World:
     local_rank: int = 0
     backend: str | None = None
     owns_group: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive_int("size", self.size)
+        check_int("rank", self.rank, low=0, high=self.size - 1)
+        check_int("local_rank", self.local_rank, low=0)
+        check_str("backend", self.backend, allow_none=True)
+        check_bool("owns_group", self.owns_group)
 
     @property
     def distributed(self) -> bool:
@@ -182,6 +201,7 @@ class World:
 def take_rows(tree: Any, rows: slice) -> Any:
     """The rows ``rows`` (axis 0) of every tensor of a structure (inverse of
     :meth:`World.gather_rows` for one rank)."""
+    check_instance("rows", rows, slice, expected="a slice (World.rows)")
     if torch.is_tensor(tree):
         return tree[rows]
     if isinstance(tree, dict):
@@ -194,7 +214,8 @@ def take_rows(tree: Any, rows: slice) -> Any:
 def process_device(device: str | torch.device, world: World) -> torch.device:
     """The device of this process: ``cuda`` becomes ``cuda:LOCAL_RANK`` when distributed (one
     GPU per process, as torchrun's ``--nproc_per_node`` counts them)."""
-    device = torch.device(device)
+    check_instance("world", world, World, expected="an nlbook.train.distributed.World")
+    device = check_device("device", device, available=False)  # a name: set_up_run checks it
     if not world.distributed or device.type != "cuda":
         return device
     if device.index is not None and device.index != world.local_rank:
@@ -211,6 +232,7 @@ def join_world(device: str | torch.device = "cpu") -> World:
     torchrun's environment (``env://``; backend nccl for CUDA, gloo otherwise) and returns the
     world that owns it.
     """
+    device = check_device("device", device)
     size = launched_world_size()
     import torch.distributed as dist  # imported by torch already: no cost
 
@@ -237,6 +259,9 @@ def join_world(device: str | torch.device = "cpu") -> World:
 def data_parallel(module: nn.Module, world: World, device: torch.device) -> nn.Module:
     """``module`` itself in one process; wrapped in ``DistributedDataParallel`` otherwise (its
     backward pass averages the ranks' gradients)."""
+    check_instance("module", module, nn.Module, expected="a torch.nn.Module")
+    check_instance("world", world, World, expected="an nlbook.train.distributed.World")
+    device = check_device("device", device)
     if not world.distributed:
         return module
     from torch.nn.parallel import DistributedDataParallel
@@ -248,7 +273,10 @@ def data_parallel(module: nn.Module, world: World, device: torch.device) -> nn.M
 def describe_world(world_size: int, batch_size: int, device: str | torch.device,
                    autocast: bool = False) -> str:
     """One line naming the world size, the batch and the device (a run's first log line)."""
-    device = torch.device(device)
+    check_positive_int("world_size", world_size)
+    check_positive_int("batch_size", batch_size)
+    device = check_device("device", device, available=False)
+    check_bool("autocast", autocast)
     precision = ", bf16 autocast" if autocast else ""
     if world_size == 1:
         return f"world size 1 (one process), batch {batch_size}, {device}{precision}"

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from nlbook._checks import check_device, check_int, check_positive_int
+from nlbook._checks import check_device, check_int, check_int_sequence, check_positive_int
 from nlbook.data import random_batch
 from nlbook.data import sequential_windows as _sequential_windows
 
@@ -115,7 +115,9 @@ def window_batch_losses(model: nn.Module, ids: torch.Tensor, *, batch_size: int,
     check_int("seed", seed, low=0)
     device = check_device("device", device)
     _check_ids_for(model, ids, 2)
-    rank, size = share
+    rank, size = check_int_sequence("share", share, length=2, low=0)
+    if not rank < size:
+        raise ValueError(f"share must be (rank, size) with 0 <= rank < size, got {share!r}")
     generator = torch.Generator().manual_seed(seed)
     losses = [0.0] * batches
     with _EvalMode(model):

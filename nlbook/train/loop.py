@@ -205,6 +205,8 @@ def set_up_run(config: TrainConfig, *, corpus: CharCorpus | None = None, resume:
     check_instance("corpus", corpus, CharCorpus, allow_none=True,
                    expected="an nlbook.data.CharCorpus")
     check_bool("resume", resume)
+    check_instance("world", world, World, allow_none=True,
+                   expected="an nlbook.train.distributed.World")
     world = world if world is not None else World()
     device = process_device(config.device, world)
     state = None
@@ -329,6 +331,10 @@ def _restore(run: Run, state: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- one step
 
+def _check_run(run: Any) -> None:
+    check_instance("run", run, Run, expected="an nlbook.train.loop.Run (from set_up_run)")
+
+
 def learning_rate_for(run: Run) -> float:
     """The learning rate of the next update, set on every parameter group.
 
@@ -336,6 +342,7 @@ def learning_rate_for(run: Run) -> float:
     deadline, so the run ends with the rate at its minimum whatever the speed does meanwhile
     (two models compared get the same time).
     """
+    _check_run(run)
     config = run.config
     time_progress = None
     if config.minutes is not None and run.step >= config.warmup_steps:
@@ -375,6 +382,7 @@ def train_step(run: Run) -> float:
     sees the global gradient norm. Raises :class:`TrainingDivergedError` before the update
     when the loss or the gradient norm is not finite (on every rank alike: both are global).
     """
+    _check_run(run)
     config, world = run.config, run.world
     learning_rate_for(run)
     if run.streams is None:
@@ -415,6 +423,8 @@ def train_step(run: Run) -> float:
 def stop_at_deadline(run: Run, say: Callable[[str], None]) -> bool:
     """End a ``minutes`` run at the step that reaches the deadline (the budget is wall-clock
     time: two models compared get the same time). True when it ended the run."""
+    _check_run(run)
+    check_callable("say", say)
     config = run.config
     if config.minutes is None or run.finished or run.elapsed() < config.minutes * 60:
         return False
@@ -431,6 +441,7 @@ def evaluate_run(run: Run) -> float:
     ``seed + 1``: evaluating never changes training). Across processes each rank computes its
     share of the batches and the per-batch losses are summed in one process's order: the same
     number, bit for bit."""
+    _check_run(run)
     config, world = run.config, run.world
     if not world.distributed:
         return estimate_loss(run.model, run.corpus.val_ids, batch_size=config.batch_size,
@@ -460,6 +471,7 @@ def record_evaluation(run: Run) -> float:
     """Evaluate (:func:`evaluate_run`) and append to the history; returns the seconds spent.
     A non-finite validation loss after a step raises :class:`TrainingDivergedError` naming
     the step: train() never returns a model that diverged."""
+    _check_run(run)
     start = time.perf_counter()
     loss = evaluate_run(run)
     if not math.isfinite(loss) and run.step > 0:
@@ -480,6 +492,7 @@ def checkpoint_state(run: Run) -> dict[str, Any]:
     the carried state is stored for the global batch, torch's RNG of rank 0 under
     ``torch_rng`` (one process's key) and every rank's under ``torch_rng_by_rank``.
     """
+    _check_run(run)
     config, world, device = run.config, run.world, run.device
     # A finished run's carried state is not kept: no step will read it (and it is most of a
     # small stateful model's checkpoint: the fast weights of every batch row).
@@ -523,6 +536,7 @@ def write_checkpoint(run: Run) -> None:
     """Write :func:`checkpoint_state` to ``config.checkpoint`` (atomically, by rank 0 only;
     nothing when it is None). Never overwrites the last good checkpoint with non-finite
     parameters: raises :class:`TrainingDivergedError` instead."""
+    _check_run(run)
     if run.config.checkpoint is None:
         return
     if not _all_finite(run.model):
@@ -596,6 +610,7 @@ class _Progress:
 
 def describe_run(config: TrainConfig, world_size: int) -> str:
     """The run's first log line: the model and preset, the world size, the batch, the device."""
+    check_instance("config", config, TrainConfig, expected="a TrainConfig")
     return f"{config.model} ({config.preset or 'custom'}): " + describe_world(
         world_size, config.batch_size, config.device, config.autocast)
 

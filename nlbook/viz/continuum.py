@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib.figure
 import numpy as np
 
-from nlbook._checks import check_bool, check_int, check_scalar_in_range
+from nlbook._checks import check_bool, check_instance, check_int, check_scalar_in_range
 from nlbook.viz._common import (
     MAX_AXES,
     check_array,
@@ -49,6 +49,8 @@ def _order_and_labels(count: int, labels: Sequence[str] | None,
             raise ValueError(f"labels must have one entry per block ({count}), got "
                              f"{len(labels)}")
     if levels is not None:
+        check_instance("levels", levels, (list, tuple, np.ndarray),
+                       expected="a list of ints (one level per block)")
         if len(levels) != count:
             raise ValueError(f"levels must have one entry per block ({count}), got {len(levels)}")
         for index, level in enumerate(levels):

@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 import matplotlib.figure
 from matplotlib.patches import FancyBboxPatch
 
+from nlbook._checks import check_int_sequence, check_number_sequence
 from nlbook.levels import Component, assign_levels, hope_components, level_label
-from nlbook.viz._common import new_figure
+from nlbook.viz._common import check_mapping, check_text, new_figure
 
 __all__ = ["LEVEL_COLOURS", "level_colour", "plot_cms_chain", "plot_hope_block",
            "plot_level_map"]
@@ -82,6 +83,12 @@ def plot_level_map(components: Sequence[Component], *, levels: Mapping[str, int]
         title: the figure title.
     """
     computed = assign_levels(components)
+    if levels is not None:
+        check_mapping("levels", levels, non_empty=False)
+    check_text("unit", unit)
+    if not unit:
+        raise ValueError("unit must be a non-empty str (e.g. 'step'), got ''")
+    check_text("title", title)
     if levels is not None and dict(levels) != computed:
         raise ValueError(f"levels must be the levels of the components (Def. 2/3), "
                          f"{computed}, got {dict(levels)}")
@@ -136,16 +143,13 @@ def _cms_levels(chunk_sizes: Sequence[int], learning_rates: Sequence[float]) -> 
     return [levels[component.name] for component in components]
 
 
-def _check_cms_arguments(chunk_sizes: Sequence[int], learning_rates: Sequence[float]) -> None:
-    if len(chunk_sizes) == 0 or len(chunk_sizes) != len(learning_rates):
-        raise ValueError(f"chunk_sizes and learning_rates must be non-empty and of the same "
-                         f"length, got {len(chunk_sizes)} and {len(learning_rates)}")
-    for index, size in enumerate(chunk_sizes):
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"chunk_sizes[{index}] must be a positive int, got {size!r}")
-    for index, rate in enumerate(learning_rates):
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 0:
-            raise ValueError(f"learning_rates[{index}] must be a number >= 0, got {rate!r}")
+def _check_cms_arguments(chunk_sizes: Sequence[int], learning_rates: Sequence[float], *,
+                         names: tuple[str, str] = ("chunk_sizes", "learning_rates")) -> None:
+    check_int_sequence(names[0], chunk_sizes, low=1)
+    check_number_sequence(names[1], learning_rates, low=0.0)
+    if len(chunk_sizes) != len(learning_rates):
+        raise ValueError(f"{names[0]} and {names[1]} must have the same length, got "
+                         f"{len(chunk_sizes)} and {len(learning_rates)}")
 
 
 def plot_cms_chain(chunk_sizes: Sequence[int], learning_rates: Sequence[float], *,
@@ -161,6 +165,8 @@ def plot_cms_chain(chunk_sizes: Sequence[int], learning_rates: Sequence[float], 
         title: the figure title.
     """
     _check_cms_arguments(chunk_sizes, learning_rates)
+    check_text("loss", loss)
+    check_text("title", title)
     levels = _cms_levels(chunk_sizes, learning_rates)
     count = len(chunk_sizes)
     figure, axes = new_figure(width=2.3 * count + 4.2, height=2.9)
@@ -214,7 +220,9 @@ def plot_hope_block(*, chunk_size_memory: int = 64, chunk_size_others: int = 32,
                         ("chunk_size_others", chunk_size_others), ("conv_window", conv_window)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    _check_cms_arguments(cms_chunk_sizes, cms_learning_rates)
+    _check_cms_arguments(cms_chunk_sizes, cms_learning_rates,
+                         names=("cms_chunk_sizes", "cms_learning_rates"))
+    check_text("title", title)
     # Model-wide levels (nlbook.levels.hope_components, trained by AdamW).
     components = hope_components(cms_chunk_sizes, cms_learning_rates)
     model_levels = assign_levels(components)
