@@ -13,7 +13,7 @@ pure plot of :mod:`nlbook.viz` (``.plot()``):
   :func:`run_continual` → :class:`ContinualResult`, :func:`continual_metrics`
 
 Every experiment takes ``models`` (name → factory of a fresh ``nn.Module``, called as
-``factory(seed)``), a budget in optimizer steps (equal steps for every model; the seconds each
+``factory(seed=seed)``), a budget in optimizer steps (equal steps for every model; the seconds each
 took are reported beside the numbers), ``seeds``, and where it applies ``switches``: variants
 that read a *trained* model inside a context manager such as
 :func:`nlbook.hope.frozen_memories`. ``python -m nlbook.bench formal|recall|continual`` prints

@@ -18,8 +18,8 @@ from nlbook.transformer import language_model_loss, parameter_count
 __all__ = ["ModelFactory", "Switch", "TextLearner", "build_model", "check_models",
            "check_seeds", "check_switches", "format_table", "parameters_of"]
 
-#: Builds a fresh model: ``factory(seed)`` if it takes an argument, else ``factory()`` (called
-#: after ``torch.manual_seed(seed)``).
+#: Builds a fresh model: ``factory(seed=seed)`` if it has a parameter named ``seed``, else
+#: ``factory()``; either way after ``torch.manual_seed(seed)``.
 ModelFactory = Callable[..., nn.Module]
 
 #: A test-time variant: (name of the trained model it reads, context manager factory), e.g.
@@ -27,19 +27,19 @@ ModelFactory = Callable[..., nn.Module]
 Switch = tuple[str, Callable[[nn.Module], AbstractContextManager]]
 
 
-def _takes_argument(factory: Callable) -> bool:
+def _takes_seed(factory: Callable) -> bool:
     try:
-        parameters = inspect.signature(factory).parameters.values()
+        parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # a builtin without a signature: call it bare
         return False
-    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
-               for p in parameters)
+    return "seed" in parameters and parameters["seed"].kind is not \
+        inspect.Parameter.POSITIONAL_ONLY
 
 
 def build_model(factory: ModelFactory, seed: int, name: str = "model") -> nn.Module:
     """A fresh model from ``factory`` for ``seed`` (see :data:`ModelFactory`)."""
     torch.manual_seed(seed)  # for factories that draw from torch's global generator
-    model = factory(seed) if _takes_argument(factory) else factory()
+    model = factory(seed=seed) if _takes_seed(factory) else factory()
     if not isinstance(model, nn.Module):
         raise ValueError(f"models[{name!r}] must return a torch.nn.Module, got "
                          f"{type(model).__name__}")

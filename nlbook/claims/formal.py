@@ -192,7 +192,7 @@ def run_formal(models: Mapping[str, ModelFactory] | None = None, *,
     """Train every model on every language and score it on Bin0 and Bin1.
 
     Args:
-        models: name -> factory of a fresh model (``factory(seed)`` or ``factory()``) with the
+        models: name -> factory of a fresh model (``factory(seed=seed)`` or ``factory()``) with the
             course's interface (``logits, loss = model(idx, targets)``, vocabulary at least
             :data:`~nlbook.tasks.formal_languages.FORMAL_VOCABULARY`); default
             :func:`formal_models` (HOPE and the matched Transformer).
@@ -200,7 +200,7 @@ def run_formal(models: Mapping[str, ModelFactory] | None = None, *,
         steps: optimizer steps per model, language and seed (equal steps for every model).
         batch_size, learning_rate, supervision: of
             :func:`~nlbook.tasks.formal_languages.train_formal_language`.
-        seeds: each seed builds the models afresh (``factory(seed)``) and draws its own
+        seeds: each seed builds the models afresh (``factory(seed=seed)``) and draws its own
             training strings; the test strings depend on the seed only, so every model is
             scored on the same strings.
         train_lengths, test_lengths: Bin0 (training) and Bin1 string lengths, inclusive.

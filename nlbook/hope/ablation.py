@@ -63,7 +63,8 @@ def frozen_memories(model: nn.Module) -> Iterator[nn.Module]:
       W ← W₀ + (W − W₀)(α_t I − η′ x xᵀ) + η′ (u − W₀ x) xᵀ returns W unchanged: the Titans
       state stays what it was when the stream (or the carried state) began, and the main
       memory is read at that state.
-    - CMS: η = 0 for every level, as :func:`frozen_cms`.
+    - CMS: η = 0 for every level, as :func:`frozen_cms` (the gradient sum of a chunk left open
+      when the switch began is then applied with η = 0: dropped).
 
     What still moves: the causal convolution's buffer (the last 3 inputs, a fixed window, not
     a memory). So inside the block HOPE is a model that sees 4 tokens and its fixed weights.
