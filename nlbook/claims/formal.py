@@ -101,7 +101,7 @@ class FormalResult:
         languages: the languages, in the paper's column order.
         models: trained models, then switched variants.
         seeds: the seeds (each: its own model initialisation, training strings and test
-            strings... the test strings are the same for every model).
+            strings; under one seed every model is scored on the same test strings).
         accuracy: model -> {"bin0": (languages, seeds), "bin1": (languages, seeds)} arrays of
             accuracies in [0, 1].
         train_seconds: model -> total training seconds over languages and seeds (a switched
