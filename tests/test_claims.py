@@ -404,3 +404,21 @@ def test_continual_curves_keep_each_model_colour():
             assert _same(colours[name], viz.model_color(name))
     with pytest.raises(ValueError, match="phase_ends"):
         viz.plot_continual(steps, losses, phase_ends=(5, 10))
+
+
+# ----------------------------------------------------------------------------- bench commands
+
+@pytest.mark.parametrize(("command", "extra", "needed"), [
+    ("formal", ["--examples", "8"], "Formal languages"),
+    ("recall", ["--trials", "1"], "Recall across a gap"),
+    ("continual", ["--evaluations", "1"], "Continual learning"),
+])
+def test_bench_commands_print_their_tables(command, extra, needed, capsys):
+    from nlbook.bench import BENCHMARKS, main
+
+    assert command in BENCHMARKS
+    main([command, "--steps", "1", "--seed", "1", "--d-model", "8", "--n-layers", "1",
+          "--n-heads", "1", *extra])
+    printed = capsys.readouterr().out
+    assert needed in printed and ("seed(s) 1" in printed or "seeds 1" in printed)
+    assert "total" in printed
