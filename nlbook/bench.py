@@ -9,39 +9,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
-__all__ = ["main", "time_call"]
+from nlbook.timing import load_average, time_call
 
-
-def time_call(function: Callable[[], object], *, repeats: int = 5, warmup: int = 1,
-              min_seconds: float = 0.0) -> float:
-    """Median wall time of ``function()`` in seconds over ``repeats`` runs after ``warmup``.
-
-    Each run loops ``function`` until it has taken at least ``min_seconds`` and reports the
-    mean time of one call, so very short calls are not dominated by timer resolution.
-    """
-    for _ in range(warmup):
-        function()
-    samples = []
-    for _ in range(repeats):
-        calls, start = 0, time.perf_counter()
-        while True:
-            function()
-            calls += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_seconds:
-                break
-        samples.append(elapsed / calls)
-    return statistics.median(samples)
+__all__ = ["main", "time_call"]  # time_call lives in nlbook.timing; kept here for old imports
 
 
 def _header(title: str) -> None:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    load = load_average()
     print(f"== {title} | torch {torch.__version__} | threads {torch.get_num_threads()} | "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
@@ -258,6 +236,50 @@ def bench_stateful(args: argparse.Namespace) -> None:
               f"{float(curve[3 * length // 4:].mean()):20.4f}")
 
 
+def _ablation_arguments(parser: argparse.ArgumentParser) -> None:
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="wall-clock budget of EACH variant")
+    budget.add_argument("--steps", type=int, help="optimizer steps of each variant instead")
+    parser.add_argument("--variants", help="comma-separated indices of the variants (default "
+                        "all): " + "; ".join(f"{index} = {name}" for index, name in
+                                            enumerate(_ablation_names())))
+    parser.add_argument("--scored-characters", type=int, default=None,
+                        help="validation characters the fresh and streaming losses use "
+                             "(default: the whole split)")
+    parser.add_argument("--position-length", type=int, default=1024)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--progress", action="store_true", help="show tqdm progress bars")
+
+
+def _ablation_names() -> list[str]:
+    from nlbook.claims.ablation import ABLATION_VARIANTS
+
+    return list(ABLATION_VARIANTS)
+
+
+def bench_ablation(args: argparse.Namespace) -> None:
+    """Chapter 7's ablation (the paper's Table 6, small): every variant for the same budget."""
+    from nlbook.claims.ablation import run_ablation
+
+    minutes = args.minutes if args.minutes is not None or args.steps is not None else 1.0
+    names = _ablation_names()
+    variants = None
+    if args.variants:
+        try:
+            variants = [names[int(index)] for index in args.variants.split(",")]
+        except (ValueError, IndexError):
+            raise SystemExit(f"error: --variants must be comma-separated indices in "
+                             f"[0, {len(names)}), got {args.variants!r}") from None
+    budget = f"{minutes:g} min" if args.steps is None else f"{args.steps} steps"
+    _header(f"ablation: HOPE with one part removed, {budget} of training each (tiny preset)")
+    result = run_ablation(minutes=None if args.steps is not None else minutes,
+                          steps=args.steps, variants=variants,
+                          scored_characters=args.scored_characters,
+                          position_length=args.position_length, seed=args.seed,
+                          progress=args.progress)
+    print(result.table())
+
+
 def _hope_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--d-model", type=int, default=144,
                         help="HOPE's width (about 1M parameters at 4 layers); the Transformer's "
@@ -276,6 +298,9 @@ def _hope_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --context: tokens in every training step (default 2048)")
     parser.add_argument("--second-order", action="store_true",
                         help="also time HOPE with create_graph through the CMS updates")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile'd copies of both models (needs a C++ "
+                             "compiler; compiling HOPE takes minutes, reported apart)")
 
 
 def _int_list(text: str) -> list[int]:
@@ -299,7 +324,7 @@ def bench_hope(args: argparse.Namespace) -> None:
     if args.context is None:
         benchmark_hope(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
                        batch=args.batch, length=args.length, steps=args.steps,
-                       second_order=args.second_order)
+                       second_order=args.second_order, compile=args.compile)
         return
     ratios = []
     for length in args.context:
@@ -307,7 +332,8 @@ def bench_hope(args: argparse.Namespace) -> None:
         print(f"-- context {length}, batch {batch}")
         results = benchmark_hope(d_model=args.d_model, n_layers=args.n_layers,
                                  n_heads=args.n_heads, batch=batch, length=length,
-                                 steps=args.steps, second_order=args.second_order)
+                                 steps=args.steps, second_order=args.second_order,
+                                 compile=args.compile)
         ratios.append((length, batch, results))
     print("context  batch  HOPE tokens/s  Transformer tokens/s  ratio")
     for length, batch, results in ratios:
@@ -339,6 +365,8 @@ def _formal_arguments(parser: argparse.ArgumentParser) -> None:
 def bench_formal(args: argparse.Namespace) -> None:
     """Chapter 7, experiment 2: formal languages (arXiv Table 5), HOPE vs the matched
     Transformer vs HOPE without in-context CMS updates; train on 2-16, test 2-16 and 32-64."""
+    import time
+
     from nlbook.claims import formal_models, formal_switches, run_formal
 
     _header(f"formal: formal languages, {args.steps} steps per model and language")
@@ -365,6 +393,8 @@ def _recall_arguments(parser: argparse.ArgumentParser) -> None:
 def bench_recall(args: argparse.Namespace) -> None:
     """Chapter 7, experiment 3: recall of a planted fact across gaps of 8-512 characters,
     HOPE vs the matched Transformer (window 64) vs HOPE without in-context updates."""
+    import time
+
     from nlbook.claims import recall_models, recall_switches, run_recall
     from nlbook.data import load_corpus
 
@@ -394,6 +424,8 @@ def bench_continual(args: argparse.Namespace) -> None:
     """Chapter 7, experiment 4: continual learning Tiny Shakespeare -> Python stdlib -> Tiny
     Shakespeare; forgetting and recovery of HOPE, HOPE without in-context CMS updates and the
     Transformer."""
+    import time
+
     from nlbook.claims import continual_models, run_continual
     from nlbook.data import load_corpus_pair
 
@@ -424,6 +456,8 @@ BENCHMARKS: dict[str, BenchmarkEntry] = {
                     "chapter 6: HOPE vs Transformer at equal parameters and wall-clock time"),
     "stateful": (_stateful_arguments, bench_stateful,
                  "chapter 6: HOPE trained on fresh windows vs carried streams"),
+    "ablation": (_ablation_arguments, bench_ablation,
+                 "chapter 7: HOPE with one part removed, at equal time (the paper's Table 6)"),
     "formal": (_formal_arguments, bench_formal,
                "chapter 7: formal languages, trained short and tested long (arXiv Table 5)"),
     "recall": (_recall_arguments, bench_recall,

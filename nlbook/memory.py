@@ -24,7 +24,7 @@ Conventions (flash-linear-attention's, used by every chapter):
 - ``chunk_size=None`` runs the slow, obviously correct token-by-token loop (the reference);
   an integer runs the chunkwise form, which processes C tokens with matrix products and loops
   only over the T/C chunks. For linear attention and the delta rule the chunkwise form is
-  *exact* (WY representation; performance-and-benchmarks.md §3.2). For Titans it is the
+  *exact* (WY representation; chapter 1, section 9). For Titans it is the
   paper's chunk approximation (every gradient in a chunk is taken at the state that entered
   the chunk, Titans §3.2), so chunk size is a modelling choice there, not a speed knob.
 
@@ -46,6 +46,7 @@ from nlbook._checks import (
     check_same_dtype_device,
     check_shape,
 )
+from nlbook.timing import time_call
 
 __all__ = [
     "benchmark_memory",
@@ -538,8 +539,6 @@ def benchmark_memory(batch: int = 16, heads: int = 4, length: int = 256, dim: in
     Prints one line per (rule, chunk size) with milliseconds and the speed-up over the loop,
     and returns ``{"<rule> C=<c>": speedup}``. Call with one torch thread for stable ratios.
     """
-    from nlbook.bench import time_call
-
     generator = torch.Generator().manual_seed(seed)
 
     def normal(*shape):

@@ -2,7 +2,7 @@
 
 A model that only counts gives the honest reference line beside every training curve: on Tiny
 Shakespeare an interpolated modified Kneser-Ney 7-gram reaches about 1.52 nats/char with no
-training at all (performance-and-benchmarks.md §2.3), better than the 3-minute CPU baby GPT.
+training at all (measured: chapter 6 and the README), better than the 3-minute CPU baby GPT.
 
 Interpolated smoothing, for orders k = 1..n over a vocabulary of V characters, with history
 h (the k-1 previous characters) and h' (h without its oldest character)::

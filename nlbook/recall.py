@@ -1,4 +1,4 @@
-"""Associative-recall experiments on single memories (chapter 1; reference notes §7.1).
+"""Associative-recall experiments on single memories (chapter 1, section 7; our own tasks).
 
 Two small tasks, each stated with the regime in which its result holds:
 
@@ -85,7 +85,7 @@ def capacity_stream(n_pairs: int = 64, dim: int = 64, seed: int = 0) -> RecallSt
     return RecallStream(keys, values, torch.arange(n_pairs), keys, values)
 
 
-#: The rules compared in the notebook, with the gates of reference notes §7.1.
+#: The rules compared in the notebook, with their gates (chapter 1, section 7).
 RULES: dict[str, dict[str, float]] = {
     "Hebbian (linear attention)": {"kind": "linear"},
     "Hebbian + decay 0.95": {"kind": "linear", "decay": 0.95},

@@ -43,14 +43,18 @@ __all__ = [
 def check_token_ids(name: str, ids: torch.Tensor, vocab_size: int, context_length: int | None,
                     *, allow_ignore_index: bool = False) -> None:
     """Raise ValueError naming ``name`` unless ``ids`` is int64 (B, T), T <= context, ids in
-    [0, vocab_size) (or -1, the ignore index, when ``allow_ignore_index``)."""
+    [0, vocab_size) (or -1, the ignore index, when ``allow_ignore_index``).
+
+    Under torch.compile only the shape and dtype are checked: the range check reads the values
+    (a graph break and a host sync), and the embedding's own index check still catches an id
+    out of range."""
     check_ndim(name, ids, 2, "(B, T)")
     if ids.dtype != torch.int64:
         raise ValueError(f"{name} must have dtype torch.int64, got {ids.dtype}")
     if context_length is not None and ids.shape[1] > context_length:
         raise ValueError(f"{name} has T = {ids.shape[1]} tokens, more than context_length = "
                          f"{context_length}")
-    if ids.numel():
+    if ids.numel() and not torch.compiler.is_compiling():
         low = -1 if allow_ignore_index else 0
         smallest, largest = int(ids.min()), int(ids.max())
         if smallest < low or largest >= vocab_size:

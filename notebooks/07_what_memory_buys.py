@@ -114,7 +114,7 @@ clock = {}  # seconds each experiment took, for the summary
 # **The models.** HOPE (the course's HopeLM, 1 layer at notebook size), the Transformer that
 # `matched_models` matches to it in parameters (its position embeddings beyond the 17th never
 # train: Bin1 tests that too), and *HOPE without in-context CMS updates*: the trained HOPE
-# read inside `frozen_cms`. The CMS's fast level updates every 32 tokens, so it never fires
+# read inside `frozen_cms`. The CMS's fastest block updates every 32 tokens, so it never fires
 # on a training string: HOPE trained with and without those updates is the same model (a test
 # checks it), and the two differ only on Bin1. Every model gets the **same number of steps**
 # (400 batches of 32 strings); the seconds each took are in the table.
@@ -211,7 +211,7 @@ formal.plot()
 # Transformer on fresh 64-character windows that each hold a fact and its question (the gap
 # clipped to what fits): the densest recall signal it can use. **HOPE without in-context
 # updates** is the trained HOPE read inside `frozen_memories`: no Titans memory and no CMS
-# level is written while it reads.
+# block is written while it reads.
 #
 # **Check first.** Inside `frozen_memories` nothing HOPE reads is written anywhere: its Titans
 # state and CMS weights at the end of a stream are the ones it started with. And the question

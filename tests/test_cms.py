@@ -44,7 +44,7 @@ def max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 4, 5, 13, 20])
-def test_level_updates_floor_T_over_C_times(chunk):
+def test_block_updates_floor_T_over_C_times(chunk):
     length = 13
     cms = make_cms((chunk,), (0.05,), linear=True, residual=False, pre_norm=False)
     x, y = make_stream(length=length)
@@ -55,15 +55,15 @@ def test_level_updates_floor_T_over_C_times(chunk):
 
 
 def test_each_update_is_the_hand_computed_sum_of_per_token_gradients():
-    # One linear level, loss ½‖W x + b − y‖²: per-token gradients (W x_t + b − y_t) x_tᵀ and
+    # One linear block, loss ½‖W x + b − y‖²: per-token gradients (W x_t + b − y_t) x_tᵀ and
     # (W x_t + b − y_t), all at the parameters that entered the chunk; the update is −η·SUM.
     chunk, rate, length = 4, 0.05, 13
     cms = make_cms((chunk,), (rate,), linear=True, residual=False, pre_norm=False)
     x, y = make_stream(length=length)
     record = CMSRecord(1, keep_deltas=True)
     output = cms(x, y, loss_fn=squared_error_loss, record=record)
-    weight = cms.levels[0]["weight"].detach().expand(2, 4, 4).clone()
-    bias = cms.levels[0]["bias"].detach().expand(2, 4).clone()
+    weight = cms.blocks[0]["weight"].detach().expand(2, 4, 4).clone()
+    bias = cms.blocks[0]["bias"].detach().expand(2, 4).clone()
     for k, step in enumerate(record.update_steps(0)):
         grad_weight = torch.zeros_like(weight)
         grad_bias = torch.zeros_like(bias)
@@ -71,13 +71,13 @@ def test_each_update_is_the_hand_computed_sum_of_per_token_gradients():
             error = torch.einsum("bij,bj->bi", weight, x[:, t]) + bias - y[:, t]
             grad_weight += torch.einsum("bi,bj->bij", error, x[:, t])
             grad_bias += error
-        delta = record.levels[0].deltas[k]
+        delta = record.blocks[0].deltas[k]
         assert max_difference(delta["weight"], -rate * grad_weight) < 1e-12
         assert max_difference(delta["bias"], -rate * grad_bias) < 1e-12
         weight, bias = weight - rate * grad_weight, bias - rate * grad_bias
     assert max_difference(output.state.parameters[0]["weight"], weight) < 1e-12
     # a mean would be 4x smaller: make sure the test could tell
-    assert record.levels[0].sizes[0].min() > 0
+    assert record.blocks[0].sizes[0].min() > 0
 
 
 @pytest.mark.parametrize("variant", ["sequential", "independent", "nested"])
@@ -92,26 +92,26 @@ def test_fast_path_matches_token_loop_reference(variant, grad_mode):
         cms, x, y, squared_error_loss)
     assert max_difference(fast.output, outputs) < 1e-10
     assert max_difference(fast.losses, losses) < 1e-10
-    for level in range(3):
-        for name, value in parameters[level].items():
-            assert max_difference(fast.state.parameters[level][name], value) < 1e-10
-        assert record.update_steps(level) == reference_record.update_steps(level)
-        assert record.levels[level].resets == reference_record.levels[level].resets
-        for mine, theirs in zip(record.levels[level].deltas, reference_record.levels[level].deltas,
+    for block in range(3):
+        for name, value in parameters[block].items():
+            assert max_difference(fast.state.parameters[block][name], value) < 1e-10
+        assert record.update_steps(block) == reference_record.update_steps(block)
+        assert record.blocks[block].resets == reference_record.blocks[block].resets
+        for mine, theirs in zip(record.blocks[block].deltas, reference_record.blocks[block].deltas,
                                 strict=True):
             assert max(max_difference(mine[k], theirs[k]) for k in mine) < 1e-10
 
 
-def test_nested_variant_resets_fast_levels_at_the_end_of_their_context():
+def test_nested_variant_resets_fast_blocks_at_the_end_of_their_context():
     assert nested_reset_periods([1, 4, 16]) == [4, 16, None]
     assert nested_reset_periods([8, 2, 8]) == [None, 8, None]
     cms = make_cms((1, 4), (0.02, 0.01), variant="nested")
     x, y = make_stream(length=9)
     record = CMSRecord(2)
     out = cms(x, y, loss_fn=squared_error_loss, record=record)
-    assert record.levels[0].resets == [4, 8] and record.levels[1].resets == []
-    # after the reset at count 8 and the update at count 9, level 0 is one step from its init
-    initial = cms.levels[0]["w_in"].detach()
+    assert record.blocks[0].resets == [4, 8] and record.blocks[1].resets == []
+    # after the reset at count 8 and the update at count 9, block 0 is one step from its init
+    initial = cms.blocks[0]["w_in"].detach()
     assert max_difference(out.state.parameters[0]["w_in"][0] - initial,
                           torch.zeros_like(initial)) > 0
     assert len([s for s in record.update_steps(0) if s > 8]) == 1
@@ -143,13 +143,13 @@ def test_zero_learning_rates_give_exactly_the_frozen_mlp_chain(variant):
     out = cms(x, y, loss_fn=squared_error_loss, record=record)
     norm = nn.LayerNorm(4, elementwise_affine=False, dtype=DTYPE)
     blocks = []
-    for level in cms.levels:
+    for parameters in cms.blocks:
         block = nn.Sequential(nn.Linear(4, 6, dtype=DTYPE), nn.GELU(), nn.Linear(6, 4, dtype=DTYPE))
         with torch.no_grad():
-            block[0].weight.copy_(level["w_in"])
-            block[0].bias.copy_(level["b_in"])
-            block[2].weight.copy_(level["w_out"])
-            block[2].bias.copy_(level["b_out"])
+            block[0].weight.copy_(parameters["w_in"])
+            block[0].bias.copy_(parameters["b_in"])
+            block[2].weight.copy_(parameters["w_out"])
+            block[2].bias.copy_(parameters["b_out"])
         blocks.append(block)
     with torch.no_grad():
         if variant == "sequential":
@@ -159,10 +159,10 @@ def test_zero_learning_rates_give_exactly_the_frozen_mlp_chain(variant):
         else:
             expected = x + sum(block(norm(x)) for block in blocks)
     assert max_difference(out.output, expected) < 1e-12
-    assert all(record.update_steps(level) == [] for level in range(3))
-    for level in range(3):
-        for name, value in out.state.parameters[level].items():
-            assert torch.equal(value[0], cms.levels[level][name].detach())
+    assert all(record.update_steps(block) == [] for block in range(3))
+    for block in range(3):
+        for name, value in out.state.parameters[block].items():
+            assert torch.equal(value[0], cms.blocks[block][name].detach())
 
 
 # ---- causality, batch independence, streaming --------------------------------------------
@@ -197,10 +197,10 @@ def test_sequences_in_a_batch_do_not_share_fast_parameters():
     other = cms(x2, y2, loss_fn=squared_error_loss)
     for sequence in (0, 2):
         assert max_difference(base.output[sequence], other.output[sequence]) == 0.0
-        for level in range(3):
-            for name in base.state.parameters[level]:
-                assert torch.equal(base.state.parameters[level][name][sequence],
-                                   other.state.parameters[level][name][sequence])
+        for block in range(3):
+            for name in base.state.parameters[block]:
+                assert torch.equal(base.state.parameters[block][name][sequence],
+                                   other.state.parameters[block][name][sequence])
     assert max_difference(base.output[1], other.output[1]) > 1e-6
     alone = cms(x[2:3], y[2:3], loss_fn=squared_error_loss)  # and equals running it alone
     assert max_difference(alone.output[0], base.output[2]) < 1e-12
@@ -214,9 +214,9 @@ def test_streaming_in_two_pieces_equals_one_pass(split):
     first = cms(x[:, :split], y[:, :split], loss_fn=squared_error_loss)
     second = cms(x[:, split:], y[:, split:], loss_fn=squared_error_loss, state=first.state)
     assert max_difference(torch.cat([first.output, second.output], 1), whole.output) < 1e-12
-    for level in range(3):
-        for name, value in whole.state.parameters[level].items():
-            assert max_difference(second.state.parameters[level][name], value) < 1e-12
+    for block in range(3):
+        for name, value in whole.state.parameters[block].items():
+            assert max_difference(second.state.parameters[block][name], value) < 1e-12
 
 
 def test_token_by_token_generation_with_targets_known_one_step_late():
@@ -264,7 +264,7 @@ def test_parameter_trajectory_rebuilds_the_final_parameters():
     x, y = make_stream(length=10)
     record = CMSRecord(2, keep_deltas=True)
     out = cms(x, y, loss_fn=squared_error_loss, record=record)
-    trajectory = parameter_trajectory(record, 1, "w_in", cms.levels[1]["w_in"], sequence=1)
+    trajectory = parameter_trajectory(record, 1, "w_in", cms.blocks[1]["w_in"], sequence=1)
     assert trajectory.shape == (4, 6, 4)
     assert max_difference(trajectory[-1], out.state.parameters[1]["w_in"][1]) < 1e-12
 
@@ -272,7 +272,7 @@ def test_parameter_trajectory_rebuilds_the_final_parameters():
 # ---- multi-rate training --------------------------------------------------------------------
 
 
-def test_multi_rate_optimizer_steps_level_l_every_C_l_steps_with_the_summed_gradient():
+def test_multi_rate_optimizer_steps_group_g_every_C_g_steps_with_the_summed_gradient():
     generator = torch.Generator().manual_seed(0)
     fast = nn.Parameter(torch.randn(3, generator=generator, dtype=DTYPE))
     slow = nn.Parameter(torch.randn(3, generator=generator, dtype=DTYPE))
@@ -300,7 +300,7 @@ def test_multi_rate_optimizer_steps_level_l_every_C_l_steps_with_the_summed_grad
     assert optimizer.record.update_steps(0) == list(range(1, 8))
 
 
-def test_multi_rate_optimizer_with_adamw_leaves_off_levels_untouched():
+def test_multi_rate_optimizer_with_adamw_leaves_off_groups_untouched():
     fast = nn.Parameter(torch.ones(2, dtype=DTYPE))
     slow = nn.Parameter(torch.ones(2, dtype=DTYPE))
     optimizer = MultiRateOptimizer(torch.optim.AdamW([{"params": [fast]}, {"params": [slow]}],
@@ -367,8 +367,8 @@ def test_viz_functions_return_figures():
     figure = plot_update_ticks([record.update_steps(0), record.update_steps(1)], 10,
                                sizes=[record.update_sizes(0)[:, 0], record.update_sizes(1)[:, 0]])
     assert isinstance(figure, matplotlib.figure.Figure)
-    trajectories = [parameter_trajectory(record, level, "w_in", cms.levels[level]["w_in"])
-                    for level in range(2)]
+    trajectories = [parameter_trajectory(record, block, "w_in", cms.blocks[block]["w_in"])
+                    for block in range(2)]
     figure = plot_cms_explorer(trajectories, [record.update_steps(0), record.update_steps(1)],
                                out.losses[0], time=5, show="change")
     assert isinstance(figure, matplotlib.figure.Figure)

@@ -156,9 +156,9 @@ def _explorer_data():
     record = CMSRecord(2, keep_deltas=True)
     with torch.no_grad():
         stream = cms(x, x @ task.T, loss_fn=squared_error_loss, record=record)
-    trajectories = [parameter_trajectory(record, level, "weight", cms.levels[level]["weight"])
-                    for level in range(2)]
-    steps = [record.update_steps(level) for level in range(2)]
+    trajectories = [parameter_trajectory(record, block, "weight", cms.blocks[block]["weight"])
+                    for block in range(2)]
+    steps = [record.update_steps(block) for block in range(2)]
     return trajectories, steps, stream.losses[0]
 
 

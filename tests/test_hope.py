@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import pytest
 import torch
@@ -103,9 +104,9 @@ def test_first_order_cms_treats_updates_as_constants(rates):
     rows = []
     for t in range(7):
         parameters = []
-        for level in range(2):
-            current = dict(manual.initial_parameters(level, 2))
-            for step, delta in zip(record.levels[level].steps, record.levels[level].deltas,
+        for block in range(2):
+            current = dict(manual.initial_parameters(block, 2))
+            for step, delta in zip(record.blocks[block].steps, record.blocks[block].deltas,
                                    strict=True):
                 if step <= t:
                     current = {name: value + delta[name] for name, value in current.items()}
@@ -286,7 +287,7 @@ def test_trace_passage_records_every_memory():
     assert len(trace.lr) == 2 and trace.lr[0].shape == (10, 2)
     assert trace.memory_drift[1].shape == (10, 2) and trace.cms_drift[0].shape == (10, 2)
     assert (trace.retention[0] > 0).all() and (trace.retention[0] < 1).all()
-    # The fast CMS level (chunk 3) updates at token counts 3, 6, 9; the slow one (η = 0) never.
+    # The fast CMS block (chunk 3) updates at token counts 3, 6, 9; the slow one (η = 0) never.
     assert trace.cms_updates[0] == [[], [3, 6, 9]]
     assert trace.cms_drift[0][:, 0].abs().max() == 0 and trace.cms_drift[0][-1, 1] > 0
     assert torch.isnan(trace.token_loss[-1]) and torch.isfinite(trace.token_loss[:-1]).all()
@@ -337,7 +338,7 @@ def test_carried_state_keeps_the_path_to_the_initial_parameters():
     model = tiny_model(cms_learning_rates=(0.0, 0.05))
     ids = tokens(batch=2, length=17, seed=4)
     _, state = model.stream(ids[:, :8], targets=ids[:, 1:9])
-    fast_level = model.blocks[0].cms.levels[1]["w_in"]
+    fast_level = model.blocks[0].cms.blocks[1]["w_in"]
     for relative in (True, False):
         carried = carry_over(model, state, relative=relative)
         logits, _ = model.stream(ids[:, 8:16], model.resume_stream(carried),
@@ -371,3 +372,68 @@ def test_carried_state_round_trips_through_plain_tensors(tmp_path):
         model.resume_stream(state)
     with pytest.raises(ValueError, match="targets"):
         model.stream(ids[:, :8], targets=ids[:, :7])
+
+
+# ---- the variants of chapter 7's ablation ----------------------------------------------------
+
+VARIANTS = {
+    "without DGD": dict(dgd=False),
+    "without self-modification": dict(self_modifying=False),
+    "Hope-Attention": dict(mixer="attention", attention_window=5),
+    "linear attention": dict(mixer="linear_attention"),
+    "without in-context CMS updates": dict(cms_learning_rates=(0.0, 0.0)),
+    "without CMS": dict(cms_chunk_sizes=(1,), cms_learning_rates=(0.0,), cms_hidden_dim=24),
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_variants_are_causal_batch_independent_and_stream_exactly(name):
+    model = tiny_model(**VARIANTS[name])
+    ids = tokens(batch=2, length=19, seed=6)
+    with torch.no_grad():
+        logits, _ = model(ids)
+        changed = ids.clone()
+        changed[:, 10:] = (changed[:, 10:] + 1) % VOCAB
+        other, _ = model(changed)
+        assert torch.equal(other[:, :10], logits[:, :10])              # causal
+        swapped = ids.clone()
+        swapped[1] = tokens(batch=1, length=19, seed=9)[0]
+        assert torch.equal(model(swapped)[0][0], logits[0])             # batch independent
+        first, state = model.stream(ids[:, :7])
+        second, state = model.stream(ids[:, 7:12], state)
+        third, _ = model.stream(ids[:, 12:], state)
+    assert torch.allclose(torch.cat([first, second, third], 1), logits, atol=1e-12)
+
+
+def test_sliding_window_attention_equals_masked_softmax():
+    from nlbook.hope.mixers import SlidingWindowAttention
+
+    mixer = SlidingWindowAttention(8, 2, window=4, generator=torch.Generator().manual_seed(0))
+    mixer = mixer.double()
+    x = torch.randn(2, 11, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y, _ = mixer(x)
+    q, k, v, _ = mixer.project(x)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(4)
+    distance = torch.arange(11)[:, None] - torch.arange(11)[None, :]
+    scores = scores.masked_fill(~((distance >= 0) & (distance < 4)), -math.inf)
+    assert torch.allclose(y, mixer.output(torch.softmax(scores, -1) @ v), atol=1e-12)
+
+
+def test_gated_linear_attention_equals_its_token_loop():
+    from nlbook.hope.mixers import GatedLinearAttention
+
+    mixer = GatedLinearAttention(8, 2, chunk_size=3,
+                                 generator=torch.Generator().manual_seed(0)).double()
+    x = torch.randn(2, 10, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y, state = mixer(x)
+    q, k, v, gate = mixer.project(x)
+    q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+    alpha = torch.sigmoid(gate + mixer.retention_bias).transpose(1, 2)
+    memory, reads = torch.zeros(2, 2, 4, 4, dtype=torch.float64), []
+    for t in range(10):
+        memory = alpha[..., t, None, None] * memory + k[..., t, :, None] * v[..., t, None, :]
+        reads.append((memory * q[..., t, :, None]).sum(-2))
+    assert torch.allclose(y, mixer.output(torch.stack(reads, 2)), atol=1e-12)
+    assert torch.allclose(state.memory, memory, atol=1e-12)
+    with pytest.raises(ValueError, match="mixer"):
+        HopeBlock(16, 2, mixer="lstm")

@@ -285,6 +285,50 @@ def test_m3_is_algorithm_1(moments, shape):
     assert torch.allclose(param, reference, atol=1e-10)
 
 
+@pytest.mark.parametrize("moments", ["sum", "ema"])
+def test_m3_momentum_scale_is_algorithm_1_with_the_momentums_norm(moments):
+    """orthogonal_scale="momentum": every O = NS(M) rescaled to ‖M‖_F, nothing else changes."""
+    gradients = _gradient_stream(13, (4, 3))
+    beta1, beta2, beta3, alpha, lr, eps, chunk = 0.9, 0.99, 0.5, 0.7, 0.03, 1e-8, 5
+    param = _apply_stream(optim.M3, gradients, lr=lr, betas=(beta1, beta2, beta3), alpha=alpha,
+                          eps=eps, slow_every=chunk, moments=moments,
+                          orthogonal_scale="momentum")
+
+    def orthogonal(x):
+        direction = optim.newton_schulz(x)
+        return direction * x.norm() / direction.norm().clamp(min=1e-300)
+
+    fast, slow, second, chunk_sum, slow_output = (torch.zeros(4, 3, dtype=torch.float64)
+                                                  for _ in range(5))
+    reference = torch.zeros(4, 3, dtype=torch.float64)
+    for step, g in enumerate(gradients, start=1):
+        if moments == "sum":
+            fast, second = fast + beta1 * g, second + beta2 * g**2
+        else:
+            fast, second = beta1 * fast + (1 - beta1) * g, beta2 * second + (1 - beta2) * g**2
+        chunk_sum = chunk_sum + g
+        reference = reference - lr * (orthogonal(fast) + alpha * slow_output) / (
+            second.sqrt() + eps)
+        if step % chunk == 0:
+            slow = (slow + beta3 * chunk_sum if moments == "sum"
+                    else beta3 * slow + (1 - beta3) * chunk_sum / chunk)
+            slow_output, chunk_sum = orthogonal(slow), torch.zeros_like(chunk_sum)
+    assert torch.allclose(param, reference, atol=1e-10)
+
+
+def test_m3_as_printed_steps_inversely_to_the_gradient_scale_and_the_fix_does_not():
+    """Algorithm 1 as printed is homogeneous of degree −1 in g (NS drops |g| from the numerator,
+    √V keeps it in the denominator); with the momentum's norm on O and EMAs it has degree 0."""
+    gradients = _gradient_stream(12, (5, 4))
+    printed = {scale: _apply_stream(optim.M3, scale * gradients, lr=0.01, slow_every=4,
+                                    eps=1e-30) for scale in (1.0, 10.0)}
+    assert torch.allclose(printed[10.0], printed[1.0] / 10.0, rtol=1e-9)
+    fixed = {scale: _apply_stream(optim.M3, scale * gradients, lr=0.01, slow_every=4,
+                                  eps=1e-30, moments="ema", orthogonal_scale="momentum")
+             for scale in (1.0, 10.0)}
+    assert torch.allclose(fixed[10.0], fixed[1.0], rtol=1e-9)
+
+
 def test_m3_slow_level_starts_after_the_first_chunk():
     gradients = torch.ones(3, 1, dtype=torch.float64)
     with_slow = _apply_stream(optim.M3, gradients[:2], lr=1.0, alpha=1.0, slow_every=2,
@@ -350,6 +394,7 @@ def test_momentum_memory_length_exact_numbers():
     (lambda p: optim.M3(p, slow_every=0), "slow_every"),
     (lambda p: optim.M3(p, alpha=-1.0), "alpha"),
     (lambda p: optim.M3(p, betas=(0.9, 0.99, 1.0), moments="ema"), r"betas\[2\]"),
+    (lambda p: optim.M3(p, orthogonal_scale="spectral"), "orthogonal_scale"),
 ])
 def test_bad_hyper_parameters_raise_naming_them(build, name):
     with pytest.raises(ValueError, match=name):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from nlbook import selfmod
 from nlbook.selfmod import (
     SelfModifyingLinear,
     SelfModifyingTitans,
@@ -331,3 +333,116 @@ def test_titans_argument_errors():
     _, state = layer(_inputs(batch=2, length=3))
     with pytest.raises(ValueError, match="state must be for batch"):
         layer(_inputs(batch=3, length=3), state)
+
+
+# ---- the ablation switches of chapter 7 (arXiv Table 6) --------------------------------------
+
+
+@pytest.mark.parametrize("options", [dict(dgd=False), dict(self_modifying=False),
+                                     dict(self_modifying=False, dgd=False),
+                                     dict(dgd=False, retain_toward_initial=False)])
+@pytest.mark.parametrize("chunks", [(1, 1), (4, 3)])
+def test_ablated_titans_equal_their_token_reference(options, chunks):
+    layer = _layer(*chunks, **options)
+    x = _inputs(length=11)
+    y, _ = layer(x)
+    assert (y - reference_self_modifying_titans(layer, x, *chunks)).abs().max() < 1e-10
+    first, state = layer(x[:, :5])
+    rest, _ = layer(x[:, 5:], state)
+    assert (torch.cat([first, rest], 1) - y).abs().max() < 1e-12
+
+
+def test_without_self_modification_projections_are_fixed_linear_maps():
+    """k, v, η, α are fixed linear maps of x (plain Titans): the generator state never changes
+    along a stream, keys and values are normalize(x W), and only the main memory is written."""
+    layer = _layer(4, 2, self_modifying=False)
+    x = _inputs(length=13)
+    _, state, trace = layer(x, return_trace=True)
+    initial = layer.initial_state(x.shape[0])
+    assert torch.equal(state.generator_first, initial.generator_first)
+    assert state.generator_second.numel() == 0
+    assert not torch.allclose(state.memory_second, initial.memory_second)
+    keys = F.normalize((x @ layer.input_projection).view(*x.shape[:2], layer.heads, -1)
+                       .transpose(1, 2), dim=-1)
+    values = F.normalize((x @ layer.value_projection).view(*x.shape[:2], layer.heads, -1)
+                         .transpose(1, 2), dim=-1)
+    assert torch.allclose(trace["keys"], keys) and torch.allclose(trace["values"], values)
+    assert not any(name.startswith(("key_memory", "value_memory"))
+                   for name, _ in layer.named_parameters())
+    with pytest.raises(ValueError, match="write_first_layer"):
+        _layer(4, 2, self_modifying=False, write_first_layer=True)
+    with pytest.raises(ValueError, match="dgd"):
+        _layer(4, 2, dgd=False, write_first_layer=True)
+
+
+def test_without_dgd_the_write_has_no_erase_term():
+    """With β k kᵀ gone the kernel is gated linear attention: S_t = α_t S_{t−1} + β_t k_t u_tᵀ."""
+    from nlbook.memory import linear_attention
+    from nlbook.selfmod.chunk_kernel import gated_hebbian_chunk
+
+    generator = torch.Generator().manual_seed(3)
+    state = torch.randn(2, 3, 4, 5, generator=generator, dtype=DTYPE)
+    keys = torch.randn(2, 3, 9, 4, generator=generator, dtype=DTYPE)
+    values = torch.randn(2, 3, 9, 5, generator=generator, dtype=DTYPE)
+    queries = torch.randn(2, 3, 9, 4, generator=generator, dtype=DTYPE)
+    beta = torch.rand(2, 3, 9, generator=generator, dtype=DTYPE)
+    alpha = 0.5 + 0.5 * torch.rand(2, 3, 9, generator=generator, dtype=DTYPE)
+    final, reads = gated_hebbian_chunk(state, keys, values, beta, alpha.log(), queries)
+    expected_reads, expected_final = linear_attention(queries, keys, values * beta[..., None],
+                                                      decay=alpha, initial_state=state)
+    assert (final - expected_final).abs().max() < 1e-12
+    assert (reads - expected_reads).abs().max() < 1e-12
+
+
+# --------------------------------------------------------------------------------------------
+# DGD as printed (u = −∇_y L) against the course's form (u = y), on the same stream
+
+
+def test_dgd_as_printed_erases_twice():
+    generator = torch.Generator().manual_seed(4)
+    W = torch.randn(3, 4, dtype=torch.float64, generator=generator)
+    x = torch.randn(4, dtype=torch.float64, generator=generator)
+    y = torch.randn(3, dtype=torch.float64, generator=generator)
+    lr = 0.7
+    lr_prime = lr / (1 + lr * x.dot(x))
+    eye = torch.eye(4, dtype=torch.float64)
+    printed = selfmod.dgd_step(W, x, W @ x - y, lr)          # u = −∇_y L, L = ½‖W x − y‖²
+    assert torch.allclose(printed, W @ (eye - 2 * lr_prime * torch.outer(x, x))
+                          + lr_prime * torch.outer(y, x), atol=1e-12)
+    course = selfmod.dgd_step(W, x, -y, lr)                   # u = y
+    assert torch.allclose(course, selfmod.dgd_proximal_closed_form(W, x, -y, lr), atol=1e-12)
+    # Repeating one pair: the course's form goes to W x = y, the printed one to W x = y/2.
+    for _ in range(200):
+        course = selfmod.dgd_step(course, x, -y, lr)
+        printed = selfmod.dgd_step(printed, x, printed @ x - y, lr)
+    assert torch.allclose(course @ x, y, atol=1e-9)
+    assert torch.allclose(printed @ x, y / 2, atol=1e-9)
+
+
+def test_correlated_stream_gd_diverges_dgd_converges_and_the_printed_dgd_settles_at_half():
+    results = selfmod.correlated_stream_experiment(length=300, dim=16, correlation=0.95,
+                                                   lrs=(0.05, 1.0, 10.0))
+    assert set(results) == set(selfmod.STREAM_RULES)
+    final = {rule: {lr: float(errors[-50:].mean()) for lr, errors in per_lr.items()}
+             for rule, per_lr in results.items()}
+    assert final["gd"][1.0] >= 1e5 and final["gd"][0.05] < 0.05       # η‖x‖² > 2 diverges
+    assert all(error < 0.05 for error in final["dgd"].values())          # every η
+    # W x ≈ y/2 gives a relative error of about 1/4, whatever η (more where it oscillates)
+    assert all(0.2 < error < 0.5 for error in final["dgd_literal"].values())
+    assert all(final["dgd_literal"][lr] > 10 * final["dgd"][lr] for lr in final["dgd"])
+    with pytest.raises(ValueError, match="rules"):
+        selfmod.correlated_stream_experiment(length=5, rules=("adam",))
+
+
+def test_gd_vs_dgd_plot_draws_one_panel_per_rule():
+    import matplotlib.figure
+
+    from nlbook import viz
+
+    results = selfmod.correlated_stream_experiment(length=20, lrs=(0.1,))
+    figure = viz.plot_gd_vs_dgd_stream(results)
+    assert isinstance(figure, matplotlib.figure.Figure) and len(figure.axes) == 3
+    figure = viz.plot_gd_vs_dgd_stream({rule: results[rule] for rule in ("gd", "dgd")})
+    assert len(figure.axes) == 2
+    with pytest.raises(ValueError, match="rules"):
+        viz.plot_gd_vs_dgd_stream({"sgd": results["gd"]})

@@ -18,7 +18,7 @@ windows of ``context_length`` (:meth:`~nlbook.tasks.continual.ContinualSetup.val
 the same windows for every model).
 
 The models (default :func:`continual_models`, matched in parameters): HOPE; **HOPE without
-in-context CMS updates**, a HopeLM built with ``cms_learning_rates`` all 0, so its CMS levels
+in-context CMS updates**, a HopeLM built with ``cms_learning_rates`` all 0, so its CMS blocks
 change only through AdamW, trained and evaluated that way; the Transformer.
 
 Metrics (:func:`continual_metrics`), from the A losses at the ends of the three phases

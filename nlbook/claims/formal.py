@@ -23,7 +23,7 @@ formulation differs). Defaults, chosen before any run:
   positions beyond 17 are never trained: that is part of what Bin1 tests for it;
 - **HOPE without in-context CMS updates** is the trained HOPE evaluated inside
   :func:`nlbook.hope.frozen_cms`. On training strings (at most 17 tokens with the end token)
-  the CMS's fast level, which updates every 32 tokens, never fires, so training with
+  the CMS's fastest block (level 1, updated every 32 tokens) never fires, so training with
   ``cms_learning_rates`` all 0 would give the very same model: the switch costs no training.
   The two differ only on Bin1, where HOPE's CMS updates at tokens 32 and 64.
 """

@@ -20,7 +20,7 @@ Then :func:`~nlbook.tasks.recall.recall_accuracy` asks new facts planted in the 
 text at every gap: HOPE reads each prompt as one stream (its memories must keep the fact across
 the gap), the Transformer sees its last 64 characters (once the fact is further back it scores
 at chance by construction). **HOPE without in-context updates** is the trained HOPE read
-inside :func:`nlbook.hope.frozen_memories` (no Titans memory and no CMS level is written within
+inside :func:`nlbook.hope.frozen_memories` (no Titans memory and no CMS block is written within
 the stream). The control ``fact removed`` (the same prompts without the fact) must score at
 chance for every model.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -10,31 +11,46 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlbook._checks import check_dtype_float, check_ndim, check_positive_int
-from nlbook.cms.fast_weights import _affine, _LevelTensors
+from nlbook.cms.fast_weights import _affine, _BlockTensors
+from nlbook.cms.inner_gradient import (
+    BranchTape,
+    check_per_token_losses,
+    layer_output_gradients,
+    loss_and_output_gradient,
+)
 from nlbook.cms.state import (
     _ACTIVATIONS,
     VARIANTS,
+    BlockParameters,
     CMSOutput,
     CMSRecord,
     CMSState,
-    LevelParameters,
     LossFn,
     _check_chunk_sizes,
     nested_reset_periods,
 )
+from nlbook.levels import Component, assign_levels, level_label
+
+
+def _rename_old_block_keys(state_dict, prefix, local_metadata, strict, missing_keys,
+                            unexpected_keys, error_msgs) -> None:
+    """Load a state dict saved when the blocks were called ``levels``."""
+    old = prefix + "levels."
+    for key in [key for key in state_dict if key.startswith(old)]:
+        state_dict[prefix + "blocks." + key[len(old):]] = state_dict.pop(key)
 
 
 class ContinuumMemory(nn.Module):
-    """In-context Continuum Memory System: (B, T, d) -> (B, T, d) with per-sequence fast levels.
+    """In-context Continuum Memory System: (B, T, d) -> (B, T, d) with per-sequence fast blocks.
 
     Args:
         dim: model width d.
-        chunk_sizes: C_ℓ per level (positive ints), in chain order (level 0 sees the input).
-        learning_rates: η_ℓ ≥ 0 per level (arXiv A-eq 71: one rate per level, outside the sum).
+        chunk_sizes: C_j per block (positive ints), in chain order (block 0 sees the input).
+        learning_rates: η_j ≥ 0 per block (arXiv A-eq 71: one rate per block, outside the sum).
         hidden_dim: MLP width (default 4·d); ignored when ``linear``.
-        linear: each level is W x + b instead of an MLP (the linear-regression toys).
+        linear: each block is W x + b instead of an MLP (the linear-regression toys).
         variant: ``"sequential"``, ``"independent"`` or ``"nested"`` (see the module docstring).
-        reset_every: per level a context length after which it is re-initialised to its
+        reset_every: per block a context length after which it is re-initialised to its
             initial parameters (``None`` = never). ``"nested"`` fills it with
             :func:`nested_reset_periods` when not given.
         residual: add the block input to the block output (sequential) or x to the sum
@@ -49,9 +65,18 @@ class ContinuumMemory(nn.Module):
             direct path only, not through the updates (no create_graph, one cheap backward per
             segment). The forward values are identical to the default (second-order) mode.
 
-    The initial (meta) parameters are ``self.levels[ℓ][name]`` (nn.Parameters, trained by an
+    The initial (meta) parameters are ``self.blocks[j][name]`` (nn.Parameters, trained by an
     outer optimizer through the in-context updates); the fast parameters live in the
-    :class:`CMSState` and are (B, *shape) per level.
+    :class:`CMSState` and are (B, *shape) per block.
+
+    Blocks and levels. ``blocks``, the per-block arguments, :class:`CMSState` and
+    :class:`CMSRecord` follow the **chain order** (block 0 sees the input). A *level* is the
+    paper's (Def. 2/3): blocks sorted by update frequency, level 1 the fastest
+    (:attr:`level_of_block`, :meth:`blocks_of_level`, :meth:`block_labels`). Block j's
+    frequency is 1/C_j updates per token, or 0 when η_j = 0 (only the outer optimizer changes
+    it: the CMS's slowest level). Blocks of equal frequency share a level. The chain order need
+    not follow the frequency: HOPE's CMS is (η = 0, then every 32 tokens), so its block 0 is
+    level 2 and its block 1 level 1.
     """
 
     def __init__(self, dim: int, chunk_sizes: Sequence[int], learning_rates: Sequence[float], *,
@@ -63,12 +88,12 @@ class ContinuumMemory(nn.Module):
         super().__init__()
         check_positive_int("dim", dim)
         _check_chunk_sizes(chunk_sizes)
-        num_levels = len(chunk_sizes)
+        num_blocks = len(chunk_sizes)
         if isinstance(learning_rates, (str, bytes)) or not isinstance(learning_rates, Sequence):
             raise ValueError(
                 f"learning_rates must be a sequence of numbers, got {learning_rates!r}")
-        if len(learning_rates) != num_levels:
-            raise ValueError(f"learning_rates must have one entry per level ({num_levels}), "
+        if len(learning_rates) != num_blocks:
+            raise ValueError(f"learning_rates must have one entry per block ({num_blocks}), "
                              f"got {len(learning_rates)}")
         for index, rate in enumerate(learning_rates):
             if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 0:
@@ -80,9 +105,9 @@ class ContinuumMemory(nn.Module):
                 f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
         if reset_every is None:
             reset_every = (nested_reset_periods(chunk_sizes) if variant == "nested"
-                           else [None] * num_levels)
-        if len(reset_every) != num_levels:
-            raise ValueError(f"reset_every must have one entry per level ({num_levels}), "
+                           else [None] * num_blocks)
+        if len(reset_every) != num_blocks:
+            raise ValueError(f"reset_every must have one entry per block ({num_blocks}), "
                              f"got {len(reset_every)}")
         for index, period in enumerate(reset_every):
             check_positive_int(f"reset_every[{index}]", period, allow_none=True)  # type: ignore[arg-type]
@@ -107,178 +132,227 @@ class ContinuumMemory(nn.Module):
         def zeros(*shape: int) -> nn.Parameter:
             return nn.Parameter(torch.zeros(*shape, **factory))
 
-        levels = []
-        for _ in range(num_levels):
+        blocks = []
+        for _ in range(num_blocks):
             if linear:
-                levels.append(nn.ParameterDict({"weight": normal(dim, dim), "bias": zeros(dim)}))
+                blocks.append(nn.ParameterDict({"weight": normal(dim, dim), "bias": zeros(dim)}))
             else:
-                levels.append(nn.ParameterDict({
+                blocks.append(nn.ParameterDict({
                     "w_in": normal(hidden_dim, dim), "b_in": zeros(hidden_dim),
                     "w_out": normal(dim, hidden_dim), "b_out": zeros(dim)}))
-        self.levels = nn.ModuleList(levels)
-        self.aggregation = nn.Parameter(torch.ones(num_levels, **factory)) \
+        self.blocks = nn.ModuleList(blocks)
+        self.aggregation = nn.Parameter(torch.ones(num_blocks, **factory)) \
             if variant == "independent" else None
+        # Checkpoints written before the rename store the blocks under "levels.".
+        self._register_load_state_dict_pre_hook(_rename_old_block_keys)
+
+    @property
+    def num_blocks(self) -> int:
+        """K, the number of blocks in the chain."""
+        return len(self.chunk_sizes)
+
+    # ---- levels (arXiv Def. 2/3): the blocks sorted by update frequency ---------------------
+
+    @property
+    def update_frequencies(self) -> tuple[float, ...]:
+        """Per block (chain order) its in-context updates per token: 1/C_j, or 0.0 when η_j = 0."""
+        return tuple(1.0 / size if rate != 0.0 else 0.0
+                     for size, rate in zip(self.chunk_sizes, self.learning_rates, strict=True))
+
+    @property
+    def level_of_block(self) -> tuple[int, ...]:
+        """Per block (chain order) its level, 1 = the fastest (:func:`nlbook.levels.assign_levels`
+        on the blocks' frequencies; blocks are independent at equal frequency)."""
+        components = [Component(f"block {index}", frequency)
+                      for index, frequency in enumerate(self.update_frequencies)]
+        levels = assign_levels(components)
+        return tuple(levels[component.name] for component in components)
 
     @property
     def num_levels(self) -> int:
-        return len(self.chunk_sizes)
+        """The number of distinct levels (≤ :attr:`num_blocks`)."""
+        return max(self.level_of_block)
+
+    def blocks_of_level(self, level: int) -> tuple[int, ...]:
+        """The blocks (chain indices) at ``level`` (1 = fastest)."""
+        if isinstance(level, bool) or not isinstance(level, int) \
+                or not 1 <= level <= self.num_levels:
+            raise ValueError(f"level must be an int in [1, {self.num_levels}], got {level!r}")
+        return tuple(index for index, own in enumerate(self.level_of_block) if own == level)
+
+    def block_labels(self) -> list[str]:
+        """Per block (chain order) the label that plots and widgets show, e.g.
+        ``"level 1 (every 32 tokens)"`` (:func:`nlbook.levels.level_label`)."""
+        return [level_label(level, size if rate != 0.0 else None)
+                for level, size, rate in zip(self.level_of_block, self.chunk_sizes,
+                                             self.learning_rates, strict=True)]
+
+    @property
+    def levels(self) -> nn.ModuleList:
+        """Deprecated name of :attr:`blocks` (the chain, not the levels: see the class doc)."""
+        warnings.warn("ContinuumMemory.levels is the chain of blocks and was renamed blocks; "
+                      "a level is a frequency class (level_of_block, blocks_of_level)",
+                      DeprecationWarning, stacklevel=2)
+        return self.blocks
 
     # ---- the model: a chain of blocks evaluated at per-sequence parameters ----------------
 
-    def branch(self, parameters: LevelParameters, inputs: torch.Tensor) -> torch.Tensor:
-        """MLP of one level without the residual: (B, n, d) -> (B, n, d), parameters (B, ...)."""
-        return self._branch(_LevelTensors(dict(parameters)), inputs, None)
+    def branch(self, parameters: BlockParameters, inputs: torch.Tensor) -> torch.Tensor:
+        """MLP of one block without the residual: (B, n, d) -> (B, n, d), parameters (B, ...)."""
+        return self._branch(_BlockTensors(dict(parameters)), inputs, None)
 
-    def _branch(self, level: _LevelTensors, inputs: torch.Tensor,
-                capture: list | None) -> torch.Tensor:
-        """:meth:`branch` at possibly factored parameters; ``capture`` collects, per affine
-        layer, (weight name, bias name, layer input, layer output) for the inner gradients."""
+    def _branch(self, block: _BlockTensors, inputs: torch.Tensor,
+                capture: BranchTape | None) -> torch.Tensor:
+        """:meth:`branch` at possibly factored parameters; ``capture`` keeps the branch input
+        and, per affine layer, (weight name, bias name, layer input, layer output) for the
+        inner gradients (:mod:`nlbook.cms.inner_gradient`)."""
+        if capture is not None:
+            capture.branch_input = inputs
         hidden = F.layer_norm(inputs, inputs.shape[-1:]) if self.pre_norm else inputs
         if self.linear:
-            return self._layer(level, "weight", "bias", hidden, capture)
-        hidden = self._layer(level, "w_in", "b_in", hidden, capture)
+            return self._layer(block, "weight", "bias", hidden, capture)
+        hidden = self._layer(block, "w_in", "b_in", hidden, capture)
         hidden = _ACTIVATIONS[self.activation](hidden)
-        return self._layer(level, "w_out", "b_out", hidden, capture)
+        return self._layer(block, "w_out", "b_out", hidden, capture)
 
     @staticmethod
-    def _layer(level: _LevelTensors, weight: str, bias: str, inputs: torch.Tensor,
-               capture: list | None) -> torch.Tensor:
-        output = _affine(inputs, level.dense[weight], level.dense[bias])
-        if weight in level.low_rank:
-            left, right = level.low_rank[weight]
+    def _layer(block: _BlockTensors, weight: str, bias: str, inputs: torch.Tensor,
+               capture: BranchTape | None) -> torch.Tensor:
+        output = _affine(inputs, block.dense[weight], block.dense[bias])
+        if weight in block.low_rank:
+            left, right = block.low_rank[weight]
             output = output + (inputs @ right.transpose(1, 2)) @ left    # x (W + Gᵀ X)ᵀ
         if capture is not None:
-            capture.append((weight, bias, inputs, output))
+            capture.layers.append((weight, bias, inputs, output))
         return output
 
-    def apply_parameters(self, parameters: Sequence[LevelParameters],
+    def apply_parameters(self, parameters: Sequence[BlockParameters],
                          inputs: torch.Tensor) -> torch.Tensor:
-        """The CMS output (A-eq 70 / 74) with fixed per-level parameters, no update:
+        """The CMS output (A-eq 70 / 74) with fixed per-block parameters, no update:
         (B, n, d) -> (B, n, d). ``state.parameters`` can be passed to evaluate a stream's
         current memory on held-out inputs."""
-        return self._run_levels([_LevelTensors(dict(level)) for level in parameters], inputs)
+        return self._run_blocks([_BlockTensors(dict(block)) for block in parameters], inputs)
 
-    def _run_levels(self, levels: Sequence[_LevelTensors], inputs: torch.Tensor,
-               captures: dict[int, list] | None = None) -> torch.Tensor:
-        """:meth:`apply_parameters` at possibly factored parameters (``captures``: per level
-        index a list for :meth:`_branch`)."""
+    def _run_blocks(self, blocks: Sequence[_BlockTensors], inputs: torch.Tensor,
+               captures: dict[int, BranchTape] | None = None) -> torch.Tensor:
+        """:meth:`apply_parameters` at possibly factored parameters (``captures``: per block
+        index a :class:`BranchTape` for :meth:`_branch`)."""
         captures = captures or {}
         if self.variant == "independent":
             assert self.aggregation is not None
             total = inputs if self.residual else torch.zeros_like(inputs)
-            for index, level in enumerate(levels):
-                total = total + self.aggregation[index] * self._branch(level, inputs,
+            for index, block in enumerate(blocks):
+                total = total + self.aggregation[index] * self._branch(block, inputs,
                                                                        captures.get(index))
             return total
         hidden = inputs
-        for index, level in enumerate(levels):
-            update = self._branch(level, hidden, captures.get(index))
+        for index, block in enumerate(blocks):
+            update = self._branch(block, hidden, captures.get(index))
             hidden = hidden + update if self.residual else update
         return hidden
 
     # ---- state ----------------------------------------------------------------------------
 
-    def initial_parameters(self, level: int, batch: int) -> LevelParameters:
-        """Level ``level``'s initial (meta) parameters seen as per-sequence (B, *shape) tensors
+    def initial_parameters(self, block: int, batch: int) -> BlockParameters:
+        """Block ``block``'s initial (meta) parameters seen as per-sequence (B, *shape) tensors
         (an expand: differentiable, and every update makes a separate tensor per sequence)."""
         return {name: value.unsqueeze(0).expand(batch, *value.shape)
-                for name, value in self.levels[level].items()}
+                for name, value in self.blocks[block].items()}
 
     def initial_state(self, batch: int) -> CMSState:
         """The state at the start of a stream of ``batch`` sequences (position 0)."""
         check_positive_int("batch", batch)
-        return CMSState([self.initial_parameters(level, batch) for level in range(self.num_levels)],
-                        [None] * self.num_levels, 0, None)
+        return CMSState([self.initial_parameters(block, batch) for block in range(self.num_blocks)],
+                        [None] * self.num_blocks, 0, None)
 
-    def _active_levels(self) -> list[int]:
-        return [level for level, rate in enumerate(self.learning_rates) if rate != 0.0]
+    def _active_blocks(self) -> list[int]:
+        return [block for block, rate in enumerate(self.learning_rates) if rate != 0.0]
 
     def _next_boundary(self, position: int) -> float:
-        """Smallest token count > position at which some active level closes or resets."""
+        """Smallest token count > position at which some active block closes or resets."""
         best = math.inf
-        for level in self._active_levels():
-            for period in (self.chunk_sizes[level], self.reset_every[level]):
+        for block in self._active_blocks():
+            for period in (self.chunk_sizes[block], self.reset_every[block]):
                 if period is not None:
                     best = min(best, (position // period + 1) * period)
         return best
 
-    def _shapes(self, level: int) -> dict[str, torch.Size]:
-        return {name: value.shape for name, value in self.levels[level].items()}
+    def _shapes(self, block: int) -> dict[str, torch.Size]:
+        return {name: value.shape for name, value in self.blocks[block].items()}
 
-    def _close(self, levels: list[_LevelTensors], sums: list[_LevelTensors | None],
+    def _close(self, blocks: list[_BlockTensors], sums: list[_BlockTensors | None],
                count: int, record: CMSRecord | None, batch: int) -> None:
         """Apply every update whose chunk closes at token count ``count`` (A-eq 71), then the
         nested resets (A-eq 72). Mutates the two lists."""
-        for level in self._active_levels():
-            if count % self.chunk_sizes[level] == 0 and sums[level] is not None:
-                rate = self.learning_rates[level]
-                levels[level] = levels[level].plus(sums[level], -rate)   # θ ← θ − η Σ ∇
+        for block in self._active_blocks():
+            if count % self.chunk_sizes[block] == 0 and sums[block] is not None:
+                rate = self.learning_rates[block]
+                blocks[block] = blocks[block].plus(sums[block], -rate)   # θ ← θ − η Σ ∇
                 if record is not None:
-                    record.log_update(level, count, {
+                    record.log_update(block, count, {
                         name: -rate * value for name, value
-                        in sums[level].materialize(batch, self._shapes(level)).items()})
-                sums[level] = None
-            period = self.reset_every[level]
+                        in sums[block].materialize(batch, self._shapes(block)).items()})
+                sums[block] = None
+            period = self.reset_every[block]
             if period is not None and count % period == 0:
-                levels[level] = _LevelTensors(dict(self.levels[level].items()))
-                sums[level] = None
+                blocks[block] = _BlockTensors(dict(self.blocks[block].items()))
+                sums[block] = None
                 if record is not None:
-                    record.log_reset(level, count)
+                    record.log_reset(block, count)
 
-    def _segment(self, levels: list[_LevelTensors], inputs: torch.Tensor,
+    def _segment(self, blocks: list[_BlockTensors], inputs: torch.Tensor,
                  targets: torch.Tensor | None, loss_fn: LossFn | None, need_graph: bool,
-                 sums: list[_LevelTensors | None], inner_gradients: bool = True):
-        """Outputs of a segment in which no level changes, the per-token losses of its first
+                 sums: list[_BlockTensors | None], inner_gradients: bool = True):
+        """Outputs of a segment in which no block changes, the per-token losses of its first
         ``targets.shape[1]`` positions, and their gradient sums added into ``sums``.
 
-        Σ_t ∇loss_t at shared parameters = ∇ Σ_t loss_t (every level is token-wise), and the
+        Σ_t ∇loss_t at shared parameters = ∇ Σ_t loss_t (every block is token-wise), and the
         loss of sequence b depends only on sequence b's parameters, so one backward pass gives
-        every level's per-sequence chunk sum. It is taken at each affine layer's output
-        (g_t = ∂L/∂z_t): the weight's sum is Σ_t g_t x_tᵀ, kept as the factors (G, X), and the
-        bias's is Σ_t g_t (see :class:`_LevelTensors`). ``create_graph`` keeps the updates
-        differentiable w.r.t. the initial parameters and the inputs when the caller records a
-        graph and ``first_order`` is off. ``inner_gradients=False``: outputs and losses only.
+        every block's per-sequence chunk sum. It is taken at each affine layer's output
+        (g_t = ∂L/∂z_t, written out by hand in :mod:`nlbook.cms.inner_gradient`): the weight's
+        sum is Σ_t g_t x_tᵀ, kept as the factors (G, X), and the bias's is Σ_t g_t (see
+        :class:`_BlockTensors`). The updates stay differentiable w.r.t. the initial parameters
+        and the inputs (second order) when the caller records a graph and ``first_order`` is
+        off. ``inner_gradients=False``: outputs and losses only.
         """
         batch, length, _ = inputs.shape
         if loss_fn is None or targets is None or targets.shape[1] == 0:
-            outputs = self._run_levels(levels, inputs)
+            outputs = self._run_blocks(blocks, inputs)
             nan = torch.full((batch, length), math.nan, dtype=inputs.dtype, device=inputs.device)
             return outputs, nan
-        active = self._active_levels() if inner_gradients else []
+        active = self._active_blocks() if inner_gradients else []
         second_order = need_graph and not self.first_order
-        with torch.enable_grad():
-            if active and not (need_graph and inputs.requires_grad):
-                # A graph to differentiate through even when the caller records none.
-                inputs = inputs.detach().requires_grad_(True)
-            captures: dict[int, list] = {level: [] for level in active}
-            outputs = self._run_levels(levels, inputs, captures)
-            known = targets.shape[1]
-            losses = loss_fn(outputs[:, :known], targets)
-            if not isinstance(losses, torch.Tensor) or losses.shape != (batch, known):
-                shape = getattr(losses, "shape", type(losses).__name__)
-                raise ValueError(f"loss_fn must return per-token losses of shape (B, n) = "
-                                 f"({batch}, {known}), got {shape}")
-            layers = [entry for level in active for entry in captures[level]]
-            gradients = (torch.autograd.grad(losses.sum(), [entry[3] for entry in layers],
-                                             create_graph=second_order,
-                                             retain_graph=need_graph, allow_unused=True)
-                         if layers else ())
-        index = 0
-        for level in active:
+        # The inner gradient passes through every block from the first active one on (a
+        # chain) or only through the active ones (independent branches): tape those.
+        taped = (active if self.variant == "independent" or not active
+                 else range(min(active), self.num_blocks))
+        captures = {block: BranchTape() for block in taped}
+        outputs = self._run_blocks(blocks, inputs, captures)
+        known = targets.shape[1]
+        if not active:
+            losses = check_per_token_losses(loss_fn(outputs[:, :known], targets), batch, known)
+        else:
+            losses, output_gradient = loss_and_output_gradient(
+                loss_fn, outputs[:, :known], targets, create_graph=second_order)
+            # Backpropagated through the blocks by hand, so that torch.compile keeps one
+            # graph. First order: the gradients are constants, computed without a graph.
+            with torch.set_grad_enabled(second_order):
+                if not second_order:
+                    output_gradient = output_gradient.detach()
+                gradients = layer_output_gradients(self, blocks, captures, output_gradient,
+                                                   active)
+        for block in active:
             dense, low_rank = {}, {}
-            for weight, bias, layer_input, layer_output in captures[level]:
-                gradient = gradients[index]
-                index += 1
-                if gradient is None:
-                    gradient = torch.zeros_like(layer_output)
-                # Positions past ``known`` have no loss: their rows of G are zero.
-                gradient, layer_input = gradient[:, :known], layer_input[:, :known]
+            # Positions past ``known`` have no loss: G has rows for the first ``known`` only.
+            for (weight, bias, layer_input, _), gradient in zip(
+                    captures[block].layers, gradients[block], strict=True):
+                layer_input = layer_input[:, :known]
                 if not second_order:
                     layer_input = layer_input.detach()
                 low_rank[weight] = (gradient, layer_input)
                 dense[bias] = gradient.sum(1)
-            new = _LevelTensors(dense, low_rank)
-            sums[level] = new if sums[level] is None else sums[level].plus(new)
+            new = _BlockTensors(dense, low_rank)
+            sums[block] = new if sums[block] is None else sums[block].plus(new)
         if known < length:
             nan = torch.full((batch, length - known), math.nan, dtype=losses.dtype,
                              device=losses.device)
@@ -299,7 +373,7 @@ class ContinuumMemory(nn.Module):
             x: (B, T, d) inputs (for HOPE: the output of the self-modifying Titans memory).
             targets: (B, T, ...) target of every position, or (B, T−1, ...) when the last
                 position's target is not known yet (it then stays pending in the state).
-                ``None``: no update (the levels run frozen at the state's parameters).
+                ``None``: no update (the blocks run frozen at the state's parameters).
             loss_fn: per-token task loss ``(outputs (B, n, d), targets (B, n, ...)) -> (B, n)``,
                 e.g. :func:`squared_error_loss` or :func:`cross_entropy_loss` (next-token LM).
             state: carried state of the stream (``None``: start from the initial parameters).
@@ -312,8 +386,8 @@ class ContinuumMemory(nn.Module):
         Returns:
             :class:`CMSOutput` with output (B, T, d), per-token losses (B, T) and the new state.
 
-        Within a segment in which no level changes (between consecutive chunk boundaries of the
-        levels with η ≠ 0) all tokens are processed in parallel; only segments are sequential.
+        Within a segment in which no block changes (between consecutive chunk boundaries of the
+        blocks with η ≠ 0) all tokens are processed in parallel; only segments are sequential.
         Processing a stream in pieces with the carried state equals processing it at once, for
         any split.
         """
@@ -323,7 +397,7 @@ class ContinuumMemory(nn.Module):
         if width != self.dim:
             raise ValueError(
                 f"x must have shape (B, T, d) with d = {self.dim}, got {tuple(x.shape)}")
-        reference = self.levels[0][next(iter(self.levels[0].keys()))]
+        reference = self.blocks[0][next(iter(self.blocks[0].keys()))]
         if x.dtype != reference.dtype:
             raise ValueError(f"x must have the parameters' dtype {reference.dtype}, got {x.dtype}")
         if (targets is None) != (loss_fn is None):
@@ -338,15 +412,15 @@ class ContinuumMemory(nn.Module):
                 raise ValueError(f"targets must have shape (B, T, ...) or (B, T-1, ...) with "
                                  f"B = {batch}, T = {length}, got {tuple(targets.shape)}")
         if state is None:
-            # The shared parameters themselves, not an expand over the batch (see _LevelTensors).
-            state = CMSState([dict(level.items()) for level in self.levels],
-                             [None] * self.num_levels, 0, None)
+            # The shared parameters themselves, not an expand over the batch (see _BlockTensors).
+            state = CMSState([dict(block.items()) for block in self.blocks],
+                             [None] * self.num_blocks, 0, None)
         elif next(iter(state.parameters[0].values())).shape[0] != batch:
             raise ValueError(f"state holds a different batch size than x (B = {batch})")
         need_graph = torch.is_grad_enabled()
-        parameters = [_LevelTensors(dict(level)) for level in state.parameters]
-        sums = [None if level is None else _LevelTensors(dict(level))
-                for level in state.gradient_sums]
+        parameters = [_BlockTensors(dict(block)) for block in state.parameters]
+        sums = [None if block is None else _BlockTensors(dict(block))
+                for block in state.gradient_sums]
         position = state.position
         pending_loss = None
 
@@ -383,9 +457,9 @@ class ContinuumMemory(nn.Module):
             losses.append(x.new_zeros(batch, 0))
         new_state = None
         if keep_state:
-            shapes = [self._shapes(level) for level in range(self.num_levels)]
+            shapes = [self._shapes(block) for block in range(self.num_blocks)]
             new_state = CMSState(
-                [level.materialize(batch, shapes[index]) for index, level in enumerate(parameters)],
-                [None if level is None else level.materialize(batch, shapes[index])
-                 for index, level in enumerate(sums)], position + length, pending_input)
+                [block.materialize(batch, shapes[index]) for index, block in enumerate(parameters)],
+                [None if block is None else block.materialize(batch, shapes[index])
+                 for index, block in enumerate(sums)], position + length, pending_input)
         return CMSOutput(torch.cat(outputs, 1), torch.cat(losses, 1), new_state, pending_loss)

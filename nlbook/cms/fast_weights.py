@@ -1,4 +1,4 @@
-"""Per-sequence fast weights of the CMS levels: a batched affine map whose weight
+"""Per-sequence fast weights of the CMS blocks: a batched affine map whose weight
 gradient stays contiguous, and in-context updates kept as low-rank factors."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from nlbook.cms.state import LevelParameters
+from nlbook.cms.state import BlockParameters
 
 
 class _PerSequenceAffine(torch.autograd.Function):
@@ -51,8 +51,8 @@ def _affine(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
 
 
 @dataclass
-class _LevelTensors:
-    """One level's per-sequence tensors while a call runs: ``dense`` (name → (B, *shape)) plus,
+class _BlockTensors:
+    """One block's per-sequence tensors while a call runs: ``dense`` (name → (B, *shape)) plus,
     for a weight, a low-rank term ``low_rank[name] = (G (B, m, d_out), X (B, m, d_in))`` with
     W = dense + Gᵀ X.
 
@@ -67,10 +67,10 @@ class _LevelTensors:
 
     dense: dict[str, torch.Tensor]
     low_rank: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    # A dense tensor may also be the level's shared parameter itself, without the batch axis
+    # A dense tensor may also be the block's shared parameter itself, without the batch axis
     # (the start of a stream and every reset): no (B, ...) copy, no per-sequence gradient.
 
-    def plus(self, other: _LevelTensors, scale: float = 1.0) -> _LevelTensors:
+    def plus(self, other: _BlockTensors, scale: float = 1.0) -> _BlockTensors:
         """self + scale · other, keeping weights factored (scale folds into G)."""
         dense = dict(self.dense)
         for name, value in other.dense.items():
@@ -83,9 +83,9 @@ class _LevelTensors:
                 old_left, old_right = low_rank[name]
                 left, right = torch.cat([old_left, left], 1), torch.cat([old_right, right], 1)
             low_rank[name] = (left, right)
-        return _LevelTensors(dense, low_rank)
+        return _BlockTensors(dense, low_rank)
 
-    def materialize(self, batch: int, shapes: dict[str, torch.Size]) -> LevelParameters:
+    def materialize(self, batch: int, shapes: dict[str, torch.Size]) -> BlockParameters:
         """Dense (B, *shape) tensors: dense + Gᵀ X for every factored weight; shared tensors are
         expanded over the batch. ``shapes``: the parameter shapes, to tell shared from batched."""
         out = dict(self.dense)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -12,7 +13,7 @@ from nlbook._checks import check_positive_int
 
 VARIANTS = ("sequential", "independent", "nested")
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-LevelParameters = dict[str, torch.Tensor]
+BlockParameters = dict[str, torch.Tensor]
 
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
@@ -27,7 +28,7 @@ def _check_chunk_sizes(chunk_sizes: Sequence[int]) -> None:
     if isinstance(chunk_sizes, (str, bytes)) or not isinstance(chunk_sizes, Sequence):
         raise ValueError(f"chunk_sizes must be a sequence of positive ints, got {chunk_sizes!r}")
     if len(chunk_sizes) == 0:
-        raise ValueError("chunk_sizes must name at least one level, got an empty sequence")
+        raise ValueError("chunk_sizes must name at least one block, got an empty sequence")
     for index, size in enumerate(chunk_sizes):
         check_positive_int(f"chunk_sizes[{index}]", size)
 
@@ -39,7 +40,7 @@ def _check_chunk_sizes(chunk_sizes: Sequence[int]) -> None:
 
 def squared_error_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """½‖y_t − target_t‖² per token: (B, n, d), (B, n, d) -> (B, n). Its gradient w.r.t. a linear
-    level W is (W x_t − target_t) x_tᵀ."""
+    block W is (W x_t − target_t) x_tᵀ."""
     return 0.5 * (outputs - targets).pow(2).sum(-1)
 
 
@@ -59,8 +60,8 @@ def cross_entropy_loss(readout: Callable[[torch.Tensor], torch.Tensor]) -> LossF
 
 
 def nested_reset_periods(chunk_sizes: Sequence[int]) -> list[int | None]:
-    """Context length of every level in the nested CMS (A-eq 72): the chunk size of the next
-    slower level (the smallest larger chunk); the slowest level never resets (``None``)."""
+    """Context length of every block in the nested CMS (A-eq 72): the chunk size of the next
+    slower block (the smallest larger chunk); the slowest block never resets (``None``)."""
     _check_chunk_sizes(chunk_sizes)
     periods: list[int | None] = []
     for size in chunk_sizes:
@@ -79,24 +80,25 @@ class CMSState:
     """What a stream carries from one call to the next (per sequence, never shared in a batch).
 
     Attributes:
-        parameters: per level, the fast parameters now in force, each (B, *shape).
-        gradient_sums: per level, the summed per-token gradients of the open (partial) chunk,
+        parameters: per block (chain order), the fast parameters now in force, each
+            (B, *shape).
+        gradient_sums: per block, the summed per-token gradients of the open (partial) chunk,
             each (B, *shape), or ``None`` when nothing has been accumulated since the last close.
         position: how many tokens the stream has consumed (a pending one included).
         pending_input: (B, 1, d) CMS input of the last position when its target was not known
             yet (next-token LM at generation time); the next call resolves it.
     """
 
-    parameters: list[LevelParameters]
-    gradient_sums: list[LevelParameters | None]
+    parameters: list[BlockParameters]
+    gradient_sums: list[BlockParameters | None]
     position: int
     pending_input: torch.Tensor | None = None
 
     def detach(self) -> CMSState:
         """A copy cut from the autograd graph (truncated backprop through the updates)."""
 
-        def cut(level: LevelParameters | None) -> LevelParameters | None:
-            return None if level is None else {k: v.detach() for k, v in level.items()}
+        def cut(block: BlockParameters | None) -> BlockParameters | None:
+            return None if block is None else {k: v.detach() for k, v in block.items()}
 
         pending = None if self.pending_input is None else self.pending_input.detach()
         return CMSState([cut(p) for p in self.parameters],  # type: ignore[misc]
@@ -104,58 +106,71 @@ class CMSState:
 
 
 @dataclass
-class LevelRecord:
-    """Updates of one level: ``steps[j]`` is the token count i at which update j was applied
+class BlockRecord:
+    """Updates of one block: ``steps[j]`` is the token count i at which update j was applied
     (it is used from 0-based position i on), ``sizes[j]`` its Frobenius norm per sequence (B,),
     ``deltas[j]`` the change itself (only with ``keep_deltas``), ``resets`` the re-inits."""
 
     steps: list[int] = field(default_factory=list)
     sizes: list[torch.Tensor] = field(default_factory=list)
-    deltas: list[LevelParameters] = field(default_factory=list)
+    deltas: list[BlockParameters] = field(default_factory=list)
     resets: list[int] = field(default_factory=list)
 
 
-class CMSRecord:
-    """Every update of every level, so that it can be plotted; pass the same record to several
-    streaming calls to keep appending. Levels with η = 0 never change and log nothing."""
+#: Deprecated name of :class:`BlockRecord`.
+LevelRecord = BlockRecord
 
-    def __init__(self, num_levels: int, *, keep_deltas: bool = False) -> None:
-        check_positive_int("num_levels", num_levels)
-        self.levels = [LevelRecord() for _ in range(num_levels)]
+
+class CMSRecord:
+    """Every update of every block (chain order), so that it can be plotted; pass the same
+    record to several streaming calls to keep appending. Blocks with η = 0 never change and log
+    nothing. ``blocks[j]`` is block j's :class:`BlockRecord`."""
+
+    def __init__(self, num_blocks: int, *, keep_deltas: bool = False) -> None:
+        check_positive_int("num_blocks", num_blocks)
+        self.blocks = [BlockRecord() for _ in range(num_blocks)]
         self.keep_deltas = keep_deltas
 
-    def log_update(self, level: int, step: int, delta: LevelParameters) -> None:
+    @property
+    def levels(self) -> list[BlockRecord]:
+        """Deprecated name of :attr:`blocks` (indexed by chain position, not by level)."""
+        warnings.warn("CMSRecord.levels is indexed by block and was renamed blocks",
+                      DeprecationWarning, stacklevel=2)
+        return self.blocks
+
+    def log_update(self, block: int, step: int, delta: BlockParameters) -> None:
         squares = sum(v.detach().pow(2).flatten(1).sum(1) for v in delta.values())
-        record = self.levels[level]
+        record = self.blocks[block]
         record.steps.append(step)
         record.sizes.append(squares.sqrt())
         if self.keep_deltas:
             record.deltas.append({k: v.detach().clone() for k, v in delta.items()})
 
-    def log_reset(self, level: int, step: int) -> None:
-        self.levels[level].resets.append(step)
+    def log_reset(self, block: int, step: int) -> None:
+        self.blocks[block].resets.append(step)
 
-    def update_steps(self, level: int) -> list[int]:
-        return list(self.levels[level].steps)
+    def update_steps(self, block: int) -> list[int]:
+        """The token counts at which ``block`` (chain index) was updated."""
+        return list(self.blocks[block].steps)
 
-    def update_sizes(self, level: int) -> torch.Tensor:
-        """(n_updates, B) norms of the updates of ``level`` (empty (0, 0) when none)."""
-        sizes = self.levels[level].sizes
+    def update_sizes(self, block: int) -> torch.Tensor:
+        """(n_updates, B) norms of the updates of ``block`` (empty (0, 0) when none)."""
+        sizes = self.blocks[block].sizes
         return torch.stack(sizes) if sizes else torch.zeros(0, 0)
 
 
-def parameter_trajectory(record: CMSRecord, level: int, name: str, initial: torch.Tensor,
+def parameter_trajectory(record: CMSRecord, block: int, name: str, initial: torch.Tensor,
                          sequence: int = 0) -> torch.Tensor:
-    """Parameter ``name`` of ``level`` after each recorded update, for one sequence:
+    """Parameter ``name`` of ``block`` after each recorded update, for one sequence:
     (n_updates + 1, *shape), row 0 = ``initial``. Needs ``keep_deltas=True``; resets restart
     from ``initial``."""
-    level_record = record.levels[level]
-    if not record.keep_deltas and level_record.steps:
+    block_record = record.blocks[block]
+    if not record.keep_deltas and block_record.steps:
         raise ValueError("record must be created with keep_deltas=True to rebuild trajectories")
     current = initial.detach().clone()
     rows = [current.clone()]
-    resets = sorted(level_record.resets)
-    for step, delta in zip(level_record.steps, level_record.deltas, strict=True):
+    resets = sorted(block_record.resets)
+    for step, delta in zip(block_record.steps, block_record.deltas, strict=True):
         while resets and resets[0] < step:
             resets.pop(0)
             current = initial.detach().clone()

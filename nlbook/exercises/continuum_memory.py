@@ -38,8 +38,8 @@ def reference_chunk_update(weight: torch.Tensor, inputs: torch.Tensor, targets: 
     cms = ContinuumMemory(dim, [chunk], [rate], linear=True, residual=False, pre_norm=False,
                           dtype=torch.float64)
     with torch.no_grad():
-        cms.levels[0]["weight"].copy_(weight)
-        cms.levels[0]["bias"].zero_()
+        cms.blocks[0]["weight"].copy_(weight)
+        cms.blocks[0]["bias"].zero_()
         result = cms(inputs[None].double(), targets[None].double(), loss_fn=squared_error_loss)
     return result.state.parameters[0]["weight"][0]
 

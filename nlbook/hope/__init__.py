@@ -6,6 +6,9 @@ Behrouz et al., "Nested Learning" (arXiv 2512.24695), §8.3, A-eq 94–97: HOPE 
     o_t = M_memory,t(q_t)                       (self-modifying Titans, A-eq 86–93; nlbook.selfmod)
     y_t = MLP^(f_K)( … MLP^(f_1)(o_t) )          (CMS, A-eq 70–71; nlbook.cms)
 
+(The paper prints o_t = M_memory,t−1(q_t), a read before token t's write; the course reads after
+the write, as every memory of the course does, see chapter 1.)
+
 The paper removes "normalisation and convolution layers for clarity" from its figures and
 equations. This module fills them in; each choice is stated as "open choice: this module — why".
 
@@ -13,16 +16,16 @@ Block (:class:`HopeBlock`), x (B, T, d) → (B, T, d)::
 
     h = conv4(LayerNorm(x))                   causal depth-wise convolution, window 4
     x = x + SelfModifyingTitans(h)            residual around the memory
-    x = CMS(x)                                each level a pre-norm residual MLP x + MLP(LN(x))
+    x = CMS(x)                                each block a pre-norm residual MLP x + MLP(LN(x))
 
-- Normalisation: pre-norm (LayerNorm without bias) before the memory; the CMS levels carry their
+- Normalisation: pre-norm (LayerNorm without bias) before the memory; the CMS blocks carry their
   own pre-LayerNorm (chapter 3). Why: pre-norm keeps the residual stream's scale free, as in the
   Transformer baseline, so the comparison changes one thing (the mixer) at a time.
-- Convolution: a causal depth-wise convolution of window 4 on the memory's input (reference
-  §5.3; [AX8] "local convolution with window 4"), initialised to the identity. It is applied
-  once, before the projections of self-modifying Titans (so q, k, v all see it) — [KMC]'s
-  placement; Titans §4.4 convolves after each projection (3 convolutions instead of 1).
-- Residuals: around the self-modifying Titans and around each CMS level.
+- Convolution: a causal depth-wise convolution of window 4 on the memory's input (arXiv §8.3:
+  "local convolution with window 4"), initialised to the identity. It is applied once, before
+  the projections of self-modifying Titans (so q, k, v all see it); Titans §4.4 convolves after
+  each projection (3 convolutions instead of 1).
+- Residuals: around the self-modifying Titans and around each CMS block.
 - No positional embedding: the recurrent memories and the convolution see tokens in order, so
   order is already in the state ("NoPE" works for recurrent models). The model therefore has
   no hard length limit; ``context_length`` is kept only as the training window that
@@ -31,18 +34,22 @@ Block (:class:`HopeBlock`), x (B, T, d) → (B, T, d)::
   LM head tied to the embedding.
 
 The CMS's in-context "task loss" (A-eq 71 says: the model's loss; for an LM the next-token
-loss). Inside a stack a middle block cannot see the final loss causally chunk by chunk, so
-**each block's CMS is trained in context on the next-token cross-entropy of its own output read
-through the model's readout** (final norm + tied LM head; a "logit-lens" loss, cheap for a
-65-character vocabulary). The target of position t is token t+1: the CMS receives it one step
-late through its pending mechanism (nlbook.cms), so every update is causal and streaming is
-exact.
+loss). The final loss at token t depends only on tokens ≤ t, so a middle block's CMS could be
+trained on it causally, chunk by chunk; but every inner gradient would then run through all the
+later blocks, segment by segment. A cost choice, therefore: **each block's CMS is trained in
+context on the next-token cross-entropy of its own output read through the model's readout**
+(final norm + tied LM head; a "logit-lens" loss, cheap for a 65-character vocabulary). The
+target of position t is token t+1: the CMS receives it one step late through its pending
+mechanism (nlbook.cms), so every update is causal and streaming is exact.
 
-Levels of the CMS (defaults, chosen for speed on a CPU): level 0 is a *slow* level, η = 0 in
-context: it changes only through the outer optimizer (AdamW), across contexts — the
-lowest-frequency level; level 1 is a *fast* level updated in context every 32 tokens with
-η = 1e-2 (sum of the per-token gradients, arXiv reading). Each MLP has width 2d, so a block has
-about the parameters of a Transformer block of the same width (12 d²).
+Blocks of the CMS (defaults, chosen for speed on a CPU), in chain order: block 0 has η = 0 in
+context: it changes only through the outer optimizer (AdamW), across contexts; block 1 is
+updated in context every 32 tokens with η = 1e-2 (sum of the per-token gradients, arXiv
+reading). By frequency (Def. 2/3, level 1 the fastest; ``cms.level_of_block``), block 1 is the
+CMS's level 1 and block 0 its level 2. In the whole model (chapter 0's level map) the Titans
+memories, written at every token, are level 1, the CMS's block 1 level 2, AdamW's moments
+level 3, and the weights, the initial states and the CMS's block 0 level 4. Each MLP has width
+2d, so a block has about the parameters of a Transformer block of the same width (12 d²).
 
 Open choice: the gradient of the outer loss through the in-context CMS updates.
 ``first_order=True`` (default) treats the updates as constants (first-order MAML): the initial

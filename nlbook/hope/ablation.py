@@ -22,19 +22,29 @@ __all__ = ["FROZEN_GATE_BIAS", "frozen_cms", "frozen_memories"]
 FROZEN_GATE_BIAS = 1e4
 
 
-def _check_hope(model: nn.Module) -> nn.ModuleList:
+def _check_hope(model: nn.Module, *, titans: bool = False) -> nn.ModuleList:
+    """``model.blocks`` if ``model`` is a HopeLM (with the self-modifying Titans as every
+    block's mixer when ``titans``), else ValueError."""
     blocks = getattr(model, "blocks", None)
-    if blocks is None or not all(hasattr(block, "cms") and hasattr(block, "titans")
-                                 for block in blocks):
-        raise ValueError(f"model must be a HopeLM (blocks with a self-modifying Titans and a "
-                         f"CMS), got {type(model).__name__}")
+    if blocks is None or not all(hasattr(block, "cms") for block in blocks):
+        raise ValueError(f"model must be a HopeLM (blocks with a CMS), got "
+                         f"{type(model).__name__}")
+    if titans:
+        for block in blocks:
+            mixer = getattr(block, "titans", None) if \
+                getattr(block, "mixer_name", "titans") == "titans" else None
+            if mixer is None or not hasattr(mixer, "lr_bias"):
+                raise ValueError(f"model must be a HopeLM whose blocks read the context with "
+                                 f"the self-modifying Titans (mixer 'titans'), got a block with "
+                                 f"mixer {getattr(block, 'mixer_name', None)!r}: attention has "
+                                 f"no memory written in context to freeze")
     return blocks
 
 
 @contextmanager
 def frozen_cms(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block, every CMS level of ``model`` (a HopeLM) has η = 0 in context: the
-    CMS weights never change within a stream (the levels run at their meta-learned initial
+    """Within the block, every CMS block of ``model`` (a HopeLM) has η = 0 in context: the
+    CMS weights never change within a stream (the blocks run at their meta-learned initial
     parameters), everything else is unchanged. The learning rates are restored on exit.
 
     ``with frozen_cms(model): evaluate_stream(model, ids, window=1024)`` measures what the
@@ -63,7 +73,7 @@ def frozen_memories(model: nn.Module) -> Iterator[nn.Module]:
       W ← W₀ + (W − W₀)(α_t I − η′ x xᵀ) + η′ (u − W₀ x) xᵀ returns W unchanged: the Titans
       state stays what it was when the stream (or the carried state) began, and the main
       memory is read at that state.
-    - CMS: η = 0 for every level, as :func:`frozen_cms` (the gradient sum of a chunk left open
+    - CMS: η = 0 for every block, as :func:`frozen_cms` (the gradient sum of a chunk left open
       when the switch began is then applied with η = 0: dropped).
 
     What still moves: the causal convolution's buffer (the last 3 inputs, a fixed window, not
@@ -75,7 +85,7 @@ def frozen_memories(model: nn.Module) -> Iterator[nn.Module]:
     ``with frozen_memories(model): recall_accuracy(model, ...)`` measures what HOPE recalls
     without its in-context memories.
     """
-    blocks = _check_hope(model)
+    blocks = _check_hope(model, titans=True)
     saved = [(block.titans.lr_bias.detach().clone(), block.titans.retention_bias.detach().clone())
              for block in blocks]
     with frozen_cms(model):

@@ -12,7 +12,17 @@ from torch import nn
 
 from nlbook._checks import check_dtype_float, check_positive_int, check_shape
 from nlbook.cms import CMSRecord, CMSState, ContinuumMemory
+from nlbook.hope.mixers import (
+    AttentionState,
+    GatedLinearAttention,
+    LinearAttentionState,
+    SlidingWindowAttention,
+)
 from nlbook.selfmod import SelfModifyingState, SelfModifyingTitans
+
+#: What can read the context in a block: the paper's self-modifying Titans (HOPE), softmax
+#: attention (Hope-Attention, arXiv §8.3) or linear attention (chapter 7's ablation).
+MIXERS = ("titans", "attention", "linear_attention")
 
 
 class CausalDepthwiseConv(nn.Module):
@@ -56,7 +66,7 @@ class HopeBlockState:
     self-modifying Titans state and the CMS state (with its pending position)."""
 
     conv: torch.Tensor
-    titans: SelfModifyingState
+    titans: SelfModifyingState | AttentionState | LinearAttentionState
     cms: CMSState
 
     def detach(self) -> HopeBlockState:
@@ -83,11 +93,21 @@ class HopeBlock(nn.Module):
         heads: heads H of the self-modifying Titans. head_dim: d_h (default d / H).
         memory_hidden: hidden width of the Titans' MLP memories (default d_h / 2: speed).
         chunk_size_memory, chunk_size_others: the Titans' two chunk sizes (A §8.2).
-        cms_chunk_sizes, cms_learning_rates: C_ℓ and η_ℓ per CMS level, in chain order
-            (η = 0: the level changes only through the outer optimizer).
+        cms_chunk_sizes, cms_learning_rates: C_j and η_j per CMS block, in chain order
+            (block 0 reads the Titans' output; η = 0: the block changes only through the outer
+            optimizer). The CMS's levels sort the blocks by frequency, level 1 the fastest
+            (``block.cms.level_of_block``): with the defaults block 1 (every 32 tokens) is
+            level 1 and block 0 (η = 0) level 2.
         cms_hidden_dim: hidden width of every CMS MLP (default 2 d).
         conv_window: window of the causal depth-wise convolution (0 or 1: none).
         first_order: first-order in-context CMS updates (see the module docstring).
+        mixer: what reads the context: ``"titans"`` (self-modifying Titans, HOPE),
+            ``"attention"`` (sliding-window softmax attention over ``attention_window``
+            tokens: the paper's Hope-Attention) or ``"linear_attention"`` (gated linear
+            attention); the state field keeps the name ``titans`` for every mixer.
+        dgd, self_modifying: self-modifying Titans' ablation switches (``dgd=False``: the plain
+            gradient step, no erase; ``self_modifying=False``: fixed linear k, v, η, α
+            projections and the value as the memory's target, i.e. plain Titans).
         generator: torch.Generator for the initialisation.
 
     Call: ``out = block(x, targets, loss_fn=..., state=..., pending_target=...)`` with the
@@ -101,7 +121,9 @@ class HopeBlock(nn.Module):
                  chunk_size_others: int = 32, cms_chunk_sizes: Sequence[int] = (256, 32),
                  cms_learning_rates: Sequence[float] = (0.0, 1e-2),
                  cms_hidden_dim: int | None = None, conv_window: int = 4,
-                 first_order: bool = True, generator: torch.Generator | None = None) -> None:
+                 first_order: bool = True, mixer: str = "titans", attention_window: int = 64,
+                 dgd: bool = True, self_modifying: bool = True,
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         check_positive_int("d_model", d_model)
         self.d_model = d_model
@@ -111,21 +133,38 @@ class HopeBlock(nn.Module):
             head_dim = d_model // heads
         if memory_hidden is None and head_dim is not None:
             memory_hidden = max(1, head_dim // 2)
-        self.titans = SelfModifyingTitans(d_model, heads, head_dim, memory_hidden,
-                                          chunk_size_memory=chunk_size_memory,
-                                          chunk_size_others=chunk_size_others,
-                                          generator=generator)
+        if mixer not in MIXERS:
+            raise ValueError(f"mixer must be one of {MIXERS}, got {mixer!r}")
+        self.mixer_name = mixer
+        if mixer == "titans":
+            self.titans = SelfModifyingTitans(d_model, heads, head_dim, memory_hidden,
+                                              chunk_size_memory=chunk_size_memory,
+                                              chunk_size_others=chunk_size_others,
+                                              dgd=dgd, self_modifying=self_modifying,
+                                              generator=generator)
+        elif mixer == "attention":
+            self.attention = SlidingWindowAttention(d_model, heads, head_dim,
+                                                    window=attention_window, generator=generator)
+        else:
+            self.linear_attention = GatedLinearAttention(d_model, heads, head_dim,
+                                                         chunk_size=chunk_size_memory,
+                                                         generator=generator)
         self.cms = ContinuumMemory(d_model, list(cms_chunk_sizes), list(cms_learning_rates),
                                    hidden_dim=cms_hidden_dim or 2 * d_model,
                                    variant="sequential", residual=True, pre_norm=True,
                                    generator=generator, first_order=first_order)
+
+    @property
+    def mixer(self) -> nn.Module:
+        """The module that reads the context (see ``mixer`` in the class docstring)."""
+        return getattr(self, self.mixer_name)
 
     def initial_state(self, x: torch.Tensor) -> HopeBlockState:
         """The state at the start of a stream, for input x (B, T, d) (its batch, dtype)."""
         batch = x.shape[0]
         conv = (self.conv.initial_buffer(x) if self.conv is not None
                 else x.new_zeros(batch, 0, self.d_model))
-        return HopeBlockState(conv, self.titans.initial_state(batch),
+        return HopeBlockState(conv, self.mixer.initial_state(batch),
                               self.cms.initial_state(batch))
 
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None, *,
@@ -148,10 +187,10 @@ class HopeBlock(nn.Module):
             hidden, conv_buffer = self.conv(hidden, state.conv)
         trace = None
         if return_trace:
-            memory_out, titans_state, trace = self.titans(hidden, state.titans,
-                                                          return_trace=True)
+            memory_out, titans_state, trace = self.mixer(hidden, state.titans,
+                                                         return_trace=True)
         else:
-            memory_out, titans_state = self.titans(hidden, state.titans, keep_state=keep_state)
+            memory_out, titans_state = self.mixer(hidden, state.titans, keep_state=keep_state)
         x = x + F.dropout(memory_out, dropout, self.training)
         # A fresh stream passes no CMS state: the CMS then starts from its shared parameters
         # without expanding them over the batch (cheaper, same values).

@@ -2,7 +2,7 @@
 
 Stateful training (``TrainConfig(carry_state=True)``) reads every batch row as one contiguous
 stream, one window per optimizer step, and carries the model's whole fast state from window to
-window: every self-modifying Titans memory (snapshots and running states), every CMS level
+window: every self-modifying Titans memory (snapshots and running states), every CMS block
 with its pending gradient sums, and the convolution buffer. Between steps the state is cut from
 the autograd graph (truncated backpropagation through time, as RNN language models,
 Transformer-XL and Titans/TTT implementations do).
@@ -13,34 +13,34 @@ Open choice: *what* is cut. A fast weight is its meta-learned initial value θ�
 Δ_t = θ_t − θ₀ (:class:`CarriedState`) and rebuilt at the next step as the *current* θ₀ + Δ_t
 (:func:`resume_stream`). Why: cutting θ_t whole would also cut the identity path from θ₀ to
 every later window, so after the first window of a stream the outer optimizer would no longer
-train a level's initial weights at all (the fast CMS level would stay at its random
+train a block's initial weights at all (the fast CMS block would stay at its random
 initialisation, trained only by its in-context updates), and its AdamW updates would never
 reach the carried streams. Keeping the identity path is what an un-truncated gradient sees on
 the direct path, and it costs nothing. Measured in chapter 6 (both ways).
 
 A row can restart (a fresh stream): its offsets, gradient sums and convolution buffer become
-zero, i.e. the meta-learned initial state. Restarts must fall where every in-context level has
+zero, i.e. the meta-learned initial state. Restarts must fall where every in-context memory has
 just closed a chunk (a multiple of :meth:`nlbook.hope.HopeLM.stream_alignment` tokens), so a
 restarted row is exactly a stream read from its start.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from nlbook.cms import CMSState
 from nlbook.hope.block import HopeBlockState
-from nlbook.selfmod import SelfModifyingState
 
 if TYPE_CHECKING:
     from nlbook.hope.language_model import HopeLM, HopeState
 
-_TITANS_FIELDS = ("generator_first_snapshot", "generator_first", "generator_second_snapshot",
-                  "generator_second", "memory_first_snapshot", "memory_first",
-                  "memory_second_snapshot", "memory_second")
+
+def _tensor_fields(state) -> list[str]:
+    """The (B, ...) tensor fields of a mixer state (Titans, attention, linear attention)."""
+    return [item.name for item in fields(state) if torch.is_tensor(getattr(state, item.name))]
 
 
 @dataclass
@@ -48,9 +48,10 @@ class CarriedState:
     """A HOPE stream state between two training steps: detached, relative to θ₀.
 
     ``layers[i]`` holds layer i's ``conv`` buffer (B, w−1, d), ``titans`` offsets (one tensor
-    per :class:`nlbook.selfmod.SelfModifyingState` field, same shapes), ``cms_offsets`` (per
-    CMS level a dict of (B, *shape) offsets, ``None`` for a level with η = 0, which never
-    changes in context), ``cms_sums`` (per level the open chunk's gradient sums or ``None``) and
+    per tensor field of the mixer's state, e.g. :class:`nlbook.selfmod.SelfModifyingState`,
+    same shapes, and its ``position``), ``cms_offsets`` (per
+    CMS block a dict of (B, *shape) offsets, ``None`` for a block with η = 0, which never
+    changes in context), ``cms_sums`` (per block the open chunk's gradient sums or ``None``) and
     ``cms_pending`` (the pending input or ``None``). ``position`` counts the tokens read
     (global, shared by the batch: chunk boundaries are aligned to it). ``relative=False``: the
     weights were cut whole (absolute values, no path to θ₀; kept for the comparison that
@@ -82,8 +83,8 @@ def _detached(tensor: torch.Tensor | None) -> torch.Tensor | None:
     return None if tensor is None else tensor.detach()
 
 
-def _level_sums(level: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
-    return None if level is None else {name: value.detach() for name, value in level.items()}
+def _block_sums(sums: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+    return None if sums is None else {name: value.detach() for name, value in sums.items()}
 
 
 def carry_over(model: HopeLM, state: HopeState, *, relative: bool = True) -> CarriedState:
@@ -105,9 +106,9 @@ def carry_over(model: HopeLM, state: HopeState, *, relative: bool = True) -> Car
     layers = []
     with torch.no_grad():
         for block, layer in zip(model.blocks, state.layers, strict=True):
-            initial = block.titans.initial_state(batch)
+            initial = block.mixer.initial_state(batch)
             titans = {name: (getattr(layer.titans, name) - relative * getattr(initial, name)
-                             ).detach() for name in _TITANS_FIELDS}
+                             ).detach() for name in _tensor_fields(initial)}
             titans["position"] = layer.titans.position
             cms = block.cms
             offsets = []
@@ -115,12 +116,12 @@ def carry_over(model: HopeLM, state: HopeState, *, relative: bool = True) -> Car
                 if cms.learning_rates[index] == 0.0:
                     offsets.append(None)  # never written in context: always θ₀
                     continue
-                offsets.append({name: (value - relative * cms.levels[index][name]
+                offsets.append({name: (value - relative * cms.blocks[index][name]
                                        ).detach().contiguous()
                                 for name, value in parameters.items()})
             layers.append({"conv": layer.conv.detach(), "titans": titans,
                            "cms_offsets": offsets,
-                           "cms_sums": [_level_sums(level) for level in layer.cms.gradient_sums],
+                           "cms_sums": [_block_sums(sums) for sums in layer.cms.gradient_sums],
                            "cms_position": layer.cms.position,
                            "cms_pending": _detached(layer.cms.pending_input)})
     return CarriedState(layers, state.position, batch, relative)
@@ -173,10 +174,11 @@ def resume_stream(model: HopeLM, carried: CarriedState, *,
         if keep is not None and bool(restart.any()) and layer["cms_pending"] is not None:
             raise ValueError("cannot restart rows while a CMS target is pending; pass the "
                              "window's targets to HopeLM.stream so that none stays pending")
-        initial = block.titans.initial_state(batch)
-        titans = SelfModifyingState(
-            *(_resumed(getattr(initial, name), layer["titans"][name], keep, carried.relative)
-              for name in _TITANS_FIELDS), layer["titans"]["position"])
+        initial = block.mixer.initial_state(batch)
+        titans = type(initial)(
+            **{name: _resumed(getattr(initial, name), layer["titans"][name], keep,
+                              carried.relative) for name in _tensor_fields(initial)},
+            position=layer["titans"]["position"])
         cms = block.cms
         parameters = []
         for index, offsets in enumerate(layer["cms_offsets"]):
@@ -186,9 +188,9 @@ def resume_stream(model: HopeLM, carried: CarriedState, *,
             else:
                 parameters.append({name: _resumed(start[name], offsets[name], keep,
                                                   carried.relative) for name in start})
-        sums = [None if level is None else
-                {name: _keep_rows(value, keep) for name, value in level.items()}
-                for level in layer["cms_sums"]]
+        sums = [None if block_sums is None else
+                {name: _keep_rows(value, keep) for name, value in block_sums.items()}
+                for block_sums in layer["cms_sums"]]
         cms_state = CMSState(parameters, sums, layer["cms_position"], layer["cms_pending"])
         layers.append(HopeBlockState(_keep_rows(layer["conv"], keep), titans, cms_state))
     return HopeState(layers, carried.position)

@@ -46,7 +46,7 @@ class HopeLM(nn.Module):
             embedding: any T works, and generation never crops).
         dropout: dropout on the embedding and on the memory branch (training mode only).
         seed: seed of the torch.Generator that initialises every parameter (reproducible).
-        Other keyword arguments go to every :class:`HopeBlock` (chunk sizes, CMS levels, ...).
+        Other keyword arguments go to every :class:`HopeBlock` (chunk sizes, CMS blocks, ...).
 
     Call ``logits, loss = model(idx, targets=None)`` with idx int64 (B, T), any T ≥ 1: logits
     (B, T, V); loss is the mean next-token cross-entropy when targets (B, T) are given (-1 is
@@ -137,13 +137,14 @@ class HopeLM(nn.Module):
         return (logits, new_state, traces) if return_trace else (logits, new_state)
 
     def stream_alignment(self) -> int:
-        """Tokens after which every in-context level has just closed a chunk together: the
+        """Tokens after which every in-context memory has just closed a chunk together: the
         least common multiple of the Titans' two chunk sizes and the chunk sizes (and reset
-        periods) of every CMS level with η ≠ 0. A stream may restart (a row of a carried batch
+        periods) of every CMS block with η ≠ 0. A stream may restart (a row of a carried batch
         start afresh) only at multiples of it."""
-        periods = set()
+        periods = {1}
         for block in self.blocks:
-            periods.update((block.titans.chunk_size_memory, block.titans.chunk_size_others))
+            if block.mixer_name == "titans":
+                periods.update((block.titans.chunk_size_memory, block.titans.chunk_size_others))
             for index, rate in enumerate(block.cms.learning_rates):
                 if rate != 0.0:
                     periods.add(block.cms.chunk_sizes[index])

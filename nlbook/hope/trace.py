@@ -24,8 +24,10 @@ class PassageTrace:
         memory_drift[ℓ]: (T, H) ‖S_t − S_0‖ of the main memory's written layer (S_0 the
             meta-learned initial state); generator_drift[ℓ]: (T, H) the same for M_k, M_v,
             M_η, M_α together.
-        cms_drift[ℓ]: (T, K) ‖θ_t − θ_0‖ per CMS level (all its tensors); cms_updates[ℓ]:
-            per level the token counts at which it was updated.
+        cms_drift[ℓ]: (T, K) ‖θ_t − θ_0‖ per CMS block, chain order (all its tensors);
+            cms_updates[ℓ]: per block the token counts at which it was updated;
+            cms_levels[ℓ]: per block its level (1 = fastest, ``cms.level_of_block``);
+            cms_labels[ℓ]: per block the label plots show (``cms.block_labels()``).
     token_loss: (T,) the model's next-token loss at each position (NaN for the last).
     """
 
@@ -37,6 +39,8 @@ class PassageTrace:
     generator_drift: list[torch.Tensor] = field(default_factory=list)
     cms_drift: list[torch.Tensor] = field(default_factory=list)
     cms_updates: list[list[list[int]]] = field(default_factory=list)
+    cms_levels: list[tuple[int, ...]] = field(default_factory=list)
+    cms_labels: list[list[str]] = field(default_factory=list)
     token_loss: torch.Tensor | None = None
 
     def layer(self, index: int) -> dict:
@@ -49,6 +53,7 @@ class PassageTrace:
                 "memory_drift": self.memory_drift[index],
                 "generator_drift": self.generator_drift[index],
                 "cms_drift": self.cms_drift[index], "cms_updates": self.cms_updates[index],
+                "cms_levels": self.cms_levels[index], "cms_labels": self.cms_labels[index],
                 "token_loss": self.token_loss}
 
 
@@ -67,7 +72,7 @@ def trace_passage(model: HopeLM, idx: torch.Tensor) -> PassageTrace:
     was_training = model.training
     model.eval()
     length, layers = idx.shape[1], model.n_layers
-    records = [CMSRecord(block.cms.num_levels) for block in model.blocks]
+    records = [CMSRecord(block.cms.num_blocks) for block in model.blocks]
     per_layer: dict[str, list[list[torch.Tensor]]] = {
         name: [[] for _ in range(layers)] for name in
         ("lr", "retention", "key", "value", "memory_drift", "generator_drift", "cms_drift")}
@@ -96,9 +101,9 @@ def trace_passage(model: HopeLM, idx: torch.Tensor) -> PassageTrace:
                 per_layer["generator_drift"][layer].append(generator.norm(dim=1))
                 cms_state = state.layers[layer].cms
                 drift = []
-                for level in range(block.cms.num_levels):
-                    start = block.cms.initial_parameters(level, 1)
-                    squares = sum((cms_state.parameters[level][name] - start[name]).pow(2).sum()
+                for index in range(block.cms.num_blocks):
+                    start = block.cms.initial_parameters(index, 1)
+                    squares = sum((cms_state.parameters[index][name] - start[name]).pow(2).sum()
                                   for name in start)
                     drift.append(torch.as_tensor(squares).sqrt())
                 per_layer["cms_drift"][layer].append(torch.stack(drift))
@@ -117,6 +122,9 @@ def trace_passage(model: HopeLM, idx: torch.Tensor) -> PassageTrace:
         result.memory_drift.append(torch.stack(per_layer["memory_drift"][layer]))
         result.generator_drift.append(torch.stack(per_layer["generator_drift"][layer]))
         result.cms_drift.append(torch.stack(per_layer["cms_drift"][layer]))
-        result.cms_updates.append([records[layer].update_steps(level)
-                                   for level in range(model.blocks[layer].cms.num_levels)])
+        cms = model.blocks[layer].cms
+        result.cms_updates.append([records[layer].update_steps(index)
+                                   for index in range(cms.num_blocks)])
+        result.cms_levels.append(cms.level_of_block)
+        result.cms_labels.append(cms.block_labels())
     return result

@@ -2,9 +2,10 @@
 
 Every optimizer here is a ``torch.optim.Optimizer`` whose state is a *memory of gradients*: an
 inner level that is trained, one gradient step at a time, on an inner objective over the
-gradient stream, and whose output the outer level writes into the weights. Each class docstring
-gives that inner objective and the paper equation ("A-eq k" = arXiv equation k, "N-eq k" =
-NeurIPS equation k).
+gradient stream, and whose output the outer level writes into the weights (levels as in the
+paper's Def. 2/3: the optimizer's memories are level 1, the weights that need them level 2).
+Each class docstring gives that inner objective and the paper equation ("A-eq k" = arXiv
+equation k, "N-eq k" = NeurIPS equation k).
 
 Conventions: every parameter tensor has its own memory (as in ``torch.optim``); "flattened"
 means the tensor viewed as one vector. The momentum of the paper, ``m_{i+1} = α m_i − η g_i``

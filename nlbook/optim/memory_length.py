@@ -1,5 +1,5 @@
-"""Level 1 and the memory length of momentum: the surprise step of a linear layer and
-how far back momentum remembers."""
+"""A gradient step as a memory write, and the memory length of momentum: the surprise step of
+a linear layer and how far back momentum remembers."""
 
 from __future__ import annotations
 

@@ -26,12 +26,14 @@ from nlbook.optim._base import (
 class MomentumMemory(_MemoryOptimizer):
     r"""SGD with momentum written as a two-level memory (A-eq 33–37; N-eq 7–10).
 
-    Inner level, the momentum memory m (shape of the parameter), trained on the gradient stream
+    Inner level (level 1: written first at each step), the momentum memory m (shape of the
+    parameter), trained on the gradient stream
     by one gradient step of size η on the key-less dot-product objective with an ℓ2 retention:
 
         ℓ_i(m) = ⟨m, g_i⟩ + (1 − α)/(2η) ‖m‖²   ⇒   m_{i+1} = α m_i − η g_i   (A-eq 34)
 
-    Outer level: W_{i+1} = W_i + m_{i+1} (A-eq 33). Unrolled, m_{i+1} = −η Σ_j α^{i−j} g_j.
+    Outer level (level 2: same frequency, but it needs m_{i+1} of the same step, Def. 2):
+    W_{i+1} = W_i + m_{i+1} (A-eq 33). Unrolled, m_{i+1} = −η Σ_j α^{i−j} g_j.
 
     Numerically identical to ``torch.optim.SGD(params, lr, momentum)`` (no dampening, no
     Nesterov) at a constant learning rate. Deviation: m stores −η·(torch's buffer), so a learning
@@ -99,7 +101,7 @@ class DeltaMomentum(PreconditionedMomentum):
     the recurrence is stable for any gradient scale, and the old component along the current
     gradient is kept only as a small reversed remainder (α − 1 = −0.1 at α = 0.9). It is a
     descent method in the sense of the write: the new value is −η P g, so from an empty memory
-    the step is −η P g (mistake 4 of the reference notes, an ascent sign, is avoided). It is
+    the step is −η P g (a descent step: writing +η P g would climb the loss). It is
     *not* SGD at α = 0: the erase term still acts on the previous memory. P as in
     :class:`PreconditionedMomentum`, ``"identity"`` by default. A zero gradient erases nothing.
     """
@@ -189,8 +191,9 @@ class DeepMomentum(_MemoryOptimizer):
     keys are (learned) features of the gradient rows and whose values are the gradient rows:
     reading it at the current gradient recalls past gradients *similar* to the current one
     (momentum weighted by similarity instead of only by age); (3) tanh features bound it, so
-    the retention α keeps it finite (a dot-product objective is unbounded below, as the
-    reference notes say). One inner GD step per outer step (computed with autograd):
+    the retention α keeps it finite (a dot-product objective is unbounded below: the paper's
+    example objective ⟨m(u), 1⟩ has no minimum). One inner GD step per outer step (computed
+    with autograd):
 
         B ← α B − η ∇_B ℓ,   V ← α V − (η_mem/r) ∇_V ℓ,   K ← K − (η_mem/r) ∇_K ℓ,
         W ← W + M_φ(G_i)  (read with the updated φ, as W_{i+1} = W_i + m_{i+1}).

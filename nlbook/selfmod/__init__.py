@@ -7,9 +7,9 @@ Conventions. ``dgd_step`` and ``SelfModifyingLinear`` use the paper's column con
 W (d_out, d_in), y = W x. ``SelfModifyingTitans`` works on (B, H, T, d) tensors in the row
 convention of chapter 1: a linear map is stored as S = Wᵀ (d_in, d_out) and applied as z S,
 so the DGD step reads S ← (α I − η′ k kᵀ) S + η′ k uᵀ. NL letters: **η is the inner learning
-rate and α is the retention** (α = 1 keeps everything; Titans' α *forgets*, see reference §0.1).
+rate and α is the retention** (α = 1 keeps everything; Titans' α *forgets*: see the glossary).
 
-Choices made where the paper is open (reference notes §5.1 and §8 item 14), as
+Choices made where the paper is open (arXiv §8.1–8.2 leaves them to the implementer), as
 "open choice: this module — why":
 
 - DGD decay term: arXiv A-eq 57, η′ = η/(1 + η‖x‖²) in both terms — exact for any ‖x‖; the
@@ -17,7 +17,9 @@ Choices made where the paper is open (reference notes §5.1 and §8 item 14), as
 - L2 vs dot-product form: the exact proximal step of the L2 regression of a layer onto its
   self-generated target u (dgd_step with grad_y = −u). The output layer of M_□ regresses onto
   v̂_□ − k (the residual is subtracted), M_η and M_α onto v̂. For a linear memory this is the
-  gated delta rule with a self-generated value (A-eq 92); the literal A-eq 93 erases twice.
+  gated delta rule with a self-generated value (A-eq 92); A-eq 88 and 93 read literally (the
+  gradient of the memory's own L2 objective as the value) erase twice and settle at half the
+  target, like A-eq 57 with u = −∇_y L (chapter 4, ``correlated_stream_experiment``).
 - Which layer gets the rank-1 term: the layer that is written, with its own input: the output
   layer of each MLP memory (input silu(k S1)) and the linear M_η, M_α (input k). The first
   MLP layer is meta-learned only (``write_first_layer=False``). Why: writing it with the
@@ -34,23 +36,26 @@ Choices made where the paper is open (reference notes §5.1 and §8 item 14), as
 - Scalar memories M_η, M_α: linear (d → 1), no residual (A-eq 89's "(·) +" cannot map R^d → R).
 - Stop-gradient on v̂: inner — v̂ is a fixed target (DGD holds u fixed); outer — never detached.
   No write is detached either, so the outer loss reaches every memory's initial state
-  (reference §8 item 8).
+  (a detached write would leave the initial states untrained).
 - Momentum: none (A-eq 88 has none): a chunk is then a gated delta rule, solved exactly.
-- q: a fixed projection, ℓ2-normalised (reference "Decisions at a glance"); k and v normalised.
-- Objective of every memory: (k_t, v̂_□) with v̂_□ = M_□(v_t) (final rule (c), as [AX8]).
+- q: a fixed projection, ℓ2-normalised (the paper calls q "the only non-adaptive projection",
+  and its ablation without an adaptive q barely changes perplexity); k and v normalised.
+- Objective of every memory: (k_t, v̂_□) with v̂_□ = M_□(v_t) (the final rule, A-eq 86–89).
 - Chunking: ``chunk_size_memory`` (main) and ``chunk_size_others`` (k, v, η, α). Inside a
   chunk, keys, values, targets and gradients come from the state that ended the previous chunk
   (index C⌊(t−1)/C⌋, not the printed C⌈t/C⌉); the linear erase recurrence is solved exactly.
   Chunk size 1 is the token-by-token rule. Streaming is exact for every split (the partial
   chunk's snapshot and running state are carried in :class:`SelfModifyingState`).
 - Read: o_t = M_memory,t(q_t), after token t's write (as chapter 1's ``delta_rule``).
-- Fast state: per sequence and per head, never shared across the batch (§8 item 9).
+- Fast state: per sequence and per head, never shared across the batch (each sequence is its
+  own context).
 """
 
 from __future__ import annotations
 
 from nlbook.selfmod.chunk_kernel import gated_delta_chunk
 from nlbook.selfmod.dgd import (
+    STREAM_RULES,
     SelfModifyingLinear,
     correlated_stream_experiment,
     dgd_proximal_closed_form,
@@ -62,6 +67,7 @@ from nlbook.selfmod.reference import reference_self_modifying_titans
 from nlbook.selfmod.titans import SelfModifyingState, SelfModifyingTitans
 
 __all__ = [
+    "STREAM_RULES",
     "SelfModifyingLinear",
     "SelfModifyingState",
     "SelfModifyingTitans",

@@ -27,10 +27,12 @@ def _decay_matrix(log_gamma_previous: torch.Tensor, log_gamma: torch.Tensor) -> 
     """D[t, i] = γ_{t−1} / γ_i for i < t, else 0: (..., C, C), computed in log space.
 
     General path: below the diagonal the exponent is ≤ 0; clamping it to ≤ 0 everywhere
-    (before masking the upper triangle to 0) keeps exp from overflowing.
+    (before masking the upper triangle to 0) keeps exp from overflowing. Under torch.compile
+    the general path is always taken: the choice reads tensor values (a graph break), and a
+    compiled kernel fuses the C² exps anyway.
     """
     mask = _lower_mask(log_gamma.shape[-1], -1, log_gamma)
-    if bool((log_gamma[..., -1] > -60.0).all()):
+    if not torch.compiler.is_compiling() and bool((log_gamma[..., -1] > -60.0).all()):
         # γ_{t−1} · (1/γ_i) from two exps of length C instead of C² exps: safe while 1/γ
         # cannot overflow, i.e. the chunk's total decay stays above e^−60 (α ≈ 0.95 for 64
         # tokens gives e^−3.3).
@@ -187,16 +189,45 @@ def gated_delta_chunk(state: torch.Tensor, keys: torch.Tensor, values: torch.Ten
     return state, reads[0] if len(reads) == 1 else torch.cat(reads, dim=-2)
 
 
-def _anchored_chunk(state, anchor, keys, values, beta, log_alpha, queries=None):
+def _anchored_chunk(state, anchor, keys, values, beta, log_alpha, queries=None, *,
+                    erase: bool = True):
     """:func:`gated_delta_chunk` with retention pulling towards ``anchor`` instead of 0.
 
     S_t = A + (α_t I − β_t k kᵀ)(S_{t−1} − A) + β_t k (u_t − Aᵀk)ᵀ: at α = 1 this is the plain
     DGD step; α < 1 forgets the in-context change S − A. ``anchor=None`` means A = 0.
+    ``erase=False``: the same without the erase term −β k kᵀ (:func:`gated_hebbian_chunk`).
     """
+    kernel = gated_delta_chunk if erase else gated_hebbian_chunk
     if anchor is None:
-        return gated_delta_chunk(state, keys, values, beta, log_alpha, queries)
-    final, reads = gated_delta_chunk(state - anchor, keys, values - keys @ anchor, beta,
-                                     log_alpha, queries)
+        return kernel(state, keys, values, beta, log_alpha, queries)
+    final, reads = kernel(state - anchor, keys, values - keys @ anchor, beta, log_alpha,
+                          queries)
     if reads is not None:
         reads = reads + queries @ anchor
     return final + anchor, reads
+
+
+def gated_hebbian_chunk(state: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                        beta: torch.Tensor, log_alpha: torch.Tensor,
+                        queries: torch.Tensor | None = None):
+    """Run S_t = α_t S_{t−1} + β_t k_t u_tᵀ over one chunk, in parallel: the plain gradient
+    step on the dot-product objective −⟨Sᵀk_t, u_t⟩ with retention (no erase term), the
+    "without DGD" ablation of :class:`nlbook.selfmod.SelfModifyingTitans` (arXiv Table 6).
+
+    Same arguments and returns as :func:`gated_delta_chunk`. Unrolled with γ_t = Π_{j≤t} α_j:
+    S_C = γ_C S_0 + Σ_i (γ_C/γ_i) β_i k_i u_iᵀ and o_t = γ_t S_0ᵀq_t + Σ_{i≤t} (γ_t/γ_i)
+    β_i (q_t·k_i) u_i (gated linear attention). Plain differentiable operations: autograd
+    gives the backward.
+    """
+    log_gamma = torch.cumsum(log_alpha, dim=-1)                               # (..., C)
+    weighted = values * beta[..., None]                                        # β_i u_i
+    to_end = torch.exp(log_gamma[..., -1:] - log_gamma)                       # γ_C / γ_i
+    final = (torch.exp(log_gamma[..., -1])[..., None, None] * state
+             + (keys * to_end[..., None]).transpose(-1, -2) @ weighted)
+    if queries is None:
+        return final, None
+    mask = _lower_mask(keys.shape[-2], 0, log_gamma)                           # i ≤ t
+    decay = (log_gamma[..., :, None] - log_gamma[..., None, :]).clamp(max=0).exp() * mask
+    reads = (torch.exp(log_gamma)[..., None] * (queries @ state)
+             + ((queries @ keys.transpose(-1, -2)) * decay) @ weighted)
+    return final, reads

@@ -26,7 +26,13 @@ def dgd_step(W: torch.Tensor, x: torch.Tensor, grad_y: torch.Tensor, lr, *,
     With α = 1 this is the *exact* solution of the proximal L2 regression step (A-eq 56)
     argmin_W ½‖W x − u‖² + (1/2 lr)‖W − W_old‖², u = −grad_y, i.e.
     (W_old + lr u xᵀ)(I + lr x xᵀ)⁻¹, by Sherman–Morrison. The NeurIPS print (N-eq 29) drops η′
-    from the decay term; that is a typo (reference §3.2).
+    from the decay term; that is a typo (it erases the whole x-direction at every step, and
+    flips its sign once ‖x‖² > 2). The arXiv print writes η′ = η/(1 + η), exact for ‖x‖ = 1.
+
+    Which target: A-eq 56 regresses onto u = −∇_y L (pass the loss gradient as ``grad_y``);
+    to regress a layer onto a known target value u (the course's experiments, and every memory
+    of HOPE, whose target is the self-generated v̂), pass ``grad_y = −u``. The two differ: see
+    :func:`correlated_stream_experiment`.
 
     Args:
         W: (..., d_out, d_in) weights.
@@ -106,20 +112,42 @@ def dgd_step_rank_k(W: torch.Tensor, X: torch.Tensor, grad_Y: torch.Tensor, lr) 
     return W - lr_tensor * torch.linalg.solve(gram, residual, left=False) @ X
 
 
+#: The rules of :func:`correlated_stream_experiment`.
+STREAM_RULES = ("gd", "dgd", "dgd_literal")
+
+
 def correlated_stream_experiment(length: int = 400, dim: int = 16, correlation: float = 0.95,
                                  lrs: tuple[float, ...] = (0.1, 0.5, 1.0, 4.0), seed: int = 0,
-                                 noise: float = 0.0) -> dict:
+                                 noise: float = 0.0,
+                                 rules: tuple[str, ...] = STREAM_RULES) -> dict:
     """Online linear regression on a stream of correlated inputs: GD vs DGD (arXiv §4.5).
 
     Inputs x_t = ρ x_{t−1} + √(1−ρ²) ξ_t (ξ standard normal, ‖x‖² ≈ d), targets
-    y_t = W* x_t (+ noise). Each rule sees one pair per step, starting from W = 0, and takes
-    a step on the loss ½‖W x_t − y_t‖²: GD W − η (W x_t − y_t) x_tᵀ; DGD the exact proximal
-    step :func:`dgd_step` with target u = y_t (grad_y = −y_t), which erases the old answer
-    along x_t before writing. Returns {"gd": {lr: errors}, "dgd": {lr: errors}} with the prediction
-    error ‖W_{t−1} x_t − y_t‖² / ‖y_t‖² *before* each step (T,), in float64.
+    y_t = W* x_t (+ noise). Each rule sees one pair per step, starting from W = 0, with the
+    loss L = ½‖W x_t − y_t‖² (so ∇_y L = W x_t − y_t):
+
+    - ``"gd"``: W − η (W x_t − y_t) x_tᵀ.
+    - ``"dgd"`` (the course's form, the one HOPE's memories use): the exact proximal step of
+      the regression onto the target u = y_t, :func:`dgd_step` with grad_y = −y_t:
+      W (I − η′ x xᵀ) + η′ y xᵀ. It erases the old answer along x_t, then writes y_t; along x_t
+      it contracts towards the target, W_new x = (1 − η′‖x‖²) W x + η′‖x‖² y, so the error
+      ‖W − W*‖_F never grows, for every η (the factor 1 − η′‖x‖² lies in (0, 1)).
+    - ``"dgd_literal"``: A-eq 57 as printed, u = −∇_y L (A-eq 56): :func:`dgd_step` with
+      grad_y = W x_t − y_t, i.e. W (I − 2η′ x xᵀ) + η′ y xᵀ. The residual already subtracts
+      the current answer W x, and the erase term subtracts it once more: along x_t,
+      W_new x = (1 − 2η′‖x‖²) W x + η′‖x‖² y, whose fixed point is W x = y/2. It stays bounded
+      for every η (|1 − 2η′‖x‖²| < 1), but it settles at half the target, and once
+      η′‖x‖² > ½ (η‖x‖² > 1) the factor is negative: the answer overshoots and oscillates.
+
+    Returns {rule: {lr: errors}} for the ``rules`` asked, with the prediction error
+    ‖W_{t−1} x_t − y_t‖² / ‖y_t‖² *before* each step (T,), in float64 (a diverged run is
+    clamped at 1e6).
     """
     check_positive_int("length", length)
     check_positive_int("dim", dim)
+    for rule in rules:
+        if rule not in STREAM_RULES:
+            raise ValueError(f"rules must be drawn from {STREAM_RULES}, got {rule!r}")
     generator = torch.Generator().manual_seed(seed)
     target = torch.randn(dim, dim, dtype=torch.float64, generator=generator) / math.sqrt(dim)
     inputs = torch.empty(length, dim, dtype=torch.float64)
@@ -131,19 +159,21 @@ def correlated_stream_experiment(length: int = 400, dim: int = 16, correlation: 
     outputs = inputs @ target.T
     outputs = outputs + noise * torch.randn(length, dim, dtype=torch.float64,
                                             generator=generator)
-    results: dict = {"gd": {}, "dgd": {}}
+    results: dict = {rule: {} for rule in rules}
     for lr in lrs:
-        for rule in ("gd", "dgd"):
+        for rule in rules:
             weight = torch.zeros(dim, dim, dtype=torch.float64)
             errors = torch.empty(length, dtype=torch.float64)
             for t in range(length):
                 x_t, y_t = inputs[t], outputs[t]
-                grad_y = weight @ x_t - y_t
+                grad_y = weight @ x_t - y_t                                  # ∇_y L
                 errors[t] = grad_y.square().sum() / y_t.square().sum()
                 if rule == "gd":
                     weight = weight - lr * torch.outer(grad_y, x_t)
+                elif rule == "dgd":
+                    weight = dgd_step(weight, x_t, -y_t, lr)      # regress onto u = y_t
                 else:
-                    weight = dgd_step(weight, x_t, -y_t, lr)  # regress onto u = y_t
+                    weight = dgd_step(weight, x_t, grad_y, lr)    # u = −∇_y L (A-eq 57)
             results[rule][lr] = errors.nan_to_num(nan=1e6, posinf=1e6).clamp(max=1e6)
     return results
 

@@ -21,19 +21,27 @@ def reference_self_modifying_titans(layer: SelfModifyingTitans, x: torch.Tensor,
     """
     layer_params = {name: p.double() for name, p in layer.named_parameters()}
 
-    def write(weight, initial_weight, x_layer, target, eta, alpha):
-        """DGD towards ``target`` (grad_y = −target); retention towards W_0 or towards 0."""
-        if not layer.retain_toward_initial:
+    def step(weight, x_layer, target, eta, alpha):
+        if layer.dgd:  # DGD (A-eq 57 with retention): erase along x, then write
             return dgd_step(weight, x_layer, -target, eta, retention=alpha)
+        # Without DGD: the plain gradient step on −⟨W x, target⟩ with retention (no erase).
+        return alpha * weight + eta * target[:, None] * x_layer[None, :]
+
+    def write(weight, initial_weight, x_layer, target, eta, alpha):
+        """A write towards ``target``; retention towards W_0 or towards 0."""
+        if not layer.retain_toward_initial:
+            return step(weight, x_layer, target, eta, alpha)
         shifted_target = target - initial_weight @ x_layer
-        return initial_weight + dgd_step(weight - initial_weight, x_layer, -shifted_target,
-                                         eta, retention=alpha)
+        return initial_weight + step(weight - initial_weight, x_layer, shifted_target, eta,
+                                     alpha)
 
     x = x.double()
     batch, length, _ = x.shape
     heads, d = layer.heads, layer.head_dim
     inputs = x @ layer_params["input_projection"]
     queries = x @ layer_params["query_projection"]
+    if not layer.self_modifying:
+        value_inputs = x @ layer_params["value_projection"]
     outputs_list = []
     for b in range(batch):
         per_head = []
@@ -42,10 +50,12 @@ def reference_self_modifying_titans(layer: SelfModifyingTitans, x: torch.Tensor,
             def initial(name: str, head: int = head) -> torch.Tensor:
                 return layer_params[name][head].transpose(0, 1)
 
-            running = {"k": [initial("key_memory_first"), initial("key_memory_second")],
-                       "v": [initial("value_memory_first"), initial("value_memory_second")],
-                       "eta": [initial("lr_memory")], "alpha": [initial("retention_memory")],
+            running = {"eta": [initial("lr_memory")], "alpha": [initial("retention_memory")],
                        "memory": [initial("main_memory_first"), initial("main_memory_second")]}
+            if layer.self_modifying:
+                running |= {"k": [initial("key_memory_first"), initial("key_memory_second")],
+                            "v": [initial("value_memory_first"),
+                                  initial("value_memory_second")]}
             snapshot = {name: list(weights) for name, weights in running.items()}
             initial_weights = {name: list(weights) for name, weights in running.items()}
             lr_bias = layer_params["lr_bias"][head, 0, 0]
@@ -60,13 +70,19 @@ def reference_self_modifying_titans(layer: SelfModifyingTitans, x: torch.Tensor,
             for t in range(length):
                 x_t = inputs[b, t, head * d:(head + 1) * d]
                 q_t = F.normalize(queries[b, t, head * d:(head + 1) * d], dim=0)
-                k_t = F.normalize(mlp(snapshot["k"], x_t), dim=0)
-                v_t = F.normalize(mlp(snapshot["v"], x_t), dim=0)
+                if layer.self_modifying:
+                    k_t = F.normalize(mlp(snapshot["k"], x_t), dim=0)
+                    v_t = F.normalize(mlp(snapshot["v"], x_t), dim=0)
+                else:  # plain Titans: fixed linear projections
+                    k_t = F.normalize(x_t, dim=0)
+                    v_t = F.normalize(value_inputs[b, t, head * d:(head + 1) * d], dim=0)
                 eta = F.softplus(mlp(snapshot["eta"], x_t)[0] + lr_bias)
                 alpha = torch.sigmoid(mlp(snapshot["alpha"], x_t)[0] + retention_bias)
-                for name in running:
+                written = running if layer.self_modifying else {"memory": None}
+                for name in written:
                     frozen = snapshot[name]
-                    target = mlp(frozen, v_t)                  # v̂ = M(v), fixed inner target
+                    # v̂ = M(v), a fixed inner target; without self-modification the value v.
+                    target = mlp(frozen, v_t) if layer.self_modifying else v_t
                     if len(frozen) == 1:
                         # L = ½(w·k − v̂)²: regress w·k onto the target u = v̂
                         running[name] = [write(running[name][0], initial_weights[name][0], k_t,

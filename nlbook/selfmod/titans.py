@@ -16,7 +16,7 @@ from nlbook._checks import (
     check_same_dtype_device,
     check_shape,
 )
-from nlbook.selfmod.chunk_kernel import _anchored_chunk, gated_delta_chunk
+from nlbook.selfmod.chunk_kernel import _anchored_chunk, gated_delta_chunk, gated_hebbian_chunk
 from nlbook.selfmod.dgd import silu_derivative
 
 
@@ -91,7 +91,8 @@ class SelfModifyingTitans(nn.Module):
     def __init__(self, d_model: int, heads: int = 1, head_dim: int | None = None,
                  hidden: int | None = None, *, chunk_size_memory: int = 32,
                  chunk_size_others: int = 8, retain_toward_initial: bool = True,
-                 write_first_layer: bool = False,
+                 write_first_layer: bool = False, dgd: bool = True,
+                 self_modifying: bool = True,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
         check_positive_int("d_model", d_model)
@@ -108,8 +109,22 @@ class SelfModifyingTitans(nn.Module):
         hidden = head_dim if hidden is None else hidden
         self.d_model, self.heads, self.head_dim, self.hidden = d_model, heads, head_dim, hidden
         self.chunk_size_memory, self.chunk_size_others = chunk_size_memory, chunk_size_others
-        self.retain_toward_initial = bool(retain_toward_initial)
-        self.write_first_layer = bool(write_first_layer)
+        for name, flag in (("retain_toward_initial", retain_toward_initial),
+                           ("write_first_layer", write_first_layer), ("dgd", dgd),
+                           ("self_modifying", self_modifying)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be a bool, got {flag!r}")
+        if write_first_layer and not self_modifying:
+            raise ValueError("write_first_layer=True needs self_modifying=True (without "
+                             "self-modification there are no generator memories to write)")
+        if write_first_layer and not dgd:
+            # A first layer is written towards a local target pre − ∂L/∂pre, whose DGD step is
+            # a gradient step; without DGD's erase that target would add W x xᵀ back in.
+            raise ValueError("dgd=False needs write_first_layer=False (the ablation removes "
+                             "DGD's erase from the written second layers)")
+        self.retain_toward_initial = retain_toward_initial
+        self.write_first_layer = write_first_layer
+        self.dgd, self.self_modifying = dgd, self_modifying
 
         def randn(*shape: int, std: float) -> torch.Tensor:
             return torch.randn(*shape, generator=generator) * std
@@ -119,10 +134,14 @@ class SelfModifyingTitans(nn.Module):
         self.query_projection = nn.Parameter(randn(d_model, width, std=d_model ** -0.5))
         self.output_projection = nn.Parameter(randn(width, d_model, std=width ** -0.5))
         # Meta-learned initial states of the memories (per head), row convention S = Wᵀ.
-        self.key_memory_first = nn.Parameter(randn(heads, d, h, std=d ** -0.5))
-        self.key_memory_second = nn.Parameter(randn(heads, h, d, std=0.5 * h ** -0.5))
-        self.value_memory_first = nn.Parameter(randn(heads, d, h, std=d ** -0.5))
-        self.value_memory_second = nn.Parameter(randn(heads, h, d, std=0.5 * h ** -0.5))
+        if self_modifying:
+            self.key_memory_first = nn.Parameter(randn(heads, d, h, std=d ** -0.5))
+            self.key_memory_second = nn.Parameter(randn(heads, h, d, std=0.5 * h ** -0.5))
+            self.value_memory_first = nn.Parameter(randn(heads, d, h, std=d ** -0.5))
+            self.value_memory_second = nn.Parameter(randn(heads, h, d, std=0.5 * h ** -0.5))
+        else:
+            # Plain Titans: k = normalize(W_x x), v = normalize(W_v x), η, α linear in W_x x.
+            self.value_projection = nn.Parameter(randn(d_model, width, std=d_model ** -0.5))
         self.lr_memory = nn.Parameter(randn(heads, d, 1, std=0.1 * d ** -0.5))
         self.retention_memory = nn.Parameter(randn(heads, d, 1, std=0.1 * d ** -0.5))
         self.main_memory_first = nn.Parameter(randn(heads, d, h, std=d ** -0.5))
@@ -138,15 +157,25 @@ class SelfModifyingTitans(nn.Module):
         def expand(tensor: torch.Tensor) -> torch.Tensor:
             return tensor.unsqueeze(0).expand(batch, *tensor.shape)
 
-        first = expand(torch.cat([self.key_memory_first, self.value_memory_first,
-                                  self.lr_memory, self.retention_memory], dim=-1))
-        second = expand(torch.stack([self.key_memory_second, self.value_memory_second], dim=1))
+        if self.self_modifying:
+            first = expand(torch.cat([self.key_memory_first, self.value_memory_first,
+                                      self.lr_memory, self.retention_memory], dim=-1))
+            second = expand(torch.stack([self.key_memory_second, self.value_memory_second],
+                                        dim=1))
+        else:  # fixed linear maps: nothing of the generator bank is written in context
+            first = expand(torch.cat([self.lr_memory, self.retention_memory], dim=-1))
+            second = self.lr_memory.new_zeros(batch, self.heads, 2, 0, self.head_dim)
         memory_first = expand(self.main_memory_first)
         memory_second = expand(self.main_memory_second)
         return SelfModifyingState(first, first, second, second, memory_first, memory_first,
                                   memory_second, memory_second, 0)
 
     # ---- pieces ------------------------------------------------------------------------------
+    def _step(self, lr: torch.Tensor, input_norm: torch.Tensor) -> torch.Tensor:
+        """The step of a write: DGD's η′ = η/(1 + η‖x‖²) (A-eq 57), or the plain gradient
+        step's η when ``dgd=False``."""
+        return lr / (1 + lr * input_norm) if self.dgd else lr
+
     def _generate(self, x: torch.Tensor, first: torch.Tensor, second: torch.Tensor):
         """k, v, η, α for a chunk x (B, H, C, d) from a generator snapshot."""
         h = self.hidden
@@ -180,11 +209,12 @@ class SelfModifyingTitans(nn.Module):
                                   pre_value[..., 2 * h:]], dim=-1)            # (B, H, C, 2h+2)
         key_norm = (keys * keys).sum(-1)
         first, _ = _anchored_chunk(first, anchors[0], keys, first_values,
-                                   lr / (1 + lr * key_norm), log_alpha)
+                                   self._step(lr, key_norm), log_alpha, erase=self.dgd)
         hidden_norm = (hidden_key * hidden_key).sum(-1)                      # (B, H, 2, C)
         lr2 = lr.unsqueeze(2)
         second, _ = _anchored_chunk(second, anchors[1], hidden_key, targets - keys_mlp,
-                                    lr2 / (1 + lr2 * hidden_norm), log_alpha.unsqueeze(2))
+                                    self._step(lr2, hidden_norm), log_alpha.unsqueeze(2),
+                                    erase=self.dgd)
         return (keys, values, lr, log_alpha), first, second
 
     def _memory_chunk(self, keys, values, queries, lr, log_alpha, first_snapshot,
@@ -199,11 +229,12 @@ class SelfModifyingTitans(nn.Module):
             silu_derivative(pre_key))
         key_norm = (keys * keys).sum(-1)
         first, pre_query = _anchored_chunk(first, anchors[0], keys, first_targets,
-                                           lr / (1 + lr * key_norm), log_alpha, queries)
+                                           self._step(lr, key_norm), log_alpha, queries,
+                                           erase=self.dgd)
         hidden_norm = (hidden_key * hidden_key).sum(-1)
         second, read = _anchored_chunk(second, anchors[1], hidden_key, targets - keys,
-                                       lr / (1 + lr * hidden_norm), log_alpha,
-                                       F.silu(pre_query))
+                                       self._step(lr, hidden_norm), log_alpha,
+                                       F.silu(pre_query), erase=self.dgd)
         return queries + read, first, second
 
     # ---- the two loops: first layers written (general) or fixed (default, faster) ------------
@@ -296,12 +327,13 @@ class SelfModifyingTitans(nn.Module):
             targets = values.unsqueeze(2) + hidden_value @ second_snap        # v̂ = M(v)
             key_norm = (keys * keys).sum(-1)
             scalar, _ = _anchored_chunk(scalar, scalar_anchor, keys, values @ scalar_snap,
-                                        lr / (1 + lr * key_norm), log_alpha)
+                                        self._step(lr, key_norm), log_alpha, erase=self.dgd)
             hidden_norm = (hidden_key * hidden_key).sum(-1)                   # (B, H, 2, C)
             lr2 = lr.unsqueeze(2)
             second, _ = _anchored_chunk(second, anchors[1], hidden_key,
                                         targets - keys.unsqueeze(2),
-                                        lr2 / (1 + lr2 * hidden_norm), log_alpha.unsqueeze(2))
+                                        self._step(lr2, hidden_norm), log_alpha.unsqueeze(2),
+                                    erase=self.dgd)
             if (state.position + end) % self.chunk_size_others == 0:
                 scalar_snap, second_snap = scalar, second
             if return_trace:
@@ -311,6 +343,23 @@ class SelfModifyingTitans(nn.Module):
                                        for parts in zip(*generated, strict=True))
         return (keys, values, lr, log_alpha, self._with_fixed_first(scalar_snap),
                 self._with_fixed_first(scalar), second_snap, second, trace_states)
+
+    def _fixed_projections(self, value_inputs, inputs, state, return_trace):
+        """Without self-modification (plain Titans): k = normalize(W_x x), v = normalize(W_v x),
+        η = softplus(W_x x · w_η + b_η), α = sigmoid(W_x x · w_α + b_α), all fixed linear maps
+        of the input (the meta-learned ``lr_memory`` and ``retention_memory`` are never written).
+        The generator state passes through unchanged."""
+        batch, length, _ = value_inputs.shape
+        values = F.normalize(value_inputs.view(batch, length, self.heads, self.head_dim)
+                             .transpose(1, 2), dim=-1)
+        keys = F.normalize(inputs, dim=-1)
+        scalars = inputs @ torch.cat([self.lr_memory, self.retention_memory], dim=-1)
+        lr = F.softplus(scalars[..., 0] + self.lr_bias[..., 0])
+        log_alpha = F.logsigmoid(scalars[..., 1] + self.retention_bias[..., 0])
+        trace_states = ([(state.position + length, {})] if return_trace else [])
+        return (keys, values, lr, log_alpha, state.generator_first_snapshot,
+                state.generator_first, state.generator_second_snapshot,
+                state.generator_second, trace_states)
 
     def _with_fixed_first(self, scalar: torch.Tensor) -> torch.Tensor:
         """[S1 of M_k | S1 of M_v | w_η | w_α] (B, H, d, 2h+2) from the written w (B, H, d, 2)."""
@@ -333,7 +382,9 @@ class SelfModifyingTitans(nn.Module):
         hidden_key, hidden_value, hidden_query = F.silu(
             torch.cat([keys, values, queries], dim=2) @ self.main_memory_first.unsqueeze(0)
         ).split(length, dim=2)                                                # (B, H, T, h) each
-        beta = lr / (1 + lr * (hidden_key * hidden_key).sum(-1))              # η′ (B, H, T)
+        beta = self._step(lr, (hidden_key * hidden_key).sum(-1))              # η′ (B, H, T)
+        # The target of the written layer: v̂ − k − hₖA (self-generated v̂ = M(v)), or, without
+        # self-modification, the value itself: v − k − hₖA (plain Titans).
         base, reads_base = values - keys, queries
         anchor = anchors[1]
         change_snap, change = state.memory_second_snapshot, state.memory_second
@@ -341,7 +392,7 @@ class SelfModifyingTitans(nn.Module):
             key_anchor, value_anchor, query_anchor = (
                 torch.cat([hidden_key, hidden_value, hidden_query], dim=2)
                 @ self.main_memory_second.unsqueeze(0)).split(length, dim=2)  # (B, H, T, d)
-            base = base + (value_anchor - key_anchor)
+            base = base + ((value_anchor - key_anchor) if self.self_modifying else -key_anchor)
             reads_base = reads_base + query_anchor
             change_snap, change = change_snap - anchor, change - anchor
         # split, not slices: the backward of a split is one cat, not a zero-filled (B, H, T, ·)
@@ -352,10 +403,12 @@ class SelfModifyingTitans(nn.Module):
                        (hidden_key, hidden_value, hidden_query, base, beta, log_alpha)),
                      strict=True)
         reads, position = [], state.position
+        kernel = gated_delta_chunk if self.dgd else gated_hebbian_chunk
         for chunk_key, chunk_value, chunk_query, chunk_base, chunk_beta, chunk_log_alpha in chunks:
-            targets = chunk_value @ change_snap + chunk_base
-            change, read = gated_delta_chunk(change, chunk_key, targets, chunk_beta,
-                                             chunk_log_alpha, chunk_query)
+            targets = (chunk_value @ change_snap + chunk_base if self.self_modifying
+                       else chunk_base)
+            change, read = kernel(change, chunk_key, targets, chunk_beta, chunk_log_alpha,
+                                  chunk_query)
             reads.append(read)
             position += chunk_key.shape[2]
             if position % self.chunk_size_memory == 0:
@@ -409,7 +462,9 @@ class SelfModifyingTitans(nn.Module):
         # One matmul for every projection of x: W_x, W_q and (fixed first layers) W_x S1.
         width = heads * d
         weights = [self.input_projection, self.query_projection]
-        if not self.write_first_layer:
+        if not self.self_modifying:
+            weights.append(self.value_projection)
+        elif not self.write_first_layer:
             weights.append(self._folded_first_layers())
         projected = x @ torch.cat(weights, dim=1)
         # split, not slices: its backward is one cat, not a zero-filled tensor per slice.
@@ -418,7 +473,9 @@ class SelfModifyingTitans(nn.Module):
         queries = F.normalize(projected[1].view(batch, length, heads, d).transpose(1, 2), dim=-1)
 
         # 1) The generator bank does not read the main memory: run it over the whole call.
-        if self.write_first_layer:
+        if not self.self_modifying:
+            generated = self._fixed_projections(projected[2], inputs, state, return_trace)
+        elif self.write_first_layer:
             generated = self._generator_written(inputs, state, generator_anchors, return_trace)
         else:
             generated = self._generator_fixed_first(projected[2], inputs, state,
@@ -446,6 +503,8 @@ class SelfModifyingTitans(nn.Module):
         return y, new_state, trace
 
     def _named_states(self, first: torch.Tensor, second: torch.Tensor) -> dict:
+        if not self.self_modifying:  # fixed maps: only the (never written) scalar weights
+            return {"lr": first[..., 0], "retention": first[..., 1]}
         h = self.hidden
         return {"key_first": first[..., :h], "key_second": second[:, :, 0],
                 "value_first": first[..., h:2 * h], "value_second": second[:, :, 1],

@@ -5,6 +5,7 @@ Used by the notebook (``nlbook.train.train(TrainConfig(...))``) and by the comma
     python -m nlbook.train --model transformer --preset tiny --steps 2000
     python -m nlbook.train --model hope --minutes 5 --data my_text.txt --device cuda
     python -m nlbook.train --checkpoint checkpoints/transformer-tiny.pt --resume
+    torchrun --nproc_per_node 2 -m nlbook.train --model hope --batch-size 16   # 2 processes
 
 What the loop does, step by step (one *step* is one optimizer update on one random batch):
 
@@ -25,7 +26,12 @@ What the loop does, step by step (one *step* is one optimizer update on one rand
   also stores the time spent, and its schedule follows the clock, so its resume is exact in
   everything but timing);
 * a non-finite loss or gradient stops training with :class:`TrainingDivergedError`, naming the
-  step, before the bad update is applied or saved: the last checkpoint stays the last good one.
+  step, before the bad update is applied or saved: the last checkpoint stays the last good one;
+* launched by ``torchrun``, every process runs the same loop under ``DistributedDataParallel``
+  on its rows of the same global batch (:mod:`nlbook.train.distributed`).
+
+The loop's steps are functions of a :class:`Run` (:func:`set_up_run`, :func:`train_step`,
+:func:`record_evaluation`, :func:`write_checkpoint`); :func:`train` is their sequence.
 """
 
 from __future__ import annotations
@@ -61,8 +67,14 @@ from nlbook.train.evaluation import (
     loss_by_position,
 )
 from nlbook.train.loop import (
+    Run,
+    checkpoint_state,
+    record_evaluation,
     save_loss_figure,
+    set_up_run,
     train,
+    train_step,
+    write_checkpoint,
 )
 
 __all__ = [
@@ -74,11 +86,13 @@ __all__ = [
     "CheckpointError",
     "ModelUnavailableError",
     "OptimizerPair",
+    "Run",
     "TrainConfig",
     "TrainResult",
     "TrainingDivergedError",
     "build_model",
     "build_optimizer",
+    "checkpoint_state",
     "estimate_loss",
     "evaluate_all",
     "evaluate_stream",
@@ -87,7 +101,11 @@ __all__ = [
     "load_model",
     "loss_by_position",
     "main",
+    "record_evaluation",
     "save_checkpoint",
     "save_loss_figure",
+    "set_up_run",
     "train",
+    "train_step",
+    "write_checkpoint",
 ]

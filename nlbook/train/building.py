@@ -103,10 +103,14 @@ def build_optimizer(name: str, model: nn.Module, *, learning_rate: float,
     Weight decay applies to matrices and embeddings only (at least two axes longer than 1), as in
     nanoGPT; biases, norm gains and per-head scalars such as HOPE's (H, 1, 1) gate biases are not
     decayed. Muon and M3 update the hidden weight matrices only, and AdamW
-    the rest (:class:`OptimizerPair`); Muon then scales its update to AdamW's RMS
-    (``adjust_lr_fn="match_rms_adamw"``) so one learning rate serves both. A chapter-2
-    optimizer gets ``lr`` and, where it takes one, ``weight_decay``; its other arguments keep
-    their defaults. Every parameter group records its ``peak_lr`` for the schedule.
+    the rest (:class:`OptimizerPair`), so that one learning rate serves both: Muon scales its
+    update to AdamW's RMS (``adjust_lr_fn="match_rms_adamw"``), and M3 gives its orthogonalised
+    momenta the momenta's own size and reads them with EMAs (``orthogonal_scale="momentum"``,
+    ``moments="ema"``: Algorithm 1 as printed makes steps inversely proportional to the
+    gradient's size and does not train a Transformer; see :class:`nlbook.optim.M3`). A
+    chapter-2 optimizer gets ``lr`` and, where it takes one, ``weight_decay``; its other
+    arguments keep their defaults. Every parameter group records its ``peak_lr`` for the
+    schedule.
     """
     parameters = [p for p in model.parameters() if p.requires_grad]
     decayed = [p for p in parameters if _is_matrix(p)]
@@ -134,6 +138,8 @@ def build_optimizer(name: str, model: nn.Module, *, learning_rate: float,
             kwargs["weight_decay"] = weight_decay
         if "adjust_lr_fn" in accepted:
             kwargs["adjust_lr_fn"] = "match_rms_adamw"
+        if known[key] == "M3":  # Adam's units for (O1 + α O2)/(√V + ε): see nlbook.optim.M3
+            kwargs.update(moments="ema", orthogonal_scale="momentum")
         if known[key] in _MATRIX_OPTIMIZERS:
             embeddings = {id(module.weight) for module in model.modules()
                           if isinstance(module, nn.Embedding)}

@@ -1,10 +1,15 @@
-"""``python -m nlbook.train``: the command line of the training loop."""
+"""``python -m nlbook.train``: the command line of the training loop.
+
+Under ``torchrun --nproc_per_node N -m nlbook.train ...`` every process runs this command line;
+rank 0 prints, writes the checkpoint and the figure, and scores the trained model afterwards.
+"""
 
 from __future__ import annotations
 
 import argparse
 import ast
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -20,8 +25,10 @@ from nlbook.train.config import (
     TrainConfig,
     TrainingDivergedError,
 )
+from nlbook.train.distributed import launched_rank, launched_world_size
 from nlbook.train.evaluation import evaluate_all, evaluate_stream
 from nlbook.train.loop import (
+    describe_run,
     save_loss_figure,
     train,
 )
@@ -68,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--stream-length", type=int,
                         help="with --carry-state: tokens a stream reads before it restarts at "
                              "a new random place with a fresh state (default: the preset's)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 autocast of the training forward pass (CUDA only)")
     parser.add_argument("--eval-interval", type=int)
     parser.add_argument("--eval-batches", type=int)
     parser.add_argument("--seed", type=int, default=0)
@@ -81,15 +90,21 @@ def _parser() -> argparse.ArgumentParser:
                         help="skip the n-gram reference lines (they take a few seconds)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: small models gain little from more)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the training step: minutes of compilation (needs a "
+                             "C++ compiler), then faster steps; pays on long runs (README)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides: dict[str, Any] = {"model": args.model, "seed": args.seed, "device": args.device,
-                                 "optimizer": args.optimizer, "data": args.data}
+                                 "optimizer": args.optimizer, "data": args.data,
+                                 "compile": args.compile}
     if args.carry_state is not None:
         overrides["carry_state"] = args.carry_state
+    if args.bf16:
+        overrides["autocast"] = True
     for argument, name in (("steps", "steps"), ("minutes", "minutes"), ("lr", "learning_rate"),
                            ("batch_size", "batch_size"), ("context_length", "context_length"),
                            ("d_model", "d_model"), ("n_layers", "n_layers"),
@@ -109,37 +124,62 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_preset(args.preset, **overrides)
 
 
+def _all_but(line: str, say: Callable[[str], None]) -> Callable[[str], None]:
+    """``say`` for every message but ``line`` (already printed)."""
+    def log(message: str) -> None:
+        if message != line:
+            say(message)
+    return log
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 on success)."""
     args = _parser().parse_args(argv)
     torch.set_num_threads(args.threads)
+    main_process, error_prefix = True, "error:"
     try:
+        world_size = launched_world_size()
+        main_process = launched_rank() == 0
+        if world_size > 1 and not main_process:
+            error_prefix = f"error (rank {launched_rank()} of {world_size}):"
+        say = print if main_process else (lambda message: None)
         if args.resume:
             if args.checkpoint is None:
                 raise ValueError("--resume needs --checkpoint PATH")
             stored = load_checkpoint(args.checkpoint)["config"]
             config = TrainConfig.from_dict(dict(stored, device=args.device,
-                                                checkpoint=args.checkpoint))
-            print(f"resuming {args.checkpoint}: the stored configuration is used; other "
-                  f"training options on the command line are ignored")
+                                                checkpoint=args.checkpoint,
+                                                compile=args.compile))
         else:
             config = _config_from_args(args)
+        # The run's first line names the world size; train() says it first too, so it is
+        # printed here, before the data line, and not again.
+        first_line = describe_run(config, world_size)
+        say(first_line)
+        if args.resume:
+            say(f"resuming {args.checkpoint}: the stored configuration is used; other "
+                f"training options on the command line are ignored")
         corpus = load_corpus(config.data)
-        print(f"data: {corpus.source} | {len(corpus.text):,} characters, vocabulary "
-              f"{corpus.vocab_size} | train {len(corpus.train_ids):,} / val "
-              f"{len(corpus.val_ids):,}")
+        say(f"data: {corpus.source} | {len(corpus.text):,} characters, vocabulary "
+            f"{corpus.vocab_size} | train {len(corpus.train_ids):,} / val "
+            f"{len(corpus.val_ids):,}")
         result = train(config, corpus=corpus, resume=args.resume,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress,
+                       log=_all_but(first_line, say))
     except TrainingDivergedError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"{error_prefix} {error}", file=sys.stderr)
         return 1
     except (DataFileError, CheckpointError, ModelUnavailableError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"{error_prefix} {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted; resume with: python -m nlbook.train --checkpoint "
-              f"{args.checkpoint or 'checkpoints/<model>-<preset>.pt'} --resume", file=sys.stderr)
+        if main_process:
+            print(f"\ninterrupted; resume with: python -m nlbook.train --checkpoint "
+                  f"{args.checkpoint or 'checkpoints/<model>-<preset>.pt'} --resume",
+                  file=sys.stderr)
         return 130
+    if not main_process:
+        return 0  # rank 0 scores the model and draws the figure
     from nlbook.transformer import parameter_count
 
     count = parameter_count(result.model)

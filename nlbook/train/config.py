@@ -98,7 +98,9 @@ class TrainConfig:
     number of steps from the warm-up's speed instead ended runs up to 12% early or late on a
     shared CPU: measured.) ``calibration_steps`` only sizes the progress bar's estimate.
     ``model_options`` are extra keyword arguments of the model (e.g. ``dropout``).
-    ``checkpoint`` None trains without writing checkpoints (notebook use).
+    ``checkpoint`` None trains without writing checkpoints (notebook use). ``compile`` runs
+    the training step's forward through ``torch.compile`` (opt-in: it needs a C++ compiler and
+    minutes of compilation before the first step; same results; see the README).
 
     ``carry_state`` (models in :data:`STATEFUL_MODELS`, i.e. HOPE): stateful training. Each
     batch row reads its own contiguous stream of the training text, consecutive optimizer steps
@@ -112,6 +114,10 @@ class TrainConfig:
     ``carry_relative=False`` cuts the carried fast weights whole instead of as offsets from
     their meta-learned initial values (the plain detach; kept to reproduce the comparison in
     chapter 6, where it trains worse).
+
+    ``autocast``: bf16 autocast of the training forward pass on CUDA (``--bf16``); refused on
+    other devices. Across processes (``torchrun``), ``batch_size`` is the global batch, shared
+    equally by the processes (see :mod:`nlbook.train.distributed`).
     """
 
     model: str = "transformer"
@@ -143,6 +149,8 @@ class TrainConfig:
     carry_state: bool = False
     stream_length: int | None = 1024
     carry_relative: bool = True
+    compile: bool = False
+    autocast: bool = False
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_REGISTRY:
@@ -172,8 +180,10 @@ class TrainConfig:
                              f"{self.min_learning_rate!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be True or False, got {self.compile!r}")
         _check_plain("model_options", self.model_options)
-        for name in ("carry_state", "carry_relative"):
+        for name in ("carry_state", "carry_relative", "autocast"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if self.carry_state and self.model not in STATEFUL_MODELS:

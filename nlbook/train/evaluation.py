@@ -27,7 +27,8 @@ from nlbook._checks import check_positive_int
 from nlbook.data import random_batch
 from nlbook.data import sequential_windows as _sequential_windows
 
-__all__ = ["estimate_loss", "evaluate_all", "evaluate_stream", "loss_by_position"]
+__all__ = ["estimate_loss", "evaluate_all", "evaluate_stream", "loss_by_position",
+           "window_batch_losses"]
 
 
 class _EvalMode:
@@ -77,16 +78,36 @@ def estimate_loss(model: nn.Module, ids: torch.Tensor, *, batch_size: int, conte
     Like nanoGPT's ``estimate_loss``: every position of a window counts, so positions see
     0..T-1 characters of context.
     """
+    total = 0.0
+    for loss in window_batch_losses(model, ids, batch_size=batch_size,
+                                    context_length=context_length, batches=batches, seed=seed,
+                                    device=device):
+        total += loss
+    return total / batches
+
+
+def window_batch_losses(model: nn.Module, ids: torch.Tensor, *, batch_size: int,
+                        context_length: int, batches: int, seed: int,
+                        device: str | torch.device = "cpu", share: tuple[int, int] = (0, 1)
+                        ) -> list[float]:
+    """The ``batches`` mean losses behind :func:`estimate_loss`, batch by batch.
+
+    ``share=(r, n)`` computes only the batches ``i`` with ``i % n == r`` (the others are still
+    drawn, so every batch is the same window as in one process, and reported as 0.0): n
+    processes each compute their share and sum the lists, which gives one process's list.
+    """
     _check_model(model)
     check_positive_int("batches", batches)
+    rank, size = share
     generator = torch.Generator().manual_seed(seed)
+    losses = [0.0] * batches
     with _EvalMode(model):
-        total = 0.0
-        for _ in range(batches):
+        for index in range(batches):
             inputs, targets = random_batch(ids, batch_size, context_length, generator, device)
-            _, loss = model(inputs, targets)
-            total += float(loss)
-    return total / batches
+            if index % size == rank:
+                _, loss = model(inputs, targets)
+                losses[index] = float(loss)
+    return losses
 
 
 def evaluate_all(model: nn.Module, ids: torch.Tensor, *, context_length: int,

@@ -8,6 +8,7 @@ import matplotlib.figure
 import numpy as np
 
 from nlbook.viz._common import new_figure, to_numpy
+from nlbook.viz.diagrams import level_colour
 from nlbook.viz.palette import colors_for
 
 __all__ = ["CMS_EXPLORER_VIEWS", "plot_cms_explorer", "plot_forgetting", "plot_stream_losses",
@@ -25,82 +26,113 @@ CMS_EXPLORER_VIEWS = {
 LOG_DECADES = 6
 
 
-def _level_names(count: int, names: Sequence[str] | None) -> list[str]:
-    if names is None:
-        return [f"level {index}" for index in range(count)]
-    if len(names) != count:
-        raise ValueError(f"level_names must have {count} entries, got {len(names)}")
-    return list(names)
+def _order_and_labels(count: int, labels: Sequence[str] | None,
+                      levels: Sequence[int] | None) -> tuple[list[int], list[str]]:
+    """Drawing order (level 1 first, then by block; chain order when no levels) and labels.
+
+    The course draws levels in one direction everywhere: level 1 (the fastest) first, i.e. at
+    the bottom of a stack of rows and on the left of a row of panels."""
+    if labels is not None and len(labels) != count:
+        raise ValueError(f"labels must have one entry per block ({count}), got {len(labels)}")
+    if levels is not None:
+        if len(levels) != count:
+            raise ValueError(f"levels must have one entry per block ({count}), got {len(levels)}")
+        for index, level in enumerate(levels):
+            if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level < 1:
+                raise ValueError(f"levels[{index}] must be an int >= 1, got {level!r}")
+    order = (sorted(range(count), key=lambda index: (levels[index], index))
+             if levels is not None else list(range(count)))
+    if labels is None:
+        labels = ([f"level {level} (block {index})" for index, level in enumerate(levels)]
+                  if levels is not None else [f"block {index}" for index in range(count)])
+    return order, list(labels)
 
 
-def _draw_ticks(axis, steps_per_level, length: int, names: list[str], sizes=None,
-                time: int | None = None) -> None:
-    """One row per level: a stem at every update step (height ∝ update size when given)."""
-    for row, steps in enumerate(steps_per_level):
-        steps = np.asarray(to_numpy(steps), dtype=float).ravel()
+def _colours(count: int, levels: Sequence[int] | None) -> list[str]:
+    """Each block in its level's colour (the diagrams' palette), or C{j} without levels."""
+    if levels is None:
+        return [f"C{index}" for index in range(count)]
+    return [level_colour(int(level)) for level in levels]
+
+
+def _draw_ticks(axis, steps_per_block, length: int, labels: list[str], order: list[int],
+                sizes=None, time: int | None = None, colours: list[str] | None = None) -> None:
+    """One row per block, in ``order`` from the bottom up: a stem at every update step (height ∝
+    update size when given), in the block's colour."""
+    colours = colours or [f"C{index}" for index in range(len(labels))]
+    for row, block in enumerate(order):
+        steps = np.asarray(to_numpy(steps_per_block[block]), dtype=float).ravel()
         if sizes is not None and len(steps):
-            heights = np.asarray(to_numpy(sizes[row]), dtype=float).ravel()
+            heights = np.asarray(to_numpy(sizes[block]), dtype=float).ravel()
             heights = 0.8 * heights / max(heights.max(), 1e-12)
         else:
             heights = np.full(len(steps), 0.8)
         shown = steps if time is None else steps[steps <= time]
-        axis.vlines(shown, row, row + heights[: len(shown)], color=f"C{row}", linewidth=1.2)
+        axis.vlines(shown, row, row + heights[: len(shown)], color=colours[block],
+                    linewidth=1.2)
         if time is not None:
             later = steps[steps > time]
             axis.vlines(later, row, row + heights[len(shown):], color="0.85", linewidth=1.0)
-    axis.set_yticks(np.arange(len(names)) + 0.4, names)
-    axis.set_ylim(-0.1, len(names))
+    axis.set_yticks(np.arange(len(order)) + 0.4, [labels[block] for block in order])
+    axis.set_ylim(-0.1, len(order))
     axis.set_xlim(0, length)
     axis.set_xlabel("tokens seen (an update at i is used from position i on)")
-    axis.set_title("update ticks per level")
+    axis.set_title("update ticks per block (level 1, the fastest, at the bottom)")
 
 
-def plot_update_ticks(steps_per_level: Sequence, length: int, *, sizes: Sequence | None = None,
-                      level_names: Sequence[str] | None = None) -> matplotlib.figure.Figure:
-    """When every level updated over a stream of ``length`` tokens.
+def plot_update_ticks(steps_per_block: Sequence, length: int, *, sizes: Sequence | None = None,
+                      labels: Sequence[str] | None = None,
+                      levels: Sequence[int] | None = None) -> matplotlib.figure.Figure:
+    """When every CMS block updated over a stream of ``length`` tokens.
 
     Args:
-        steps_per_level: per level, the token counts at which it updated (``CMSRecord``).
+        steps_per_block: per block (chain order), the token counts at which it updated
+            (``CMSRecord.update_steps``).
         length: stream length T.
-        sizes: per level, the size of each update (stem heights are scaled per level).
-        level_names: labels, default "level ℓ".
+        sizes: per block, the size of each update (stem heights are scaled per block).
+        labels: per block, e.g. ``ContinuumMemory.block_labels()``; default "level ℓ (block j)"
+            when ``levels`` are given, else "block j".
+        levels: per block its level (``ContinuumMemory.level_of_block``): rows are drawn by
+            level, level 1 at the bottom, each in its level's colour. Default: chain order.
     """
-    names = _level_names(len(steps_per_level), level_names)
+    order, names = _order_and_labels(len(steps_per_block), labels, levels)
     figure, axes = new_figure(width=8.0, height=0.6 + 0.5 * len(names))
-    _draw_ticks(axes[0], steps_per_level, length, names, sizes)
+    _draw_ticks(axes[0], steps_per_block, length, names, order, sizes,
+                colours=_colours(len(names), levels))
     return figure
 
 
-def plot_cms_explorer(trajectories: Sequence, steps_per_level: Sequence, losses,
-                      time: int, *, show: str = "change",
-                      level_names: Sequence[str] | None = None) -> matplotlib.figure.Figure:
+def plot_cms_explorer(trajectories: Sequence, steps_per_block: Sequence, losses,
+                      time: int, *, show: str = "change", labels: Sequence[str] | None = None,
+                      levels: Sequence[int] | None = None) -> matplotlib.figure.Figure:
     """The per-timescale memory explorer at token position ``time``.
 
-    Top: for every level, on a colour scale fixed over the whole stream, one of
-    ``show="weights"``: the weight matrix in force at ``time``; ``show="update"``: the last
-    update the level applied before ``time`` (what it is writing now; zeros before its first
-    update); ``show="change"``: the change from the start (equal to "weights" when the memory
-    starts at 0). Middle: the update ticks of every level (grey = still to come). Bottom: the
-    per-token loss on the stream with a marker at ``time``.
+    Top: for every block, level 1 on the left, on a colour scale fixed over the whole stream,
+    one of ``show="weights"``: the weight matrix in force at ``time``; ``show="update"``: the
+    last update the block applied before ``time`` (what it is writing now; zeros before its
+    first update); ``show="change"``: the change from the start (equal to "weights" when the
+    memory starts at 0). Middle: the update ticks of every block (grey = still to come), level 1
+    at the bottom. Bottom: the per-token loss on the stream with a marker at ``time``.
 
     Args:
-        trajectories: per level, (n_updates + 1, rows, cols): the weights after each update
-            (row 0 = start), e.g. from ``nlbook.cms.parameter_trajectory``.
-        steps_per_level: per level, the n_updates token counts of those updates.
+        trajectories: per block (chain order), (n_updates + 1, rows, cols): the weights after
+            each update (row 0 = start), e.g. from ``nlbook.cms.parameter_trajectory``.
+        steps_per_block: per block, the n_updates token counts of those updates.
         losses: (T,) per-token loss on the stream.
         time: 0-based token position shown.
         show: "weights", "update" or "change".
+        labels, levels: as in :func:`plot_update_ticks`.
     """
     if show not in CMS_EXPLORER_VIEWS:
         raise ValueError(f"show must be one of {sorted(CMS_EXPLORER_VIEWS)}, got {show!r}")
-    if len(trajectories) != len(steps_per_level):
-        raise ValueError(f"trajectories and steps_per_level must have one entry per level, got "
-                         f"{len(trajectories)} and {len(steps_per_level)}")
+    if len(trajectories) != len(steps_per_block):
+        raise ValueError(f"trajectories and steps_per_block must have one entry per block, got "
+                         f"{len(trajectories)} and {len(steps_per_block)}")
     losses = np.asarray(to_numpy(losses), dtype=float).ravel()
     length = len(losses)
     if not 0 <= time < max(length, 1):
         raise ValueError(f"time must lie in [0, {length - 1}], got {time}")
-    names = _level_names(len(trajectories), level_names)
+    order, names = _order_and_labels(len(trajectories), labels, levels)
     count = len(names)
     figure, axes = new_figure(ncols=count, nrows=3, width=3.0, height=2.2)
     grid = axes[0].get_gridspec()
@@ -108,13 +140,13 @@ def plot_cms_explorer(trajectories: Sequence, steps_per_level: Sequence, losses,
         axis.remove()
     tick_axis = figure.add_subplot(grid[1, :])
     loss_axis = figure.add_subplot(grid[2, :])
-    for level, (trajectory, steps) in enumerate(zip(trajectories, steps_per_level, strict=True)):
-        trajectory = np.asarray(to_numpy(trajectory), dtype=float)
-        steps = np.asarray(to_numpy(steps), dtype=float).ravel()
+    for column, block in enumerate(order):
+        trajectory = np.asarray(to_numpy(trajectories[block]), dtype=float)
+        steps = np.asarray(to_numpy(steps_per_block[block]), dtype=float).ravel()
         if trajectory.ndim == 2:
             trajectory = trajectory[:, None, :]
         if len(trajectory) != len(steps) + 1:
-            raise ValueError(f"trajectories[{level}] must have len(steps) + 1 = {len(steps) + 1} "
+            raise ValueError(f"trajectories[{block}] must have len(steps) + 1 = {len(steps) + 1} "
                              f"rows, got {len(trajectory)}")
         if show == "change":
             values = trajectory - trajectory[0]
@@ -124,12 +156,13 @@ def plot_cms_explorer(trajectories: Sequence, steps_per_level: Sequence, losses,
             values = trajectory
         limit = max(float(np.abs(values).max()), 1e-12)
         index = int(np.searchsorted(steps, time, side="right"))
-        image = axes[level].imshow(values[index], cmap="RdBu_r", vmin=-limit, vmax=limit)
-        axes[level].set_title(f"{names[level]}: {index} updates", fontsize=9)
-        axes[level].set_xticks([])
-        axes[level].set_yticks([])
-        figure.colorbar(image, ax=axes[level], shrink=0.8)
-    _draw_ticks(tick_axis, steps_per_level, length, names, time=time)
+        image = axes[column].imshow(values[index], cmap="RdBu_r", vmin=-limit, vmax=limit)
+        axes[column].set_title(f"{names[block]}: {index} updates", fontsize=9)
+        axes[column].set_xticks([])
+        axes[column].set_yticks([])
+        figure.colorbar(image, ax=axes[column], shrink=0.8)
+    _draw_ticks(tick_axis, steps_per_block, length, names, order, time=time,
+                colours=_colours(count, levels))
     tick_axis.axvline(time, color="k", linewidth=0.8)
     loss_axis.plot(np.arange(length), losses, color="0.5", linewidth=0.8)
     if length:

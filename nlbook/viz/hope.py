@@ -16,22 +16,25 @@ def _mark(axis, token: int) -> None:
 
 def plot_hope_timescales(lr, retention, key_change, value_change, memory_drift,
                          generator_drift, cms_drift, cms_updates, token_loss, token: int, *,
-                         text: str = "", title: str = ""):
+                         cms_levels=None, cms_labels=None, text: str = "", title: str = ""):
     """Every memory of one HOPE layer while it reads a passage, with token ``token`` marked.
 
-    Args (T tokens, H heads, K CMS levels; tensors or arrays):
+    Args (T tokens, H heads, K CMS blocks; tensors or arrays):
         lr, retention: (T, H) the self-modifying Titans' η_t and α_t.
         key_change, value_change: (T, H) ‖k_t − k_{t−1}‖, ‖v_t − v_{t−1}‖.
         memory_drift, generator_drift: (T, H) ‖S_t − S_0‖ of the main memory and of the
             generator memories (M_k, M_v, M_η, M_α).
-        cms_drift: (T, K) ‖θ_t − θ_0‖ per CMS level; cms_updates: per level the token counts
-            of its in-context updates.
+        cms_drift: (T, K) ‖θ_t − θ_0‖ per CMS block (chain order); cms_updates: per block the
+            token counts of its in-context updates.
+        cms_levels: per block its CMS level (``cms.level_of_block``): blocks are drawn and
+            listed by level, level 1 (the fastest) first. Default: chain order.
+        cms_labels: per block its label (``cms.block_labels()``); default "CMS block j".
         token_loss: (T,) next-token loss of the model at each position (NaN at the end).
         token: the position to mark. text: the passage (one character per token).
 
     Panels: the text around ``token`` and the loss; η and α; k and v changes (fastest
-    timescale); the Titans memories' drift (per chunk); the CMS levels' drift with their
-    update ticks (slowest); a snapshot of every memory at ``token``.
+    timescale); the Titans memories' drift (per chunk); the CMS blocks' drift with their
+    update ticks (slowest), by level; a snapshot of every memory at ``token``.
     """
     lr, retention = to_numpy(lr), to_numpy(retention)
     key_change, value_change = to_numpy(key_change), to_numpy(value_change)
@@ -83,28 +86,42 @@ def plot_hope_timescales(lr, retention, key_change, value_change, memory_drift,
     axis.set_xlabel("token t")
 
     axis = axes[4]
-    levels = cms_drift.shape[1]
+    blocks = cms_drift.shape[1]
+    if len(cms_updates) != blocks:
+        raise ValueError(f"cms_updates must have one entry per CMS block ({blocks}), "
+                         f"got {len(cms_updates)}")
+    for name, values in (("cms_levels", cms_levels), ("cms_labels", cms_labels)):
+        if values is not None and len(values) != blocks:
+            raise ValueError(f"{name} must have one entry per CMS block ({blocks}), "
+                             f"got {len(values)}")
+    order = (sorted(range(blocks), key=lambda index: (cms_levels[index], index))
+             if cms_levels is not None else list(range(blocks)))
+    labels = ([f"CMS {label}" for label in cms_labels] if cms_labels is not None
+              else [f"CMS block {index}" for index in range(blocks)])
     colors = ["tab:brown", "tab:red", "tab:cyan", "tab:olive"]
-    for level in range(levels):
-        color = colors[level % len(colors)]
-        axis.plot(steps[:token + 1], cms_drift[:token + 1, level], color=color,
-                  label=f"CMS level {level} ({len(cms_updates[level])} updates)")
-        for tick in cms_updates[level]:
+    for block in order:
+        color = colors[block % len(colors)]
+        axis.plot(steps[:token + 1], cms_drift[:token + 1, block], color=color,
+                  label=f"{labels[block]}: {len(cms_updates[block])} updates")
+        for tick in cms_updates[block]:
             axis.axvline(tick - 0.5, color=color, linewidth=0.5, linestyle=":")
     axis.set_xlim(0, length - 1)
     axis.set_ylim(0, 1.05 * max(float(cms_drift.max()), 1e-12))
-    axis.set_title("CMS: ‖θ_t − θ_0‖ per level (dotted: update ticks)", fontsize=9)
+    axis.set_title("CMS: ‖θ_t − θ_0‖ per block (dotted: update ticks)", fontsize=9)
     axis.legend(fontsize=7)
     axis.set_xlabel("token t")
 
     axis = axes[5]
-    names = ["η", "α", "Δk", "Δv", "main", "k,v,η,α"] + [f"CMS {i}" for i in range(levels)]
+    short = [labels[block].split(" (")[0] for block in order]
+    if len(set(short)) < len(short):  # blocks that share a level: keep the bars apart
+        short = [f"{name} · block {block}" for name, block in zip(short, order, strict=True)]
+    names = ["η", "α", "Δk", "Δv", "main", "k,v,η,α", *short]
     now = np.array([lr[token].mean(), retention[token].mean(), key_change[token].mean(),
                     value_change[token].mean(), memory_drift[token].mean(),
-                    generator_drift[token].mean(), *cms_drift[token]])
+                    generator_drift[token].mean(), *cms_drift[token][order]])
     peak = np.array([lr.mean(1).max(), retention.mean(1).max(), key_change.mean(1).max(),
                      value_change.mean(1).max(), memory_drift.mean(1).max(),
-                     generator_drift.mean(1).max(), *cms_drift.max(0)])
+                     generator_drift.mean(1).max(), *cms_drift.max(0)[order]])
     axis.bar(names, now / np.maximum(peak, 1e-12), color="tab:gray")
     axis.set_ylim(0, 1.05)
     axis.set_title(f"every memory at token {token} (fraction of its peak)", fontsize=9)

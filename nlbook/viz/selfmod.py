@@ -9,18 +9,28 @@ from nlbook.viz._common import new_figure, to_numpy
 __all__ = ["plot_gd_vs_dgd_stream", "plot_selfmod_trace"]
 
 
-def plot_gd_vs_dgd_stream(results: dict, *, title: str = "online regression, correlated inputs"):
-    """Relative error before each step, GD vs DGD, one line per step size.
+_RULE_TITLES = {"gd": "GD", "dgd": "DGD, target u = y (the course, HOPE)",
+                "dgd_literal": "DGD as printed, u = −∇_y L (A-eq 57)"}
 
-    ``results``: {"gd": {lr: errors (T,)}, "dgd": {lr: errors (T,)}} as returned by
-    ``nlbook.selfmod.correlated_stream_experiment``.
+
+def plot_gd_vs_dgd_stream(results: dict, *, title: str = "online regression, correlated inputs"):
+    """Relative error before each step, one panel per rule, one line per step size.
+
+    ``results``: {rule: {lr: errors (T,)}} as returned by
+    ``nlbook.selfmod.correlated_stream_experiment`` (rules "gd", "dgd", "dgd_literal"; any
+    subset, drawn in that order).
     """
-    figure, axes = new_figure(2, width=4.6)
-    for axis, rule in zip(axes, ("gd", "dgd"), strict=True):
+    rules = [rule for rule in _RULE_TITLES if rule in results]
+    unknown = sorted(set(results) - set(_RULE_TITLES))
+    if unknown or not rules:
+        raise ValueError(f"results must hold rules among {list(_RULE_TITLES)}, got "
+                         f"{sorted(results)}")
+    figure, axes = new_figure(len(rules), width=4.2)
+    for axis, rule in zip(axes, rules, strict=True):
         for lr, errors in results[rule].items():
             values = np.clip(to_numpy(errors), 1e-6, 1e6)
             axis.semilogy(values, label=f"η = {lr:g}", linewidth=1)
-        axis.set_title(f"{rule.upper()}: {title}", fontsize=9)
+        axis.set_title(f"{_RULE_TITLES[rule]}\n{title}", fontsize=9)
         axis.set_xlabel("step t")
         axis.set_ylabel("‖W x − y‖² / ‖y‖² before the step")
         axis.set_ylim(1e-4, 1e6)

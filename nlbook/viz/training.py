@@ -10,7 +10,8 @@ import numpy as np
 from nlbook.viz._common import new_figure, to_numpy
 from nlbook.viz.palette import colors_for
 
-__all__ = ["plot_evaluations", "plot_loss_by_position", "plot_loss_curves", "plot_training_curves"]
+__all__ = ["plot_ablation", "plot_evaluations", "plot_loss_by_position", "plot_loss_curves",
+           "plot_training_curves"]
 
 _LN2 = math.log(2.0)
 
@@ -204,4 +205,49 @@ def plot_evaluations(scores: dict[str, dict[str, float]], *, title: str | None =
     axis.legend(fontsize=7)
     axis.grid(alpha=0.3, axis="y")
     axis.set_title(title or "One model, three ways of scoring it")
+    return figure
+
+
+def plot_ablation(names, stream, fresh=None, *, baseline: str = "HOPE",
+                  title: str | None = None, width: float = 6.4,
+                  height: float | None = None) -> matplotlib.figure.Figure:
+    """Horizontal bars of each variant's streaming loss (and, faint, its fresh-window loss),
+    with a vertical line at the ``baseline`` variant's streaming loss: what removing each part
+    costs (right of the line) or buys (left).
+
+    Args:
+        names: (N,) variant names. stream: (N,) streaming losses. fresh: optional (N,).
+    """
+    names = [str(name) for name in names]
+    stream = to_numpy(stream).astype(float).ravel()
+    if len(names) == 0 or stream.shape != (len(names),):
+        raise ValueError(f"stream must hold one loss per name ({len(names)}), got "
+                         f"{stream.shape}")
+    if fresh is not None:
+        fresh = to_numpy(fresh).astype(float).ravel()
+        if fresh.shape != stream.shape:
+            raise ValueError(f"fresh must have the shape of stream {stream.shape}, got "
+                             f"{fresh.shape}")
+    figure, axes = new_figure(width=width, height=height or 0.45 * len(names) + 1.2)
+    axis = axes[0]
+    rows = np.arange(len(names))[::-1]
+    colours = colors_for(names)
+    if fresh is not None:
+        axis.barh(rows + 0.2, fresh, height=0.35, color=colours, alpha=0.35,
+                  label="fresh windows")
+    bars = axis.barh(rows - (0.2 if fresh is not None else 0.0), stream,
+                     height=0.35 if fresh is not None else 0.6, color=colours,
+                     label="one stream (sliding window for a fixed context)")
+    axis.bar_label(bars, fmt="%.3f", fontsize=7)
+    if baseline in names:
+        axis.axvline(stream[names.index(baseline)], color="0.3", linestyle=":", linewidth=1.0)
+    values = np.concatenate([stream, fresh if fresh is not None else stream])
+    finite = values[np.isfinite(values)]
+    if finite.size:
+        axis.set_xlim(max(0.0, finite.min() - 0.1), finite.max() + 0.08)
+    axis.set_yticks(rows, names, fontsize=8)
+    axis.set_xlabel("cross-entropy (nats/char)")
+    axis.legend(fontsize=7, loc="lower right")
+    axis.grid(alpha=0.3, axis="x")
+    axis.set_title(title or "What each part buys (lower is better)")
     return figure
