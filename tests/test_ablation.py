@@ -93,3 +93,19 @@ def test_plot_ablation():
         plot_ablation(["HOPE"], [1.0, 2.0])
     with pytest.raises(ValueError, match="fresh"):
         plot_ablation(["HOPE"], [1.0], [1.0, 2.0])
+
+
+def test_claims_map_covers_every_claim_with_a_valid_verdict():
+    from nlbook.claims import CLAIMS, VERDICTS, Claim, claims_table
+
+    topics = " ".join(claim.topic for claim in CLAIMS).lower()
+    for needed in ("perplexity", "reasoning", "recall", "niah", "babilong", "formal",
+                   "continual", "m3", "ablation", "context"):
+        assert needed in topics, needed
+    assert all(claim.verdict in VERDICTS for claim in CLAIMS)
+    table = claims_table()
+    assert table.count("\n") == len(CLAIMS) + 1 and "| **does not hold** |" in table
+    for claim in CLAIMS:  # nothing left to fill in
+        assert "MEASURED" not in claim.measured_here and "WHY" not in claim.why, claim.topic
+    with pytest.raises(ValueError, match="verdict"):
+        Claim("t", "c", "s", "m", "s", "holds, mostly", "w")

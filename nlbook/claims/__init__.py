@@ -57,15 +57,19 @@ from nlbook.claims.recall import (
     run_recall,
     visible_gap,
 )
+from nlbook.claims.table import CLAIMS, VERDICTS, Claim, claims_table
 
 __all__ = [
     "ABLATION_VARIANTS",
+    "CLAIMS",
     "FORMAL_TEST_LENGTHS",
     "FORMAL_TRAIN_LENGTHS",
     "LANGUAGE_LABELS",
     "RECALL_GAPS",
+    "VERDICTS",
     "AblationResult",
     "AblationRow",
+    "Claim",
     "ContinualMetrics",
     "ContinualResult",
     "FormalResult",
@@ -74,6 +78,7 @@ __all__ = [
     "Switch",
     "TextLearner",
     "ablation_configs",
+    "claims_table",
     "continual_metrics",
     "continual_models",
     "formal_models",
