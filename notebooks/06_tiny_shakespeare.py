@@ -455,9 +455,11 @@ viz.plot_loss_curves(
 # loses**, by 5%, even scored as a stream against the Transformer's sliding window, and even
 # far into its context (1.721 at positions 768-1023 against the Transformer's 1.710 at the end
 # of its 64-character window). The Transformer took 4.4× more steps (62 against 274 ms per
-# step on one thread). **Per step the ranking flips**: the second figure shows HOPE below the
-# Transformer at the same step count for most of the run. HOPE's cost is speed: a step runs the
-# self-modifying memory chunk by chunk and the CMS's in-context updates. The smaller HOPE of
+# step on one thread). **Per step the ranking can flip**: compare the two curves at equal step
+# counts in the second figure (they are fresh-window estimates, which understate a stateful
+# HOPE; the Transformer is mid-schedule there, with a higher learning rate). HOPE's cost is
+# speed: a step runs the self-modifying memory chunk by chunk and the CMS's in-context
+# updates. The smaller HOPE of
 # section 4 (0.10M parameters, 2,000 steps in 255 s) reaches 1.701 as a stream: at this
 # budget more steps matter more than more parameters. Your numbers will differ with your CPU
 # and its load; the two models train one after the other, so read the printed seconds.
