@@ -192,6 +192,15 @@ def _stateful_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action="store_true", help="show tqdm progress bars")
 
 
+def _chosen_variants(names: list[str], indices: str) -> list[str]:
+    """The variants named by ``--variants`` (comma-separated indices into ``names``)."""
+    try:
+        return [names[int(index)] for index in indices.split(",")]
+    except (ValueError, IndexError):
+        raise SystemExit(f"error: --variants must be comma-separated indices in "
+                         f"[0, {len(names)}), got {indices!r}") from None
+
+
 def bench_stateful(args: argparse.Namespace) -> None:
     """How HOPE is trained decides what its memory can do: the same HOPE trained on fresh
     windows and on carried streams (three ways), each scored in fresh windows, as one stream
@@ -204,12 +213,7 @@ def bench_stateful(args: argparse.Namespace) -> None:
 
     _header(f"stateful: HOPE trained {args.steps} steps on fresh windows and on carried streams")
     corpus = load_corpus(args.data)
-    names = list(STATEFUL_VARIANTS)
-    try:
-        chosen = [names[int(index)] for index in args.variants.split(",")]
-    except (ValueError, IndexError):
-        raise SystemExit(f"error: --variants must be comma-separated indices in "
-                         f"[0, {len(names)}), got {args.variants!r}") from None
+    chosen = _chosen_variants(list(STATEFUL_VARIANTS), args.variants)
     length = args.position_length
     print(f"preset {args.preset}, seed {args.seed}; streams restart every "
           f"{args.stream_length} tokens unless said; stream = the whole validation split "
@@ -262,14 +266,7 @@ def bench_ablation(args: argparse.Namespace) -> None:
     from nlbook.claims.ablation import run_ablation
 
     minutes = args.minutes if args.minutes is not None or args.steps is not None else 1.0
-    names = _ablation_names()
-    variants = None
-    if args.variants:
-        try:
-            variants = [names[int(index)] for index in args.variants.split(",")]
-        except (ValueError, IndexError):
-            raise SystemExit(f"error: --variants must be comma-separated indices in "
-                             f"[0, {len(names)}), got {args.variants!r}") from None
+    variants = _chosen_variants(_ablation_names(), args.variants) if args.variants else None
     budget = f"{minutes:g} min" if args.steps is None else f"{args.steps} steps"
     _header(f"ablation: HOPE with one part removed, {budget} of training each (tiny preset)")
     result = run_ablation(minutes=None if args.steps is not None else minutes,

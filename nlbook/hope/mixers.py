@@ -101,11 +101,20 @@ class _HeadProjections(nn.Module):
         batch, _, length, _ = reads.shape
         return reads.transpose(1, 2).reshape(batch, length, -1) @ self.output_projection
 
-    def check_input(self, x: torch.Tensor) -> None:
+    def start(self, x: torch.Tensor, state):
+        """Check x (B, T, d_model), T ≥ 1, and the state's batch; the initial state if None."""
         check_shape("x", x, (None, None, self.d_model), "(B, T, d_model)")
         check_dtype_float("x", x)
         if x.shape[1] == 0:
             raise ValueError("x must hold at least one token, got T = 0")
+        if state is None:
+            return self.initial_state(x.shape[0])
+        batch = next(getattr(state, item.name) for item in fields(state)
+                     if torch.is_tensor(getattr(state, item.name))).shape[0]
+        if batch != x.shape[0]:
+            raise ValueError(f"state must be for batch {x.shape[0]}, got a state for batch "
+                             f"{batch}")
+        return state
 
 
 class SlidingWindowAttention(_HeadProjections):
@@ -129,13 +138,8 @@ class SlidingWindowAttention(_HeadProjections):
 
     def forward(self, x: torch.Tensor, state: AttentionState | None = None, *,
                 return_trace: bool = False, keep_state: bool = True):
-        self.check_input(x)
+        state = self.start(x, state)
         batch, length, _ = x.shape
-        if state is None:
-            state = self.initial_state(batch)
-        elif state.keys.shape[0] != batch:
-            raise ValueError(f"state must be for batch {batch}, got a state for batch "
-                             f"{state.keys.shape[0]}")
         q, k, v, _ = self.project(x)
         keys = torch.cat([state.keys, k], dim=2)                          # (B, H, W−1+T, d)
         values = torch.cat([state.values, v], dim=2)
@@ -185,13 +189,8 @@ class GatedLinearAttention(_HeadProjections):
 
     def forward(self, x: torch.Tensor, state: LinearAttentionState | None = None, *,
                 return_trace: bool = False, keep_state: bool = True):
-        self.check_input(x)
-        batch, length, _ = x.shape
-        if state is None:
-            state = self.initial_state(batch)
-        elif state.memory.shape[0] != batch:
-            raise ValueError(f"state must be for batch {batch}, got a state for batch "
-                             f"{state.memory.shape[0]}")
+        state = self.start(x, state)
+        length = x.shape[1]
         q, k, v, gate = self.project(x)
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         decay = torch.sigmoid(gate + self.retention_bias).transpose(1, 2)  # (B, H, T)
