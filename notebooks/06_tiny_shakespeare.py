@@ -91,6 +91,7 @@ setup_info = nlbook.setup(seed=0)
 # %%
 import math
 import time
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -107,6 +108,7 @@ from nlbook.train import (
     evaluate_stream,
     load_model,
     loss_by_position,
+    stream_token_losses,
     train,
 )
 from nlbook.transformer import parameter_count
@@ -236,19 +238,40 @@ print(sample_text(shipped_model, vocabulary, "ROMEO:\n", nlbook.smoke(300, 40),
 # %%
 SCORED = nlbook.smoke(len(corpus.val_ids), 2000)  # the whole validation split at full size
 scored_ids = corpus.val_ids[:SCORED]
-shipped_scores = {
-    "fresh windows of 64": evaluate_all(shipped_model, scored_ids, context_length=64),
-    "one stream": evaluate_stream(shipped_model, scored_ids, window=1024),
-}
+stream_losses = {"one stream": stream_token_losses(shipped_model, scored_ids, window=1024)}
 with frozen_cms(shipped_model):  # the same stream, CMS weights never changing in context
-    shipped_scores["one stream, CMS frozen"] = evaluate_stream(shipped_model, scored_ids,
-                                                               window=1024)
+    stream_losses["one stream, CMS frozen"] = stream_token_losses(shipped_model, scored_ids,
+                                                                  window=1024)
+shipped_scores = {"fresh windows of 64": evaluate_all(shipped_model, scored_ids,
+                                                      context_length=64)}
+shipped_scores |= {name: float(losses.mean()) for name, losses in stream_losses.items()}
 for name, nats in shipped_scores.items():
     print(f"{name:>24}: {nats:.3f} nats/char = {nats / LN2:.3f} bits/char")
 # Check: the stream does not depend on the pieces it is read in.
 piece = scored_ids[:600]
 assert abs(evaluate_stream(shipped_model, piece, window=7)
            - evaluate_stream(shipped_model, piece, window=600)) < 1e-4
+
+# %% [markdown]
+# Does the carried state drift over a long stream? The same per-character losses, averaged over
+# 16 stretches of the validation text: if the memories grew or wandered, the stream's loss would
+# rise along the text, and the gap to the frozen CMS would close or turn negative.
+
+# %%
+STRETCHES = 16
+edges = np.linspace(0, len(stream_losses["one stream"]), STRETCHES + 1).astype(int)
+middles = (edges[:-1] + edges[1:]) / 2
+stretch_means = {name: np.array([float(losses[a:b].mean()) for a, b in pairwise(edges)])
+                 for name, losses in stream_losses.items()}
+gap = stretch_means["one stream, CMS frozen"] - stretch_means["one stream"]
+print(f"the in-context CMS buys {gap.min():.3f} to {gap.max():.3f} nats/char per stretch "
+      f"(first half {gap[:STRETCHES // 2].mean():.3f}, second half "
+      f"{gap[STRETCHES // 2:].mean():.3f})")
+viz.plot_loss_curves({"HOPE (shipped, stateful)": (middles, stretch_means["one stream"]),
+                      "HOPE, CMS frozen in context": (middles,
+                                                      stretch_means["one stream, CMS frozen"])},
+                     xlabel="position in the validation stream (characters)",
+                     title="Along one long stream, stretch by stretch")
 
 # %%
 POSITIONS = nlbook.smoke(1024, 96)

@@ -65,6 +65,7 @@ from nlbook.train.evaluation import (
     evaluate_all,
     evaluate_stream,
     loss_by_position,
+    stream_token_losses,
 )
 from nlbook.train.loop import (
     Run,
@@ -104,6 +105,7 @@ __all__ = [
     "record_evaluation",
     "save_checkpoint",
     "save_loss_figure",
+    "stream_token_losses",
     "set_up_run",
     "train",
     "train_step",
