@@ -292,12 +292,17 @@ viz.plot_loss_by_position({"HOPE (shipped, stateful)": shipped_curve,
 
 # %% [markdown]
 # **Reading it.** The loss keeps falling long after the 64 characters HOPE was trained on a
-# window of: the carried memories use what they read hundreds of characters earlier. Freezing
-# the CMS's in-context updates (η = 0 for every level, the meta-learned weights used as they
-# are) costs a little inside a window and more the longer the text: the fast level's updates
-# every 32 characters are where most of that long-range gain comes from. Read as one stream,
-# the whole validation text costs clearly less than in fresh windows, both because no character
-# is predicted from nothing and because the memories adapt to the play being read.
+# window of: the carried memories use what they read hundreds of characters earlier (measured
+# at full size: 1.843 nats/char over positions 0-63, 1.626 over positions 768-1023). Freezing
+# the CMS's in-context updates (η = 0 for every block, the meta-learned weights used as they
+# are) costs almost nothing inside a window (1.849 over positions 0-63) and more the longer the
+# text (1.734 over 768-1023): the fast block's updates every 32 characters are where most of
+# that long-range gain comes from. Along the whole validation stream the loss does not drift
+# upwards, and what the in-context CMS buys does not fade: 0.063 nats/char over the first half
+# of the stretches, 0.092 over the second (in two of the 16 stretches the frozen CMS is 0.01
+# better). Read as one stream, the whole validation text costs clearly less than in fresh
+# windows, both because no character is predicted from nothing and because the memories adapt
+# to the play being read.
 #
 # This model was trained to do that. Section 5 shows what it takes.
 
