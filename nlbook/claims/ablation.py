@@ -188,8 +188,11 @@ def run_ablation(*, minutes: float | None = None, steps: int | None = None,
         streaming = evaluate_stream(model, scored,
                                     window=1024 if stateful else config.context_length)
         length = position_length if stateful else min(position_length, config.context_length)
-        curve = loss_by_position(model, corpus.val_ids, length=length,
-                                 windows=position_windows, seed=seed)
+        # A short (fixed-context) curve gets proportionally more windows: the same number of
+        # scored tokens, so its mean is as steady as a long one's.
+        windows = position_windows * max(1, position_length // length)
+        curve = loss_by_position(model, corpus.val_ids, length=length, windows=windows,
+                                 seed=seed)
         row = AblationRow(name, parameter_count(model).total, result.step, seconds, fresh,
                           streaming, float(curve[3 * length // 4:].mean()), curve)
         rows.append(row)

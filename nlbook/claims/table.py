@@ -108,18 +108,26 @@ CLAIMS: list[Claim] = [
           "removing DGD, momentum, weight decay or the CMS raises perplexity (Table 6: 12.24 "
           "→ 13.04-13.90)",
           "probably 1.3B (not stated)",
-          "ABLATION_MEASURED",
+          "`bench ablation --minutes 3`, stream loss: HOPE 1.707; without DGD diverges at step "
+          "6; without in-context CMS updates +0.035; without CMS +0.021; without "
+          "self-modification -0.022; Hope-Attention +0.106; linear attention +0.004; the "
+          "Transformer -0.048",
           "0.1M parameters, 3 min each on one CPU thread, equal time",
           "mixed",
-          "ABLATION_WHY"),
+          "DGD is essential (its erase keeps the memory that writes its own learning rate "
+          "bounded); the CMS helps a little; self-modification costs more than it buys at "
+          "equal time"),
     Claim("loss against context",
           "HOPE's perplexity keeps falling with more context; without the CMS or DGD it "
           "degrades (Fig. 10)",
           "760M-1.3B, contexts to thousands of tokens",
-          "CONTEXT_MEASURED",
+          "HOPE's loss over positions 768-1023 of fresh windows 1.597 nats/char, far below "
+          "its first 64; without the CMS 1.669, without its in-context updates 1.665; without "
+          "DGD it does not train",
           "0.1M parameters, fresh windows of 1,024 characters (16× the training window)",
-          "mixed",
-          "CONTEXT_WHY"),
+          "holds",
+          "the loss keeps falling with context and the CMS ablations fall less; the "
+          "Transformer cannot read past its 64 characters"),
 ]
 
 
