@@ -194,6 +194,15 @@ def _stateful_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action="store_true", help="show tqdm progress bars")
 
 
+def _chosen_variants(names: list[str], indices: str) -> list[str]:
+    """The variants named by ``--variants`` (comma-separated indices into ``names``)."""
+    try:
+        return [names[int(index)] for index in indices.split(",")]
+    except (ValueError, IndexError):
+        raise SystemExit(f"error: --variants must be comma-separated indices in "
+                         f"[0, {len(names)}), got {indices!r}") from None
+
+
 def bench_stateful(args: argparse.Namespace) -> None:
     """How HOPE is trained decides what its memory can do: the same HOPE trained on fresh
     windows and on carried streams (three ways), each scored in fresh windows, as one stream
@@ -206,12 +215,7 @@ def bench_stateful(args: argparse.Namespace) -> None:
 
     _header(f"stateful: HOPE trained {args.steps} steps on fresh windows and on carried streams")
     corpus = load_corpus(args.data)
-    names = list(STATEFUL_VARIANTS)
-    try:
-        chosen = [names[int(index)] for index in args.variants.split(",")]
-    except (ValueError, IndexError):
-        raise SystemExit(f"error: --variants must be comma-separated indices in "
-                         f"[0, {len(names)}), got {args.variants!r}") from None
+    chosen = _chosen_variants(list(STATEFUL_VARIANTS), args.variants)
     length = args.position_length
     print(f"preset {args.preset}, seed {args.seed}; streams restart every "
           f"{args.stream_length} tokens unless said; stream = the whole validation split "
@@ -266,14 +270,7 @@ def bench_ablation(args: argparse.Namespace) -> None:
     from nlbook.claims.ablation import run_ablation
 
     minutes = args.minutes if args.minutes is not None or args.steps is not None else 1.0
-    names = _ablation_names()
-    variants = None
-    if args.variants:
-        try:
-            variants = [names[int(index)] for index in args.variants.split(",")]
-        except (ValueError, IndexError):
-            raise SystemExit(f"error: --variants must be comma-separated indices in "
-                             f"[0, {len(names)}), got {args.variants!r}") from None
+    variants = _chosen_variants(_ablation_names(), args.variants) if args.variants else None
     budget = f"{minutes:g} min" if args.steps is None else f"{args.steps} steps"
     _header(f"ablation: HOPE with one part removed, {budget} of training each (tiny preset)")
     result = run_ablation(minutes=None if args.steps is not None else minutes,
@@ -345,6 +342,107 @@ def bench_hope(args: argparse.Namespace) -> None:
               f"  {results['ratio']:5.2f}")
 
 
+# Chapter 7: the experiments of nlbook.claims, at a larger size than the notebook's.
+
+
+def _claims_arguments(parser: argparse.ArgumentParser, *, steps: int, layers: int,
+                      steps_help: str) -> None:
+    parser.add_argument("--steps", type=int, default=steps, help=steps_help)
+    parser.add_argument("--seed", type=int, default=0, help="seed of models and data (default 0)")
+    parser.add_argument("--d-model", type=int, default=32,
+                        help="HOPE's width; the Transformer's is matched by parameter count")
+    parser.add_argument("--n-layers", type=int, default=layers)
+    parser.add_argument("--n-heads", type=int, default=2)
+    parser.add_argument("--progress", action="store_true", help="print a line per model")
+
+
+def _formal_arguments(parser: argparse.ArgumentParser) -> None:
+    _claims_arguments(parser, steps=800, layers=2,
+                      steps_help="optimizer steps per model and language (equal steps; "
+                                 "default 800, the notebook 400)")
+    parser.add_argument("--examples", type=int, default=512, help="test strings per bin")
+
+
+def bench_formal(args: argparse.Namespace) -> None:
+    """Chapter 7, experiment 2: formal languages (arXiv Table 5), HOPE vs the matched
+    Transformer vs HOPE without in-context CMS updates; train on 2-16, test 2-16 and 32-64."""
+    import time
+
+    from nlbook.claims import formal_models, formal_switches, run_formal
+
+    _header(f"formal: formal languages, {args.steps} steps per model and language")
+    start = time.perf_counter()
+    result = run_formal(formal_models(d_model=args.d_model, n_layers=args.n_layers,
+                                      n_heads=args.n_heads),
+                        switches=formal_switches(), steps=args.steps, seeds=(args.seed,),
+                        examples=args.examples, log=print if args.progress else None)
+    print(f"HOPE d_model {args.d_model}, {args.n_layers} layers, {args.n_heads} heads")
+    print(result.table())
+    print(f"total {time.perf_counter() - start:.0f} s (training and evaluation)")
+
+
+def _recall_arguments(parser: argparse.ArgumentParser) -> None:
+    _claims_arguments(parser, steps=2000, layers=2,
+                      steps_help="optimizer steps per model (equal steps; default 2000, the "
+                                 "notebook 600)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="instead: a wall-clock training budget per model (equal time; "
+                             "--steps then only sizes the cosine, give a generous bound)")
+    parser.add_argument("--trials", type=int, default=64, help="prompts per gap (default 64)")
+
+
+def bench_recall(args: argparse.Namespace) -> None:
+    """Chapter 7, experiment 3: recall of a planted fact across gaps of 8-512 characters,
+    HOPE vs the matched Transformer (window 64) vs HOPE without in-context updates."""
+    import time
+
+    from nlbook.claims import recall_models, recall_switches, run_recall
+    from nlbook.data import load_corpus
+
+    budget = f"{args.minutes:g} min" if args.minutes is not None else f"{args.steps} steps"
+    _header(f"recall: facts recalled across a gap, {budget} of training per model")
+    start = time.perf_counter()
+    vocabulary = load_corpus().vocabulary
+    result = run_recall(recall_models(len(vocabulary), d_model=args.d_model,
+                                      n_layers=args.n_layers, n_heads=args.n_heads),
+                        vocabulary=vocabulary, switches=recall_switches(), steps=args.steps,
+                        minutes=args.minutes, trials=args.trials, seeds=(args.seed,),
+                        log=print if args.progress else None)
+    print(f"HOPE d_model {args.d_model}, {args.n_layers} layers, {args.n_heads} heads")
+    print(result.table())
+    print(f"total {time.perf_counter() - start:.0f} s (training and evaluation)")
+
+
+def _continual_arguments(parser: argparse.ArgumentParser) -> None:
+    _claims_arguments(parser, steps=1000, layers=2,
+                      steps_help="optimizer steps per phase, for every model (equal steps; "
+                                 "default 1000, the notebook 300)")
+    parser.add_argument("--evaluations", type=int, default=5,
+                        help="evaluations per phase (default 5)")
+
+
+def bench_continual(args: argparse.Namespace) -> None:
+    """Chapter 7, experiment 4: continual learning Tiny Shakespeare -> Python stdlib -> Tiny
+    Shakespeare; forgetting and recovery of HOPE, HOPE without in-context CMS updates and the
+    Transformer."""
+    import time
+
+    from nlbook.claims import continual_models, run_continual
+    from nlbook.data import load_corpus_pair
+
+    _header(f"continual: A -> B -> A, {args.steps} steps per phase")
+    start = time.perf_counter()
+    corpora = load_corpus_pair()
+    result = run_continual(continual_models(corpora[0].vocab_size, d_model=args.d_model,
+                                            n_layers=args.n_layers, n_heads=args.n_heads),
+                           steps_per_phase=args.steps, evaluations_per_phase=args.evaluations,
+                           seeds=(args.seed,), corpora=corpora,
+                           log=print if args.progress else None)
+    print(f"HOPE d_model {args.d_model}, {args.n_layers} layers, {args.n_heads} heads")
+    print(result.table())
+    print(f"total {time.perf_counter() - start:.0f} s (training and evaluation)")
+
+
 BenchmarkEntry = tuple[
     Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None], str
 ]
@@ -361,6 +459,12 @@ BENCHMARKS: dict[str, BenchmarkEntry] = {
                  "chapter 6: HOPE trained on fresh windows vs carried streams"),
     "ablation": (_ablation_arguments, bench_ablation,
                  "chapter 7: HOPE with one part removed, at equal time (the paper's Table 6)"),
+    "formal": (_formal_arguments, bench_formal,
+               "chapter 7: formal languages, trained short and tested long (arXiv Table 5)"),
+    "recall": (_recall_arguments, bench_recall,
+               "chapter 7: recall of a planted fact across a gap, on trained models"),
+    "continual": (_continual_arguments, bench_continual,
+                  "chapter 7: continual learning A -> B -> A, forgetting and recovery"),
 }
 
 

@@ -93,3 +93,42 @@ def test_plot_ablation():
         plot_ablation(["HOPE"], [1.0, 2.0])
     with pytest.raises(ValueError, match="fresh"):
         plot_ablation(["HOPE"], [1.0], [1.0, 2.0])
+
+
+def test_claims_map_covers_every_claim_with_a_valid_verdict():
+    from nlbook.claims import CLAIMS, VERDICTS, Claim, claims_table
+
+    topics = " ".join(claim.topic for claim in CLAIMS).lower()
+    for needed in ("perplexity", "reasoning", "recall", "niah", "babilong", "formal",
+                   "continual", "m3", "ablation", "context"):
+        assert needed in topics, needed
+    assert all(claim.verdict in VERDICTS for claim in CLAIMS)
+    table = claims_table()
+    assert table.count("\n") == len(CLAIMS) + 1 and "| **does not hold** |" in table
+    for claim in CLAIMS:  # nothing left to fill in
+        assert "MEASURED" not in claim.measured_here and "WHY" not in claim.why, claim.topic
+    with pytest.raises(ValueError, match="verdict"):
+        Claim("t", "c", "s", "m", "s", "holds, mostly", "w")
+
+
+def test_a_diverging_variant_is_a_row_not_a_crash(monkeypatch):
+    import nlbook.train as train_module
+    from nlbook.train import TrainingDivergedError
+
+    real_train = train_module.train
+
+    def train(config, **kwargs):
+        if config.model_options.get("dgd") is False:
+            raise TrainingDivergedError("the loss is nan at step 6", 6, None)
+        return real_train(config, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", train)
+    text = "".join(f"line {index}: to be or not to be.\n" for index in range(300))
+    result = run_ablation(steps=2, variants=["HOPE", "without DGD (plain gradient step)"],
+                          corpus=make_corpus(text), d_model=16, n_heads=2, n_layers=1,
+                          context_length=16, batch_size=4, stream_length=64,
+                          position_length=32, position_windows=2, scored_characters=300,
+                          log=None)
+    row = result.row("without DGD (plain gradient step)")
+    assert row.diverged_at == 6 and row.parameters > 0
+    assert "diverged: the loss was not finite at step 6" in result.table()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import importlib
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ CHAPTER_NOTEBOOK = {
     "self_modifying": "04_self_modifying.py",
     "hope_block": "05_hope_block.py",
     "tiny_shakespeare": "06_tiny_shakespeare.py",
+    "what_memory_buys": "07_what_memory_buys.py",
 }
 EXERCISES = [(chapter, name) for chapter, table in solutions.BY_CHAPTER.items()
              for name in table]
@@ -247,6 +249,37 @@ def _top_p_drops_crossing(logits, top_p):
     return logits.masked_fill(~keep, float("-inf"))
 
 
+def _anbn_by_counts(string):
+    return string.count("a") == string.count("b")
+
+
+def _anbn_in_order(string):
+    return re.fullmatch("a+b+", string) is not None
+
+
+def _anbn_with_empty(string):
+    half = len(string) // 2
+    return string == "a" * half + "b" * half
+
+
+def _recovery_against_before(steps, loss_a, phase_ends):
+    at = dict(zip(steps, loss_a, strict=True))
+    before, after, end = (at[step] for step in phase_ends)
+    return after - before, end - before
+
+
+def _forgetting_from_the_peak(steps, loss_a, phase_ends):
+    in_b = [loss for step, loss in zip(steps, loss_a, strict=True)
+            if phase_ends[0] < step <= phase_ends[1]]
+    at = dict(zip(steps, loss_a, strict=True))
+    return max(in_b) - at[phase_ends[0]], at[phase_ends[1]] - at[phase_ends[2]]
+
+
+def _forgetting_flipped(steps, loss_a, phase_ends):
+    forgetting, recovery = solutions.forgetting_and_recovery(steps, loss_a, phase_ends)
+    return -forgetting, recovery
+
+
 PARTICULAR_MISTAKES = [
     ("associative_memory", "delta_step", _delta_step_hebbian, "Hebbian"),
     ("associative_memory", "delta_step", _delta_step_undecayed_erase, "decayed memory"),
@@ -287,6 +320,15 @@ PARTICULAR_MISTAKES = [
      lambda ids, vocab: solutions.bigram_loss(ids, vocab) / math.log(2.0), "bits"),
     ("tiny_shakespeare", "bigram_loss", lambda ids, vocab: -solutions.bigram_loss(ids, vocab),
      "sign"),
+    ("what_memory_buys", "is_anbn", _anbn_by_counts, "order matters"),
+    ("what_memory_buys", "is_anbn", _anbn_in_order, "counts must be equal"),
+    ("what_memory_buys", "is_anbn", _anbn_with_empty, "n ≥ 1"),
+    ("what_memory_buys", "is_anbn", lambda string: "yes", "True or False"),
+    ("what_memory_buys", "forgetting_and_recovery", _recovery_against_before,
+     "not with the loss before B"),
+    ("what_memory_buys", "forgetting_and_recovery", _forgetting_from_the_peak, "END of each"),
+    ("what_memory_buys", "forgetting_and_recovery", _forgetting_flipped, "wrong sign"),
+    ("what_memory_buys", "forgetting_and_recovery", lambda steps, loss, ends: 1.0, "pair"),
 ]
 
 

@@ -1,5 +1,31 @@
-"""The paper's claims tested at laptop scale (chapter 7): one module per experiment."""
+"""Chapter 7, "what HOPE's memories buy": the paper's claims tested at laptop scale.
 
+One module per experiment; each runs HOPE against a Transformer of matched parameter count and
+against HOPE with one part removed, under the same seeds, and returns a result whose
+``.table()`` is the plain-text table the chapter and the README print and whose arrays feed one
+pure plot of :mod:`nlbook.viz` (``.plot()``):
+
+- :mod:`nlbook.claims.ablation`   HOPE with one part removed (arXiv Table 6):
+  :func:`run_ablation` → :class:`AblationResult`
+- :mod:`nlbook.claims.formal`     formal languages, trained short and tested long (arXiv
+  Table 5): :func:`run_formal` → :class:`FormalResult`
+- :mod:`nlbook.claims.recall`     recall of a planted fact across a gap, on trained models:
+  :func:`run_recall` → :class:`RecallGapResult`
+- :mod:`nlbook.claims.continual`  continual learning A → B → A, forgetting and recovery:
+  :func:`run_continual` → :class:`ContinualResult`, :func:`continual_metrics`
+- :mod:`nlbook.claims.table`      the claims map (each claim, its scale, the verdict here)
+
+Every experiment takes ``models`` (name → factory of a fresh ``nn.Module``, called as
+``factory(seed=seed)``), a budget in optimizer steps (equal steps for every model; the
+seconds each took are reported beside the numbers), ``seeds``, and where it applies
+``switches``: variants that read a *trained* model inside a context manager such as
+:func:`nlbook.hope.frozen_memories`. ``python -m nlbook.bench formal|recall|continual`` prints
+each table at a larger size.
+"""
+
+from __future__ import annotations
+
+from nlbook.claims._common import ModelFactory, Switch, TextLearner, format_table
 from nlbook.claims.ablation import (
     ABLATION_VARIANTS,
     AblationResult,
@@ -7,6 +33,62 @@ from nlbook.claims.ablation import (
     ablation_configs,
     run_ablation,
 )
+from nlbook.claims.continual import (
+    ContinualMetrics,
+    ContinualResult,
+    continual_metrics,
+    continual_models,
+    run_continual,
+)
+from nlbook.claims.formal import (
+    FORMAL_TEST_LENGTHS,
+    FORMAL_TRAIN_LENGTHS,
+    LANGUAGE_LABELS,
+    FormalResult,
+    formal_models,
+    formal_switches,
+    run_formal,
+)
+from nlbook.claims.recall import (
+    RECALL_GAPS,
+    RecallGapResult,
+    recall_models,
+    recall_switches,
+    run_recall,
+    visible_gap,
+)
+from nlbook.claims.table import CLAIMS, VERDICTS, Claim, claims_table
 
-__all__ = ["ABLATION_VARIANTS", "AblationResult", "AblationRow", "ablation_configs",
-           "run_ablation"]
+__all__ = [
+    "ABLATION_VARIANTS",
+    "CLAIMS",
+    "FORMAL_TEST_LENGTHS",
+    "FORMAL_TRAIN_LENGTHS",
+    "LANGUAGE_LABELS",
+    "RECALL_GAPS",
+    "VERDICTS",
+    "AblationResult",
+    "AblationRow",
+    "Claim",
+    "ContinualMetrics",
+    "ContinualResult",
+    "FormalResult",
+    "ModelFactory",
+    "RecallGapResult",
+    "Switch",
+    "TextLearner",
+    "ablation_configs",
+    "claims_table",
+    "continual_metrics",
+    "continual_models",
+    "formal_models",
+    "formal_switches",
+    "format_table",
+    "recall_models",
+    "recall_switches",
+    "run_ablation",
+    "run_continual",
+    "run_formal",
+    "run_recall",
+    "visible_gap",
+]

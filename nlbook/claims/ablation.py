@@ -48,6 +48,7 @@ class AblationRow:
     stream: float
     last_quarter: float
     curve: torch.Tensor = field(repr=False)
+    diverged_at: int | None = None
 
 
 @dataclass
@@ -75,6 +76,11 @@ class AblationResult:
                  f"{'variant':42} {'params':>8} {'steps':>6} {'s':>5} {'fresh':>7} "
                  f"{'stream':>7} {'vs HOPE':>8} {quarter:>9}"]
         for row in self.rows:
+            if row.diverged_at is not None:
+                lines.append(f"{row.name:42} {row.parameters:8,} {row.steps:6d} "
+                             f"{row.seconds:5.0f}   diverged: the loss was not finite at step "
+                             f"{row.diverged_at}")
+                continue
             delta = "" if hope is None else f"{row.stream - hope:+8.3f}"
             lines.append(f"{row.name:42} {row.parameters:8,} {row.steps:6d} {row.seconds:5.0f} "
                          f"{row.fresh:7.3f} {row.stream:7.3f} {delta:>8} "
@@ -150,7 +156,14 @@ def run_ablation(*, minutes: float | None = None, steps: int | None = None,
     """
     from nlbook._checks import check_bool, check_callable, check_instance
     from nlbook.data import CharCorpus, load_corpus
-    from nlbook.train import evaluate_all, evaluate_stream, loss_by_position, train
+    from nlbook.train import (
+        TrainingDivergedError,
+        build_model,
+        evaluate_all,
+        evaluate_stream,
+        loss_by_position,
+        train,
+    )
     from nlbook.transformer import parameter_count
 
     check_positive_int("position_length", position_length)
@@ -170,7 +183,19 @@ def run_ablation(*, minutes: float | None = None, steps: int | None = None,
     rows = []
     for name, config in configs.items():
         start = time.perf_counter()
-        result = train(config, corpus=corpus, progress=progress, log=None)
+        try:
+            result = train(config, corpus=corpus, progress=progress, log=None)
+        except TrainingDivergedError as error:  # a result, not a crash: say where it broke
+            count = parameter_count(build_model(
+                config.model, corpus.vocab_size, config.d_model, config.n_layers,
+                config.n_heads, context_length=config.context_length,
+                **config.model_options)).total
+            nan = float("nan")
+            rows.append(AblationRow(name, count, error.step, time.perf_counter() - start, nan,
+                                    nan, nan, torch.full((1,), nan), diverged_at=error.step))
+            if log is not None:
+                log(f"{name}: diverged at step {error.step}")
+            continue
         seconds = time.perf_counter() - start
         model = result.model
         stateful = hasattr(model, "stream")
@@ -178,8 +203,11 @@ def run_ablation(*, minutes: float | None = None, steps: int | None = None,
         streaming = evaluate_stream(model, scored,
                                     window=1024 if stateful else config.context_length)
         length = position_length if stateful else min(position_length, config.context_length)
-        curve = loss_by_position(model, corpus.val_ids, length=length,
-                                 windows=position_windows, seed=seed)
+        # A short (fixed-context) curve gets proportionally more windows: the same number of
+        # scored tokens, so its mean is as steady as a long one's.
+        windows = position_windows * max(1, position_length // length)
+        curve = loss_by_position(model, corpus.val_ids, length=length, windows=windows,
+                                 seed=seed)
         row = AblationRow(name, parameter_count(model).total, result.step, seconds, fresh,
                           streaming, float(curve[3 * length // 4:].mean()), curve)
         rows.append(row)

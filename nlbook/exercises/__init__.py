@@ -24,7 +24,7 @@ __all__ = ["CHAPTERS", "answer", "reveal", "solution"]
 
 #: The chapter modules, in course order.
 CHAPTERS = ("associative_memory", "nested_optimizers", "continuum_memory", "self_modifying",
-            "hope_block", "tiny_shakespeare")
+            "hope_block", "tiny_shakespeare", "what_memory_buys")
 
 
 def _chapter_with(kind: str, name: str):

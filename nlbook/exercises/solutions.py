@@ -112,6 +112,20 @@ def bigram_loss(ids, vocab_size):
     return float(-(counts[seen] * probabilities[seen].log()).sum() / counts.sum())
 
 
+# ----------------------------------------------------------------------------- chapter 7
+
+def is_anbn(string):
+    half = len(string) // 2
+    # n >= 1 a's, then exactly as many b's: an even length, a's in front, b's behind.
+    return len(string) >= 2 and len(string) % 2 == 0 and string == "a" * half + "b" * half
+
+
+def forgetting_and_recovery(steps, loss_a, phase_ends):
+    at = dict(zip(steps, loss_a, strict=True))  # the loss after each evaluated step
+    before, after, end = (at[step] for step in phase_ends)  # ends of A, of B, of A again
+    return after - before, after - end
+
+
 BY_CHAPTER = {
     "associative_memory": {"delta_step": delta_step, "titans_step": titans_step},
     "nested_optimizers": {"momentum_step": momentum_step, "gradients_for_mass":
@@ -122,4 +136,5 @@ BY_CHAPTER = {
                    "stream_greedy": stream_greedy},
     "tiny_shakespeare": {"bits_per_char": bits_per_char, "top_p_filter": top_p_filter,
                          "bigram_loss": bigram_loss},
+    "what_memory_buys": {"is_anbn": is_anbn, "forgetting_and_recovery": forgetting_and_recovery},
 }

@@ -90,7 +90,7 @@ pass over the same text (tested to 1e-5 in float32), at O(1) cost per token.
 
 from __future__ import annotations
 
-from nlbook.hope.ablation import frozen_cms
+from nlbook.hope.ablation import frozen_cms, frozen_memories
 from nlbook.hope.block import CausalDepthwiseConv, HopeBlock, HopeBlockOutput, HopeBlockState
 from nlbook.hope.language_model import HopeLM, HopeState, matched_models
 from nlbook.hope.speed import benchmark_hope, training_tokens_per_second
@@ -108,6 +108,7 @@ __all__ = [
     "TransformerLM",
     "benchmark_hope",
     "frozen_cms",
+    "frozen_memories",
     "matched_models",
     "trace_passage",
     "training_tokens_per_second",

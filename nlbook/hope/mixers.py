@@ -115,8 +115,10 @@ class _HeadProjections(nn.Module):
         batch, _, length, _ = reads.shape
         return reads.transpose(1, 2).reshape(batch, length, -1) @ self.output_projection
 
-    def check_input(self, x: torch.Tensor, state, state_class, return_trace: bool,
-                    keep_state: bool) -> None:
+    def start(self, x: torch.Tensor, state, state_class, return_trace: bool = False,
+              keep_state: bool = True):
+        """Check x (B, T, d_model) with B, T ≥ 1, its dtype, device and values, the flags and
+        the state (its class and batch); the initial state if None."""
         check_shape("x", x, (None, None, self.d_model), "(B, T, d_model)")
         check_dtype_float("x", x)
         if x.dtype != self.input_projection.dtype or x.device != self.input_projection.device:
@@ -131,11 +133,14 @@ class _HeadProjections(nn.Module):
         check_bool("keep_state", keep_state)
         check_instance("state", state, state_class, allow_none=True,
                        expected=f"a {state_class.__name__} (from this mixer)")
-        if state is not None:
-            batch = getattr(state, fields(state)[0].name).shape[0]
-            if batch != x.shape[0]:
-                raise ValueError(f"state must be for batch {x.shape[0]} (of x), got a state for "
-                                 f"batch {batch}")
+        if state is None:
+            return self.initial_state(x.shape[0])
+        batch = next(getattr(state, item.name) for item in fields(state)
+                     if torch.is_tensor(getattr(state, item.name))).shape[0]
+        if batch != x.shape[0]:
+            raise ValueError(f"state must be for batch {x.shape[0]} (of x), got a state for "
+                             f"batch {batch}")
+        return state
 
 
 class SlidingWindowAttention(_HeadProjections):
@@ -160,10 +165,8 @@ class SlidingWindowAttention(_HeadProjections):
     @entry_point
     def forward(self, x: torch.Tensor, state: AttentionState | None = None, *,
                 return_trace: bool = False, keep_state: bool = True):
-        self.check_input(x, state, AttentionState, return_trace, keep_state)
+        state = self.start(x, state, AttentionState, return_trace, keep_state)
         batch, length, _ = x.shape
-        if state is None:
-            state = self.initial_state(batch)
         q, k, v, _ = self.project(x)
         keys = torch.cat([state.keys, k], dim=2)                          # (B, H, W−1+T, d)
         values = torch.cat([state.values, v], dim=2)
@@ -214,10 +217,8 @@ class GatedLinearAttention(_HeadProjections):
     @entry_point
     def forward(self, x: torch.Tensor, state: LinearAttentionState | None = None, *,
                 return_trace: bool = False, keep_state: bool = True):
-        self.check_input(x, state, LinearAttentionState, return_trace, keep_state)
-        batch, length, _ = x.shape
-        if state is None:
-            state = self.initial_state(batch)
+        state = self.start(x, state, LinearAttentionState, return_trace, keep_state)
+        length = x.shape[1]
         q, k, v, gate = self.project(x)
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         decay = torch.sigmoid(gate + self.retention_bias).transpose(1, 2)  # (B, H, T)

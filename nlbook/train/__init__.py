@@ -65,6 +65,7 @@ from nlbook.train.evaluation import (
     evaluate_all,
     evaluate_stream,
     loss_by_position,
+    stream_token_losses,
 )
 from nlbook.train.loop import (
     Run,
@@ -105,6 +106,7 @@ __all__ = [
     "save_checkpoint",
     "save_loss_figure",
     "set_up_run",
+    "stream_token_losses",
     "train",
     "train_step",
     "write_checkpoint",

@@ -187,15 +187,16 @@ def evaluate_stream(model: nn.Module, ids: torch.Tensor, *, window: int,
             a 1-D int64 tensor of at least 2 tokens, or a ``window`` that is not a positive int
             (or longer than a fixed-context model's ``context_length``).
     """
-    return float(_stream_token_losses(model, ids, window=window, device=device,
+    return float(stream_token_losses(model, ids, window=window, device=device,
                                       batch_size=batch_size).mean())
 
 
-def _stream_token_losses(model: nn.Module, ids: torch.Tensor, *, window: int,
+def stream_token_losses(model: nn.Module, ids: torch.Tensor, *, window: int,
                          device: str | torch.device = "cpu", batch_size: int = 64
                          ) -> torch.Tensor:
-    """The per-token losses behind :func:`evaluate_stream`: (len(ids) − 1,) float64, entry t
-    the loss of predicting ``ids[t + 1]``."""
+    """The per-token losses behind :func:`evaluate_stream` (same arguments, same reading):
+    (len(ids) − 1,) float64, entry t the loss of predicting ``ids[t + 1]``. Binned along the
+    text they show whether a carried state drifts over a long stream."""
     _check_model(model)
     _check_ids_for(model, ids, 2)
     check_positive_int("window", window)

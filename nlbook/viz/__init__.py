@@ -12,6 +12,7 @@ figure.
 from nlbook.viz import associative, continuum, diagrams, hope, optimizers, selfmod, training
 from nlbook.viz._common import new_figure, to_numpy
 from nlbook.viz.associative import *  # noqa: F403
+from nlbook.viz.claims import *  # noqa: F403
 from nlbook.viz.continuum import *  # noqa: F403
 from nlbook.viz.diagrams import *  # noqa: F403
 from nlbook.viz.hope import *  # noqa: F403

@@ -29,6 +29,10 @@ MODEL_COLORS: dict[str, str] = {
     "5-gram KN": "tab:purple",
     "6-gram KN": "tab:pink",
     "7-gram KN": "tab:brown",
+    # chapter 7: HOPE with a part removed, and the chance level of a task
+    "HOPE without in-context CMS updates": "tab:green",
+    "HOPE without in-context updates": "tab:red",
+    "chance": "0.45",
     # chapter 1: memory rules
     "Hebbian": "tab:blue",
     "delta rule, β = 1": "tab:orange",

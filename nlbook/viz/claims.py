@@ -1,0 +1,189 @@
+"""Figures of chapter 7 (what HOPE's memories buy): formal-language accuracy by bin, recall
+against the gap, and the losses of a continual A → B → A run. Every model keeps its palette
+colour (:func:`nlbook.viz.model_color`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+import numpy as np
+
+from nlbook.viz._common import new_figure, to_numpy
+from nlbook.viz.palette import colors_for, model_color
+
+__all__ = ["plot_continual", "plot_formal_accuracy", "plot_recall_by_gap"]
+
+_CHANCE_COLOR = model_color("chance")
+
+
+def _check_models(name: str, values: Mapping) -> None:
+    if not isinstance(values, Mapping) or not values:
+        raise ValueError(f"{name} must be a non-empty dict of model name -> values")
+
+
+def plot_formal_accuracy(languages: Sequence[str], accuracy: Mapping[str, Mapping[str, object]],
+                         *, chance: float = 0.5,
+                         bins: Sequence[str] = ("Bin0 (training lengths)", "Bin1 (longer)"),
+                         title: str | None = None, width: float = 5.6,
+                         height: float = 3.4) -> matplotlib.figure.Figure:
+    """Grouped bars of accuracy per language, one panel per length bin.
+
+    Args:
+        languages: (L,) labels of the languages (x axis).
+        accuracy: model -> {"bin0": (L,), "bin1": (L,)} accuracies in [0, 1]; each model in its
+            palette colour, in the same place of every group.
+        chance: drawn as a dashed line (0.5: balanced accept/reject).
+        bins: the two panels' titles.
+
+    Returns:
+        A matplotlib Figure with two axes (Bin0, Bin1).
+    """
+    _check_models("accuracy", accuracy)
+    languages = list(languages)
+    if not languages:
+        raise ValueError("languages must hold at least one label")
+    if len(bins) != 2:
+        raise ValueError(f"bins must hold 2 titles (Bin0, Bin1), got {len(bins)}")
+    figure, axes = new_figure(2, width=width, height=height, sharey=True)
+    colours = colors_for(accuracy)
+    count = len(accuracy)
+    bar = 0.8 / count
+    for axis, split, label in zip(axes, ("bin0", "bin1"), bins, strict=True):
+        for index, (name, values) in enumerate(accuracy.items()):
+            if split not in values:
+                raise ValueError(f"accuracy[{name!r}] must hold 'bin0' and 'bin1', got "
+                                 f"{sorted(values)}")
+            scores = to_numpy(values[split]).astype(float).ravel()
+            if scores.shape != (len(languages),):
+                raise ValueError(f"accuracy[{name!r}][{split!r}] must hold one accuracy per "
+                                 f"language ({len(languages)}), got shape {scores.shape}")
+            xs = np.arange(len(languages)) + (index - (count - 1) / 2) * bar
+            axis.bar(xs, 100 * scores, width=bar, color=colours[index], label=name)
+        axis.axhline(100 * chance, color=_CHANCE_COLOR, linestyle="--", linewidth=1.0,
+                     label=f"chance ({100 * chance:.0f} %)")
+        axis.set_xticks(range(len(languages)), languages, fontsize=8, rotation=30)
+        axis.set_ylim(0, 105)
+        axis.set_title(label, fontsize=9)
+        axis.grid(alpha=0.3, axis="y")
+    axes[0].set_ylabel("accuracy (%)")
+    axes[1].legend(fontsize=7, loc="lower left")
+    figure.suptitle(title or "Formal languages: trained on short strings, tested on longer ones",
+                    fontsize=10)
+    return figure
+
+
+def plot_recall_by_gap(gaps: Sequence[int], accuracy: Mapping[str, object], *,
+                       controls: Mapping[str, object] | None = None,
+                       chance: float | None = 1 / 26, visible_gap: float | None = None,
+                       ylabel: str = "accuracy per answer character",
+                       title: str | None = None, width: float = 6.4,
+                       height: float = 4.0) -> matplotlib.figure.Figure:
+    """Recall accuracy against the gap between fact and query (log x axis), one line per model.
+
+    Args:
+        gaps: (G,) gaps in characters.
+        accuracy: model -> (G,) accuracy (solid lines, palette colours).
+        controls: model -> (G,) accuracy with the fact removed (dotted, the model's colour).
+        chance: drawn as a dashed grey line (None: none).
+        visible_gap: the longest gap at which the fact still lies in a fixed window: a
+            vertical line ("fact leaves the window").
+
+    Returns:
+        A matplotlib Figure with one axes.
+    """
+    _check_models("accuracy", accuracy)
+    gaps = to_numpy(gaps).astype(float).ravel()
+    if gaps.size == 0 or np.any(gaps < 0):
+        raise ValueError(f"gaps must be non-empty and non-negative, got {gaps.tolist()}")
+    figure, axes = new_figure(width=width, height=height)
+    axis = axes[0]
+    shown = np.maximum(gaps, 1.0)  # a gap of 0 on a log axis
+    for (name, values), colour in zip(accuracy.items(), colors_for(accuracy), strict=True):
+        values = to_numpy(values).astype(float).ravel()
+        if values.shape != gaps.shape:
+            raise ValueError(f"accuracy[{name!r}] must hold one value per gap ({gaps.size}), "
+                             f"got shape {values.shape}")
+        axis.plot(shown, values, "o-", color=colour, linewidth=1.6, markersize=4, label=name)
+    for name, values in (controls or {}).items():
+        values = to_numpy(values).astype(float).ravel()
+        if values.shape != gaps.shape:
+            raise ValueError(f"controls[{name!r}] must hold one value per gap ({gaps.size}), "
+                             f"got shape {values.shape}")
+        if name in accuracy:
+            colour = colors_for(accuracy)[list(accuracy).index(name)]
+        else:
+            colour = model_color(name) or colors_for([*accuracy, name])[-1]
+        axis.plot(shown, values, ":", color=colour, linewidth=1.0, marker=".",
+                  label=f"{name}, fact removed")
+    if chance is not None:
+        axis.axhline(chance, color=_CHANCE_COLOR, linestyle="--", linewidth=1.0,
+                     label=f"chance ({chance:.3f})")
+    if visible_gap is not None:
+        axis.axvline(max(visible_gap, 1.0), color="0.3", linestyle="-.", linewidth=1.0,
+                     label=f"fact leaves the window (gap > {visible_gap:g})")
+    drawn = [line.get_ydata() for line in axis.lines if len(line.get_ydata()) == gaps.size]
+    values = np.concatenate([np.asarray(data, dtype=float) for data in drawn])
+    if values.size and np.all((values >= 0) & (values <= 1)):  # accuracies: the whole range
+        axis.set_ylim(-0.02, 1.02)
+    axis.set_xscale("log")
+    axis.set_xticks(shown, [f"{gap:g}" for gap in gaps], fontsize=8)
+    axis.minorticks_off()
+    axis.set_xlabel("gap between the fact and the question (characters)")
+    axis.set_ylabel(ylabel)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+    axis.set_title(title or "Recall of a planted fact across a gap")
+    return figure
+
+
+def plot_continual(steps: Sequence[int], losses: Mapping[str, Mapping[str, object]], *,
+                   phase_ends: Sequence[int], order: Sequence[str] = ("A", "B", "A"),
+                   corpus_names: Mapping[str, str] | None = None,
+                   title: str | None = None, width: float = 5.0,
+                   height: float = 3.6) -> matplotlib.figure.Figure:
+    """Validation loss on corpus A and on corpus B (two panels) against optimizer steps, with
+    the training phases shaded.
+
+    Args:
+        steps: (N,) optimizer steps of the evaluations.
+        losses: model -> {"A": (N,), "B": (N,)} losses (nats/char), palette colours.
+        phase_ends: the step at which each phase ends (one per entry of ``order``).
+        order: the corpus each phase trains on.
+        corpus_names: "A"/"B" -> a name for the panel titles.
+
+    Returns:
+        A matplotlib Figure with two axes.
+    """
+    _check_models("losses", losses)
+    steps = to_numpy(steps).astype(float).ravel()
+    phase_ends = list(phase_ends)
+    if len(phase_ends) != len(order):
+        raise ValueError(f"phase_ends must give one step per phase ({len(order)}), got "
+                         f"{len(phase_ends)}")
+    names = {"A": "A", "B": "B", **(corpus_names or {})}
+    figure, axes = new_figure(2, width=width, height=height)
+    colours = colors_for(losses)
+    starts = [0, *phase_ends[:-1]]
+    for axis, corpus in zip(axes, ("A", "B"), strict=True):
+        for start, end, trained in zip(starts, phase_ends, order, strict=True):
+            if trained == corpus:
+                axis.axvspan(start, end, color="0.9", zorder=0)
+            axis.text((start + end) / 2, 1.0, f"on {trained}", transform=axis.get_xaxis_transform(),
+                      ha="center", va="bottom", fontsize=7)
+        for (name, values), colour in zip(losses.items(), colours, strict=True):
+            if corpus not in values:
+                raise ValueError(f"losses[{name!r}] must hold 'A' and 'B', got {sorted(values)}")
+            curve = to_numpy(values[corpus]).astype(float).ravel()
+            if curve.shape != steps.shape:
+                raise ValueError(f"losses[{name!r}][{corpus!r}] must hold one loss per step "
+                                 f"({steps.size}), got shape {curve.shape}")
+            axis.plot(steps, curve, "o-", color=colour, markersize=3, linewidth=1.5, label=name)
+        axis.set_xlabel("optimizer step")
+        axis.set_title(f"validation loss on {corpus} ({names[corpus]})", fontsize=9, pad=14)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("cross-entropy (nats/char)")
+    axes[0].legend(fontsize=7, loc="upper right")
+    figure.suptitle(title or "Continual learning: train on A, then B, then A again (grey: "
+                    "training on this corpus)", fontsize=10)
+    return figure
