@@ -24,6 +24,7 @@ import math
 import os
 import pkgutil
 import sys
+import typing
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -1777,6 +1778,192 @@ for kernel in (inner_gradient.BranchTape, inner_gradient.activation_backward,
 
 
 # ============================================================================================
+# chapter 7's experiments: nlbook.claims (formal, recall, continual, their shared pieces),
+# nlbook.viz.claims, nlbook.hope.frozen_memories, nlbook.train.stream_token_losses
+
+for record_class in (claims.FormalResult, claims.RecallGapResult, claims.ContinualResult,
+                     claims.ContinualMetrics):
+    exempt(record_class, RECORD)
+FORMAL_SMALL = dict(train_lengths=(2, 4), test_lengths=(5, 8))
+SEEDS = IntList(item=Int(low=0, role="seed"), scalar=True)
+# models=None is valid but trains the default HOPE and Transformer: fuzzed by the extras only
+MODELS = Free()
+MODEL_EXTRAS = [("models", "{}", {}, REFUSE), ("models", "an int", 3, REFUSE),
+                ("models", "a str", "bogus", REFUSE),
+                ("models", "a factory that returns an int", {"T": lambda: 3}, REFUSE),
+                ("models", "a name that is not a str", {3: formal_model}, REFUSE)]
+SWITCHES = Obj(none=True)
+
+
+def formal_factories():
+    return {"T": formal_model}
+
+
+entry(claims.formal_models, lambda: dict(d_model=8, n_layers=1, n_heads=2, context_length=9),
+      {"d_model": Int(low=1), "n_layers": Int(low=1), "n_heads": Int(low=1),
+       "context_length": Int(low=1)}, same=False)
+REGISTRY[key_of(claims.formal_models)].call = lambda **a: {
+    name: factory(seed=0) for name, factory in claims.formal_models(**a).items()}
+entry(claims.formal_switches, dict, same=False)
+entry(claims.run_formal,
+      lambda: dict(models=formal_factories(), languages=("parity",), steps=1, batch_size=2,
+                   learning_rate=3e-3, seeds=(0,), examples=2, supervision="end",
+                   switches=None, log=None, **FORMAL_SMALL),
+      {"models": MODELS, "languages": Obj(), "steps": Int(low=1, role="cost"),
+       "batch_size": Int(low=1, role="cost"), "learning_rate": Float(0, 1, low_inclusive=False),
+       "seeds": SEEDS, "train_lengths": LENGTHS, "test_lengths": IntList(
+           item=Int(low=1), none=True),
+       "examples": Int(low=1, role="cost"), "supervision": Choice(), "switches": SWITCHES,
+       "log": Func(none=True)}, same=False, alarm=10.0,
+      extra=[*MODEL_EXTRAS, ("languages", "an unknown language", ("dyck",), REFUSE),
+             ("switches", "a switch of a model not trained", {"x": ("H", hope.frozen_cms)},
+              EITHER),
+             ("switches", "a malformed switch", {"x": "T"}, REFUSE)])
+
+
+def recall_factories():
+    return {"T": lambda: transformer.TransformerLM(len(shakespeare_vocabulary()), 8, 1, 2,
+                                                    context_length=64)}
+
+
+entry(claims.visible_gap, lambda: dict(window=64, answer_length=4),
+      {"window": Int(low=1), "answer_length": Int(low=1)})
+entry(claims.recall_models, lambda: dict(vocab_size=V, d_model=8, n_layers=1, n_heads=2,
+                                         context_length=8),
+      {"vocab_size": Int(low=1), "d_model": Int(low=1), "n_layers": Int(low=1),
+       "n_heads": Int(low=1), "context_length": Int(low=1)}, same=False)
+REGISTRY[key_of(claims.recall_models)].call = lambda **a: {
+    name: factory(seed=0) for name, factory in claims.recall_models(**a).items()}
+entry(claims.recall_switches, dict, same=False)
+entry(claims.run_recall,
+      lambda: dict(models=recall_factories(), vocabulary=shakespeare_vocabulary(), gaps=(4,),
+                   steps=1, minutes=None, batch_size=1, context_length=64,
+                   learning_rate=2e-3, warmup_steps=0, trials=1, seeds=(0,),
+                   training_gaps=(0, 8), spacing=8, stream_length=64, answer_length=4,
+                   switches=None, log=None),
+      {"models": MODELS, "vocabulary": Obj(none=True),
+       "gaps": IntList(item=Int(low=0, role="cost")),
+       "steps": Int(low=1, role="cost"),
+       "minutes": Float(low=0, low_inclusive=False, none=True, huge=False),
+       "batch_size": Int(low=1, role="cost"), "context_length": Int(low=1, role="cost"),
+       "learning_rate": Float(0, 1, low_inclusive=False), "warmup_steps": Int(low=0),
+       "trials": Int(low=1, role="cost"), "seeds": SEEDS,
+       "training_gaps": IntList(item=Int(low=0, role="cost")),
+       "spacing": Int(low=0), "stream_length": Int(low=1, role="cost"),
+       "answer_length": Int(low=1, role="cost"), "switches": SWITCHES,
+       "log": Func(none=True)}, same=False, alarm=10.0, extra=MODEL_EXTRAS)
+
+
+def continual_factories():
+    return {"T": lambda: transformer.TransformerLM(len(corpus_pair()[0].vocabulary), 8, 1, 2,
+                                                    context_length=8)}
+
+
+entry(claims.continual_models, lambda: dict(vocab_size=V, d_model=8, n_layers=1, n_heads=2,
+                                            context_length=8),
+      {"vocab_size": Int(low=1), "d_model": Int(low=1), "n_layers": Int(low=1),
+       "n_heads": Int(low=1), "context_length": Int(low=1)}, same=False)
+REGISTRY[key_of(claims.continual_models)].call = lambda **a: {
+    name: factory(seed=0) for name, factory in claims.continual_models(**a).items()}
+entry(claims.continual_metrics,
+      lambda: dict(steps=[0, 5, 10, 15, 20, 25, 30],
+                   losses_a=[4.0, 2.5, 2.0, 2.6, 3.0, 2.1, 1.8],
+                   losses_b=[4.1, 3.9, 3.8, 2.9, 2.2, 2.6, 2.9], phase_ends=(10, 20, 30)),
+      {"steps": IntList(item=Int(low=0)), "losses_a": FloatList(), "losses_b": FloatList(),
+       "phase_ends": IntList(item=Int(low=0))},
+      extra=[("phase_ends", "a step never evaluated", (10, 20, 31), REFUSE),
+             ("steps", "decreasing steps", [0, 5, 10, 15, 20, 30, 25], REFUSE)])
+entry(claims.run_continual,
+      lambda: dict(models=continual_factories(), steps_per_phase=1, evaluations_per_phase=1,
+                   batch_size=2, context_length=8, learning_rate=2e-3, warmup_steps=0,
+                   seeds=(0,), stream_length=16, validation_windows=1, corpora=corpus_pair(),
+                   log=None),
+      {"models": MODELS, "steps_per_phase": Int(low=1, role="cost"),
+       "evaluations_per_phase": Int(low=1, high=1),
+       "batch_size": Int(low=1, role="cost"), "context_length": Int(low=1, role="cost"),
+       "learning_rate": Float(0, 1, low_inclusive=False), "warmup_steps": Int(low=0),
+       "seeds": SEEDS, "stream_length": Int(low=1, role="cost"),
+       "validation_windows": Int(low=1, role="cost"), "corpora": Free(),
+       "log": Func(none=True)}, same=False, alarm=10.0,
+      # corpora=None is valid (the default pair, another vocabulary than the models')
+      extra=[*MODEL_EXTRAS, ("corpora", "an int", 3, REFUSE), ("corpora", "a str", "x", REFUSE),
+             ("corpora", "one corpus", corpus_pair()[:1], REFUSE)])
+entry(claims.format_table, lambda: dict(header=["a", "b"], rows=[["x", 1], ["y", 2]],
+                                        title="t", notes=["n"]),
+      {"header": Obj(), "rows": Obj(), "title": Str(none=True, empty=True), "notes": Obj()},
+      extra=[("rows", "a row of another width", [["x", 1, 2]], REFUSE),
+             ("header", "[]", [], REFUSE)])
+entry(claims.TextLearner,
+      lambda: dict(model=formal_model(), learning_rate=1e-3, total_steps=2, warmup_steps=0,
+                   min_learning_rate=None, weight_decay=0.1, grad_clip=1.0),
+      {"model": Obj(), "learning_rate": Float(0, 1, low_inclusive=False),
+       "total_steps": Int(low=1, none=True), "warmup_steps": Int(low=0),
+       "min_learning_rate": Float(low=0, none=True), "weight_decay": Float(low=0),
+       "grad_clip": Float(low=0, low_inclusive=False)}, same=False)
+
+
+def learner_step(**arguments):
+    learner = claims.TextLearner(small_hope(), learning_rate=1e-3, total_steps=2,
+                                 warmup_steps=0)
+    return learner.step(**arguments)
+
+
+method("TextLearner.step", learner_step,
+       lambda: dict(inputs=tokens(2, 4, V), targets=tokens(2, 4, V, seed=1),
+                    restarted=torch.tensor([True, False])),
+       {"inputs": Tensor(kind="int", vocab=V, batch="B"),
+        "targets": Tensor(kind="int", vocab=V, batch="B"),
+        "restarted": Tensor(kind="bool", none=True, batch="B")}, same=False)
+
+
+def frozen_memories(model):
+    with hope.frozen_memories(model) as inside:
+        return inside is model
+
+
+entry(hope.frozen_memories, lambda: dict(model=small_hope()), {"model": Obj()},
+      extra=[("model", "a Transformer", small_transformer(), REFUSE)])
+REGISTRY[key_of(hope.frozen_memories)].call = frozen_memories
+entry(training.evaluation.stream_token_losses,
+      lambda: dict(model=small_text_model(), ids=text_ids(), window=8, device="cpu",
+                   batch_size=2),
+      {**EVALUATION, "window": Int(low=1), "batch_size": Int(low=1)},
+      check=shape_is(lambda r: r, lambda a: (len(a["ids"]) - 1,)))
+LANGUAGE_ACCURACY = {"HOPE": {"bin0": [1.0, 0.8], "bin1": [0.5, 0.6]},
+                     "Transformer": {"bin0": [0.9, 0.7], "bin1": [0.5, 0.4]}}
+entry(viz.plot_formal_accuracy,
+      lambda: dict(languages=["parity", "anbn"], accuracy=LANGUAGE_ACCURACY, chance=0.5,
+                   bins=("a", "b"), title=None, width=4.0, height=3.0),
+      {"languages": Obj(), "accuracy": Obj(), "chance": Float(0, 1, none=True),
+       "bins": Obj(), "title": Str(none=True, empty=True), "width": SIZE, "height": SIZE}, **FIGURE,
+      extra=[("accuracy", "one accuracy for two languages",
+              {"HOPE": {"bin0": [1.0], "bin1": [0.5]}}, REFUSE),
+             ("accuracy", "no bin1", {"HOPE": {"bin0": [1.0, 0.8]}}, REFUSE),
+             ("accuracy", "an accuracy above 1", {"HOPE": {"bin0": [1.5, 0.8],
+                                                           "bin1": [0.5, 0.6]}}, REFUSE)])
+entry(viz.plot_recall_by_gap,
+      lambda: dict(gaps=[8, 64, 512], accuracy={"HOPE": [0.9, 0.3, 0.04]},
+                   controls={"HOPE": [0.1, 0.05, 0.04]}, chance=1 / 26, visible_gap=18,
+                   ylabel="accuracy", title=None, width=4.0, height=3.0),
+      {"gaps": IntList(item=Int(low=0)), "accuracy": Obj(), "controls": Obj(none=True),
+       "chance": Float(0, 1, none=True), "visible_gap": Float(low=0, none=True),
+       "ylabel": Str(empty=True), "title": Str(none=True, empty=True), "width": SIZE,
+       "height": SIZE}, **FIGURE,
+      extra=[("accuracy", "one value for three gaps", {"HOPE": [0.5]}, REFUSE)])
+entry(viz.plot_continual,
+      lambda: dict(steps=[0, 5, 10, 15],
+                   losses={"HOPE": {"A": [4.0, 3.0, 3.5, 2.9], "B": [4.0, 3.8, 2.5, 3.0]}},
+                   phase_ends=(5, 10, 15), order=("A", "B", "A"), corpus_names=None,
+                   title=None, width=4.0, height=3.0),
+      {"steps": IntList(item=Int(low=0)), "losses": Obj(), "phase_ends": IntList(
+          item=Int(low=0)), "order": Obj(), "corpus_names": Obj(none=True),
+       "title": Str(none=True, empty=True), "width": SIZE, "height": SIZE}, **FIGURE,
+      extra=[("phase_ends", "two phase ends", (5, 10), REFUSE),
+             ("losses", "one loss for four steps", {"HOPE": {"A": [4.0], "B": [4.0]}},
+              REFUSE)])
+
+
+# ============================================================================================
 # the tests
 
 
@@ -1797,6 +1984,8 @@ def public_callables() -> dict[str, object]:
                         and getattr(value, "__module__", None) == name]
         for key in exported:
             value = getattr(module, key)
+            if typing.get_origin(value) is not None:  # a type alias (Switch, ModelFactory)
+                continue
             if callable(value) and not isinstance(value, (dict, torch.dtype)):
                 found.setdefault(key_of(value), value)
     return found

@@ -12,7 +12,14 @@ from contextlib import AbstractContextManager
 import torch
 from torch import nn
 
-from nlbook._checks import check_positive_int, check_scalar_in_range
+from nlbook._checks import (
+    ArgumentTypeError,
+    check_positive_int,
+    check_scalar_in_range,
+    check_str,
+    check_tensor,
+    describe,
+)
 from nlbook.transformer import language_model_loss, parameter_count
 
 __all__ = ["ModelFactory", "Switch", "TextLearner", "build_model", "check_models",
@@ -100,6 +107,21 @@ def parameters_of(model: nn.Module) -> int:
 def format_table(header: Sequence[str], rows: Sequence[Sequence[object]], *,
                  title: str | None = None, notes: Sequence[str] = ()) -> str:
     """A plain-text table: the first column left-aligned, the others right-aligned."""
+    for label, value in (("header", header), ("rows", rows), ("notes", notes)):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise ArgumentTypeError(f"{label} must be a list, got {describe(value)}")
+    if not header:
+        raise ValueError("header must name at least one column, got []")
+    for index, row in enumerate(rows):
+        if isinstance(row, (str, bytes)) or not isinstance(row, Sequence):
+            raise ArgumentTypeError(f"rows[{index}] must be a list of cells, got "
+                                    f"{describe(row)}")
+        if len(row) != len(header):
+            raise ValueError(f"rows[{index}] must have one cell per column of header "
+                             f"({len(header)}), got {len(row)}")
+    check_str("title", title, allow_none=True, allow_empty=True)
+    for index, note in enumerate(notes):
+        check_str(f"notes[{index}]", note, allow_empty=True)
     cells = [[str(value) for value in row] for row in [header, *rows]]
     widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
 
@@ -143,6 +165,10 @@ class TextLearner:
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) \
                 or warmup_steps < 0:
             raise ValueError(f"warmup_steps must be a non-negative int, got {warmup_steps!r}")
+        check_scalar_in_range("min_learning_rate", min_learning_rate, 0.0, learning_rate,
+                              allow_none=True)
+        check_scalar_in_range("weight_decay", weight_decay, 0.0, math.inf)
+        check_scalar_in_range("grad_clip", grad_clip, 0.0, math.inf, low_inclusive=False)
         self.model = model
         self.learning_rate = learning_rate
         self.min_learning_rate = learning_rate / 10 if min_learning_rate is None \
@@ -154,6 +180,33 @@ class TextLearner:
         self.steps = 0
         self.seconds = 0.0
         self.stateful = hasattr(model, "carry_over")
+
+    def _check_batch(self, inputs, targets, restarted) -> None:
+        check_tensor("inputs", inputs, ndim=2, layout="(B, T)")
+        check_tensor("targets", targets, ndim=2, layout="(B, T)")
+        for name, value in (("inputs", inputs), ("targets", targets)):
+            if value.dtype != torch.int64:
+                raise ValueError(f"{name} must have dtype torch.int64, got {value.dtype}")
+            if value.shape[0] == 0 or value.shape[1] == 0:
+                raise ValueError(f"{name} must hold at least one row and one token, got "
+                                 f"shape {tuple(value.shape)}")
+        if targets.shape != inputs.shape:
+            raise ValueError(f"targets must have the shape of inputs {tuple(inputs.shape)}, "
+                             f"got {tuple(targets.shape)}")
+        vocab_size = getattr(self.model, "vocab_size", None)
+        if isinstance(vocab_size, int):
+            for name, value, low in (("inputs", inputs, 0), ("targets", targets, -1)):
+                smallest, largest = int(value.min()), int(value.max())
+                if smallest < low or largest >= vocab_size:
+                    raise ValueError(f"{name} must hold token ids in [{low}, {vocab_size}) "
+                                     f"(the model's vocabulary), got values in "
+                                     f"[{smallest}, {largest}]")
+        if restarted is not None:
+            check_tensor("restarted", restarted, ndim=1, layout="(B,)")
+            if restarted.dtype != torch.bool or restarted.shape[0] != inputs.shape[0]:
+                raise ValueError(f"restarted must be a bool tensor of shape "
+                                 f"({inputs.shape[0]},) (one per row of inputs), got "
+                                 f"{restarted.dtype} of shape {tuple(restarted.shape)}")
 
     def rate(self) -> float:
         from nlbook.train import learning_rate_at
@@ -169,6 +222,7 @@ class TextLearner:
     def step(self, inputs: torch.Tensor, targets: torch.Tensor,
              restarted: torch.Tensor | None = None) -> float:
         """One optimizer step; returns the batch's loss (nats per target)."""
+        self._check_batch(inputs, targets, restarted)
         start = time.perf_counter()
         model = self.model
         model.train()

@@ -38,7 +38,12 @@ import matplotlib.figure
 import numpy as np
 import torch
 
-from nlbook._checks import check_positive_int
+from nlbook._checks import (
+    check_callable,
+    check_int_sequence,
+    check_number_sequence,
+    check_positive_int,
+)
 from nlbook.claims._common import (
     ModelFactory,
     TextLearner,
@@ -99,8 +104,9 @@ class ContinualMetrics:
 def _phase_end_index(steps: np.ndarray, step: int, name: str) -> int:
     where = np.flatnonzero(steps == step)
     if where.size == 0:
-        raise ValueError(f"{name} must hold an evaluation at the end of every phase; step "
-                         f"{step} is missing from {steps.tolist()}")
+        raise ValueError(f"phase_ends must be evaluated steps: {name} must hold an evaluation "
+                         f"at the end of every phase; step {step} is missing from "
+                         f"{steps.tolist()}")
     return int(where[0])
 
 
@@ -124,6 +130,16 @@ def continual_metrics(steps: Sequence[int], losses_a: Sequence[float],
             increase, a non-finite loss, or phase ends that are not 3 increasing evaluated
             steps.
     """
+    for name, values in (("steps", steps), ("losses_a", losses_a), ("losses_b", losses_b)):
+        if isinstance(values, (list, tuple)):
+            if name == "steps":
+                check_int_sequence(name, values, low=0)
+            else:
+                check_number_sequence(name, values)
+        elif not isinstance(values, (np.ndarray, torch.Tensor)):
+            raise ValueError(f"{name} must be a list or array, got {type(values).__name__}")
+    check_int_sequence("phase_ends", list(phase_ends) if isinstance(phase_ends, np.ndarray)
+                       else phase_ends, low=0, length=3)
     steps = np.asarray(steps)
     losses_a = np.asarray(losses_a, dtype=float)
     losses_b = np.asarray(losses_b, dtype=float)
@@ -268,6 +284,8 @@ def run_continual(models: Mapping[str, ModelFactory] | None = None, *,
         raise ValueError(f"evaluations_per_phase must be at most steps_per_phase "
                          f"({steps_per_phase}), got {evaluations_per_phase}")
     check_positive_int("validation_windows", validation_windows)
+    check_positive_int("stream_length", stream_length)
+    check_callable("log", log, allow_none=True)
     seeds = check_seeds(seeds)
     setup = continual_setup(steps_per_phase=steps_per_phase, corpora=corpora)
     vocabulary = setup.vocabulary

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import matplotlib.figure
 import numpy as np
 
-from nlbook._checks import check_positive_int
+from nlbook._checks import check_callable, check_positive_int
 from nlbook.claims._common import (
     ModelFactory,
     Switch,
@@ -220,7 +220,14 @@ def run_formal(models: Mapping[str, ModelFactory] | None = None, *,
     if isinstance(languages, str) or not isinstance(languages, Sequence) or not languages:
         raise ValueError(f"languages must be a non-empty sequence of {LANGUAGES}, got "
                          f"{languages!r}")
-    names = tuple(_language(language) for language in languages)
+    names = []
+    for index, language in enumerate(languages):
+        try:
+            names.append(_language(language))
+        except ValueError as error:
+            raise ValueError(f"languages[{index}]: {error}") from None
+    names = tuple(names)
+    check_callable("log", log, allow_none=True)
     check_positive_int("steps", steps)
     check_positive_int("batch_size", batch_size)
     check_positive_int("examples", examples)

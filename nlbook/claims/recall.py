@@ -27,6 +27,7 @@ chance for every model.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,13 @@ import matplotlib.figure
 import numpy as np
 import torch
 
-from nlbook._checks import check_positive_int
+from nlbook._checks import (
+    check_callable,
+    check_int,
+    check_int_sequence,
+    check_positive_int,
+    check_scalar_in_range,
+)
 from nlbook.claims._common import (
     ModelFactory,
     Switch,
@@ -60,6 +67,10 @@ RECALL_GAPS = (8, 16, 32, 64, 128, 256, 512)
 def visible_gap(window: int, answer_length: int = 4) -> int:
     """The longest gap at which the whole fact line still lies in a window of ``window``
     characters ending at the first answer prediction (fact line + gap + query ≤ window)."""
+    check_positive_int("window", window)
+    check_positive_int("answer_length", answer_length)
+    if answer_length > window:
+        raise ValueError(f"answer_length must fit in the window ({window}), got {answer_length}")
     from nlbook.tasks.recall import fact_line, query_text
 
     name = "Bakel"  # every name has 5 letters
@@ -248,12 +259,21 @@ def run_recall(models: Mapping[str, ModelFactory] | None = None, *,
                           if default else models)
     switches = check_switches(recall_switches() if default and switches is None else switches,
                               models)
+    check_callable("log", log, allow_none=True)
     check_positive_int("steps", steps)
     check_positive_int("trials", trials)
     check_positive_int("batch_size", batch_size)
     check_positive_int("context_length", context_length)
-    if minutes is not None and not (isinstance(minutes, (int, float)) and minutes > 0):
-        raise ValueError(f"minutes must be a positive number or None, got {minutes!r}")
+    check_scalar_in_range("minutes", minutes, 0.0, math.inf, low_inclusive=False,
+                          allow_none=True)
+    check_int_sequence("gaps", gaps, low=0)
+    shortest, longest = check_int_sequence("training_gaps", training_gaps, low=0, length=2)
+    if shortest > longest:
+        raise ValueError(f"training_gaps must be (shortest, longest), got {training_gaps!r}")
+    check_int("spacing", spacing, low=0)
+    check_positive_int("stream_length", stream_length)
+    check_positive_int("answer_length", answer_length)
+    check_int("warmup_steps", warmup_steps, low=0)
     seeds = check_seeds(seeds)
     gaps = tuple(gaps)
     all_models = (*models, *switches)

@@ -9,7 +9,16 @@ One file per chapter; everything is re-exported here, so notebooks write ``nlboo
 figure.
 """
 
-from nlbook.viz import associative, continuum, diagrams, hope, optimizers, selfmod, training
+from nlbook.viz import (
+    associative,
+    claims,
+    continuum,
+    diagrams,
+    hope,
+    optimizers,
+    selfmod,
+    training,
+)
 from nlbook.viz._common import new_figure, to_numpy
 from nlbook.viz.associative import *  # noqa: F403
 from nlbook.viz.claims import *  # noqa: F403
@@ -25,5 +34,5 @@ from nlbook.viz.training import *  # noqa: F403
 # them (a literal list here went stale: it named none of the plot_* functions). A new module
 # goes in the star imports above and in this tuple (tests/test_checks.py checks it).
 __all__ = ["MODEL_COLORS", "colors_for", "model_color", "new_figure", "to_numpy"]
-__all__ += sorted(name for module in (associative, continuum, diagrams, hope, optimizers,
+__all__ += sorted(name for module in (associative, claims, continuum, diagrams, hope, optimizers,
                                       selfmod, training) for name in module.__all__)

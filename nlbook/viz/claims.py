@@ -4,12 +4,21 @@ colour (:func:`nlbook.viz.model_color`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib
 import numpy as np
 
-from nlbook.viz._common import new_figure, to_numpy
+from nlbook._checks import check_int_sequence, check_scalar_in_range
+from nlbook.viz._common import (
+    check_array,
+    check_mapping,
+    check_text,
+    check_texts,
+    new_figure,
+    to_numpy,
+)
 from nlbook.viz.palette import colors_for, model_color
 
 __all__ = ["plot_continual", "plot_formal_accuracy", "plot_recall_by_gap"]
@@ -17,9 +26,19 @@ __all__ = ["plot_continual", "plot_formal_accuracy", "plot_recall_by_gap"]
 _CHANCE_COLOR = model_color("chance")
 
 
-def _check_models(name: str, values: Mapping) -> None:
+def _check_models(name: str, values: Mapping, *, parts: Sequence[str] = ()) -> None:
+    """A non-empty dict model name -> values (-> a dict holding ``parts`` when given)."""
     if not isinstance(values, Mapping) or not values:
-        raise ValueError(f"{name} must be a non-empty dict of model name -> values")
+        raise ValueError(f"{name} must be a non-empty dict of model name -> values, got "
+                         f"{type(values).__name__}")
+    check_mapping(name, values)
+    for model, value in values.items():
+        if parts:
+            check_mapping(f"{name}[{model!r}]", value)
+            missing = [part for part in parts if part not in value]
+            if missing:
+                raise ValueError(f"{name}[{model!r}] must hold {' and '.join(map(repr, parts))}, "
+                                 f"got {sorted(value)}")
 
 
 def plot_formal_accuracy(languages: Sequence[str], accuracy: Mapping[str, Mapping[str, object]],
@@ -39,12 +58,19 @@ def plot_formal_accuracy(languages: Sequence[str], accuracy: Mapping[str, Mappin
     Returns:
         A matplotlib Figure with two axes (Bin0, Bin1).
     """
-    _check_models("accuracy", accuracy)
-    languages = list(languages)
+    _check_models("accuracy", accuracy, parts=("bin0", "bin1"))
+    languages = check_texts("languages", languages)
     if not languages:
         raise ValueError("languages must hold at least one label")
-    if len(bins) != 2:
-        raise ValueError(f"bins must hold 2 titles (Bin0, Bin1), got {len(bins)}")
+    check_texts("bins", bins, length=2)
+    check_scalar_in_range("chance", chance, 0.0, 1.0)
+    check_text("title", title, allow_none=True)
+    for name, values in accuracy.items():
+        for split in ("bin0", "bin1"):
+            scores = check_array(f"accuracy[{name!r}][{split!r}]", values[split])
+            if np.any((scores < 0) | (scores > 1)):
+                raise ValueError(f"accuracy[{name!r}][{split!r}] must hold accuracies in "
+                                 f"[0, 1], got {scores.ravel().tolist()}")
     figure, axes = new_figure(2, width=width, height=height, sharey=True)
     colours = colors_for(accuracy)
     count = len(accuracy)
@@ -93,9 +119,19 @@ def plot_recall_by_gap(gaps: Sequence[int], accuracy: Mapping[str, object], *,
         A matplotlib Figure with one axes.
     """
     _check_models("accuracy", accuracy)
-    gaps = to_numpy(gaps).astype(float).ravel()
+    gaps = check_array("gaps", gaps, ndim=1, layout="(G,)", integer=True).ravel()
     if gaps.size == 0 or np.any(gaps < 0):
         raise ValueError(f"gaps must be non-empty and non-negative, got {gaps.tolist()}")
+    for name, values in accuracy.items():
+        check_array(f"accuracy[{name!r}]", values)
+    if controls is not None:
+        check_mapping("controls", controls, non_empty=False)
+        for name, values in controls.items():
+            check_array(f"controls[{name!r}]", values)
+    check_scalar_in_range("chance", chance, 0.0, 1.0, allow_none=True)
+    check_scalar_in_range("visible_gap", visible_gap, 0.0, math.inf, allow_none=True)
+    check_text("ylabel", ylabel)
+    check_text("title", title, allow_none=True)
     figure, axes = new_figure(width=width, height=height)
     axis = axes[0]
     shown = np.maximum(gaps, 1.0)  # a gap of 0 on a log axis
@@ -155,9 +191,23 @@ def plot_continual(steps: Sequence[int], losses: Mapping[str, Mapping[str, objec
     Returns:
         A matplotlib Figure with two axes.
     """
-    _check_models("losses", losses)
-    steps = to_numpy(steps).astype(float).ravel()
-    phase_ends = list(phase_ends)
+    _check_models("losses", losses, parts=("A", "B"))
+    steps = check_array("steps", steps, ndim=1, layout="(N,)", integer=True, non_empty=True)
+    if np.any(steps < 0):
+        raise ValueError(f"steps must be optimizer steps (>= 0), got {steps.tolist()}")
+    for name, values in losses.items():
+        for corpus in ("A", "B"):
+            check_array(f"losses[{name!r}][{corpus!r}]", values[corpus])
+    order = check_texts("order", order)
+    for index, corpus in enumerate(order):
+        if corpus not in ("A", "B"):
+            raise ValueError(f"order[{index}] must be 'A' or 'B', got {corpus!r}")
+    phase_ends = check_int_sequence("phase_ends", phase_ends, low=0)
+    if corpus_names is not None:
+        check_mapping("corpus_names", corpus_names, non_empty=False)
+        for key, value in corpus_names.items():
+            check_text(f"corpus_names[{key!r}]", value)
+    check_text("title", title, allow_none=True)
     if len(phase_ends) != len(order):
         raise ValueError(f"phase_ends must give one step per phase ({len(order)}), got "
                          f"{len(phase_ends)}")
