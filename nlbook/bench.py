@@ -347,12 +347,12 @@ def bench_hope(args: argparse.Namespace) -> None:
 
 def _claims_arguments(parser: argparse.ArgumentParser, *, steps: int, layers: int,
                       steps_help: str) -> None:
-    parser.add_argument("--steps", type=int, default=steps, help=steps_help)
-    parser.add_argument("--seed", type=int, default=0, help="seed of models and data (default 0)")
-    parser.add_argument("--d-model", type=int, default=32,
+    parser.add_argument("--steps", type=positive_int, default=steps, help=steps_help)
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of models and data (default 0)")
+    parser.add_argument("--d-model", type=positive_int, default=32,
                         help="HOPE's width; the Transformer's is matched by parameter count")
-    parser.add_argument("--n-layers", type=int, default=layers)
-    parser.add_argument("--n-heads", type=int, default=2)
+    parser.add_argument("--n-layers", type=positive_int, default=layers)
+    parser.add_argument("--n-heads", type=positive_int, default=2)
     parser.add_argument("--progress", action="store_true", help="print a line per model")
 
 
@@ -360,7 +360,7 @@ def _formal_arguments(parser: argparse.ArgumentParser) -> None:
     _claims_arguments(parser, steps=800, layers=2,
                       steps_help="optimizer steps per model and language (equal steps; "
                                  "default 800, the notebook 400)")
-    parser.add_argument("--examples", type=int, default=512, help="test strings per bin")
+    parser.add_argument("--examples", type=positive_int, default=512, help="test strings per bin")
 
 
 def bench_formal(args: argparse.Namespace) -> None:
@@ -385,10 +385,10 @@ def _recall_arguments(parser: argparse.ArgumentParser) -> None:
     _claims_arguments(parser, steps=2000, layers=2,
                       steps_help="optimizer steps per model (equal steps; default 2000, the "
                                  "notebook 600)")
-    parser.add_argument("--minutes", type=float, default=None,
+    parser.add_argument("--minutes", type=positive_float, default=None,
                         help="instead: a wall-clock training budget per model (equal time; "
                              "--steps then only sizes the cosine, give a generous bound)")
-    parser.add_argument("--trials", type=int, default=64, help="prompts per gap (default 64)")
+    parser.add_argument("--trials", type=positive_int, default=64, help="prompts per gap (default 64)")
 
 
 def bench_recall(args: argparse.Namespace) -> None:
@@ -417,7 +417,7 @@ def _continual_arguments(parser: argparse.ArgumentParser) -> None:
     _claims_arguments(parser, steps=1000, layers=2,
                       steps_help="optimizer steps per phase, for every model (equal steps; "
                                  "default 1000, the notebook 300)")
-    parser.add_argument("--evaluations", type=int, default=5,
+    parser.add_argument("--evaluations", type=positive_int, default=5,
                         help="evaluations per phase (default 5)")
 
 

@@ -2135,6 +2135,11 @@ def bad_command_lines(tmp: Path) -> list[tuple[str, object, list[str], Path | No
                  ["stateful", "--preset", "bogus", "--steps", "1"],
                  ["ablation", "--variants", "99", "--steps", "1"], ["ablation", "--steps", "0"],
                  ["ablation", "--scored-characters", "0", "--steps", "1"],
+                 ["formal", "--steps", "0"], ["formal", "--examples", "-1"],
+                 ["formal", "--d-model", "x"], ["recall", "--trials", "0"],
+                 ["recall", "--minutes", "inf"], ["recall", "--seed", "-1"],
+                 ["continual", "--evaluations", "0"],
+                 ["continual", "--steps", "1", "--evaluations", "3"],
                  ["bogus"], []):
         cases.append((f"bench {' '.join(argv) or '(no benchmark)'}", bench.main, argv, None))
     from nlbook import course, render
