@@ -348,7 +348,8 @@ def bench_hope(args: argparse.Namespace) -> None:
 def _claims_arguments(parser: argparse.ArgumentParser, *, steps: int, layers: int,
                       steps_help: str) -> None:
     parser.add_argument("--steps", type=positive_int, default=steps, help=steps_help)
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of models and data (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed of models and data (default 0)")
     parser.add_argument("--d-model", type=positive_int, default=32,
                         help="HOPE's width; the Transformer's is matched by parameter count")
     parser.add_argument("--n-layers", type=positive_int, default=layers)
@@ -388,7 +389,8 @@ def _recall_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=positive_float, default=None,
                         help="instead: a wall-clock training budget per model (equal time; "
                              "--steps then only sizes the cosine, give a generous bound)")
-    parser.add_argument("--trials", type=positive_int, default=64, help="prompts per gap (default 64)")
+    parser.add_argument("--trials", type=positive_int, default=64,
+                        help="prompts per gap (default 64)")
 
 
 def bench_recall(args: argparse.Namespace) -> None:
