@@ -33,6 +33,7 @@ from nlbook.claims import (
 )
 from nlbook.data import load_corpus
 from nlbook.hope import HopeLM, frozen_cms, frozen_memories
+from nlbook.tasks.recall import induction_guesses
 from nlbook.transformer import TransformerLM
 
 VOCABULARY = load_corpus().vocabulary
@@ -253,15 +254,8 @@ class WindowCopier(nn.Module):
         self.fallback = VOCABULARY.chars.index("e")
 
     def forward(self, idx, targets=None):
-        votes = torch.zeros(*idx.shape, self.vocab_size)
-        for row in range(idx.shape[0]):
-            text = "".join(chr(256 + int(token)) for token in idx[row])
-            for position in range(idx.shape[1]):
-                start = position - 11
-                found = text.rfind(text[start:position + 1], 0, position) if start >= 0 else -1
-                guess = ord(text[found + 12]) - 256 if found >= 0 else self.fallback
-                votes[row, position, guess] = 10.0
-        logits = votes + self.bias
+        guesses = induction_guesses(idx, vocab_size=self.vocab_size, fallback=self.fallback)
+        logits = 10.0 * nn.functional.one_hot(guesses, self.vocab_size).float() + self.bias
         loss = None if targets is None else nn.functional.cross_entropy(
             logits.reshape(-1, self.vocab_size), targets.reshape(-1), ignore_index=-1)
         return logits, loss

@@ -1106,6 +1106,10 @@ entry(task_recall.mqar_batch,
                    generator=torch.Generator().manual_seed(0)),
       {"batch_size": Int(low=1), "vocab_size": Int(low=1), "sequence_length": Int(low=1),
        "kv_pairs": Int(low=1), "generator": Gen()})
+entry(task_recall.induction_guesses,
+      lambda: dict(idx=tokens(2, 20, V), vocab_size=V, fallback=3, match=4),
+      {"idx": Tensor(kind="int", vocab=V), "vocab_size": Int(low=1), "fallback": Int(low=0),
+       "match": Int(low=1)})
 entry(task_recall.masked_accuracy,
       lambda: dict(model=small_transformer(), inputs=tokens(2, 5, V),
                    targets=torch.tensor([[-1, 2, -1, 3, -1], [0, -1, -1, -1, 6]])),

@@ -246,6 +246,7 @@ from nlbook.data import CharVocabulary, load_corpus  # noqa: E402
 from nlbook.tasks.recall import (  # noqa: E402
     ANSWER_ALPHABET,
     fact_line,
+    induction_guesses,
     masked_accuracy,
     mqar_batch,
     query_text,
@@ -276,15 +277,9 @@ class CopyOracle(nn.Module):
             self.stream = self._stream
 
     def forward(self, idx, targets=None):
-        logits = torch.zeros(*idx.shape, self.vocab_size)
-        for row in range(idx.shape[0]):
-            text = "".join(chr(256 + int(token)) for token in idx[row])
-            for position in range(idx.shape[1]):
-                start = position + 1 - self.match
-                found = text.rfind(text[start:position + 1], 0, position) if start >= 0 else -1
-                guess = ord(text[found + self.match]) - 256 if found >= 0 else self.fallback
-                logits[row, position, guess] = 1.0
-        return logits, None
+        guesses = induction_guesses(idx, vocab_size=self.vocab_size, fallback=self.fallback,
+                                    match=self.match)
+        return nn.functional.one_hot(guesses, self.vocab_size).float(), None
 
     def _stream(self, idx, state=None):
         history = idx if state is None else torch.cat([state, idx], dim=1)

@@ -65,6 +65,7 @@ __all__ = [
     "RecallPrompt",
     "RecallResult",
     "fact_line",
+    "induction_guesses",
     "masked_accuracy",
     "mqar_batch",
     "query_text",
@@ -601,6 +602,36 @@ def mqar_batch(batch_size: int, *, vocab_size: int, sequence_length: int, kv_pai
 
 
 @torch.no_grad()
+def induction_guesses(idx: torch.Tensor, *, vocab_size: int, fallback: int,
+                      match: int = 12) -> torch.Tensor:
+    """The perfect copier's prediction at every position: the token that followed the latest
+    earlier occurrence of the last ``match`` tokens (an induction head), else ``fallback``.
+
+    idx (B, T) int64 ids in [0, vocab_size) → (B, T) int64. It recalls every planted fact it
+    can see and knows nothing else, so a model built on it separates "the fact is reachable"
+    from "it is not" (the recall tests and chapter 7's question use it).
+    """
+    check_positive_int("match", match)
+    check_positive_int("vocab_size", vocab_size)
+    if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.dtype != torch.int64:
+        raise ValueError(f"idx must be an int64 tensor of shape (B, T), got "
+                         f"{getattr(idx, 'shape', type(idx).__name__)}")
+    if idx.numel() and not (0 <= int(idx.min()) and int(idx.max()) < vocab_size):
+        raise ValueError(f"idx must hold token ids in [0, {vocab_size}), got values in "
+                         f"[{int(idx.min())}, {int(idx.max())}]")
+    if isinstance(fallback, bool) or not isinstance(fallback, int) or \
+            not 0 <= fallback < vocab_size:
+        raise ValueError(f"fallback must be a token id in [0, {vocab_size}), got {fallback!r}")
+    guesses = torch.full(idx.shape, fallback, dtype=torch.int64)
+    for row in range(idx.shape[0]):
+        text = "".join(chr(256 + int(token)) for token in idx[row])
+        for position in range(match - 1, idx.shape[1]):
+            found = text.rfind(text[position + 1 - match:position + 1], 0, position)
+            if found >= 0:
+                guesses[row, position] = ord(text[found + match]) - 256
+    return guesses
+
+
 def masked_accuracy(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
     """Fraction of positions with a target (≥ 0) where argmax of ``model(inputs)`` is right
     (MQAR's metric, pooled over every query of the batch)."""

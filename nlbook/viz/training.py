@@ -25,6 +25,18 @@ __all__ = ["plot_ablation", "plot_evaluations", "plot_loss_by_position", "plot_l
 _LN2 = math.log(2.0)
 
 
+def _finish_loss_axes(axis, xlabel: str, title: str) -> None:
+    """Labels, a bits/char axis on the right, grid, legend and title of a loss plot."""
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel("cross-entropy (nats/char)")
+    secondary = axis.secondary_yaxis("right", functions=(lambda nats: nats / _LN2,
+                                                         lambda bits: bits * _LN2))
+    secondary.set_ylabel("bits/char")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+    axis.set_title(title)
+
+
 def plot_training_curves(train_steps, train_loss, val_steps=None, val_loss=None, *,
                          references: dict[str, float] | None = None, label: str = "model",
                          smoothing: float = 0.9, title: str | None = None,
@@ -84,14 +96,7 @@ def plot_training_curves(train_steps, train_loss, val_steps=None, val_loss=None,
                                np.asarray(finite, dtype=float)])
     if observed.size:
         axis.set_ylim(max(0.0, observed.min() - 0.15), min(observed.max(), 4.5) + 0.15)
-    axis.set_xlabel("optimizer step")
-    axis.set_ylabel("cross-entropy (nats/char)")
-    secondary = axis.secondary_yaxis("right", functions=(lambda nats: nats / _LN2,
-                                                         lambda bits: bits * _LN2))
-    secondary.set_ylabel("bits/char")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, loc="best")
-    axis.set_title(title or f"{label} on a character corpus")
+    _finish_loss_axes(axis, "optimizer step", title or f"{label} on a character corpus")
     return figure
 
 
@@ -146,14 +151,7 @@ def plot_loss_curves(curves: dict[str, tuple], *, references: dict[str, float] |
     _draw_references(axis, references, list(curves))
     if observed:
         axis.set_ylim(max(0.0, min(observed) - 0.15), min(max(observed), 4.5) + 0.15)
-    axis.set_xlabel(xlabel)
-    axis.set_ylabel("cross-entropy (nats/char)")
-    secondary = axis.secondary_yaxis("right", functions=(lambda nats: nats / _LN2,
-                                                         lambda bits: bits * _LN2))
-    secondary.set_ylabel("bits/char")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, loc="best")
-    axis.set_title(title)
+    _finish_loss_axes(axis, xlabel, title)
     return figure
 
 
