@@ -445,6 +445,94 @@ def bench_continual(args: argparse.Namespace) -> None:
     print(f"total {time.perf_counter() - start:.0f} s (training and evaluation)")
 
 
+# Chapters 1, 5 and 7: MQAR, the recall yardstick.
+
+
+def _name_list(text: str) -> list[str]:
+    """A comma-separated list of MQAR model names (argparse type)."""
+    from nlbook.claims.mqar import MQAR_MODELS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in MQAR_MODELS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated names from {', '.join(MQAR_MODELS)}, got {text!r}")
+    return names
+
+
+def _seed_list(text: str) -> list[int]:
+    """A comma-separated list of seeds >= 0 (argparse type)."""
+    seeds = [non_negative_int(part.strip()) for part in text.split(",") if part.strip()]
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, got {text!r}")
+    return seeds
+
+
+def _mqar_arguments(parser: argparse.ArgumentParser) -> None:
+    from nlbook.claims.mqar import MQAR_MODELS
+
+    parser.add_argument("--models", type=_name_list, default=list(MQAR_MODELS),
+                        help=f"comma-separated models (default {','.join(MQAR_MODELS)})")
+    parser.add_argument("--seeds", type=_seed_list, default=[0, 1, 2],
+                        help="comma-separated seeds, one run of every model each (default 0,1,2)")
+    parser.add_argument("--vocab", type=positive_int, default=64,
+                        help="vocabulary size V: keys below V/2, values above (default 64)")
+    parser.add_argument("--seq", type=positive_int, default=32,
+                        help="sequence length T in tokens (default 32)")
+    parser.add_argument("--kv", type=positive_int, default=4,
+                        help="key-value pairs per sequence (default 4)")
+    parser.add_argument("--steps", type=positive_int, default=1000,
+                        help="optimizer steps per model, equal for every model (default 1000)")
+    parser.add_argument("--batch", type=positive_int, default=32,
+                        help="sequences per step (default 32)")
+    parser.add_argument("--lr", type=positive_float, default=3e-3,
+                        help="AdamW peak learning rate (default 3e-3)")
+    parser.add_argument("--constant-lr", action="store_true",
+                        help="constant learning rate after the warm-up instead of cosine decay "
+                             "(for the steps-to-90%% measure)")
+    parser.add_argument("--d-model", type=positive_int, default=64,
+                        help="width of every model (default 64)")
+    parser.add_argument("--n-layers", type=positive_int, default=2,
+                        help="layers of every model (default 2)")
+    parser.add_argument("--n-heads", type=positive_int, default=2,
+                        help="heads of every model (default 2)")
+    parser.add_argument("--test-size", type=positive_int, default=1024,
+                        help="test sequences, every query scored (default 1024)")
+    parser.add_argument("--eval-every", type=positive_int, default=50,
+                        help="steps between held-out evaluations (default 50)")
+    parser.add_argument("--power-a", type=positive_float, default=None,
+                        help="Zoology's power-law exponent for query positions, e.g. 0.01 "
+                             "(default: uniform positions)")
+    parser.add_argument("--random-non-queries", action="store_true",
+                        help="fill the blanks with random tokens (Zoology's filler)")
+    parser.add_argument("--progress", action="store_true",
+                        help="print a line after every held-out evaluation")
+
+
+def bench_mqar(args: argparse.Namespace) -> None:
+    """MQAR (Zoology): every model trained on the same batches, interleaved step by step."""
+    import time
+
+    from nlbook.claims.mqar import mqar_models, run_mqar
+
+    schedule = "constant" if args.constant_lr else "cosine"
+    _header(f"mqar: V {args.vocab}, T {args.seq}, {args.kv} pairs, {args.steps} steps, "
+            f"batch {args.batch}, lr {args.lr:g} ({schedule}), seeds "
+            f"{','.join(map(str, args.seeds))}")
+    start = time.perf_counter()
+    models = mqar_models(args.vocab, d_model=args.d_model, n_layers=args.n_layers,
+                         n_heads=args.n_heads, sequence_length=args.seq, names=args.models)
+    result = run_mqar(models, seeds=args.seeds, steps=args.steps, batch_size=args.batch,
+                      vocab_size=args.vocab, sequence_length=args.seq, kv_pairs=args.kv,
+                      learning_rate=args.lr, constant_learning_rate=args.constant_lr,
+                      test_size=args.test_size, eval_every=args.eval_every,
+                      power_a=args.power_a, random_non_queries=args.random_non_queries,
+                      log=print if args.progress else None)
+    print(result.table())
+    print(f"in-context chance {100 / args.kv:.1f} % (any value present, unbound); "
+          f"total {time.perf_counter() - start:.0f} s")
+
+
 BenchmarkEntry = tuple[
     Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None], str
 ]
@@ -467,6 +555,8 @@ BENCHMARKS: dict[str, BenchmarkEntry] = {
                "chapter 7: recall of a planted fact across a gap, on trained models"),
     "continual": (_continual_arguments, bench_continual,
                   "chapter 7: continual learning A -> B -> A, forgetting and recovery"),
+    "mqar": (_mqar_arguments, bench_mqar,
+             "chapters 1, 5, 7: multi-query associative recall (Zoology's MQAR)"),
 }
 
 

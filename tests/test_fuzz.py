@@ -1434,7 +1434,8 @@ def small_mixer(cls, name, value):
     return cls(8, 2, **{name: value}, generator=torch.Generator().manual_seed(0))
 
 for mixer_class, extra_name, extra_value in ((mixers.SlidingWindowAttention, "window", 3),
-                                             (mixers.GatedLinearAttention, "chunk_size", 2)):
+                                             (mixers.GatedLinearAttention, "chunk_size", 2),
+                                             (mixers.GatedDeltaRule, "chunk_size", 2)):
     entry(mixer_class,
           lambda cls=mixer_class, name=extra_name, value=extra_value: dict(
               d_model=8, heads=2, head_dim=None, **{name: value},

@@ -381,6 +381,7 @@ VARIANTS = {
     "without self-modification": dict(self_modifying=False),
     "Hope-Attention": dict(mixer="attention", attention_window=5),
     "linear attention": dict(mixer="linear_attention"),
+    "gated delta rule": dict(mixer="delta"),
     "without in-context CMS updates": dict(cms_learning_rates=(0.0, 0.0)),
     "without CMS": dict(cms_chunk_sizes=(1,), cms_learning_rates=(0.0,), cms_hidden_dim=24),
 }
@@ -437,3 +438,38 @@ def test_gated_linear_attention_equals_its_token_loop():
     assert torch.allclose(state.memory, memory, atol=1e-12)
     with pytest.raises(ValueError, match="mixer"):
         HopeBlock(16, 2, mixer="lstm")
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 64])
+def test_gated_delta_rule_mixer_equals_its_float64_token_loop(chunk_size):
+    """HopeBlock(mixer="delta"): S_t = α_t (I − β_t k kᵀ) S_{t−1} + β_t k vᵀ, o_t = S_tᵀ q_t,
+    chunked and not, the state carried across calls (a stream in three pieces)."""
+    from nlbook.hope.mixers import GatedDeltaRule
+
+    mixer = GatedDeltaRule(8, 2, chunk_size=chunk_size,
+                           generator=torch.Generator().manual_seed(0)).double()
+    with torch.no_grad():  # gates that vary from token to token
+        mixer.input_projection[:, 24:].normal_(0, 1, generator=torch.Generator().manual_seed(5))
+    x = torch.randn(2, 10, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y_whole, state_whole = mixer(x)
+    pieces, state = [], None
+    for part in x.split([4, 1, 5], dim=1):
+        y_part, state = mixer(part, state)
+        pieces.append(y_part)
+    q, k, v, gates = mixer.project(x)
+    q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+    beta = torch.sigmoid(gates[..., :2]).transpose(1, 2)
+    alpha = torch.sigmoid(gates[..., 2:] + mixer.retention_bias).transpose(1, 2)
+    memory, reads = torch.zeros(2, 2, 4, 4, dtype=torch.float64), []
+    for t in range(10):
+        key, value = k[..., t, :], v[..., t, :]
+        memory = alpha[..., t, None, None] * memory
+        error = value - (memory * key[..., :, None]).sum(-2)
+        memory = memory + beta[..., t, None, None] * key[..., :, None] * error[..., None, :]
+        reads.append((memory * q[..., t, :, None]).sum(-2))
+    expected = mixer.output(torch.stack(reads, 2))
+    assert torch.allclose(y_whole, expected, atol=1e-12)
+    assert torch.allclose(torch.cat(pieces, 1), expected, atol=1e-12)
+    assert torch.allclose(state_whole.memory, memory, atol=1e-12)
+    assert torch.allclose(state.memory, memory, atol=1e-12)
+    assert 0 < float(beta.detach().min()) and float(beta.detach().max()) < 1

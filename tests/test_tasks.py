@@ -387,6 +387,37 @@ def test_recall_training_text_keeps_the_text_and_plants_fact_query_pairs():
     assert planted == recall_training_text(text, gaps=(100, 300), spacing=200, seed=1)
 
 
+def test_mqar_batch_zoology_options():
+    """power_a: queries on even offsets of the query region, short gaps far more common than
+    long ones (Zoology's a = 0.01); random_non_queries: every blank is filled, nothing else
+    changes (pairs, query positions, targets)."""
+    plain = mqar_batch(256, vocab_size=64, sequence_length=64, kv_pairs=4,
+                       generator=torch.Generator().manual_seed(3), power_a=0.01)
+    filled = mqar_batch(256, vocab_size=64, sequence_length=64, kv_pairs=4,
+                        generator=torch.Generator().manual_seed(3), power_a=0.01,
+                        random_non_queries=True)
+    inputs, targets = plain
+    offsets = (targets >= 0).nonzero()[:, 1] - 8
+    assert bool((offsets % 2 == 0).all()) and bool((offsets >= 0).all())
+    slots = offsets // 2                                   # 0 … 27
+    assert int((slots < 4).sum()) > 3 * int((slots >= 24).sum())
+    for row in range(256):
+        assert int((targets[row] >= 0).sum()) == 4
+        pairs = dict(zip(inputs[row, 0:8:2].tolist(), inputs[row, 1:8:2].tolist(), strict=True))
+        for position in (targets[row] >= 0).nonzero().flatten().tolist():
+            assert pairs[int(inputs[row, position])] == int(targets[row, position])
+    assert torch.equal(filled[1], targets)
+    scored_or_pairs = (targets >= 0) | (torch.arange(64) < 8)
+    assert torch.equal(filled[0][scored_or_pairs], inputs[scored_or_pairs])
+    assert float((filled[0][~scored_or_pairs] != 0).float().mean()) > 0.9
+    with pytest.raises(ValueError, match="power_a"):
+        mqar_batch(2, vocab_size=64, sequence_length=64, kv_pairs=4,
+                   generator=torch.Generator(), power_a=1.5)
+    with pytest.raises(ValueError, match="sequence_length"):
+        mqar_batch(2, vocab_size=64, sequence_length=14, kv_pairs=4,
+                   generator=torch.Generator(), power_a=0.01)
+
+
 def test_mqar_batch_queries_every_key_once():
     generator = torch.Generator().manual_seed(0)
     inputs, targets = mqar_batch(4, vocab_size=64, sequence_length=48, kv_pairs=8,

@@ -49,6 +49,14 @@ from nlbook.claims.formal import (
     formal_switches,
     run_formal,
 )
+from nlbook.claims.mqar import (
+    MQAR_MODELS,
+    MQARResult,
+    MQARRun,
+    mqar_models,
+    run_mqar,
+    wilson_interval,
+)
 from nlbook.claims.recall import (
     RECALL_GAPS,
     RecallGapResult,
@@ -65,6 +73,7 @@ __all__ = [
     "FORMAL_TEST_LENGTHS",
     "FORMAL_TRAIN_LENGTHS",
     "LANGUAGE_LABELS",
+    "MQAR_MODELS",
     "RECALL_GAPS",
     "VERDICTS",
     "AblationResult",
@@ -73,6 +82,8 @@ __all__ = [
     "ContinualMetrics",
     "ContinualResult",
     "FormalResult",
+    "MQARResult",
+    "MQARRun",
     "ModelFactory",
     "RecallGapResult",
     "Switch",
@@ -84,11 +95,14 @@ __all__ = [
     "formal_models",
     "formal_switches",
     "format_table",
+    "mqar_models",
     "recall_models",
     "recall_switches",
     "run_ablation",
     "run_continual",
     "run_formal",
+    "run_mqar",
     "run_recall",
     "visible_gap",
+    "wilson_interval",
 ]

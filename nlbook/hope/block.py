@@ -30,6 +30,7 @@ from nlbook._checks import (
 from nlbook.cms import CMSRecord, CMSState, ContinuumMemory
 from nlbook.hope.mixers import (
     AttentionState,
+    GatedDeltaRule,
     GatedLinearAttention,
     LinearAttentionState,
     SlidingWindowAttention,
@@ -37,8 +38,9 @@ from nlbook.hope.mixers import (
 from nlbook.selfmod import SelfModifyingState, SelfModifyingTitans
 
 #: What can read the context in a block: the paper's self-modifying Titans (HOPE), softmax
-#: attention (Hope-Attention, arXiv §8.3) or linear attention (chapter 7's ablation).
-MIXERS = ("titans", "attention", "linear_attention")
+#: attention (Hope-Attention, arXiv §8.3), linear attention (chapter 7's ablation) or the gated
+#: delta rule (the recall baseline of chapter 5).
+MIXERS = ("titans", "attention", "linear_attention", "delta")
 
 
 class CausalDepthwiseConv(nn.Module):
@@ -210,10 +212,13 @@ class HopeBlock(nn.Module):
         elif mixer == "attention":
             self.attention = SlidingWindowAttention(d_model, heads, head_dim,
                                                     window=attention_window, generator=generator)
-        else:
+        elif mixer == "linear_attention":
             self.linear_attention = GatedLinearAttention(d_model, heads, head_dim,
                                                          chunk_size=chunk_size_memory,
                                                          generator=generator)
+        else:
+            self.delta = GatedDeltaRule(d_model, heads, head_dim, chunk_size=chunk_size_memory,
+                                        generator=generator)
         self.cms = ContinuumMemory(d_model, list(cms_chunk_sizes), list(cms_learning_rates),
                                    hidden_dim=(2 * d_model if cms_hidden_dim is None
                                                else cms_hidden_dim),

@@ -12,6 +12,10 @@ from a state, and reading a text in pieces gives exactly the result of one pass.
 - :class:`GatedLinearAttention`: S_t = α_t S_{t−1} + k_t v_tᵀ, o_t = S_tᵀ q_t (NL arXiv eq. 64,
   the Hebbian memory of chapter 1) with q, k ℓ2-normalised and a per-token, per-head
   retention α_t = sigmoid(w_α·x + b); its state S (B, H, d, d).
+- :class:`GatedDeltaRule`: S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ, o_t = S_tᵀ q_t
+  (NL arXiv eq. 65 with retention: Gated DeltaNet, the L2 memory of chapter 1) with q, k
+  ℓ2-normalised, β_t = sigmoid(w_β·x) and α_t = sigmoid(w_α·x + b) per token and head; its
+  state S (B, H, d, d). The recall baseline of chapter 5 (MQAR).
 
 Every state is a dataclass of (B, ...) tensors (and a position) whose initial value has the
 same shapes, so :mod:`nlbook.hope.carry` carries and restarts them like the Titans state.
@@ -36,9 +40,9 @@ from nlbook._checks import (
     check_torch_generator,
     entry_point,
 )
-from nlbook.memory import linear_attention
+from nlbook.memory import delta_rule, linear_attention
 
-__all__ = ["AttentionState", "GatedLinearAttention", "LinearAttentionState",
+__all__ = ["AttentionState", "GatedDeltaRule", "GatedLinearAttention", "LinearAttentionState",
            "SlidingWindowAttention"]
 
 
@@ -230,4 +234,52 @@ class GatedLinearAttention(_HeadProjections):
         y = self.output(reads)
         if return_trace:
             return y, new_state, {"keys": k, "values": v, "retention": decay}
+        return y, new_state
+
+
+class GatedDeltaRule(_HeadProjections):
+    """Gated delta rule (Gated DeltaNet): one gradient step per token on ½‖Sᵀk_t − v_t‖² with
+    retention (NL arXiv eq. 65; Titans App. C),
+
+        S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ,    o_t = S_tᵀ q_t,
+
+    q, k ℓ2-normalised, β_t = sigmoid(w_β·x) ∈ (0, 1) (starts at 1/2) and the retention
+    α_t = sigmoid(w_α·x + b) (b starts at 3: α ≈ 0.95), per token and head.
+
+    Call: ``y, state = mixer(x, state=None)`` with x (B, T, d_model); computed chunkwise
+    (``chunk_size``, exact WY form) by :func:`nlbook.memory.delta_rule`, exact for any split of
+    a stream; its state is :class:`LinearAttentionState` (S (B, H, d, d)).
+    """
+
+    def __init__(self, d_model: int, heads: int, head_dim: int | None = None, *,
+                 chunk_size: int = 64, generator: torch.Generator | None = None) -> None:
+        super().__init__(d_model, heads, head_dim, 2 * heads, generator)
+        check_positive_int("chunk_size", chunk_size)
+        self.chunk_size = chunk_size
+        with torch.no_grad():  # the gate columns start small: β ≈ 1/2, α ≈ sigmoid(3)
+            self.input_projection[:, 3 * heads * self.head_dim:].mul_(0.1)
+        self.retention_bias = nn.Parameter(torch.full((heads,), 3.0))
+
+    def initial_state(self, batch: int) -> LinearAttentionState:
+        check_positive_int("batch", batch)
+        return LinearAttentionState(self.input_projection.new_zeros(
+            batch, self.heads, self.head_dim, self.head_dim))
+
+    @entry_point
+    def forward(self, x: torch.Tensor, state: LinearAttentionState | None = None, *,
+                return_trace: bool = False, keep_state: bool = True):
+        state = self.start(x, state, LinearAttentionState, return_trace, keep_state)
+        length = x.shape[1]
+        q, k, v, gates = self.project(x)
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        step_gate, retention_gate = gates.split(self.heads, dim=-1)         # (B, T, H) each
+        beta = torch.sigmoid(step_gate).transpose(1, 2)                     # (B, H, T)
+        decay = torch.sigmoid(retention_gate + self.retention_bias).transpose(1, 2)
+        # The chunkwise form is exact, so any split of a stream gives the same reads.
+        reads, final = delta_rule(q, k, v, beta, decay=decay, initial_state=state.memory,
+                                  chunk_size=min(self.chunk_size, length))
+        new_state = LinearAttentionState(final, state.position + length) if keep_state else None
+        y = self.output(reads)
+        if return_trace:
+            return y, new_state, {"keys": k, "values": v, "step": beta, "retention": decay}
         return y, new_state

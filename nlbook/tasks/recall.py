@@ -55,6 +55,7 @@ from nlbook._checks import (
     check_memory,
     check_numpy_generator,
     check_positive_int,
+    check_scalar_in_range,
     check_str,
 )
 from nlbook.data import TRAIN_FRACTION, CharVocabulary, load_tiny_shakespeare
@@ -552,21 +553,38 @@ def recall_training_text(text: str | None = None, *, gaps: Sequence[int] = (64, 
 
 
 def mqar_batch(batch_size: int, *, vocab_size: int, sequence_length: int, kv_pairs: int,
-               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+               generator: torch.Generator, power_a: float | None = None,
+               random_non_queries: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-query associative recall (after Arora et al. 2023, "Zoology"), token level.
 
     Each row: ``kv_pairs`` pairs ``k_1 v_1 … k_n v_n`` (distinct keys from [1, V/2), distinct
     values from [V/2, V)), then blanks (token 0) in which every key appears once more, as a
-    query, at a random position (so in random order). The target at a query's position is its
-    value; every other target is −1. The value is *not* written after the query, so later
-    queries cannot copy it from there.
+    query (so in random order). The target at a query's position is its value; every other
+    target is −1. The value is *not* written after the query, so later queries cannot copy it
+    from there. A model that answers with one of the n values present, without binding it to
+    its key, scores 1/n ("in-context chance").
+
+    Zoology's two options that change what is learned:
+
+    - ``power_a``: None (default) puts the queries at uniformly random positions after the
+      pairs. A number a in (0, 1] draws them as Zoology does: the query region holds
+      (T − 2n) // 2 slots of two tokens, and slot i (0-based) is picked with probability
+      ∝ a·(i + 1)^(a − 1), n distinct slots per row, the query on the slot's first token.
+      With Zoology's a = 0.01 most queries come soon after the pairs (short gaps are common,
+      long gaps rare).
+    - ``random_non_queries``: fill every blank with a token drawn uniformly from [0, V)
+      (Zoology's filler: distractors that may repeat a key or a value but are never scored)
+      instead of the blank token 0.
 
     Args:
         batch_size: B.
         vocab_size: V (even split: keys below V/2, values from V/2).
-        sequence_length: T ≥ 3 × kv_pairs (pairs, then room for the queries).
+        sequence_length: T ≥ 3 × kv_pairs (pairs, then room for the queries; with
+            ``power_a``, T ≥ 4 × kv_pairs: one two-token slot per query).
         kv_pairs: n.
-        generator: a CPU torch.Generator.
+        generator: a CPU torch.Generator (every random draw of the batch).
+        power_a: None, or Zoology's power-law exponent a in (0, 1].
+        random_non_queries: random filler instead of blanks.
 
     Returns:
         inputs, targets: int64 (B, T).
@@ -577,6 +595,9 @@ def mqar_batch(batch_size: int, *, vocab_size: int, sequence_length: int, kv_pai
     check_positive_int("kv_pairs", kv_pairs)
     if not isinstance(generator, torch.Generator):
         raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if power_a is not None:
+        check_scalar_in_range("power_a", power_a, 0.0, 1.0, low_inclusive=False)
+    check_bool("random_non_queries", random_non_queries)
     check_memory("batch_size, sequence_length and vocab_size",
                  2 * batch_size * sequence_length + 2 * vocab_size, bytes_per_element=8)
     half = vocab_size // 2
@@ -584,20 +605,35 @@ def mqar_batch(batch_size: int, *, vocab_size: int, sequence_length: int, kv_pai
         raise ValueError(f"kv_pairs must be at most {min(half - 1, vocab_size - half)} for "
                          f"vocab_size {vocab_size} (distinct keys in [1, {half}), values in "
                          f"[{half}, {vocab_size})), got {kv_pairs}")
-    if sequence_length < 3 * kv_pairs:
-        raise ValueError(f"sequence_length must be >= 3 * kv_pairs = {3 * kv_pairs}, got "
+    needed = (4 if power_a is not None else 3) * kv_pairs
+    if sequence_length < needed:
+        raise ValueError(f"sequence_length must be >= {needed} (= {needed // kv_pairs} * "
+                         f"kv_pairs{' with power_a' if power_a is not None else ''}), got "
                          f"{sequence_length}")
     inputs = torch.zeros(batch_size, sequence_length, dtype=torch.int64)
     targets = torch.full((batch_size, sequence_length), -1, dtype=torch.int64)
     context = 2 * kv_pairs
+    if power_a is not None:
+        slots = (sequence_length - context) // 2
+        slot_weights = power_a * torch.arange(1, slots + 1, dtype=torch.float64) ** (power_a - 1)
     for row in range(batch_size):
         keys = 1 + torch.randperm(half - 1, generator=generator)[:kv_pairs]
         values = half + torch.randperm(vocab_size - half, generator=generator)[:kv_pairs]
         inputs[row, 0:context:2], inputs[row, 1:context:2] = keys, values
-        slots = context + torch.randperm(sequence_length - context, generator=generator)
-        slots = slots[:kv_pairs]
-        inputs[row, slots] = keys
-        targets[row, slots] = values
+        if power_a is None:
+            positions = context + torch.randperm(sequence_length - context,
+                                                 generator=generator)[:kv_pairs]
+        else:
+            chosen = torch.multinomial(slot_weights, kv_pairs, replacement=False,
+                                       generator=generator)
+            positions = context + 2 * chosen
+        inputs[row, positions] = keys
+        targets[row, positions] = values
+    if random_non_queries:
+        filler = torch.randint(vocab_size, inputs.shape, generator=generator)
+        blank = targets < 0
+        blank[:, :context] = False
+        inputs = torch.where(blank, filler, inputs)
     return inputs, targets
 
 

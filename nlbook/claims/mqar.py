@@ -1,0 +1,312 @@
+"""MQAR, the course's recall yardstick: multi-query associative recall (Arora et al. 2023,
+"Zoology"), the test on which the Based, GLA, DeltaNet and Gated DeltaNet papers rank memory
+rules.
+
+:func:`run_mqar` trains every model on the *same* batches (equal tokens: same steps, same
+batch), one optimizer step of each model in turn, so that the per-step times it reports are
+measured interleaved (a load change on a shared CPU hits every model alike). It reports, per
+model and seed:
+
+- the accuracy on a fixed test set (``test_size`` sequences, every query scored), with a 95 %
+  binomial (Wilson) interval over its ``test_size × kv_pairs`` queries;
+- the first step at which the accuracy on a held-out set passed 90 % (the measure that does not
+  move with the learning-rate schedule; run it with ``constant_learning_rate=True`` too);
+- the median milliseconds per training step.
+
+A model that answers with any of the n values present, without binding it to its key, scores
+1/n ("in-context chance").
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from nlbook._checks import check_bool, check_positive_int, check_scalar_in_range
+from nlbook.claims._common import (
+    ModelFactory,
+    build_model,
+    check_models,
+    check_seeds,
+    format_table,
+    parameters_of,
+)
+from nlbook.tasks.recall import mqar_batch
+
+__all__ = ["MQAR_MODELS", "MQARResult", "MQARRun", "mqar_models", "run_mqar",
+           "wilson_interval"]
+
+#: The models ``python -m nlbook.bench mqar --models`` knows, in the order they are printed.
+MQAR_MODELS = ("hope", "delta", "linear_attention", "transformer", "transformer++")
+
+#: Held-out accuracy that counts as "solved" for the steps-to-threshold measure.
+SOLVED = 0.9
+
+
+def wilson_interval(successes: int, trials: int, *, z: float = 1.96) -> tuple[float, float]:
+    """95 % (z = 1.96) Wilson score interval of a binomial proportion successes / trials.
+
+    Unlike p ± z·sqrt(p(1 − p)/n) it stays inside [0, 1] and is not empty at p = 0 or 1.
+    """
+    check_positive_int("trials", trials)
+    if isinstance(successes, bool) or not isinstance(successes, int) or \
+            not 0 <= successes <= trials:
+        raise ValueError(f"successes must be an int in [0, trials = {trials}], got "
+                         f"{successes!r}")
+    check_scalar_in_range("z", z, 0.0, math.inf, low_inclusive=False)
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mqar_models(vocab_size: int = 64, *, d_model: int = 64, n_layers: int = 2, n_heads: int = 2,
+                sequence_length: int = 32, names: Sequence[str] = MQAR_MODELS,
+                hope_options: Mapping[str, object] | None = None
+                ) -> dict[str, ModelFactory]:
+    """Factories ``factory(seed=)`` of the MQAR models, each ``d_model`` wide with ``n_layers``
+    layers (104-111k parameters at the defaults):
+
+    - ``hope``: :class:`nlbook.hope.HopeLM` as the course builds it (``hope_options`` added);
+    - ``delta``: the same HOPE block with the gated delta rule in place of self-modifying
+      Titans (``mixer="delta"``), the positive control of the memory rules;
+    - ``linear_attention``: the same block with gated linear attention;
+    - ``transformer``: the nanoGPT-style :class:`nlbook.transformer.TransformerLM` (learned
+      absolute positions, GELU MLP, LayerNorm);
+    - ``transformer++``: the paper's Transformer++ baseline (rotary positions, SwiGLU,
+      RMSNorm), the positive control of attention.
+    """
+    from nlbook.hope import HopeLM
+    from nlbook.train.building import build_model as build_named
+
+    for name, value in (("vocab_size", vocab_size), ("d_model", d_model),
+                        ("n_layers", n_layers), ("n_heads", n_heads),
+                        ("sequence_length", sequence_length)):
+        check_positive_int(name, value)
+    if isinstance(names, str) or not isinstance(names, (list, tuple)) or not names:
+        raise ValueError(f"names must be a non-empty list of model names from {MQAR_MODELS}, "
+                         f"got {names!r}")
+    unknown = [name for name in names if name not in MQAR_MODELS]
+    if unknown:
+        raise ValueError(f"names must be model names from {MQAR_MODELS}, got {unknown[0]!r}")
+    hope_options = dict(hope_options or {})
+    mixers = {"hope": {}, "delta": {"mixer": "delta"},
+              "linear_attention": {"mixer": "linear_attention"}}
+
+    def hope(options: dict) -> ModelFactory:
+        def factory(seed: int = 0) -> nn.Module:
+            return HopeLM(vocab_size, d_model, n_layers, n_heads,
+                          context_length=sequence_length, seed=seed, **options)
+        return factory
+
+    def named(name: str) -> ModelFactory:
+        def factory(seed: int = 0) -> nn.Module:
+            torch.manual_seed(seed)
+            return build_named(name, vocab_size, d_model, n_layers, n_heads,
+                               context_length=sequence_length)
+        return factory
+
+    factories: dict[str, ModelFactory] = {}
+    for name in names:
+        if name in mixers:
+            options = hope_options | mixers[name] if name == "hope" else mixers[name]
+            factories[name] = hope(options)
+        else:
+            factories[name] = named(name)
+    return factories
+
+
+@dataclass
+class MQARRun:
+    """One model, one seed: test accuracy (over ``queries`` scored queries), its 95 % Wilson
+    interval, the first step whose held-out accuracy reached 90 % (None: never), the held-out
+    accuracy curve [(step, accuracy)], the median ms per step and the parameter count."""
+
+    accuracy: float
+    correct: int
+    queries: int
+    interval: tuple[float, float]
+    first_solved_step: int | None
+    curve: list[tuple[int, float]]
+    ms_per_step: float
+    parameters: int
+    diverged_at: int | None = None
+
+
+@dataclass
+class MQARResult:
+    """Per model name, one :class:`MQARRun` per seed, with the setting that produced them."""
+
+    runs: dict[str, list[MQARRun]]
+    seeds: list[int]
+    setting: dict[str, object] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, dict[str, object]]:
+        """Per model: accuracies per seed, mean, min, max, the first solved step per seed and
+        the median ms per step over seeds."""
+        out = {}
+        for name, runs in self.runs.items():
+            accuracies = [run.accuracy for run in runs]
+            out[name] = {
+                "accuracies": accuracies, "mean": statistics.fmean(accuracies),
+                "min": min(accuracies), "max": max(accuracies),
+                "intervals": [run.interval for run in runs],
+                "first_solved": [run.first_solved_step for run in runs],
+                "ms_per_step": statistics.median(run.ms_per_step for run in runs),
+                "parameters": runs[0].parameters}
+        return out
+
+    def table(self) -> str:
+        """The plain-text table ``python -m nlbook.bench mqar`` prints."""
+        rows = []
+        for name, item in self.summary().items():
+            per_seed = ", ".join(
+                f"{100 * accuracy:.1f} [{100 * low:.1f}-{100 * high:.1f}]"
+                for accuracy, (low, high) in zip(item["accuracies"], item["intervals"],
+                                                 strict=True))
+            solved = ", ".join("-" if step is None else str(step)
+                               for step in item["first_solved"])
+            rows.append([name, f"{item['parameters']:,}", per_seed,
+                         f"{100 * item['mean']:.1f} ({100 * item['min']:.1f}-"
+                         f"{100 * item['max']:.1f})", solved, f"{item['ms_per_step']:.0f}"])
+        return format_table(["model", "params", "test accuracy % per seed [95 % interval]",
+                             "mean (range)", f"first step >= {100 * SOLVED:.0f} %",
+                             "ms/step"], rows)
+
+
+def _schedule(step: int, steps: int, peak: float, warmup: int, constant: bool) -> float:
+    """Linear warm-up to ``peak``, then constant or cosine decay to zero at ``steps``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    if constant:
+        return peak
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _accuracy(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+              batch: int = 256) -> int:
+    """Correct answers at the scored positions (targets ≥ 0), the model in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, inputs.shape[0], batch):
+            logits, _ = model(inputs[start:start + batch])
+            scored = targets[start:start + batch] >= 0
+            guesses = logits.argmax(dim=-1)[scored]
+            correct += int((guesses == targets[start:start + batch][scored]).sum())
+    model.train(was_training)
+    return correct
+
+
+def run_mqar(models: Mapping[str, ModelFactory], *, seeds: Sequence[int] = (0, 1, 2),
+             steps: int = 1000, batch_size: int = 32, vocab_size: int = 64,
+             sequence_length: int = 32, kv_pairs: int = 4, learning_rate: float = 3e-3,
+             weight_decay: float = 0.1, warmup_steps: int | None = None,
+             constant_learning_rate: bool = False, test_size: int = 1024,
+             eval_every: int = 50, eval_size: int = 256, power_a: float | None = None,
+             random_non_queries: bool = False,
+             log: Callable[[str], None] | None = None) -> MQARResult:
+    """Train every model on MQAR at equal tokens, interleaved, and score it (see the module
+    docstring).
+
+    Args:
+        models: name → factory of a fresh language model (``factory(seed=)``) taking int64
+            (B, T) ids and returning (logits (B, T, V), loss) with -1 targets ignored.
+        seeds: one run of every model per seed (the seed sets the initialisation and the
+            training batches; the test set is the same for every seed).
+        steps, batch_size: the budget, equal for every model.
+        vocab_size, sequence_length, kv_pairs, power_a, random_non_queries: the task
+            (:func:`nlbook.tasks.mqar_batch`).
+        learning_rate, weight_decay: AdamW (β = 0.9, 0.98), gradients clipped at norm 1.
+        warmup_steps: linear warm-up (default steps // 10), then cosine decay to 0, or a
+            constant rate with ``constant_learning_rate``.
+        test_size: test sequences (every query scored). eval_every, eval_size: the held-out
+            set scored every ``eval_every`` steps for the first step ≥ 90 %.
+        log: called with a progress line after every evaluation.
+    """
+    models = check_models(models)
+    seeds = check_seeds(seeds)
+    for name, value in (("steps", steps), ("batch_size", batch_size),
+                        ("vocab_size", vocab_size), ("sequence_length", sequence_length),
+                        ("kv_pairs", kv_pairs), ("test_size", test_size),
+                        ("eval_every", eval_every), ("eval_size", eval_size)):
+        check_positive_int(name, value)
+    check_scalar_in_range("learning_rate", learning_rate, 0.0, 1.0, low_inclusive=False)
+    check_scalar_in_range("weight_decay", weight_decay, 0.0, 1.0)
+    warmup = max(1, steps // 10) if warmup_steps is None else warmup_steps
+    check_positive_int("warmup_steps", warmup)
+    check_bool("constant_learning_rate", constant_learning_rate)
+    if log is not None and not callable(log):
+        raise ValueError(f"log must be a callable or None, got {log!r}")
+    task = dict(vocab_size=vocab_size, sequence_length=sequence_length, kv_pairs=kv_pairs,
+                power_a=power_a, random_non_queries=random_non_queries)
+    # The test and held-out sets are fixed (seeds 10**6 + …), apart from every training seed.
+    test_inputs, test_targets = mqar_batch(test_size, **task,
+                                           generator=torch.Generator().manual_seed(10 ** 6))
+    held_inputs, held_targets = mqar_batch(eval_size, **task,
+                                           generator=torch.Generator().manual_seed(10 ** 6 + 1))
+    held_queries = int((held_targets >= 0).sum())
+    test_queries = int((test_targets >= 0).sum())
+    runs: dict[str, list[MQARRun]] = {name: [] for name in models}
+    for seed in seeds:
+        built = {name: build_model(factory, seed, name) for name, factory in models.items()}
+        optimizers = {name: torch.optim.AdamW(model.parameters(), lr=learning_rate,
+                                              betas=(0.9, 0.98), weight_decay=weight_decay)
+                      for name, model in built.items()}
+        times: dict[str, list[float]] = {name: [] for name in built}
+        curves: dict[str, list[tuple[int, float]]] = {name: [] for name in built}
+        solved: dict[str, int | None] = dict.fromkeys(built)
+        diverged: dict[str, int | None] = dict.fromkeys(built)
+        data = torch.Generator().manual_seed(seed)
+        for step in range(steps):
+            inputs, targets = mqar_batch(batch_size, **task, generator=data)
+            rate = _schedule(step, steps, learning_rate, warmup, constant_learning_rate)
+            for name, model in built.items():  # one step of each model in turn: interleaved
+                if diverged[name] is not None:
+                    continue
+                for group in optimizers[name].param_groups:
+                    group["lr"] = rate
+                start = time.perf_counter()
+                _, loss = model(inputs, targets)
+                optimizers[name].zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizers[name].step()
+                times[name].append(time.perf_counter() - start)
+                if not math.isfinite(float(loss.detach())):
+                    diverged[name] = step + 1
+            if (step + 1) % eval_every == 0 or step + 1 == steps:
+                line = []
+                for name, model in built.items():
+                    if diverged[name] is not None:
+                        continue
+                    accuracy = _accuracy(model, held_inputs, held_targets) / held_queries
+                    curves[name].append((step + 1, accuracy))
+                    if solved[name] is None and accuracy >= SOLVED:
+                        solved[name] = step + 1
+                    line.append(f"{name} {100 * accuracy:.1f}%")
+                if log is not None:
+                    log(f"seed {seed} step {step + 1}/{steps}: " + ", ".join(line))
+        for name, model in built.items():
+            correct = 0 if diverged[name] is not None else _accuracy(model, test_inputs,
+                                                                     test_targets)
+            runs[name].append(MQARRun(
+                accuracy=correct / test_queries, correct=correct, queries=test_queries,
+                interval=wilson_interval(correct, test_queries),
+                first_solved_step=solved[name], curve=curves[name],
+                ms_per_step=1000 * statistics.median(times[name]) if times[name] else math.nan,
+                parameters=parameters_of(model), diverged_at=diverged[name]))
+    setting = dict(task, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+                   weight_decay=weight_decay, warmup_steps=warmup,
+                   constant_learning_rate=constant_learning_rate, test_size=test_size,
+                   eval_every=eval_every, eval_size=eval_size)
+    return MQARResult(runs, list(seeds), setting)
