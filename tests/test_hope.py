@@ -57,8 +57,13 @@ def test_causal_conv_matches_a_loop_and_streams():
     first, buffer = conv(x[:, :2])
     second, _ = conv(x[:, 2:], buffer)
     assert (torch.cat([first, second], 1) - y).abs().max() < 1e-12
-    identity = CausalDepthwiseConv(3)
+    identity = CausalDepthwiseConv(3, init="identity")
     assert torch.equal(identity(x.float())[0], x.float())  # initialised to the identity
+    random = CausalDepthwiseConv(3, generator=torch.Generator().manual_seed(0))
+    assert float(random.weight.detach().abs().max()) <= 0.5  # uniform in ±1/√w
+    assert bool((random.weight.detach()[:, :-1] != 0).all())  # previous tokens from the start
+    with pytest.raises(ValueError, match="init"):
+        CausalDepthwiseConv(3, init="zeros")
 
 
 def test_block_equals_the_composition_of_the_slow_references():

@@ -340,7 +340,10 @@ def test_titans_argument_errors():
 
 @pytest.mark.parametrize("options", [dict(dgd=False), dict(self_modifying=False),
                                      dict(self_modifying=False, dgd=False),
-                                     dict(dgd=False, retain_toward_initial=False)])
+                                     dict(dgd=False, retain_toward_initial=False),
+                                     dict(shared_generator_input=True),
+                                     dict(shared_generator_input=True, write_first_layer=True),
+                                     dict(memory_first_std=None)])
 @pytest.mark.parametrize("chunks", [(1, 1), (4, 3)])
 def test_ablated_titans_equal_their_token_reference(options, chunks):
     layer = _layer(*chunks, **options)
@@ -446,3 +449,17 @@ def test_gd_vs_dgd_plot_draws_one_panel_per_rule():
     assert len(figure.axes) == 2
     with pytest.raises(ValueError, match="rules"):
         viz.plot_gd_vs_dgd_stream({"sgd": results["gd"]})
+
+
+def test_generator_memories_read_their_own_inputs():
+    """M_v reads x_v = W_v x (default) or x_k = W_x x (shared_generator_input): with one
+    input, keys and values start nearly equal; with their own inputs they do not."""
+    x = torch.randn(4, 16, 32, generator=_generator(3))
+    cosines = {}
+    for shared in (True, False):
+        layer = SelfModifyingTitans(32, heads=2, generator=_generator(1),
+                                    shared_generator_input=shared)
+        _, _, trace = layer(x, return_trace=True)
+        cosines[shared] = float((trace["keys"] * trace["values"]).sum(-1).mean().detach())
+        assert hasattr(layer, "value_projection") is not shared
+    assert cosines[True] > 0.8 and abs(cosines[False]) < 0.3

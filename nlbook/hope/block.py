@@ -43,22 +43,41 @@ from nlbook.selfmod import SelfModifyingState, SelfModifyingTitans
 MIXERS = ("titans", "attention", "linear_attention", "delta")
 
 
+#: How the convolution's taps start: ``"random"`` (uniform in ±1/√w, PyTorch's Conv1d default)
+#: or ``"identity"`` (a_{w−1} = 1, other taps 0).
+CONV_INITS = ("random", "identity")
+
+
 class CausalDepthwiseConv(nn.Module):
     """y_t = Σ_{j=0}^{w−1} a_j ⊙ x_{t−w+1+j}: a causal depth-wise 1-D convolution (window w).
 
     Shapes: x (B, T, d) → y (B, T, d). ``buffer`` (B, w−1, d) holds the last w−1 inputs of the
-    previous call (zeros at the start of a stream), so streaming is exact. Initialised to the
-    identity (a_{w−1} = 1, other taps 0): the block starts as if there were no convolution.
+    previous call (zeros at the start of a stream), so streaming is exact.
+
+    ``init="random"`` (default) draws every tap uniformly in ±1/√w, so each channel starts
+    with some of the previous tokens in it: the memory behind it can then bind a token to the
+    one before it (a key to its value) from the first step. ``init="identity"`` (a_{w−1} = 1,
+    other taps 0) starts as if there were no convolution; measured on MQAR (chapter 5), no
+    memory rule in the block then learns to bind within 1,000 steps: the taps that would carry
+    the previous token start at 0 and get almost no gradient.
     """
 
-    def __init__(self, dim: int, window: int = 4) -> None:
+    def __init__(self, dim: int, window: int = 4, *, init: str = "random",
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         check_positive_int("dim", dim)
         check_positive_int("window", window)
+        if init not in CONV_INITS:
+            raise ValueError(f"init must be one of {CONV_INITS}, got {init!r}")
+        check_torch_generator("generator", generator, allow_none=True)
         check_memory("dim and window", dim * window, what="the weights")
         self.dim, self.window = dim, window
-        weight = torch.zeros(dim, window)
-        weight[:, -1] = 1.0
+        if init == "random":
+            bound = window ** -0.5
+            weight = (2 * torch.rand(dim, window, generator=generator) - 1) * bound
+        else:
+            weight = torch.zeros(dim, window)
+            weight[:, -1] = 1.0
         self.weight = nn.Parameter(weight)
 
     def initial_buffer(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,6 +155,9 @@ class HopeBlock(nn.Module):
             level 1 and block 0 (η = 0) level 2.
         cms_hidden_dim: hidden width of every CMS MLP (default 2 d).
         conv_window: window of the causal depth-wise convolution (0 or 1: none).
+        conv_init: how its taps start, ``"random"`` or ``"identity"`` (see
+            :class:`CausalDepthwiseConv`: with the identity nothing in the block learns to
+            bind a key to its value on MQAR).
         first_order: first-order in-context CMS updates (see the module docstring).
         mixer: what reads the context: ``"titans"`` (self-modifying Titans, HOPE),
             ``"attention"`` (sliding-window softmax attention over ``attention_window``
@@ -144,6 +166,9 @@ class HopeBlock(nn.Module):
         dgd, self_modifying: self-modifying Titans' ablation switches (``dgd=False``: the plain
             gradient step, no erase; ``self_modifying=False``: fixed linear k, v, η, α
             projections and the value as the memory's target, i.e. plain Titans).
+        shared_generator_input, memory_first_std: how self-modifying Titans starts (see
+            :class:`nlbook.selfmod.SelfModifyingTitans`): M_v reads x_k instead of its own
+            input; the std of the main memory's fixed first layer (None: d^-0.5).
         generator: torch.Generator for the initialisation.
 
     Call: ``out = block(x, targets, loss_fn=..., state=..., pending_target=...)`` with the
@@ -157,8 +182,9 @@ class HopeBlock(nn.Module):
                  chunk_size_others: int = 32, cms_chunk_sizes: Sequence[int] = (256, 32),
                  cms_learning_rates: Sequence[float] = (0.0, 1e-2),
                  cms_hidden_dim: int | None = None, conv_window: int = 4,
-                 first_order: bool = True, mixer: str = "titans", attention_window: int = 64,
-                 dgd: bool = True, self_modifying: bool = True,
+                 conv_init: str = "random", first_order: bool = True, mixer: str = "titans",
+                 attention_window: int = 64, dgd: bool = True, self_modifying: bool = True,
+                 shared_generator_input: bool = False, memory_first_std: float | None = 1.0,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
         # Checked here with their public names (the parts would call them hidden, window, ...).
@@ -195,7 +221,10 @@ class HopeBlock(nn.Module):
                      + d_model * (conv_window + 1), what="the parameters")
         self.d_model = d_model
         self.norm = nn.LayerNorm(d_model, bias=False)
-        self.conv = CausalDepthwiseConv(d_model, conv_window) if conv_window > 1 else None
+        if conv_init not in CONV_INITS:
+            raise ValueError(f"conv_init must be one of {CONV_INITS}, got {conv_init!r}")
+        self.conv = (CausalDepthwiseConv(d_model, conv_window, init=conv_init,
+                                         generator=generator) if conv_window > 1 else None)
         if head_dim is None and d_model % heads == 0:
             head_dim = d_model // heads
         if memory_hidden is None and head_dim is not None:
@@ -208,6 +237,8 @@ class HopeBlock(nn.Module):
                                               chunk_size_memory=chunk_size_memory,
                                               chunk_size_others=chunk_size_others,
                                               dgd=dgd, self_modifying=self_modifying,
+                                              shared_generator_input=shared_generator_input,
+                                              memory_first_std=memory_first_std,
                                               generator=generator)
         elif mixer == "attention":
             self.attention = SlidingWindowAttention(d_model, heads, head_dim,

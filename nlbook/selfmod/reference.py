@@ -58,7 +58,10 @@ def reference_self_modifying_titans(layer: SelfModifyingTitans, x: torch.Tensor,
     heads, d = layer.heads, layer.head_dim
     inputs = x @ layer_params["input_projection"]
     queries = x @ layer_params["query_projection"]
-    if not layer.self_modifying:
+    # M_v (or plain Titans' value) reads its own input x_v = W_v x, unless it shares x_k.
+    if layer.self_modifying and layer.shared_generator_input:
+        value_inputs = inputs
+    else:
         value_inputs = x @ layer_params["value_projection"]
     outputs_list = []
     for b in range(batch):
@@ -87,13 +90,14 @@ def reference_self_modifying_titans(layer: SelfModifyingTitans, x: torch.Tensor,
             head_outputs = []
             for t in range(length):
                 x_t = inputs[b, t, head * d:(head + 1) * d]
+                x_value = value_inputs[b, t, head * d:(head + 1) * d]
                 q_t = F.normalize(queries[b, t, head * d:(head + 1) * d], dim=0)
                 if layer.self_modifying:
                     k_t = F.normalize(mlp(snapshot["k"], x_t), dim=0)
-                    v_t = F.normalize(mlp(snapshot["v"], x_t), dim=0)
+                    v_t = F.normalize(mlp(snapshot["v"], x_value), dim=0)
                 else:  # plain Titans: fixed linear projections
                     k_t = F.normalize(x_t, dim=0)
-                    v_t = F.normalize(value_inputs[b, t, head * d:(head + 1) * d], dim=0)
+                    v_t = F.normalize(x_value, dim=0)
                 # softplus underflows to 0 for extreme inputs; η = tiny is the same step
                 eta = F.softplus(mlp(snapshot["eta"], x_t)[0] + lr_bias).clamp_min(1e-300)
                 alpha = torch.sigmoid(mlp(snapshot["alpha"], x_t)[0] + retention_bias)

@@ -18,6 +18,7 @@ from nlbook._checks import (
     check_memory,
     check_positive_int,
     check_same_dtype_device,
+    check_scalar_in_range,
     check_shape,
     check_torch_generator,
     entry_point,
@@ -88,6 +89,14 @@ class SelfModifyingTitans(nn.Module):
         d_model: model width. heads: number of heads H. head_dim: d (default d_model // H).
         hidden: h, the hidden width of the MLP memories (default d).
         chunk_size_memory, chunk_size_others: the two chunk sizes (A §8.2).
+        shared_generator_input: M_k and M_v both read x_k = W_x x (the literal A-eq 86, one
+            input for every memory). Default False: M_v reads its own x_v = W_v x. With one
+            input and the residual memories M(z) = z + …, keys and values start nearly equal
+            (cosine 0.93 at initialisation) and the written target v̂ − k nearly vanishes, so
+            the memory has nothing to bind (measured on MQAR, chapter 5).
+        memory_first_std: std of the main memory's fixed first layer S1 (default 1.0: unit-
+            variance pre-activations at unit keys; None: the fan-in scale d^-0.5, with which
+            ‖silu(k S1)‖² ≈ 0.19 and a DGD write with η = 1 stores a sixth of its target).
         generator: torch.Generator for the initialisation.
 
     Call: ``y, state = layer(x, state=None)`` with x (B, T, d_model), any T ≥ 1; pass the
@@ -98,7 +107,8 @@ class SelfModifyingTitans(nn.Module):
                  hidden: int | None = None, *, chunk_size_memory: int = 32,
                  chunk_size_others: int = 8, retain_toward_initial: bool = True,
                  write_first_layer: bool = False, dgd: bool = True,
-                 self_modifying: bool = True,
+                 self_modifying: bool = True, shared_generator_input: bool = False,
+                 memory_first_std: float | None = 1.0,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
         check_positive_int("d_model", d_model)
@@ -109,6 +119,10 @@ class SelfModifyingTitans(nn.Module):
         check_positive_int("chunk_size_others", chunk_size_others)
         check_bool("retain_toward_initial", retain_toward_initial)
         check_bool("write_first_layer", write_first_layer)
+        check_bool("shared_generator_input", shared_generator_input)
+        if memory_first_std is not None:
+            check_scalar_in_range("memory_first_std", memory_first_std, 0.0, math.inf,
+                                  low_inclusive=False)
         check_torch_generator("generator", generator, allow_none=True)
         if head_dim is None:
             if d_model % heads:
@@ -137,6 +151,7 @@ class SelfModifyingTitans(nn.Module):
         self.retain_toward_initial = retain_toward_initial
         self.write_first_layer = write_first_layer
         self.dgd, self.self_modifying = dgd, self_modifying
+        self.shared_generator_input = shared_generator_input
 
         def randn(*shape: int, std: float) -> torch.Tensor:
             return torch.randn(*shape, generator=generator) * std
@@ -151,12 +166,17 @@ class SelfModifyingTitans(nn.Module):
             self.key_memory_second = nn.Parameter(randn(heads, h, d, std=0.5 * h ** -0.5))
             self.value_memory_first = nn.Parameter(randn(heads, d, h, std=d ** -0.5))
             self.value_memory_second = nn.Parameter(randn(heads, h, d, std=0.5 * h ** -0.5))
-        else:
-            # Plain Titans: k = normalize(W_x x), v = normalize(W_v x), η, α linear in W_x x.
+        if not (self_modifying and shared_generator_input):
+            # The value's own input x_v = W_v x: M_v(x_v) (self-modifying) or, in plain
+            # Titans, v = normalize(W_v x) (k = normalize(W_x x), η, α linear in W_x x).
             self.value_projection = nn.Parameter(randn(d_model, width, std=d_model ** -0.5))
         self.lr_memory = nn.Parameter(randn(heads, d, 1, std=0.1 * d ** -0.5))
         self.retention_memory = nn.Parameter(randn(heads, d, 1, std=0.1 * d ** -0.5))
-        self.main_memory_first = nn.Parameter(randn(heads, d, h, std=d ** -0.5))
+        # The main memory's fixed first layer: std 1 gives unit-variance pre-activations at the
+        # unit keys it is written and read with (d^-0.5, the usual fan-in scale, makes
+        # silu(k S1) so small that a DGD write stores a sixth of its target).
+        self.main_memory_first = nn.Parameter(randn(
+            heads, d, h, std=d ** -0.5 if memory_first_std is None else memory_first_std))
         self.main_memory_second = nn.Parameter(randn(heads, h, d, std=0.5 * h ** -0.5))
         self.lr_bias = nn.Parameter(torch.full((heads, 1, 1), math.log(math.e - 1)))  # η ≈ 1
         self.retention_bias = nn.Parameter(torch.full((heads, 1, 1), 3.0))          # α ≈ 0.95
@@ -189,14 +209,15 @@ class SelfModifyingTitans(nn.Module):
         return lr / (1 + lr * input_norm) if self.dgd else lr
 
     def _generate(self, x: torch.Tensor, first: torch.Tensor, second: torch.Tensor):
-        """k, v, η, α for a chunk x (B, H, C, d) from a generator snapshot."""
+        """k, v, η, α for a chunk of generator inputs x (B, H, 2, C, d) = [x_k; x_v] from a
+        generator snapshot (η and α read x_k)."""
         h = self.hidden
-        pre = x @ first                                                       # (B, H, C, 2h+2)
-        hidden = F.silu(torch.stack([pre[..., :h], pre[..., h:2 * h]], dim=2))  # (B,H,2,C,h)
-        key_value = x.unsqueeze(2) + hidden @ second                         # (B, H, 2, C, d)
+        pre = x @ first.unsqueeze(2)                                          # (B,H,2,C,2h+2)
+        hidden = F.silu(torch.stack([pre[:, :, 0, :, :h], pre[:, :, 1, :, h:2 * h]], dim=2))
+        key_value = x + hidden @ second                                       # (B, H, 2, C, d)
         keys = F.normalize(key_value[:, :, 0], dim=-1)
-        lr = F.softplus(pre[..., 2 * h] + self.lr_bias[..., 0])              # (B, H, C)
-        log_alpha = F.logsigmoid(pre[..., 2 * h + 1] + self.retention_bias[..., 0])
+        lr = F.softplus(pre[:, :, 0, :, 2 * h] + self.lr_bias[..., 0])       # (B, H, C)
+        log_alpha = F.logsigmoid(pre[:, :, 0, :, 2 * h + 1] + self.retention_bias[..., 0])
         return keys, F.normalize(key_value[:, :, 1], dim=-1), lr, log_alpha
 
     def _generator_chunk(self, x, first_snapshot, second_snapshot, first, second, anchors):
@@ -255,9 +276,9 @@ class SelfModifyingTitans(nn.Module):
         first_snap, first = state.generator_first_snapshot, state.generator_first
         second_snap, second = state.generator_second_snapshot, state.generator_second
         generated, trace_states = [], []
-        for start, end in self._boundaries(state.position, inputs.shape[2],
+        for start, end in self._boundaries(state.position, inputs.shape[3],
                                            self.chunk_size_others):
-            out, first, second = self._generator_chunk(inputs[:, :, start:end], first_snap,
+            out, first, second = self._generator_chunk(inputs[:, :, :, start:end], first_snap,
                                                        second_snap, first, second, anchors)
             generated.append(out)
             if (state.position + end) % self.chunk_size_others == 0:
@@ -285,12 +306,20 @@ class SelfModifyingTitans(nn.Module):
                 first_snap, second_snap = first, second
         return torch.cat(reads, dim=2), first_snap, first, second_snap, second
 
+    def _generator_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed input maps (d_model, H·d) of M_k and M_v: W_x and W_v (their own inputs),
+        or W_x twice with ``shared_generator_input``."""
+        if self.shared_generator_input:
+            return self.input_projection, self.input_projection
+        return self.input_projection, self.value_projection
+
     def _folded_first_layers(self) -> torch.Tensor:
-        """W_x S1 for M_k and M_v, (d_model, H·2·h): x_t S1 = x (W_x S1), per head."""
+        """W_x S1 for M_k and W_v S1 for M_v, (d_model, H·2·h): x_t S1 = x (W S1), per head."""
         fixed_first = torch.stack([self.key_memory_first, self.value_memory_first], dim=1)
-        folded = torch.einsum("mhd,hgdk->mhgk",
-                              self.input_projection.view(self.d_model, self.heads,
-                                                         self.head_dim), fixed_first)
+        key_input, value_input = self._generator_inputs()
+        maps = torch.stack([key_input.view(self.d_model, self.heads, self.head_dim),
+                            value_input.view(self.d_model, self.heads, self.head_dim)], dim=2)
+        folded = torch.einsum("mhgd,hgdk->mhgk", maps, fixed_first)
         return folded.reshape(self.d_model, -1)
 
     def _generator_fixed_first(self, pre_hidden, inputs, state, anchors, return_trace,
@@ -305,7 +334,8 @@ class SelfModifyingTitans(nn.Module):
         """
         batch, length, _ = pre_hidden.shape
         heads, h = self.heads, self.hidden
-        # pre_hidden = x W_x S1 (B, T, H·2·h), from the fused projection in forward.
+        # pre_hidden = [x W_x S1 | x W_v S1] (B, T, H·2·h), from the fused projection in
+        # forward; inputs = [x_k; x_v] (B, H, 2, T, d).
         hidden_inputs = F.silu(pre_hidden).view(batch, length, heads, 2, h).permute(0, 2, 3, 1, 4)
         fixed_first = torch.stack([self.key_memory_first, self.value_memory_first], dim=1)
         scalar_anchor = None if anchors[0] is None else anchors[0][..., 2 * h:]
@@ -317,14 +347,14 @@ class SelfModifyingTitans(nn.Module):
         sizes = [end - start for start, end in spans]
         # split, not slices: the backward of a split is one cat, not a zero-filled (B, H, T, ·)
         # tensor per chunk.
-        chunks = zip(spans, inputs.split(sizes, dim=2), hidden_inputs.split(sizes, dim=3),
+        chunks = zip(spans, inputs.split(sizes, dim=3), hidden_inputs.split(sizes, dim=3),
                      strict=True)
         for (_, end), x_chunk, hidden_chunk in chunks:
-            size = x_chunk.shape[2]
+            size = x_chunk.shape[3]
             # [k; v] = normalize(x + silu(x S1) S2) for M_k and M_v together: (B, H, 2, C, d).
-            key_value = F.normalize(x_chunk.unsqueeze(2) + hidden_chunk @ second_snap, dim=-1)
+            key_value = F.normalize(x_chunk + hidden_chunk @ second_snap, dim=-1)
             keys, values = key_value.unbind(2)                                # (B, H, C, d)
-            scalars = x_chunk @ scalar_snap                                   # (B, H, C, 2)
+            scalars = x_chunk[:, :, 0] @ scalar_snap                          # (B, H, C, 2)
             lr = F.softplus(scalars[..., 0] + self.lr_bias[..., 0])
             log_alpha = F.logsigmoid(scalars[..., 1] + self.retention_bias[..., 0])
             generated.append((keys, values, lr, log_alpha))
@@ -475,28 +505,41 @@ class SelfModifyingTitans(nn.Module):
             memory_anchors = (anchor.memory_first, anchor.memory_second)
         else:
             generator_anchors = memory_anchors = (None, None)
-        # One matmul for every projection of x: W_x, W_q and (fixed first layers) W_x S1.
+        # One matmul for every projection of x: W_x, W_q, W_v (unless M_v shares x_k) and
+        # (fixed first layers) W_x S1, W_v S1.
         width = heads * d
         weights = [self.input_projection, self.query_projection]
-        if not self.self_modifying:
+        own_value_input = not (self.self_modifying and self.shared_generator_input)
+        if own_value_input:
             weights.append(self.value_projection)
-        elif not self.write_first_layer:
+        if self.self_modifying and not self.write_first_layer:
             weights.append(self._folded_first_layers())
         projected = x @ torch.cat(weights, dim=1)
         # split, not slices: its backward is one cat, not a zero-filled tensor per slice.
-        projected = projected.split([width, width, projected.shape[-1] - 2 * width], dim=-1)
-        inputs = projected[0].view(batch, length, heads, d).transpose(1, 2)
-        queries = F.normalize(projected[1].view(batch, length, heads, d).transpose(1, 2), dim=-1)
+        sizes = [width] * (3 if own_value_input else 2)
+        projected = projected.split([*sizes, projected.shape[-1] - sum(sizes)], dim=-1)
+
+        def heads_of(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.view(batch, length, heads, d).transpose(1, 2)
+
+        inputs = heads_of(projected[0])
+        queries = F.normalize(heads_of(projected[1]), dim=-1)
 
         # 1) The generator bank does not read the main memory: run it over the whole call.
         if not self.self_modifying:
             generated = self._fixed_projections(projected[2], inputs, state, return_trace)
-        elif self.write_first_layer:
-            generated = self._generator_written(inputs, state, generator_anchors, return_trace)
         else:
-            generated = self._generator_fixed_first(projected[2], inputs, state,
-                                                    generator_anchors, return_trace,
-                                                    keep_state or return_trace)
+            # [x_k; x_v] (B, H, 2, T, d): M_k reads x_k = W_x x, M_v its own x_v = W_v x.
+            value_inputs = heads_of(projected[2]) if own_value_input else inputs
+            generator_inputs = torch.stack([inputs, value_inputs], dim=2)
+            if self.write_first_layer:
+                generated = self._generator_written(generator_inputs, state,
+                                                    generator_anchors, return_trace)
+            else:
+                generated = self._generator_fixed_first(projected[-1], generator_inputs,
+                                                        state, generator_anchors,
+                                                        return_trace,
+                                                        keep_state or return_trace)
         (keys, values, lr, log_alpha, first_snap, first, second_snap, second,
          trace_states) = generated
         # 2) The main memory, with its own (usually longer) chunks.
