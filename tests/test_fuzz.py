@@ -56,7 +56,18 @@ from _fuzz import (
 )
 
 import nlbook
-from nlbook import cms, data, hope, memory, ngram, optim, recall, selfmod, transformer
+from nlbook import (
+    cms,
+    data,
+    hope,
+    memory,
+    ngram,
+    optim,
+    recall,
+    selfmod,
+    transformer,
+    transformer_plus_plus,
+)
 from nlbook.hope import carry
 from nlbook.selfmod import chunk_kernel
 from nlbook.tasks import continual, formal_languages
@@ -282,6 +293,48 @@ entry(transformer.sample_next_token,
              ("logits", "a row of -inf", torch.full((2, V), -math.inf), REFUSE),
              ("logits", "some -inf", torch.tensor([[0.0, -math.inf] * 3 + [1.0]] * 2), EITHER)])
 
+
+# nlbook.transformer_plus_plus: the same sizes (d_head = 4)
+
+
+@functools.cache
+def small_transformer_plus_plus():
+    torch.manual_seed(0)
+    return transformer_plus_plus.TransformerPlusPlusLM(V, 8, 1, 2, context_length=8,
+                                                       mlp_ratio=2)
+
+
+entry(transformer_plus_plus.TransformerPlusPlusLM,
+      lambda: dict(vocab_size=V, d_model=8, n_layers=1, n_heads=2, context_length=8,
+                   mlp_ratio=2, dropout=0.0, rotary_base=10000.0),
+      {"vocab_size": Int(low=1), "d_model": Int(low=1), "n_layers": Int(low=1),
+       "n_heads": Int(low=1), "context_length": Int(low=1), "mlp_ratio": Int(low=1),
+       "dropout": Float(0, 1, high_inclusive=False),
+       "rotary_base": Float(1, low_inclusive=False)}, same=False)
+method("TransformerPlusPlusLM.forward",
+       lambda idx, targets: small_transformer_plus_plus()(idx, targets),
+       lambda: dict(idx=tokens(2, 5, V), targets=tokens(2, 5, V, seed=1)),
+       {"idx": IDS, "targets": TARGETS}, check=LOGITS_SHAPE)
+method("TransformerPlusPlusLM.generate", lambda **a: small_transformer_plus_plus().generate(**a),
+       lambda: dict(idx=tokens(2, 3, V), max_new_tokens=3, **sampling()),
+       {"idx": Tensor(kind="int", vocab=V), "max_new_tokens": Int(low=0, role="cost"),
+        **SAMPLING}, check=shape_is(lambda r: r, lambda a: (a["idx"].shape[0],
+                                                             a["idx"].shape[1] + 3)))
+ROTARY_POSITIONS = Tensor(integers=True)
+entry(transformer_plus_plus.rotary_angles,
+      lambda: dict(positions=torch.arange(3.0), d_head=4, base=10000.0),
+      {"positions": ROTARY_POSITIONS, "d_head": Int(low=1),
+       "base": Float(1, low_inclusive=False)},
+      check=shape_is(lambda r: r, lambda a: (a["positions"].shape[0], a["d_head"] // 2)),
+      extra=[("d_head", "odd", 3, REFUSE)])
+entry(transformer_plus_plus.apply_rotary,
+      lambda: dict(x=randn(2, 3, 4), positions=torch.arange(3.0), base=10000.0),
+      {"x": Tensor(rank=False), "positions": ROTARY_POSITIONS,
+       "base": Float(1, low_inclusive=False)},
+      check=shape_is(lambda r: r, lambda a: a["x"].shape),
+      extra=[("x", "odd d_head", randn(2, 3, 5), REFUSE)])
+entry(transformer_plus_plus.swiglu_hidden_width, lambda: dict(d_model=48, mlp_ratio=4),
+      {"d_model": Int(low=1), "mlp_ratio": Int(low=1)})
 
 # ============================================================================================
 # nlbook.selfmod: W (2, 3, 4) (a batch of 2 layers d_out = 3, d_in = 4)
