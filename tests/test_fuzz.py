@@ -24,6 +24,7 @@ import math
 import os
 import pkgutil
 import sys
+import time
 import typing
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -1754,6 +1755,47 @@ entry(claims_table.Claim,
        "scale_here": Str(), "verdict": Choice(), "why": Str()}, same=False)
 entry(claims_table.claims_table, lambda: dict(claims=[]), {"claims": Obj(none=True)},
       extra=[("claims", "a list with a str", ["x"], REFUSE)])
+# nlbook.claims.protocol
+from nlbook.claims import protocol  # noqa: E402
+
+for record_class in (protocol.AccuracyCell, protocol.Comparison, protocol.LossCell,
+                     protocol.Verdict):
+    exempt(record_class, RECORD)
+entry(protocol.wilson_interval, lambda: dict(correct=3, total=10, z=1.96),
+      {"correct": Int(low=0), "total": Int(low=1), "z": Float(0, low_inclusive=False)},
+      extra=[("correct", "more than total", 11, REFUSE)])
+entry(protocol.loss_cell, lambda: dict(values=[1.0, 1.2, 1.1]),
+      {"values": FloatList(item=Float())})
+entry(protocol.accuracy_cell, lambda: dict(correct=[3, 4], totals=[10, 10]),
+      {"correct": IntList(item=Int(low=0)), "totals": IntList(item=Int(low=1))},
+      extra=[("correct", "one count too many", [3, 4, 5], REFUSE),
+             ("correct", "more than its total", [11, 4], REFUSE)])
+entry(protocol.compare,
+      lambda: dict(a=protocol.loss_cell([1.0, 1.1]), b=protocol.loss_cell([2.0, 2.1]),
+                   minimum=None),
+      {"a": Obj(), "b": Obj(), "minimum": Float(0, none=True)},
+      extra=[("b", "another kind of cell", protocol.accuracy_cell([1], [2]), REFUSE)])
+entry(protocol.Control,
+      lambda: dict(model="LSTM", task="parity", measured=0.97, threshold=0.95,
+                   higher_is_better=True),
+      {"model": Str(), "task": Str(), "measured": Float(), "threshold": Float(),
+       "higher_is_better": Bool()}, same=False)
+entry(protocol.verdict,
+      lambda: dict(control=protocol.Control("LSTM", "parity", 1.0, 0.95),
+                   outcomes=[True, None], testable_on_cpu=True, mechanism_exercised=True),
+      {"control": Obj(none=True), "outcomes": Obj(), "testable_on_cpu": Bool(),
+       "mechanism_exercised": Bool()},
+      extra=[("outcomes", "a list with an int", [1], REFUSE)])
+entry(protocol.interleaved_step_seconds,
+      lambda: dict(steps={"a": lambda: None, "b": lambda: None}, rounds=2, warmup=0,
+                   clock=time.perf_counter),
+      {"steps": Obj(), "rounds": Int(low=1, role="cost"), "warmup": Int(low=0, role="cost"),
+       "clock": Func()}, same=False,
+      extra=[("steps", "{}", {}, REFUSE), ("steps", "a value that is not callable",
+                                           {"a": 3}, REFUSE)])
+entry(protocol.equal_time_steps, lambda: dict(step_seconds={"a": 0.5, "b": 0.25}, seconds=10.0),
+      {"step_seconds": Obj(), "seconds": Float(0, low_inclusive=False)},
+      extra=[("step_seconds", "a zero time", {"a": 0.0}, REFUSE)])
 entry(timing.load_average, dict, finite=False)  # NaN where the OS has no load average
 entry(course.repository_address, lambda: dict(root=None), {"root": DirectoryArg()},
       same=False)
