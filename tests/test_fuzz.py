@@ -71,7 +71,7 @@ from nlbook import (
 )
 from nlbook.hope import carry
 from nlbook.selfmod import chunk_kernel
-from nlbook.tasks import continual, formal_languages
+from nlbook.tasks import continual, formal_languages, next_character
 from nlbook.tasks import recall as task_recall
 
 REGISTRY: dict[str, Entry] = {}
@@ -1101,6 +1101,47 @@ entry(formal_languages.evaluate_formal_language,
 method("FormalLanguageTask.lengths", lambda split: small_task().lengths(split),
        lambda: dict(split="Bin1"), {"split": Choice()})
 
+# nlbook.tasks.next_character: Table 5's next-character-set prediction
+exempt(next_character.PredictionBatch, RECORD)
+entry(next_character.output_symbols, lambda: dict(language="anbncn"), {"language": LANGUAGE})
+entry(next_character.output_ids, lambda: dict(language="shuffle2"), {"language": LANGUAGE})
+entry(next_character.next_character_sets, lambda: dict(language="anbn", string="aab"),
+      {"language": LANGUAGE, "string": Str()},
+      extra=[("string", "not a prefix of the language", "aba", REFUSE),
+             ("string", "a letter outside the alphabet", "aax", REFUSE)])
+entry(next_character.prediction_strings,
+      lambda: dict(language="shuffle2", count=4, lengths=(2, 8), seed=0, distinct=True),
+      {"language": LANGUAGE, "count": Int(low=1), "lengths": LENGTHS,
+       "seed": Int(low=0, role="seed"), "distinct": Bool()},
+      extra=[("lengths", "reversed", (8, 2), REFUSE),
+             ("lengths", "no positive string", (5, 5), REFUSE)])
+
+
+def prediction_batch():
+    return next_character.encode_prediction_batch("parity", ["0110", "11"])
+
+
+entry(next_character.encode_prediction_batch,
+      lambda: dict(language="parity", strings=["0110", "11"]),
+      {"language": LANGUAGE, "strings": Obj()},
+      extra=[("strings", "a letter outside the alphabet", ["0a1"], REFUSE),
+             ("strings", "an empty string", ["01", ""], REFUSE), ("strings", "[]", [], REFUSE)])
+entry(next_character.prediction_loss,
+      lambda: dict(outputs=randn(2, 4, 3), batch=prediction_batch()),
+      {"outputs": Tensor(batch="B"), "batch": Obj()})
+entry(next_character.strings_correct,
+      lambda: dict(model=formal_model(), language="parity", strings=["0110", "11"],
+                   batch_size=1),
+      {"model": Obj(), "language": LANGUAGE, "strings": Obj(), "batch_size": Int(low=1)},
+      extra=[("strings", "longer than the model's window", ["0" * 20], REFUSE)])
+entry(next_character.train_next_character,
+      lambda: dict(model=formal_model(), language="parity", strings=["0110", "11"], steps=2,
+                   batch_size=2, learning_rate=3e-3, seed=0, grad_clip=1.0),
+      {"model": Obj(), "language": LANGUAGE, "strings": Obj(),
+       "steps": Int(low=1, role="cost"), "batch_size": Int(low=1, role="cost"),
+       "learning_rate": Float(0, 1, low_inclusive=False), "seed": Int(low=0, role="seed"),
+       "grad_clip": Float(low=0, low_inclusive=False)}, same=False, alarm=10.0)
+
 
 @functools.cache
 def shakespeare_vocabulary():
@@ -1906,18 +1947,53 @@ REGISTRY[key_of(claims.formal_models)].call = lambda **a: {
 entry(claims.formal_switches, dict, same=False)
 entry(claims.run_formal,
       lambda: dict(models=formal_factories(), languages=("parity",), steps=1, batch_size=2,
-                   learning_rate=3e-3, seeds=(0,), examples=2, supervision="end",
-                   switches=None, log=None, **FORMAL_SMALL),
+                   learning_rate=3e-3, seeds=(0,), train_strings=4, examples=2,
+                   switches=None, control=None, control_languages=("parity",),
+                   control_threshold=0.95, claim_model=None, log=None, **FORMAL_SMALL),
       {"models": MODELS, "languages": Obj(), "steps": Int(low=1, role="cost"),
        "batch_size": Int(low=1, role="cost"), "learning_rate": Float(0, 1, low_inclusive=False),
-       "seeds": SEEDS, "train_lengths": LENGTHS, "test_lengths": IntList(
-           item=Int(low=1), none=True),
-       "examples": Int(low=1, role="cost"), "supervision": Choice(), "switches": SWITCHES,
+       "seeds": SEEDS, "train_lengths": LENGTHS, "test_lengths": LENGTHS,
+       "train_strings": Int(low=1, role="cost"), "examples": Int(low=1, role="cost"),
+       "switches": SWITCHES, "control": Str(none=True), "control_languages": Obj(),
+       "control_threshold": Float(0, 1), "claim_model": Str(none=True),
        "log": Func(none=True)}, same=False, alarm=10.0,
       extra=[*MODEL_EXTRAS, ("languages", "an unknown language", ("dyck",), REFUSE),
              ("switches", "a switch of a model not trained", {"x": ("H", hope.frozen_cms)},
               EITHER),
-             ("switches", "a malformed switch", {"x": "T"}, REFUSE)])
+             ("switches", "a malformed switch", {"x": "T"}, REFUSE),
+             ("control", "a model that is trained", "T", EITHER),
+             ("test_lengths", "longer than the window", (5, 40), REFUSE)])
+entry(claims.formal.formal_delta_models,
+      lambda: dict(d_model=8, n_layers=1, n_heads=2, context_length=9),
+      {"d_model": Int(low=1), "n_layers": Int(low=1), "n_heads": Int(low=1),
+       "context_length": Int(low=1)}, same=False)
+REGISTRY[key_of(claims.formal.formal_delta_models)].call = lambda **a: {
+    name: factory(seed=0) for name, factory in claims.formal.formal_delta_models(**a).items()}
+
+# nlbook.claims.baselines: the LSTM control and the delta rule with a beta range
+from nlbook.claims import baselines  # noqa: E402
+
+
+def seeded_model(model_class, **options):
+    torch.manual_seed(0)
+    return model_class(V, 8, 1, 2, context_length=8, **options)
+
+
+for model_class, extra_options, extra_specs in (
+        (baselines.LSTMLM, {}, {}),
+        (baselines.DeltaRuleLM, dict(beta_max=2.0, chunk_size=4),
+         {"beta_max": Float(0, 2, low_inclusive=False), "chunk_size": Int(low=1)})):
+    entry(model_class,
+          lambda extra_options=extra_options: dict(vocab_size=V, d_model=8, n_layers=1,
+                                                   n_heads=2, context_length=8,
+                                                   **extra_options),
+          {"vocab_size": Int(low=1), "d_model": Int(low=1), "n_layers": Int(low=1),
+           "n_heads": Int(low=1), "context_length": Int(low=1), **extra_specs}, same=False)
+    method(f"{model_class.__name__}.forward",
+           lambda idx, targets, model_class=model_class, extra_options=extra_options:
+           seeded_model(model_class, **extra_options)(idx, targets),
+           lambda: dict(idx=tokens(2, 5, V), targets=tokens(2, 5, V, seed=1)),
+           {"idx": IDS, "targets": TARGETS}, check=LOGITS_SHAPE)
 
 
 def recall_factories():
@@ -2235,7 +2311,8 @@ def bad_command_lines(tmp: Path) -> list[tuple[str, object, list[str], Path | No
                  ["ablation", "--variants", "99", "--steps", "1"], ["ablation", "--steps", "0"],
                  ["ablation", "--scored-characters", "0", "--steps", "1"],
                  ["formal", "--steps", "0"], ["formal", "--examples", "-1"],
-                 ["formal", "--d-model", "x"], ["recall", "--trials", "0"],
+                 ["formal", "--d-model", "x"], ["formal", "--languages", "dyck"],
+                 ["formal", "--seeds", "0,x"], ["recall", "--trials", "0"],
                  ["recall", "--minutes", "inf"], ["recall", "--seed", "-1"],
                  ["continual", "--evaluations", "0"],
                  ["continual", "--steps", "1", "--evaluations", "3"],
