@@ -357,29 +357,88 @@ def _claims_arguments(parser: argparse.ArgumentParser, *, steps: int, layers: in
     parser.add_argument("--progress", action="store_true", help="print a line per model")
 
 
+def _formal_seeds(text: str) -> list[int]:
+    """Comma-separated seeds >= 0 (argparse type of ``bench formal --seeds``)."""
+    seeds = [non_negative_int(part.strip()) for part in text.split(",") if part.strip()]
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, got {text!r}")
+    return seeds
+
+
 def _formal_arguments(parser: argparse.ArgumentParser) -> None:
-    _claims_arguments(parser, steps=800, layers=2,
-                      steps_help="optimizer steps per model and language (equal steps; "
-                                 "default 800, the notebook 400)")
-    parser.add_argument("--examples", type=positive_int, default=512, help="test strings per bin")
+    parser.add_argument("--steps", type=positive_int, default=300,
+                        help="optimizer steps per model, language and seed, equal for every "
+                             "model (default 300)")
+    parser.add_argument("--batch", type=positive_int, default=32,
+                        help="strings per step (default 32)")
+    parser.add_argument("--lr", type=positive_float, default=3e-3,
+                        help="AdamW learning rate of every model (default 3e-3)")
+    parser.add_argument("--seeds", type=_formal_seeds, default=[0, 1, 2],
+                        help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--d-model", type=positive_int, default=32,
+                        help="width of every model (default 32)")
+    parser.add_argument("--n-layers", type=positive_int, default=1,
+                        help="blocks of HOPE, Transformer++ and the delta rule (default 1)")
+    parser.add_argument("--n-heads", type=positive_int, default=2)
+    parser.add_argument("--languages", default="parity,aa_star,abab_star,anbn,anbncn,shuffle2",
+                        help="comma-separated languages (default all six)")
+    parser.add_argument("--train-strings", type=positive_int, default=10_000,
+                        help="training strings of lengths 2-50 (default 10,000)")
+    parser.add_argument("--examples", type=positive_int, default=2000,
+                        help="test strings drawn per bin (default 2,000; kept once each)")
+    parser.add_argument("--no-delta", action="store_true",
+                        help="skip the delta rule's beta (0,1) against (0,2) on parity")
+    parser.add_argument("--ignore-control", action="store_true",
+                        help="go on after a failed positive control (no verdict is printed)")
+    parser.add_argument("--progress", action="store_true", help="print a line per model")
 
 
 def bench_formal(args: argparse.Namespace) -> None:
-    """Chapter 7, experiment 2: formal languages (arXiv Table 5), HOPE vs the matched
-    Transformer vs HOPE without in-context CMS updates; train on 2-16, test 2-16 and 32-64."""
+    """Chapter 7, experiment 2: formal languages (arXiv Table 5) in Bhattamishra et al.'s
+    setting, under nlbook.claims.protocol: the LSTM control first, then LSTM, Transformer++
+    and HOPE on every language, then the delta rule's beta range on parity."""
     import time
 
     from nlbook.claims import formal_models, formal_switches, run_formal
+    from nlbook.claims.formal import _languages, formal_delta_models
+    from nlbook.claims.protocol import compare, verdict
 
-    _header(f"formal: formal languages, {args.steps} steps per model and language")
+    languages = _languages("--languages", [name.strip() for name in args.languages.split(",")
+                                           if name.strip()])
+    common = dict(steps=args.steps, batch_size=args.batch, learning_rate=args.lr,
+                  seeds=args.seeds, train_strings=args.train_strings, examples=args.examples,
+                  log=print if args.progress else None)
+    sizes = dict(d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads)
+    _header(f"formal: next-character-set prediction, {args.steps} steps x {args.batch} "
+            f"strings per model, language and seed; seeds {args.seeds}")
     start = time.perf_counter()
-    result = run_formal(formal_models(d_model=args.d_model, n_layers=args.n_layers,
-                                      n_heads=args.n_heads),
-                        switches=formal_switches(), steps=args.steps, seeds=(args.seed,),
-                        examples=args.examples, log=print if args.progress else None)
-    print(f"HOPE d_model {args.d_model}, {args.n_layers} layers, {args.n_heads} heads")
+    models = formal_models(**sizes)
+    control = run_formal({"LSTM": models["LSTM"]}, languages=("parity", "aa_star"),
+                         claim_model=None, **common)
+    print(control.control)
+    if not control.control.passed and not args.ignore_control:
+        print("verdict: not tested at this budget (the positive control failed: raise --steps)")
+        print(f"total {time.perf_counter() - start:.0f} s")
+        return
+    if not args.no_delta:
+        delta = run_formal({"LSTM": models["LSTM"], **formal_delta_models(**sizes)},
+                           languages=("parity",), claim_model=None, **common)
+        print()
+        print(delta.table())
+        narrow, wide = list(formal_delta_models(**sizes))
+        outcomes = []
+        for split in ("bin0", "bin1"):
+            comparison = compare(delta.cell(wide, split, "parity"),
+                                 delta.cell(narrow, split, "parity"))
+            print(f"parity {split}: {wide} minus {narrow}: {100 * comparison.difference:+.1f} "
+                  f"points (a finding above {100 * comparison.bar:.1f})")
+            outcomes.append(True if comparison.direction == 1 else
+                            (False if comparison.direction == -1 else None))
+        print(f"verdict on 'beta in (0,2) counts parity, beta in (0,1) cannot' (Grazzi et al. "
+              f"2024): {verdict(delta.control, outcomes)}")
+    result = run_formal(models, languages=languages, switches=formal_switches(), **common)
     print(result.table())
-    print(f"total {time.perf_counter() - start:.0f} s (training and evaluation)")
+    print(f"total {time.perf_counter() - start:.0f} s (training and evaluation, one thread)")
 
 
 def _recall_arguments(parser: argparse.ArgumentParser) -> None:

@@ -191,24 +191,68 @@ def test_the_learner_reads_fresh_windows_without_a_restart_mask():
 # ----------------------------------------------------------------------------- formal languages
 
 def test_run_formal_end_to_end_with_its_table():
-    models = formal_models(d_model=8, n_layers=1, n_heads=1)
+    models = formal_models(d_model=8, n_layers=1, n_heads=2)
     result = run_formal(models, languages=("parity", "a^nb^n"), steps=2, batch_size=4,
-                        examples=8, seeds=(0, 1), switches=formal_switches())
+                        train_strings=20, examples=8, seeds=(0, 1),
+                        switches=formal_switches())
     assert result.languages == ("parity", "anbn")
-    assert result.models == ("HOPE", "Transformer", "HOPE without in-context CMS updates")
+    assert result.models == ("LSTM", "Transformer", "HOPE",
+                             "HOPE without in-context CMS updates")
     for name in result.models:
         for split in ("bin0", "bin1"):
             values = result.accuracy[name][split]
             assert values.shape == (2, 2) and np.all((values >= 0) & (values <= 1))
+            assert np.array_equal(values, result.correct[name][split]
+                                  / result.totals[split][:, None])
+    assert result.totals["bin0"][1] <= 8 and result.totals["bin1"][1] <= 8  # distinct aⁿbⁿ
     table = result.table()
-    lines = table.splitlines()
-    assert "chance 50 %" in lines[0]
-    for needed in ("parity", "aⁿbⁿ", "Bin0 2-16", "Bin1 32-64", "HOPE without in-context CMS",
-                   "±", "equal steps"):
+    assert "chance about 0 %" in table.splitlines()[0]
+    for needed in ("parity", "aⁿbⁿ", "Bin0 2-50", "Bin1 51-100", "HOPE without in-context CMS",
+                   "±", "equal tokens", "Wilson", "interleaved", "positive control LSTM",
+                   "equal time"):
         assert needed in table, needed
+    # two steps teach nothing: the control fails, so no verdict on the claim
+    assert result.control is not None and not result.control.passed
+    assert result.verdict().verdict == "not tested at this budget"
     assert result.train_seconds["HOPE without in-context CMS updates"] == \
         result.train_seconds["HOPE"]
     assert isinstance(result.plot(), matplotlib.figure.Figure)
+    assert isinstance(result.plot(models=["HOPE", "Transformer"]), matplotlib.figure.Figure)
+
+
+def _formal_result(hope, lstm, totals=100):
+    """A FormalResult over parity and (aa)*, 3 seeds, from strings right per (language, bin)."""
+    from nlbook.claims import FormalResult
+    from nlbook.claims.protocol import Control
+
+    def counts(values):
+        return {split: np.array([[values[language][index]] * 3 for language in range(2)])
+                for index, split in enumerate(("bin0", "bin1"))}
+
+    correct = {"HOPE": counts(hope), "LSTM": counts(lstm)}
+    sizes = {split: np.array([totals, totals]) for split in ("bin0", "bin1")}
+    accuracy = {model: {split: correct[model][split] / totals for split in sizes}
+                for model in correct}
+    worst = min(lstm[0][1], lstm[1][1]) / totals
+    return FormalResult(("parity", "aa_star"), ("HOPE", "LSTM"), (0, 1, 2), correct, sizes,
+                        accuracy, {"HOPE": 1.0, "LSTM": 1.0}, {"HOPE": 10.0, "LSTM": 1.0},
+                        {"HOPE": 1, "LSTM": 1}, 10, 4, 1e-3, 100, (2, 50), (51, 100),
+                        Control("LSTM", "parity and (aa)* bin 1", worst, 0.95))
+
+
+def test_formal_verdicts_follow_the_protocol():
+    solved = [(100, 100), (100, 100)]
+    assert _formal_result(solved, solved).verdict().verdict == "holds"
+    assert _formal_result([(100, 10), (100, 100)], solved).verdict().verdict == "mixed"
+    assert _formal_result([(10, 10), (5, 0)], solved).verdict().verdict == "does not hold"
+    # the control failing on parity's bin 1: no verdict
+    failed = _formal_result(solved, [(100, 50), (100, 100)])
+    assert not failed.control.passed
+    assert failed.verdict().verdict == "not tested at this budget"
+    # a language the control model itself does not solve tests nothing: left out
+    result = _formal_result([(100, 100), (100, 100)], [(100, 100), (100, 100)])
+    assert result.untested() == []
+    assert result.equal_time_steps() == {"HOPE": 10, "LSTM": 100}
 
 
 def test_the_cms_switch_equals_training_without_the_cms_on_short_strings():
@@ -226,18 +270,20 @@ def test_the_cms_switch_equals_training_without_the_cms_on_short_strings():
 
 
 def test_run_formal_validates_its_arguments():
-    tiny = {"T": lambda: TransformerLM(13, 8, 1, 1, context_length=65)}
+    tiny = {"T": lambda: TransformerLM(13, 8, 1, 1, context_length=101)}
     with pytest.raises(ValueError, match="steps"):
-        run_formal(tiny, steps=0)
+        run_formal(tiny, steps=0, control=None)
     with pytest.raises(ValueError, match="language"):
-        run_formal(tiny, languages=("dyck-7",), steps=1)
+        run_formal(tiny, languages=("dyck-7",), steps=1, control=None)
     with pytest.raises(ValueError, match="models"):
         run_formal({}, steps=1)
     with pytest.raises(ValueError, match="seeds"):
-        run_formal(tiny, steps=1, seeds=(-1,))
-    with pytest.raises(ValueError, match="context_length"):  # a window shorter than Bin1
+        run_formal(tiny, steps=1, seeds=(-1,), control=None)
+    with pytest.raises(ValueError, match="control"):  # the control must be one of the models
+        run_formal(tiny, languages=("parity",), steps=1)
+    with pytest.raises(ValueError, match="context_length"):  # a window shorter than bin 1
         run_formal({"T": lambda: TransformerLM(13, 8, 1, 1, context_length=20)},
-                   languages=("parity",), steps=1)
+                   languages=("parity",), steps=1, control=None, claim_model=None)
 
 
 # ----------------------------------------------------------------------------- recall
@@ -403,7 +449,8 @@ def test_continual_curves_keep_each_model_colour():
 # ----------------------------------------------------------------------------- bench commands
 
 @pytest.mark.parametrize(("command", "extra", "needed"), [
-    ("formal", ["--examples", "8"], "Formal languages"),
+    ("formal", ["--examples", "8", "--train-strings", "20", "--languages", "parity",
+                "--ignore-control"], "Formal languages"),
     ("recall", ["--trials", "1"], "Recall across a gap"),
     ("continual", ["--evaluations", "1"], "Continual learning"),
 ])
@@ -416,3 +463,6 @@ def test_bench_commands_print_their_tables(command, extra, needed, capsys):
     printed = capsys.readouterr().out
     assert needed in printed and ("seed(s) 1" in printed or "seeds 1" in printed)
     assert "total" in printed
+    if command == "formal":  # the control first, the delta rule's beta range, no verdict
+        assert printed.index("positive control LSTM") < printed.index("Formal languages")
+        assert "delta β∈(0,2)" in printed and "not tested at this budget" in printed

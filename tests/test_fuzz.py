@@ -24,6 +24,7 @@ import math
 import os
 import pkgutil
 import sys
+import time
 import typing
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -56,10 +57,21 @@ from _fuzz import (
 )
 
 import nlbook
-from nlbook import cms, data, hope, memory, ngram, optim, recall, selfmod, transformer
+from nlbook import (
+    cms,
+    data,
+    hope,
+    memory,
+    ngram,
+    optim,
+    recall,
+    selfmod,
+    transformer,
+    transformer_plus_plus,
+)
 from nlbook.hope import carry
 from nlbook.selfmod import chunk_kernel
-from nlbook.tasks import continual, formal_languages
+from nlbook.tasks import continual, formal_languages, next_character
 from nlbook.tasks import recall as task_recall
 
 REGISTRY: dict[str, Entry] = {}
@@ -282,6 +294,48 @@ entry(transformer.sample_next_token,
              ("logits", "a row of -inf", torch.full((2, V), -math.inf), REFUSE),
              ("logits", "some -inf", torch.tensor([[0.0, -math.inf] * 3 + [1.0]] * 2), EITHER)])
 
+
+# nlbook.transformer_plus_plus: the same sizes (d_head = 4)
+
+
+@functools.cache
+def small_transformer_plus_plus():
+    torch.manual_seed(0)
+    return transformer_plus_plus.TransformerPlusPlusLM(V, 8, 1, 2, context_length=8,
+                                                       mlp_ratio=2)
+
+
+entry(transformer_plus_plus.TransformerPlusPlusLM,
+      lambda: dict(vocab_size=V, d_model=8, n_layers=1, n_heads=2, context_length=8,
+                   mlp_ratio=2, dropout=0.0, rotary_base=10000.0),
+      {"vocab_size": Int(low=1), "d_model": Int(low=1), "n_layers": Int(low=1),
+       "n_heads": Int(low=1), "context_length": Int(low=1), "mlp_ratio": Int(low=1),
+       "dropout": Float(0, 1, high_inclusive=False),
+       "rotary_base": Float(1, low_inclusive=False)}, same=False)
+method("TransformerPlusPlusLM.forward",
+       lambda idx, targets: small_transformer_plus_plus()(idx, targets),
+       lambda: dict(idx=tokens(2, 5, V), targets=tokens(2, 5, V, seed=1)),
+       {"idx": IDS, "targets": TARGETS}, check=LOGITS_SHAPE)
+method("TransformerPlusPlusLM.generate", lambda **a: small_transformer_plus_plus().generate(**a),
+       lambda: dict(idx=tokens(2, 3, V), max_new_tokens=3, **sampling()),
+       {"idx": Tensor(kind="int", vocab=V), "max_new_tokens": Int(low=0, role="cost"),
+        **SAMPLING}, check=shape_is(lambda r: r, lambda a: (a["idx"].shape[0],
+                                                             a["idx"].shape[1] + 3)))
+ROTARY_POSITIONS = Tensor(integers=True)
+entry(transformer_plus_plus.rotary_angles,
+      lambda: dict(positions=torch.arange(3.0), d_head=4, base=10000.0),
+      {"positions": ROTARY_POSITIONS, "d_head": Int(low=1),
+       "base": Float(1, low_inclusive=False)},
+      check=shape_is(lambda r: r, lambda a: (a["positions"].shape[0], a["d_head"] // 2)),
+      extra=[("d_head", "odd", 3, REFUSE)])
+entry(transformer_plus_plus.apply_rotary,
+      lambda: dict(x=randn(2, 3, 4), positions=torch.arange(3.0), base=10000.0),
+      {"x": Tensor(rank=False), "positions": ROTARY_POSITIONS,
+       "base": Float(1, low_inclusive=False)},
+      check=shape_is(lambda r: r, lambda a: a["x"].shape),
+      extra=[("x", "odd d_head", randn(2, 3, 5), REFUSE)])
+entry(transformer_plus_plus.swiglu_hidden_width, lambda: dict(d_model=48, mlp_ratio=4),
+      {"d_model": Int(low=1), "mlp_ratio": Int(low=1)})
 
 # ============================================================================================
 # nlbook.selfmod: W (2, 3, 4) (a batch of 2 layers d_out = 3, d_in = 4)
@@ -1047,6 +1101,47 @@ entry(formal_languages.evaluate_formal_language,
 method("FormalLanguageTask.lengths", lambda split: small_task().lengths(split),
        lambda: dict(split="Bin1"), {"split": Choice()})
 
+# nlbook.tasks.next_character: Table 5's next-character-set prediction
+exempt(next_character.PredictionBatch, RECORD)
+entry(next_character.output_symbols, lambda: dict(language="anbncn"), {"language": LANGUAGE})
+entry(next_character.output_ids, lambda: dict(language="shuffle2"), {"language": LANGUAGE})
+entry(next_character.next_character_sets, lambda: dict(language="anbn", string="aab"),
+      {"language": LANGUAGE, "string": Str()},
+      extra=[("string", "not a prefix of the language", "aba", REFUSE),
+             ("string", "a letter outside the alphabet", "aax", REFUSE)])
+entry(next_character.prediction_strings,
+      lambda: dict(language="shuffle2", count=4, lengths=(2, 8), seed=0, distinct=True),
+      {"language": LANGUAGE, "count": Int(low=1), "lengths": LENGTHS,
+       "seed": Int(low=0, role="seed"), "distinct": Bool()},
+      extra=[("lengths", "reversed", (8, 2), REFUSE),
+             ("lengths", "no positive string", (5, 5), REFUSE)])
+
+
+def prediction_batch():
+    return next_character.encode_prediction_batch("parity", ["0110", "11"])
+
+
+entry(next_character.encode_prediction_batch,
+      lambda: dict(language="parity", strings=["0110", "11"]),
+      {"language": LANGUAGE, "strings": Obj()},
+      extra=[("strings", "a letter outside the alphabet", ["0a1"], REFUSE),
+             ("strings", "an empty string", ["01", ""], REFUSE), ("strings", "[]", [], REFUSE)])
+entry(next_character.prediction_loss,
+      lambda: dict(outputs=randn(2, 4, 3), batch=prediction_batch()),
+      {"outputs": Tensor(batch="B"), "batch": Obj()})
+entry(next_character.strings_correct,
+      lambda: dict(model=formal_model(), language="parity", strings=["0110", "11"],
+                   batch_size=1),
+      {"model": Obj(), "language": LANGUAGE, "strings": Obj(), "batch_size": Int(low=1)},
+      extra=[("strings", "longer than the model's window", ["0" * 20], REFUSE)])
+entry(next_character.train_next_character,
+      lambda: dict(model=formal_model(), language="parity", strings=["0110", "11"], steps=2,
+                   batch_size=2, learning_rate=3e-3, seed=0, grad_clip=1.0),
+      {"model": Obj(), "language": LANGUAGE, "strings": Obj(),
+       "steps": Int(low=1, role="cost"), "batch_size": Int(low=1, role="cost"),
+       "learning_rate": Float(0, 1, low_inclusive=False), "seed": Int(low=0, role="seed"),
+       "grad_clip": Float(low=0, low_inclusive=False)}, same=False, alarm=10.0)
+
 
 @functools.cache
 def shakespeare_vocabulary():
@@ -1702,6 +1797,47 @@ entry(claims_table.Claim,
        "scale_here": Str(), "verdict": Choice(), "why": Str()}, same=False)
 entry(claims_table.claims_table, lambda: dict(claims=[]), {"claims": Obj(none=True)},
       extra=[("claims", "a list with a str", ["x"], REFUSE)])
+# nlbook.claims.protocol
+from nlbook.claims import protocol  # noqa: E402
+
+for record_class in (protocol.AccuracyCell, protocol.Comparison, protocol.LossCell,
+                     protocol.Verdict):
+    exempt(record_class, RECORD)
+entry(protocol.wilson_interval, lambda: dict(correct=3, total=10, z=1.96),
+      {"correct": Int(low=0), "total": Int(low=1), "z": Float(0, low_inclusive=False)},
+      extra=[("correct", "more than total", 11, REFUSE)])
+entry(protocol.loss_cell, lambda: dict(values=[1.0, 1.2, 1.1]),
+      {"values": FloatList(item=Float())})
+entry(protocol.accuracy_cell, lambda: dict(correct=[3, 4], totals=[10, 10]),
+      {"correct": IntList(item=Int(low=0)), "totals": IntList(item=Int(low=1))},
+      extra=[("correct", "one count too many", [3, 4, 5], REFUSE),
+             ("correct", "more than its total", [11, 4], REFUSE)])
+entry(protocol.compare,
+      lambda: dict(a=protocol.loss_cell([1.0, 1.1]), b=protocol.loss_cell([2.0, 2.1]),
+                   minimum=None),
+      {"a": Obj(), "b": Obj(), "minimum": Float(0, none=True)},
+      extra=[("b", "another kind of cell", protocol.accuracy_cell([1], [2]), REFUSE)])
+entry(protocol.Control,
+      lambda: dict(model="LSTM", task="parity", measured=0.97, threshold=0.95,
+                   higher_is_better=True),
+      {"model": Str(), "task": Str(), "measured": Float(), "threshold": Float(),
+       "higher_is_better": Bool()}, same=False)
+entry(protocol.verdict,
+      lambda: dict(control=protocol.Control("LSTM", "parity", 1.0, 0.95),
+                   outcomes=[True, None], testable_on_cpu=True, mechanism_exercised=True),
+      {"control": Obj(none=True), "outcomes": Obj(), "testable_on_cpu": Bool(),
+       "mechanism_exercised": Bool()},
+      extra=[("outcomes", "a list with an int", [1], REFUSE)])
+entry(protocol.interleaved_step_seconds,
+      lambda: dict(steps={"a": lambda: None, "b": lambda: None}, rounds=2, warmup=0,
+                   clock=time.perf_counter),
+      {"steps": Obj(), "rounds": Int(low=1, role="cost"), "warmup": Int(low=0, role="cost"),
+       "clock": Func()}, same=False,
+      extra=[("steps", "{}", {}, REFUSE), ("steps", "a value that is not callable",
+                                           {"a": 3}, REFUSE)])
+entry(protocol.equal_time_steps, lambda: dict(step_seconds={"a": 0.5, "b": 0.25}, seconds=10.0),
+      {"step_seconds": Obj(), "seconds": Float(0, low_inclusive=False)},
+      extra=[("step_seconds", "a zero time", {"a": 0.0}, REFUSE)])
 entry(timing.load_average, dict, finite=False)  # NaN where the OS has no load average
 entry(course.repository_address, lambda: dict(root=None), {"root": DirectoryArg()},
       same=False)
@@ -1812,18 +1948,53 @@ REGISTRY[key_of(claims.formal_models)].call = lambda **a: {
 entry(claims.formal_switches, dict, same=False)
 entry(claims.run_formal,
       lambda: dict(models=formal_factories(), languages=("parity",), steps=1, batch_size=2,
-                   learning_rate=3e-3, seeds=(0,), examples=2, supervision="end",
-                   switches=None, log=None, **FORMAL_SMALL),
+                   learning_rate=3e-3, seeds=(0,), train_strings=4, examples=2,
+                   switches=None, control=None, control_languages=("parity",),
+                   control_threshold=0.95, claim_model=None, log=None, **FORMAL_SMALL),
       {"models": MODELS, "languages": Obj(), "steps": Int(low=1, role="cost"),
        "batch_size": Int(low=1, role="cost"), "learning_rate": Float(0, 1, low_inclusive=False),
-       "seeds": SEEDS, "train_lengths": LENGTHS, "test_lengths": IntList(
-           item=Int(low=1), none=True),
-       "examples": Int(low=1, role="cost"), "supervision": Choice(), "switches": SWITCHES,
+       "seeds": SEEDS, "train_lengths": LENGTHS, "test_lengths": LENGTHS,
+       "train_strings": Int(low=1, role="cost"), "examples": Int(low=1, role="cost"),
+       "switches": SWITCHES, "control": Str(none=True), "control_languages": Obj(),
+       "control_threshold": Float(0, 1), "claim_model": Str(none=True),
        "log": Func(none=True)}, same=False, alarm=10.0,
       extra=[*MODEL_EXTRAS, ("languages", "an unknown language", ("dyck",), REFUSE),
              ("switches", "a switch of a model not trained", {"x": ("H", hope.frozen_cms)},
               EITHER),
-             ("switches", "a malformed switch", {"x": "T"}, REFUSE)])
+             ("switches", "a malformed switch", {"x": "T"}, REFUSE),
+             ("control", "a model that is trained", "T", EITHER),
+             ("test_lengths", "longer than the window", (5, 40), REFUSE)])
+entry(claims.formal.formal_delta_models,
+      lambda: dict(d_model=8, n_layers=1, n_heads=2, context_length=9),
+      {"d_model": Int(low=1), "n_layers": Int(low=1), "n_heads": Int(low=1),
+       "context_length": Int(low=1)}, same=False)
+REGISTRY[key_of(claims.formal.formal_delta_models)].call = lambda **a: {
+    name: factory(seed=0) for name, factory in claims.formal.formal_delta_models(**a).items()}
+
+# nlbook.claims.baselines: the LSTM control and the delta rule with a beta range
+from nlbook.claims import baselines  # noqa: E402
+
+
+def seeded_model(model_class, **options):
+    torch.manual_seed(0)
+    return model_class(V, 8, 1, 2, context_length=8, **options)
+
+
+for model_class, extra_options, extra_specs in (
+        (baselines.LSTMLM, {}, {}),
+        (baselines.DeltaRuleLM, dict(beta_max=2.0, chunk_size=4),
+         {"beta_max": Float(0, 2, low_inclusive=False), "chunk_size": Int(low=1)})):
+    entry(model_class,
+          lambda extra_options=extra_options: dict(vocab_size=V, d_model=8, n_layers=1,
+                                                   n_heads=2, context_length=8,
+                                                   **extra_options),
+          {"vocab_size": Int(low=1), "d_model": Int(low=1), "n_layers": Int(low=1),
+           "n_heads": Int(low=1), "context_length": Int(low=1), **extra_specs}, same=False)
+    method(f"{model_class.__name__}.forward",
+           lambda idx, targets, model_class=model_class, extra_options=extra_options:
+           seeded_model(model_class, **extra_options)(idx, targets),
+           lambda: dict(idx=tokens(2, 5, V), targets=tokens(2, 5, V, seed=1)),
+           {"idx": IDS, "targets": TARGETS}, check=LOGITS_SHAPE)
 
 
 def recall_factories():
@@ -2141,7 +2312,8 @@ def bad_command_lines(tmp: Path) -> list[tuple[str, object, list[str], Path | No
                  ["ablation", "--variants", "99", "--steps", "1"], ["ablation", "--steps", "0"],
                  ["ablation", "--scored-characters", "0", "--steps", "1"],
                  ["formal", "--steps", "0"], ["formal", "--examples", "-1"],
-                 ["formal", "--d-model", "x"], ["recall", "--trials", "0"],
+                 ["formal", "--d-model", "x"], ["formal", "--languages", "dyck"],
+                 ["formal", "--seeds", "0,x"], ["recall", "--trials", "0"],
                  ["recall", "--minutes", "inf"], ["recall", "--seed", "-1"],
                  ["continual", "--evaluations", "0"],
                  ["continual", "--steps", "1", "--evaluations", "3"],

@@ -3,8 +3,10 @@ measures, at what scale, and the verdict here.
 
 The verdicts come from the measurements in the README (full-size bench commands, named in each
 row); the chapter's own, smaller runs print beside them. A verdict is one of
-``"holds"``, ``"does not hold"``, ``"mixed"`` (holds for some of the tasks or settings, not all)
-or ``"not testable on a CPU"``, and always says why.
+``"holds"``, ``"does not hold"``, ``"mixed"`` (holds for some of the tasks or settings, not all),
+``"not tested at this budget"`` (a positive control failed, or the setup cannot exercise the
+mechanism) or ``"not testable on a CPU"`` (:data:`nlbook.claims.protocol.VERDICTS`), and always
+says why.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from nlbook._checks import check_choice, check_instance, check_str
+from nlbook.claims.protocol import VERDICTS
 
 __all__ = ["CLAIMS", "VERDICTS", "Claim", "claims_table"]
 
-VERDICTS = ("holds", "does not hold", "mixed", "not testable on a CPU")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ LN2 = math.log(2.0)
 #: does not break the others.
 MODEL_REGISTRY: dict[str, str] = {
     "transformer": "nlbook.transformer:TransformerLM",
+    "transformer++": "nlbook.transformer_plus_plus:TransformerPlusPlusLM",
     "hope": "nlbook.hope:HopeLM",
 }
 

@@ -73,7 +73,7 @@ from nlbook.transformer import language_model_loss
 
 #: Models whose forward pass runs under bf16 autocast (checked on the CPU's autocast; HOPE's
 #: Titans layer refuses bf16 inputs).
-AUTOCAST_MODELS = ("transformer",)
+AUTOCAST_MODELS = ("transformer", "transformer++")
 
 
 def _all_finite(model: nn.Module) -> bool:
