@@ -530,8 +530,10 @@ def _seed_list(text: str) -> list[int]:
 def _mqar_arguments(parser: argparse.ArgumentParser) -> None:
     from nlbook.claims.mqar import MQAR_MODELS
 
-    parser.add_argument("--models", type=_name_list, default=list(MQAR_MODELS),
-                        help=f"comma-separated models (default {','.join(MQAR_MODELS)})")
+    default = MQAR_MODELS[:5]
+    parser.add_argument("--models", type=_name_list, default=list(default),
+                        help=f"comma-separated models from {','.join(MQAR_MODELS)} (default "
+                             f"{','.join(default)}; the hope-... names undo one change)")
     parser.add_argument("--seeds", type=_seed_list, default=[0, 1, 2],
                         help="comma-separated seeds, one run of every model each (default 0,1,2)")
     parser.add_argument("--vocab", type=positive_int, default=64,
@@ -566,6 +568,9 @@ def _mqar_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fill the blanks with random tokens (Zoology's filler)")
     parser.add_argument("--progress", action="store_true",
                         help="print a line after every held-out evaluation")
+    parser.add_argument("--json", type=str, default=None, metavar="PATH",
+                        help="also write every run (per seed: accuracy, interval, first step "
+                             ">= 90 %%, curve, ms/step) and the setting to this JSON file")
 
 
 def bench_mqar(args: argparse.Namespace) -> None:
@@ -590,6 +595,14 @@ def bench_mqar(args: argparse.Namespace) -> None:
     print(result.table())
     print(f"in-context chance {100 / args.kv:.1f} % (any value present, unbound); "
           f"total {time.perf_counter() - start:.0f} s")
+    if args.json is not None:
+        result.save(args.json, command="python -m nlbook.bench mqar " + " ".join(
+            f"--{key.replace('_', '-')} {value}" for key, value in (
+                ("models", ",".join(args.models)), ("seeds", ",".join(map(str, args.seeds))),
+                ("vocab", args.vocab), ("seq", args.seq), ("kv", args.kv),
+                ("steps", args.steps), ("batch", args.batch), ("lr", args.lr)))
+            + (" --constant-lr" if args.constant_lr else ""))
+        print(f"wrote {args.json}")
 
 
 BenchmarkEntry = tuple[

@@ -55,8 +55,8 @@ from nlbook.claims.mqar import (
     MQARRun,
     mqar_models,
     run_mqar,
-    wilson_interval,
 )
+from nlbook.claims.protocol import wilson_interval
 from nlbook.claims.recall import (
     RECALL_GAPS,
     RecallGapResult,

@@ -23,7 +23,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -37,34 +37,28 @@ from nlbook.claims._common import (
     format_table,
     parameters_of,
 )
+from nlbook.claims.protocol import wilson_interval
 from nlbook.tasks.recall import mqar_batch
 
-__all__ = ["MQAR_MODELS", "MQARResult", "MQARRun", "mqar_models", "run_mqar",
-           "wilson_interval"]
+__all__ = ["MQAR_HOPE_VARIANTS", "MQAR_MODELS", "MQARResult", "MQARRun", "mqar_models",
+           "run_mqar"]
+
+#: HOPE with one of the three changes that made it bind undone (chapter 5, "what was wrong"),
+#: and with all three undone (HOPE as it was before): name → HopeLM options.
+MQAR_HOPE_VARIANTS: dict[str, dict[str, object]] = {
+    "hope-identity-conv": {"conv_init": "identity"},
+    "hope-shared-input": {"shared_generator_input": True},
+    "hope-fan-in-memory": {"memory_first_std": None},
+    "hope-before": {"conv_init": "identity", "shared_generator_input": True,
+                    "memory_first_std": None},
+}
 
 #: The models ``python -m nlbook.bench mqar --models`` knows, in the order they are printed.
-MQAR_MODELS = ("hope", "delta", "linear_attention", "transformer", "transformer++")
+MQAR_MODELS = ("hope", "delta", "linear_attention", "transformer", "transformer++",
+               *MQAR_HOPE_VARIANTS)
 
 #: Held-out accuracy that counts as "solved" for the steps-to-threshold measure.
 SOLVED = 0.9
-
-
-def wilson_interval(successes: int, trials: int, *, z: float = 1.96) -> tuple[float, float]:
-    """95 % (z = 1.96) Wilson score interval of a binomial proportion successes / trials.
-
-    Unlike p ± z·sqrt(p(1 − p)/n) it stays inside [0, 1] and is not empty at p = 0 or 1.
-    """
-    check_positive_int("trials", trials)
-    if isinstance(successes, bool) or not isinstance(successes, int) or \
-            not 0 <= successes <= trials:
-        raise ValueError(f"successes must be an int in [0, trials = {trials}], got "
-                         f"{successes!r}")
-    check_scalar_in_range("z", z, 0.0, math.inf, low_inclusive=False)
-    p = successes / trials
-    denominator = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denominator
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def mqar_models(vocab_size: int = 64, *, d_model: int = 64, n_layers: int = 2, n_heads: int = 2,
@@ -81,7 +75,8 @@ def mqar_models(vocab_size: int = 64, *, d_model: int = 64, n_layers: int = 2, n
     - ``transformer``: the nanoGPT-style :class:`nlbook.transformer.TransformerLM` (learned
       absolute positions, GELU MLP, LayerNorm);
     - ``transformer++``: the paper's Transformer++ baseline (rotary positions, SwiGLU,
-      RMSNorm), the positive control of attention.
+      RMSNorm), the positive control of attention;
+    - the ``hope-…`` names of :data:`MQAR_HOPE_VARIANTS`: HOPE with a change undone.
     """
     from nlbook.hope import HopeLM
     from nlbook.train.building import build_model as build_named
@@ -98,7 +93,7 @@ def mqar_models(vocab_size: int = 64, *, d_model: int = 64, n_layers: int = 2, n
         raise ValueError(f"names must be model names from {MQAR_MODELS}, got {unknown[0]!r}")
     hope_options = dict(hope_options or {})
     mixers = {"hope": {}, "delta": {"mixer": "delta"},
-              "linear_attention": {"mixer": "linear_attention"}}
+              "linear_attention": {"mixer": "linear_attention"}} | MQAR_HOPE_VARIANTS
 
     def hope(options: dict) -> ModelFactory:
         def factory(seed: int = 0) -> nn.Module:
@@ -116,7 +111,7 @@ def mqar_models(vocab_size: int = 64, *, d_model: int = 64, n_layers: int = 2, n
     factories: dict[str, ModelFactory] = {}
     for name in names:
         if name in mixers:
-            options = hope_options | mixers[name] if name == "hope" else mixers[name]
+            options = hope_options | mixers[name] if name.startswith("hope") else mixers[name]
             factories[name] = hope(options)
         else:
             factories[name] = named(name)
@@ -162,6 +157,31 @@ class MQARResult:
                 "ms_per_step": statistics.median(run.ms_per_step for run in runs),
                 "parameters": runs[0].parameters}
         return out
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain data (JSON-ready): the setting, the seeds and every run."""
+        return {"setting": dict(self.setting), "seeds": list(self.seeds),
+                "runs": {name: [asdict(run) for run in runs]
+                         for name, runs in self.runs.items()}}
+
+    def save(self, path: str, *, command: str = "") -> None:
+        """Write :meth:`to_dict` with the git commit and ``command`` to ``path`` (JSON),
+        atomically (a temporary file, then a rename)."""
+        import json
+        import os
+        import subprocess
+
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"],
+                                    capture_output=True, text=True, check=True,
+                                    cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            commit = "unknown"
+        data = {"commit": commit, "command": command, **self.to_dict()}
+        temporary = f"{path}.{os.getpid()}.tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
+        os.replace(temporary, path)
 
     def table(self) -> str:
         """The plain-text table ``python -m nlbook.bench mqar`` prints."""
