@@ -397,14 +397,15 @@ from nlbook.exercises import associative_memory as ex
 
 prediction = None  # your prediction: "a", "b", "c" or "d"
 
-unit_key = F.normalize(torch.randn(4, generator=generator), dim=0)
-keys = unit_key.expand(1, 1, 2, 4).contiguous()  # the same key twice: (B, H, T, d_k)
-values = torch.randn(1, 1, 2, 3, generator=generator)  # v₁, then v₂
-_, hebbian_state = memory.linear_attention(keys, keys, values)
-_, delta_state = memory.delta_rule(keys, keys, values, torch.ones(1, 1, 2))
-print("v₁:", values[0, 0, 0].numpy().round(3), " v₂:", values[0, 0, 1].numpy().round(3))
-print("Hebbian memory returns", (hebbian_state[0, 0].T @ unit_key).numpy().round(3))
-print("delta rule returns    ", (delta_state[0, 0].T @ unit_key).numpy().round(3))
+with ex.experiment("overwrite"):
+    unit_key = F.normalize(torch.randn(4, generator=generator), dim=0)
+    keys = unit_key.expand(1, 1, 2, 4).contiguous()  # the same key twice: (B, H, T, d_k)
+    values = torch.randn(1, 1, 2, 3, generator=generator)  # v₁, then v₂
+    _, hebbian_state = memory.linear_attention(keys, keys, values)
+    _, delta_state = memory.delta_rule(keys, keys, values, torch.ones(1, 1, 2))
+    print("v₁:", values[0, 0, 0].numpy().round(3), " v₂:", values[0, 0, 1].numpy().round(3))
+    print("Hebbian memory returns", (hebbian_state[0, 0].T @ unit_key).numpy().round(3))
+    print("delta rule returns    ", (delta_state[0, 0].T @ unit_key).numpy().round(3))
 ex.answer("overwrite", prediction)
 
 # %% [markdown]
@@ -417,10 +418,11 @@ ex.answer("overwrite", prediction)
 # %%
 prediction = None  # "a", "b", "c" or "d"
 
-same_value = values[:, :, :1].expand(1, 1, 2, 3).contiguous()  # v twice
-_, half_state = memory.delta_rule(keys, keys, same_value, torch.full((1, 1, 2), 0.5))
-print("Sᵀk ÷ v after two writes:", (half_state[0, 0].T @ unit_key / same_value[0, 0, 0])
-      .numpy().round(4))
+with ex.experiment("half_step"):
+    same_value = values[:, :, :1].expand(1, 1, 2, 3).contiguous()  # v twice
+    _, half_state = memory.delta_rule(keys, keys, same_value, torch.full((1, 1, 2), 0.5))
+    print("Sᵀk ÷ v after two writes:", (half_state[0, 0].T @ unit_key / same_value[0, 0, 0])
+          .numpy().round(4))
 ex.answer("half_step", prediction)
 
 # %% [markdown]
@@ -458,9 +460,11 @@ ex.check_titans_step(titans_step)
 # %%
 prediction = None  # "a", "b", "c" or "d"
 
-for gate in (1.0, 0.95, 0.9, 0.8, 0.7, 0.5, 0.3):
-    trace = recall.recall_trace(stream, recall.run_rule(stream, "linear", decay=gate))
-    print(f"Hebbian, decay {gate:4.2f}: mean recall over the stream {trace['recall'].mean():.2f}")
+with ex.experiment("decay"):
+    for gate in (1.0, 0.95, 0.9, 0.8, 0.7, 0.5, 0.3):
+        trace = recall.recall_trace(stream, recall.run_rule(stream, "linear", decay=gate))
+        print(f"Hebbian, decay {gate:4.2f}: mean recall over the stream "
+              f"{trace['recall'].mean():.2f}")
 ex.answer("decay", prediction)
 
 # %% [markdown]

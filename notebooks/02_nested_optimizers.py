@@ -559,10 +559,11 @@ for moments in ("sum", "ema"):
 # %%
 prediction = None  # your prediction: "a", "b", "c" or "d"
 
-needed = optim.gradients_for_mass(0.99, 0.9)
-print(f"β = 0.99: the last {needed} gradients carry "
-      f"{optim.momentum_cumulative_weight(0.99, needed):.4f} of the weight "
-      f"({needed - 1} carry {optim.momentum_cumulative_weight(0.99, needed - 1):.4f})")
+with ex.experiment("long_memory"):
+    needed = optim.gradients_for_mass(0.99, 0.9)
+    print(f"β = 0.99: the last {needed} gradients carry "
+          f"{optim.momentum_cumulative_weight(0.99, needed):.4f} of the weight "
+          f"({needed - 1} carry {optim.momentum_cumulative_weight(0.99, needed - 1):.4f})")
 ex.answer("long_memory", prediction)
 
 # %% [markdown]
@@ -575,19 +576,21 @@ ex.answer("long_memory", prediction)
 # %%
 prediction = None  # "a", "b", "c" or "d"
 
-gradient_stream = torch.randn(30, 5, generator=generator)
-builders = {"AdamMemory": lambda params: optim.AdamMemory(params, lr=0.01),
-            "MomentumMemory": lambda params: optim.MomentumMemory(params, lr=0.01, momentum=0.9)}
-for name, build in builders.items():
-    travelled = []
-    for scale in (1.0, 100.0):
-        parameter = torch.zeros(5, requires_grad=True)
-        optimizer = build([parameter])
-        for gradient in gradient_stream:
-            parameter.grad = scale * gradient.clone()
-            optimizer.step()
-        travelled.append(parameter.detach().norm().item())
-    print(f"{name:>14}: gradients × 100 travel {travelled[1] / travelled[0]:8.4f} times as far")
+with ex.experiment("adam_scale"):
+    gradient_stream = torch.randn(30, 5, generator=generator)
+    builders = {"AdamMemory": lambda params: optim.AdamMemory(params, lr=0.01),
+                "MomentumMemory": lambda params: optim.MomentumMemory(params, lr=0.01,
+                                                                      momentum=0.9)}
+    for name, build in builders.items():
+        travelled = []
+        for scale in (1.0, 100.0):
+            parameter = torch.zeros(5, requires_grad=True)
+            optimizer = build([parameter])
+            for gradient in gradient_stream:
+                parameter.grad = scale * gradient.clone()
+                optimizer.step()
+            travelled.append(parameter.detach().norm().item())
+        print(f"{name:>14}: gradients × 100 travel {travelled[1] / travelled[0]:8.4f} times as far")
 ex.answer("adam_scale", prediction)
 
 # %% [markdown]

@@ -475,16 +475,17 @@ from nlbook.exercises import continuum_memory as ex
 
 prediction = None  # your prediction: "a", "b", "c" or "d"
 
-token = torch.randn(1, 1, 4, generator=generator).expand(1, 64, 4).contiguous()
-token_target = torch.randn(1, 1, 4, generator=generator).expand(1, 64, 4).contiguous()
-for chunk in (1, 64):
-    level = ContinuumMemory(4, [chunk], [1e-4], linear=True, residual=False, pre_norm=False,
-                            generator=torch.Generator().manual_seed(1))
-    start_weight = level.levels[0]["weight"].detach().clone()
-    with torch.no_grad():
-        moved = level(token, token_target, loss_fn=squared_error_loss)
-    distance = (moved.state.parameters[0]["weight"][0] - start_weight).norm().item()
-    print(f"C = {chunk:2d}: ‖W_64 − W_0‖ = {distance:.5f}")
+with ex.experiment("summed_updates"):
+    token = torch.randn(1, 1, 4, generator=generator).expand(1, 64, 4).contiguous()
+    token_target = torch.randn(1, 1, 4, generator=generator).expand(1, 64, 4).contiguous()
+    for chunk in (1, 64):
+        level = ContinuumMemory(4, [chunk], [1e-4], linear=True, residual=False, pre_norm=False,
+                                generator=torch.Generator().manual_seed(1))
+        start_weight = level.levels[0]["weight"].detach().clone()
+        with torch.no_grad():
+            moved = level(token, token_target, loss_fn=squared_error_loss)
+        distance = (moved.state.parameters[0]["weight"][0] - start_weight).norm().item()
+        print(f"C = {chunk:2d}: ‖W_64 − W_0‖ = {distance:.5f}")
 ex.answer("summed_updates", prediction)
 
 # %% [markdown]
@@ -498,21 +499,22 @@ ex.answer("summed_updates", prediction)
 # %%
 prediction = None  # "a", "b", "c" or "d"
 
-level = ContinuumMemory(3, [4], [0.1], linear=True, residual=False, pre_norm=False,
-                        generator=generator)
-inputs_7 = torch.randn(1, 7, 3, generator=generator)
-targets_7 = torch.randn(1, 7, 3, generator=generator)
-record = CMSRecord(1)
-with torch.no_grad():
-    state = level(inputs_7, targets_7, loss_fn=squared_error_loss, record=record).state
-print("tokens seen:", state.position, "| updates at token counts:", record.update_steps(0))
-print("carried for the level:", {"parameters": sorted(state.parameters[0]),
-                                 "gradient_sums": sorted(state.gradient_sums[0])})
-W, b = state.parameters[0]["weight"][0], state.parameters[0]["bias"][0]
-by_hand = sum(torch.outer(W @ inputs_7[0, t] + b - targets_7[0, t], inputs_7[0, t])
-              for t in (4, 5, 6))  # tokens 5, 6, 7, at the parameters after token 4
-print(f"max |carried gradient sum − tokens 5..7 by hand| = "
-      f"{(state.gradient_sums[0]['weight'][0] - by_hand).abs().max().item():.1e}")
+with ex.experiment("open_chunk"):
+    level = ContinuumMemory(3, [4], [0.1], linear=True, residual=False, pre_norm=False,
+                            generator=generator)
+    inputs_7 = torch.randn(1, 7, 3, generator=generator)
+    targets_7 = torch.randn(1, 7, 3, generator=generator)
+    record = CMSRecord(1)
+    with torch.no_grad():
+        state = level(inputs_7, targets_7, loss_fn=squared_error_loss, record=record).state
+    print("tokens seen:", state.position, "| updates at token counts:", record.update_steps(0))
+    print("carried for the level:", {"parameters": sorted(state.parameters[0]),
+                                     "gradient_sums": sorted(state.gradient_sums[0])})
+    W, b = state.parameters[0]["weight"][0], state.parameters[0]["bias"][0]
+    by_hand = sum(torch.outer(W @ inputs_7[0, t] + b - targets_7[0, t], inputs_7[0, t])
+                  for t in (4, 5, 6))  # tokens 5, 6, 7, at the parameters after token 4
+    print(f"max |carried gradient sum − tokens 5..7 by hand| = "
+          f"{(state.gradient_sums[0]['weight'][0] - by_hand).abs().max().item():.1e}")
 ex.answer("open_chunk", prediction)
 
 # %% [markdown]

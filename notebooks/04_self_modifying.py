@@ -529,15 +529,16 @@ widgets.explore(
 # %%
 prediction = None  # your prediction: "a", "b", "c" or "d"
 
-W_before = torch.randn(5, 4, dtype=torch.float64, generator=generator)
-x_two = torch.randn(4, dtype=torch.float64, generator=generator)
-x_two = 2.0 * x_two / x_two.norm()  # ‖x‖ = 2
-grad_y_here = torch.randn(5, dtype=torch.float64, generator=generator)
-W_after = selfmod.dgd_step(W_before, x_two, grad_y_here, lr=1e6)
-print("W_new x     :", (W_after @ x_two).numpy().round(4))
-print("u = −∇_y L  :", (-grad_y_here).numpy().round(4))
-print(f"‖W_new − W‖ = {(W_after - W_before).norm():.3f}; a GD step of the same η would move W by "
-      f"{1e6 * torch.outer(grad_y_here, x_two).norm():.3g}")
+with ex.experiment("huge_step"):
+    W_before = torch.randn(5, 4, dtype=torch.float64, generator=generator)
+    x_two = torch.randn(4, dtype=torch.float64, generator=generator)
+    x_two = 2.0 * x_two / x_two.norm()  # ‖x‖ = 2
+    grad_y_here = torch.randn(5, dtype=torch.float64, generator=generator)
+    W_after = selfmod.dgd_step(W_before, x_two, grad_y_here, lr=1e6)
+    print("W_new x     :", (W_after @ x_two).numpy().round(4))
+    print("u = −∇_y L  :", (-grad_y_here).numpy().round(4))
+    print(f"‖W_new − W‖ = {(W_after - W_before).norm():.3f}; a GD step of the same η would move "
+          f"W by {1e6 * torch.outer(grad_y_here, x_two).norm():.3g}")
 ex.answer("huge_step", prediction)
 
 # %% [markdown]
@@ -550,13 +551,14 @@ ex.answer("huge_step", prediction)
 # %%
 prediction = None  # "a", "b", "c" or "d"
 
-layer = selfmod.SelfModifyingLinear(8, 6, rank=1, generator=generator).double()
-_, history = layer(torch.randn(1, 10, 8, dtype=torch.float64, generator=generator),
-                   return_weights=True)  # history[0, t]: the weights after token t + 1
-weights = torch.cat([layer.initial_weight.detach()[None], history[0]])  # W_0, W_1, ..., W_10
-print("rank of each token's change:",
-      torch.linalg.matrix_rank(weights[1:] - weights[:-1], atol=1e-9).tolist())
-print("rank of W_10 − W_0:", torch.linalg.matrix_rank(weights[-1] - weights[0]).item())
+with ex.experiment("rank"):
+    layer = selfmod.SelfModifyingLinear(8, 6, rank=1, generator=generator).double()
+    _, history = layer(torch.randn(1, 10, 8, dtype=torch.float64, generator=generator),
+                       return_weights=True)  # history[0, t]: the weights after token t + 1
+    weights = torch.cat([layer.initial_weight.detach()[None], history[0]])  # W_0, W_1, ..., W_10
+    print("rank of each token's change:",
+          torch.linalg.matrix_rank(weights[1:] - weights[:-1], atol=1e-9).tolist())
+    print("rank of W_10 − W_0:", torch.linalg.matrix_rank(weights[-1] - weights[0]).item())
 ex.answer("rank", prediction)
 
 # %% [markdown]

@@ -367,13 +367,14 @@ viz.plot_speed_and_size(names, speeds, sizes)
 # %%
 prediction = None  # your prediction: "a", "b", "c" or "d"
 
-small_model = hope.HopeLM(65, 32, 1, 2, seed=0)
-tokens_40 = torch.randint(65, (1, 40), generator=generator)
-last_changed = tokens_40.clone()
-last_changed[0, -1] = (last_changed[0, -1] + 1) % 65
-with torch.no_grad():
-    change = (small_model(tokens_40)[0] - small_model(last_changed)[0]).abs().amax(-1)[0]
-print("positions whose logits changed:", torch.nonzero(change > 0).flatten().tolist())
+with ex.experiment("causal"):
+    small_model = hope.HopeLM(65, 32, 1, 2, seed=0)
+    tokens_40 = torch.randint(65, (1, 40), generator=generator)
+    last_changed = tokens_40.clone()
+    last_changed[0, -1] = (last_changed[0, -1] + 1) % 65
+    with torch.no_grad():
+        change = (small_model(tokens_40)[0] - small_model(last_changed)[0]).abs().amax(-1)[0]
+    print("positions whose logits changed:", torch.nonzero(change > 0).flatten().tolist())
 ex.answer("causal", prediction)
 
 # %% [markdown]
@@ -386,8 +387,6 @@ ex.answer("causal", prediction)
 
 # %%
 import dataclasses
-
-prediction = None  # "a", "b", "c" or "d"
 
 
 def count_values(state) -> int:
@@ -404,10 +403,13 @@ def count_values(state) -> int:
     return 0
 
 
-for length in (10, smoke(1000, 100)):
-    with torch.no_grad():
-        _, carried = small_model.stream(torch.randint(65, (1, length), generator=generator))
-    print(f"after {length:4d} tokens the state holds {count_values(carried):,} values")
+prediction = None  # "a", "b", "c" or "d"
+
+with ex.experiment("state_size"):
+    for length in (10, smoke(1000, 100)):
+        with torch.no_grad():
+            _, carried = small_model.stream(torch.randint(65, (1, length), generator=generator))
+        print(f"after {length:4d} tokens the state holds {count_values(carried):,} values")
 ex.answer("state_size", prediction)
 
 # %% [markdown]

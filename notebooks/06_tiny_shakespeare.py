@@ -588,9 +588,10 @@ from nlbook.ngram import ngram_baselines
 
 prediction = None  # your prediction: "a", "b", "c" or "d"
 
-for nats in (math.log(65), 1.88, 1.52):
-    print(f"{nats:.2f} nats/char: as uncertain as a uniform guess among {math.exp(nats):5.2f} "
-          "characters")
+with ex.experiment("perplexity"):
+    for nats in (math.log(65), 1.88, 1.52):
+        print(f"{nats:.2f} nats/char: as uncertain as a uniform guess among {math.exp(nats):5.2f} "
+              "characters")
 ex.answer("perplexity", prediction)
 
 # %% [markdown]
@@ -644,12 +645,13 @@ ex.check_bigram_loss(bigram_loss)
 # %%
 prediction = None  # "a", "b" or "c"
 
-shakespeare = load_corpus()
-on_training_text = ex.bigram_count_cross_entropy(shakespeare.train_ids, shakespeare.vocab_size)
-on_validation = ngram_baselines(shakespeare.train_ids, shakespeare.val_ids,
-                                shakespeare.vocab_size, orders=())["bigram"]["nats"]
-print(f"count-based bigram on its own training text: {on_training_text:.3f} nats/char")
-print(f"smoothed bigram on validation text:          {on_validation:.3f} nats/char")
+with ex.experiment("train_vs_val"):
+    shakespeare = load_corpus()
+    on_training_text = ex.bigram_count_cross_entropy(shakespeare.train_ids, shakespeare.vocab_size)
+    on_validation = ngram_baselines(shakespeare.train_ids, shakespeare.val_ids,
+                                    shakespeare.vocab_size, orders=())["bigram"]["nats"]
+    print(f"count-based bigram on its own training text: {on_training_text:.3f} nats/char")
+    print(f"smoothed bigram on validation text:          {on_validation:.3f} nats/char")
 ex.answer("train_vs_val", prediction)
 
 # %% [markdown]

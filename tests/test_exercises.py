@@ -439,3 +439,92 @@ def test_notebooks_hold_stubs_and_call_every_checker_and_question(chapter):
 def test_not_done_message_names_no_formula():
     message = _core._not_done_message("check_delta_step", "delta_step", "nlbook.exercises.x")
     assert not set("=←Σ∑+−*/") & set(message.replace("ex = ", ""))
+
+
+# ----------------------------------------------------------------------------- predict, then run
+
+def _prediction_cells(chapter: str) -> list[str]:
+    import jupytext
+
+    notebook = jupytext.read(NOTEBOOKS / CHAPTER_NOTEBOOK[chapter])
+    return [cell.source for cell in notebook.cells
+            if cell.cell_type == "code" and "ex.answer(" in cell.source]
+
+
+@pytest.mark.parametrize("chapter", list(CHAPTER_NOTEBOOK))
+def test_every_prediction_cell_runs_its_experiment_out_of_sight(chapter):
+    """Between ``prediction = ...`` and ``ex.answer(name, prediction)`` a predict-then-run cell
+    runs nothing but ``with ex.experiment(name):`` (which holds the result back)."""
+    for source in _prediction_cells(chapter):
+        statements = ast.parse(source).body
+        start = next(i for i, node in enumerate(statements) if isinstance(node, ast.Assign)
+                     and ast.unparse(node.targets[0]) == "prediction")
+        answer = next(i for i, node in enumerate(statements) if isinstance(node, ast.Expr)
+                      and ast.unparse(node.value).startswith("ex.answer("))
+        name = ast.literal_eval(statements[answer].value.args[0])
+        between = statements[start + 1:answer]
+        assert answer == len(statements) - 1, f"{name}: ex.answer must end its cell"
+        for node in between:
+            assert isinstance(node, ast.With) and ast.unparse(node.items[0].context_expr) == (
+                f"ex.experiment({name!r})"), (
+                f"{CHAPTER_NOTEBOOK[chapter]} question {name}: run the experiment inside "
+                f"`with ex.experiment({name!r}):`, got {ast.unparse(node)[:80]!r}")
+
+
+def test_an_experiment_is_hidden_until_a_prediction_then_shown_beside_it(capsys):
+    ex = _module("associative_memory")
+    question = ex.QUESTIONS["overwrite"]
+    with ex.experiment("overwrite"):
+        print("RESULT-31415")
+    assert capsys.readouterr().out == ""
+    ex.answer("overwrite")
+    waiting = capsys.readouterr().out
+    assert "RESULT-31415" not in waiting and "not done yet" in waiting
+    assert "hidden until you predict" in waiting
+    ex.answer("overwrite", question.correct)
+    judged = capsys.readouterr().out
+    assert judged.index("You predicted") < judged.index("RESULT-31415") < judged.index("right")
+    ex.reveal("overwrite")
+    assert "RESULT-31415" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="name"):
+        with ex.experiment("no_such_question"):
+            pass
+
+
+def test_an_experiment_holds_its_figures_back():
+    import matplotlib.pyplot as plt
+
+    ex = _module("associative_memory")
+    with ex.experiment("half_step") as held:
+        plt.figure()
+    assert len(held.figures) == 1 and not plt.get_fignums()
+
+
+def test_a_prediction_cell_shows_no_result_in_a_real_kernel(tmp_path):
+    """Through nbclient (what JupyterLab's "Run all" does): the cell's outputs hold no printout
+    and no figure of the experiment until a prediction is set; then both are shown."""
+    import nbclient
+    import nbformat
+
+    experiment = ('with ex.experiment("overwrite"):\n'
+                  '    print("RESULT-27182")\n'
+                  '    plt.figure(); plt.plot([0, 1])\n')
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\n"
+                                  "from nlbook.exercises import associative_memory as ex"),
+        nbformat.v4.new_code_cell(f"prediction = None\n{experiment}"
+                                  'ex.answer("overwrite", prediction)'),
+        nbformat.v4.new_code_cell(f"prediction = 'b'\n{experiment}"
+                                  'ex.answer("overwrite", prediction)'),
+    ])
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+
+    def shown(cell):
+        text = "".join(output.get("text", "") for output in cell.outputs)
+        images = [output for output in cell.outputs if "image/png" in output.get("data", {})]
+        return text, images
+
+    text, images = shown(notebook.cells[1])
+    assert "RESULT-27182" not in text and not images and "not done yet" in text
+    text, images = shown(notebook.cells[2])
+    assert "RESULT-27182" in text and len(images) == 1 and "You predicted (b)" in text

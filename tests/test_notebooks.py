@@ -278,3 +278,18 @@ def test_run_all_reports_every_exercise_not_done_without_an_echo(saved_clone):
         printed = "".join(output.get("text", "") for output in cell.outputs
                           if output["output_type"] == "stream")
         assert "not done yet" in printed, cell.source
+
+
+def test_run_all_hides_every_predict_then_run_result(saved_clone):
+    """Through nbclient: a predict-then-run cell's outputs hold nothing of its experiment before
+    a prediction is set (the experiment ran; ``ex.answer`` only says how to see it)."""
+    _, notebook = saved_clone
+    cells = [cell for cell in notebook.cells
+             if cell.cell_type == "code" and "ex.answer(" in cell.source]
+    assert cells
+    for cell in cells:
+        name = re.search(r'ex\.answer\("(\w+)"', cell.source).group(1)
+        assert [output["output_type"] for output in cell.outputs] == ["stream"], cell.source
+        printed = cell.outputs[0]["text"]
+        assert printed.startswith(f"{name}: not done yet."), printed
+        assert "hidden until you predict" in printed, printed

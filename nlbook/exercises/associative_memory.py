@@ -16,7 +16,7 @@ from nlbook.exercises._core import Chapter, CheckResult, Question, checker, comp
 from nlbook.memory import delta_rule, reference_titans_memory
 
 __all__ = ["QUESTIONS", "SOLUTIONS", "answer", "check_delta_step", "check_titans_step",
-           "reveal", "solution"]
+           "experiment", "reveal", "solution"]
 
 
 def _example(seed: int, key_dim: int = 4, value_dim: int = 3):
@@ -131,3 +131,4 @@ QUESTIONS = {
 SOLUTIONS = solutions.BY_CHAPTER["associative_memory"]
 _CHAPTER = Chapter(__name__, QUESTIONS, SOLUTIONS)
 answer, reveal, solution = _CHAPTER.answer, _CHAPTER.reveal, _CHAPTER.solution
+experiment = _CHAPTER.experiment
