@@ -23,6 +23,7 @@ from nlbook.exercises import _core, solutions
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 CHAPTER_NOTEBOOK = {
+    "levels": "00_levels.py",
     "associative_memory": "01_associative_memory.py",
     "nested_optimizers": "02_nested_optimizers.py",
     "continuum_memory": "03_continuum_memory.py",
@@ -34,7 +35,7 @@ CHAPTER_NOTEBOOK = {
 EXERCISES = [(chapter, name) for chapter, table in solutions.BY_CHAPTER.items()
              for name in table]
 # Exercises whose result is a matrix (or batch of matrices) that can come back transposed.
-TRANSPOSABLE = {"delta_step", "titans_step", "chunk_update", "dgd_step", "causal_conv",
+TRANSPOSABLE = {"hebbian_step", "delta_step", "titans_step", "chunk_update", "dgd_step", "causal_conv",
                 "block_forward", "top_p_filter"}
 
 
@@ -281,6 +282,13 @@ def _forgetting_flipped(steps, loss_a, phase_ends):
 
 
 PARTICULAR_MISTAKES = [
+    ("levels", "hebbian_step", lambda S, k, v, b: S - b * torch.outer(k, v), "wrong sign"),
+    ("levels", "hebbian_step", lambda S, k, v, b: b * torch.outer(k, v), "old memory"),
+    ("levels", "hebbian_step", lambda S, k, v, b: S + b * torch.outer(v, k), "transposed"),
+    ("associative_memory", "delta_step",
+     lambda S, k, v, b, d: d * S - b * torch.outer(k, k @ S - v).T, "transposed"),
+    ("levels", "levels_of", lambda f: [sorted(set(f)).index(x) + 1 for x in f], "reversed"),
+    ("levels", "levels_of", lambda f: list(range(1, len(f) + 1)), "share one level|sort"),
     ("associative_memory", "delta_step", _delta_step_hebbian, "Hebbian"),
     ("associative_memory", "delta_step", _delta_step_undecayed_erase, "decayed memory"),
     ("associative_memory", "delta_step", lambda S, k, v, b, d: S * float("nan"), "NaN"),
@@ -528,3 +536,32 @@ def test_a_prediction_cell_shows_no_result_in_a_real_kernel(tmp_path):
     assert "RESULT-27182" not in text and not images and "not done yet" in text
     text, images = shown(notebook.cells[2])
     assert "RESULT-27182" in text and len(images) == 1 and "You predicted (b)" in text
+
+
+# ----------------------------------------------------------------------------- how a failure reads
+
+def test_a_wrong_answer_shows_the_hint_without_a_traceback():
+    """In Jupyter a failed check renders as its hint alone: no frames of the checker (whose
+    code would give the formula away)."""
+    from nlbook.exercises import associative_memory as ex
+
+    with pytest.raises(_core.CheckFailed) as caught:
+        ex.check_delta_step(lambda S, k, v, beta, decay: S + beta * torch.outer(k, v))
+    rendered = "\n".join(caught.value._render_traceback_())
+    assert "Hebbian" in rendered and "Traceback" not in rendered and "File " not in rendered
+    assert isinstance(caught.value, AssertionError)
+
+
+def test_an_integer_answer_is_reported_as_written():
+    from nlbook.exercises import nested_optimizers as ex
+
+    with pytest.raises(AssertionError, match=r"got 6\b") as caught:
+        ex.check_gradients_for_mass(lambda beta, fraction: 6)
+    assert "6.0" not in str(caught.value)
+
+
+def test_an_error_inside_the_learners_function_is_explained():
+    from nlbook.exercises import self_modifying as ex
+
+    with pytest.raises(_core.CheckFailed, match="your function raised ZeroDivisionError"):
+        ex.check_effective_step(lambda lr, x: 1 / 0)

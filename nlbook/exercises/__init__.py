@@ -23,7 +23,7 @@ import importlib
 __all__ = ["CHAPTERS", "answer", "reveal", "solution"]
 
 #: The chapter modules, in course order.
-CHAPTERS = ("associative_memory", "nested_optimizers", "continuum_memory", "self_modifying",
+CHAPTERS = ("levels", "associative_memory", "nested_optimizers", "continuum_memory", "self_modifying",
             "hope_block", "tiny_shakespeare", "what_memory_buys")
 
 

@@ -14,6 +14,17 @@ import torch
 __all__ = ["BY_CHAPTER"]
 
 
+# ----------------------------------------------------------------------------- chapter 0
+
+def hebbian_step(S, k, v, beta):
+    return S + beta * torch.outer(k, v)  # −k vᵀ + (S − S_t)/β = 0
+
+
+def levels_of(frequencies):
+    ranked = sorted(set(frequencies), reverse=True)  # the fastest first
+    return [ranked.index(frequency) + 1 for frequency in frequencies]
+
+
 # ----------------------------------------------------------------------------- chapter 1
 
 def delta_step(S, k, v, beta, decay):
@@ -127,6 +138,7 @@ def forgetting_and_recovery(steps, loss_a, phase_ends):
 
 
 BY_CHAPTER = {
+    "levels": {"hebbian_step": hebbian_step, "levels_of": levels_of},
     "associative_memory": {"delta_step": delta_step, "titans_step": titans_step},
     "nested_optimizers": {"momentum_step": momentum_step, "gradients_for_mass":
                           gradients_for_mass, "delta_momentum_step": delta_momentum_step},
