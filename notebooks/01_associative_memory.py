@@ -185,11 +185,12 @@ assert torch.allclose(state, final_state[0, 0])
 # Titans keeps the L2 objective but optimises it with **momentum and weight decay** (Titans
 # eq. 13-14). In Titans' letters, θ is the learning rate, η the momentum and α the forget rate:
 #
-# $$S_t = \eta_t S_{t-1} - \theta_t \nabla\ell(M_{t-1}; k_t, v_t), \qquad
-#   M_t = (1-\alpha_t) M_{t-1} + S_t .$$
+# $$Z_t = \eta_t Z_{t-1} - \theta_t \nabla\ell(M_{t-1}; k_t, v_t), \qquad
+#   M_t = (1-\alpha_t) M_{t-1} + Z_t .$$
 #
-# $S_t$ is the "surprise": the past surprise carried by momentum plus the momentary surprise
-# (the gradient). With η = 0 and α = 0 it *is* the delta rule with β = θ:
+# $Z_t$ is the "surprise": the past surprise carried by momentum plus the momentary surprise
+# (the gradient). (Titans writes it $S_t$; the course writes $Z_t$, because $S$ is already the
+# memory matrix of the sections above.) With η = 0 and α = 0 it *is* the delta rule with β = θ:
 
 # %%
 zeros = torch.zeros(B, H, T)
@@ -452,11 +453,11 @@ ex.check_delta_step(delta_step)
 
 # %% [markdown]
 # **Exercise 2 · Titans (implement).** Write one step of Titans' linear memory (section 5):
-# `titans_step(M, S, k, v, lr, momentum, forget)` returning the pair `(M_new, S_new)`. Careful
+# `titans_step(M, Z, k, v, lr, momentum, forget)` returning the pair `(M_new, Z_new)`. Careful
 # with the letters: here α (`forget`) forgets.
 
 # %%
-def titans_step(M, S, k, v, lr, momentum, forget):
+def titans_step(M, Z, k, v, lr, momentum, forget):
     raise NotImplementedError("your code here")
 
 

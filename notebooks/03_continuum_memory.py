@@ -487,7 +487,7 @@ with ex.experiment("summed_updates"):
     for chunk in (1, 64):
         level = ContinuumMemory(4, [chunk], [1e-4], linear=True, residual=False, pre_norm=False,
                                 generator=torch.Generator().manual_seed(1))
-        start_weight = level.levels[0]["weight"].detach().clone()
+        start_weight = level.blocks[0]["weight"].detach().clone()
         with torch.no_grad():
             moved = level(token, token_target, loss_fn=squared_error_loss)
         distance = (moved.state.parameters[0]["weight"][0] - start_weight).norm().item()

@@ -115,6 +115,7 @@ from nlbook.transformer import parameter_count
 
 LN2 = math.log(2.0)
 
+# %% [markdown]
 # ## 1. The data and the question a loss answers
 #
 # Tiny Shakespeare is 1,115,394 characters of plays (Karpathy's char-rnn file, shipped in

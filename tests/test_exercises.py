@@ -26,6 +26,7 @@ CHAPTER_NOTEBOOK = {
     "levels": "00_levels.py",
     "associative_memory": "01_associative_memory.py",
     "nested_optimizers": "02_nested_optimizers.py",
+    "muon_m3": "02b_muon_m3.py",
     "continuum_memory": "03_continuum_memory.py",
     "self_modifying": "04_self_modifying.py",
     "hope_block": "05_hope_block.py",
@@ -35,7 +36,8 @@ CHAPTER_NOTEBOOK = {
 EXERCISES = [(chapter, name) for chapter, table in solutions.BY_CHAPTER.items()
              for name in table]
 # Exercises whose result is a matrix (or batch of matrices) that can come back transposed.
-TRANSPOSABLE = {"hebbian_step", "delta_step", "titans_step", "chunk_update", "dgd_step", "causal_conv",
+TRANSPOSABLE = {"hebbian_step", "ns_step",
+                "delta_step", "titans_step", "chunk_update", "dgd_step", "causal_conv",
                 "block_forward", "top_p_filter"}
 
 
@@ -287,6 +289,8 @@ PARTICULAR_MISTAKES = [
     ("levels", "hebbian_step", lambda S, k, v, b: S + b * torch.outer(v, k), "transposed"),
     ("associative_memory", "delta_step",
      lambda S, k, v, b, d: d * S - b * torch.outer(k, k @ S - v).T, "transposed"),
+    ("muon_m3", "ns_step", lambda X: 1.5 * X + 0.5 * X @ X.T @ X, "wrong sign"),
+    ("muon_m3", "ns_step", lambda X: 1.5 * X - 0.5 * X.T @ X @ X, "transposed"),
     ("levels", "levels_of", lambda f: [sorted(set(f)).index(x) + 1 for x in f], "reversed"),
     ("levels", "levels_of", lambda f: list(range(1, len(f) + 1)), "share one level|sort"),
     ("associative_memory", "delta_step", _delta_step_hebbian, "Hebbian"),

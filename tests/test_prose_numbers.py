@@ -43,14 +43,19 @@ ALLOWED: dict[str, dict[str, str]] = {
     "*": {},
     "02_nested_optimizers.py": {
         "3": "0.9¹⁰⁰ ≈ 3·10⁻⁵: arithmetic on the momentum 0.9, not a measurement",
+    },
+    "02b_muon_m3.py": {
         "3.4445": "torch.optim.Muon's quintic Newton–Schulz coefficients (a definition)",
         "4.7750": "torch.optim.Muon's quintic Newton–Schulz coefficients (a definition)",
         "2.0315": "torch.optim.Muon's quintic Newton–Schulz coefficients (a definition)",
+        "1.5": "the cubic Newton–Schulz step 1.5 X − 0.5 X Xᵀ X (a definition)",
+        "0.5": "the cubic Newton–Schulz step 1.5 X − 0.5 X Xᵀ X (a definition)",
     },
     "05_hope_block.py": {
         "0.01": "HopeBlock's default in-context rate of CMS block 1: a setting of nlbook.hope",
     },
     "06_tiny_shakespeare.py": {
+        "4.17": "ln 65, the loss of the uniform model over 65 characters (arithmetic)",
         "1.3": "the paper's largest language model, 1.3B parameters (quoted from the paper)",
     },
 }
