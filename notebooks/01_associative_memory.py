@@ -498,5 +498,7 @@ ex.answer("decay", prediction)
 #
 # **Where this deviates from the papers.** No feature map φ and no q scaling inside the
 # memory functions (a model adds them around). Titans' memory here is linear (L_M = 1); the
-# paper's deep MLP memory appears in chapter 4. Recall numbers are our own measurements at
+# paper's MLP memories appear in chapter 4, where only their output layer is written in
+# context (so in context they too learn a linear map, of a fixed non-linear feature of the
+# key). Recall numbers are our own measurements at
 # d = 64 (section 7), not results from the papers.

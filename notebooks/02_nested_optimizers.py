@@ -38,7 +38,7 @@
 # - explain preconditioned, delta and deep momentum, and the choices each one needs where the
 #   paper is open.
 #
-# **Time:** about 60 minutes of study (the code runs in a few seconds).
+# **Time:** about 55 minutes of study (the code runs in a few seconds).
 #
 # **Prerequisites:** chapters 0 and 1 (the argmin pattern, Hebbian vs delta rule), gradient
 # descent with momentum, basic PyTorch (`torch.optim`, `backward`).

@@ -32,7 +32,7 @@
 #   network at AdamW's rate;
 # - measure, rather than assume, whether a slow momentum level helps on a changing stream.
 #
-# **Time:** about 70 minutes of study, more if singular values are new to you (the code runs
+# **Time:** about 60 minutes of study, more if singular values are new to you (the code runs
 # in about a minute on a 2-core laptop).
 #
 # **Prerequisites:** chapter 2 (momentum and Adam as memories), the singular value

@@ -296,6 +296,10 @@ for rank in (1, 3):
 # $M_k$, $M_v$ and $M_{\text{memory}}$ are residual MLPs $M(z) = z + W_2\,\mathrm{silu}(W_1 z)$
 # (A-eq 89). Only $W_2$ is written in context (input $h = \mathrm{silu}(W_1 k_t)$, target
 # $\hat v - k_t$, so that $M(k_t)$ moves towards $\hat v$); $W_1$ keeps its meta-learned value.
+# **So these memories are deep in what they compute, not in what they learn in context:** while
+# reading, each one writes a single linear layer $W_2$ on the fixed feature
+# $\mathrm{silu}(W_1 k_t)$; its first layer changes only through the outer optimiser (the table
+# in section 3.4 says why: writing the first layer diverged).
 # $M_\eta$ and $M_\alpha$ are linear maps $w \cdot z$ (input $k_t$, target $\hat v$). Retention
 # acts on the in-context change:
 #

@@ -559,12 +559,12 @@ viz.plot_hope_passage(traces, passage, token=PASSAGE // 2, layer=0, model="train
 # during training.
 
 # %%
-widgets.explore(
-    viz.plot_hope_passage,
-    {"token": widgets.int_slider(PASSAGE // 2, 0, PASSAGE - 1, description="token"),
-     "layer": widgets.int_slider(0, 0, LAYERS - 1, description="layer"),
-     "model": widgets.dropdown(["trained", "untrained"], "trained", description="model")},
-    fixed={"traces": traces, "text": passage}, play="token")
+controls = {"token": widgets.int_slider(PASSAGE // 2, 0, PASSAGE - 1, description="token"),
+            "model": widgets.dropdown(["trained", "untrained"], "trained", description="model")}
+if LAYERS > 1:  # a one-layer model (smoke size) has no layer to choose
+    controls["layer"] = widgets.int_slider(0, 0, LAYERS - 1, description="layer")
+widgets.explore(viz.plot_hope_passage, controls, fixed={"traces": traces, "text": passage},
+                play="token")
 
 # %% [markdown]
 # ## 10. Exercises
