@@ -4,7 +4,9 @@
 inherit this process's environment, so setting it here reaches them too. The kernels keep
 their inline matplotlib backend so that every figure is really drawn. `NLBOOK_HEADLESS=1` makes
 widget explorers also call their plot directly (exceptions then fail the run), and one OpenMP
-thread keeps runs on a 2-core machine from oversubscribing.
+thread keeps runs on a 2-core machine from oversubscribing. `NLBOOK_STRICT_WARNINGS=1` makes
+`nlbook.setup()` turn every warning raised by a notebook's own code or by nlbook into an error,
+so that a notebook which would print a warning to a learner fails its test run.
 """
 
 import os
@@ -14,6 +16,7 @@ from queue import Empty
 os.environ.setdefault("NLBOOK_SMOKE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("NLBOOK_HEADLESS", "1")
+os.environ.setdefault("NLBOOK_STRICT_WARNINGS", "1")
 
 
 def _poll_kernel_replies_in_slices() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import warnings
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -118,6 +119,12 @@ def setup(seed: int = 0, threads: int | None = 1, verbose: bool = True) -> Setup
         versions["ipywidgets"] = ipywidgets.__version__
     except ImportError:  # widgets are optional outside notebooks
         versions["ipywidgets"] = "not installed"
+
+    if _env_flag("NLBOOK_STRICT_WARNINGS"):
+        # The tests (conftest.py) set it: a warning that a notebook's own code or nlbook
+        # triggers (a deprecated name, a bad argument) would be printed to the learner, so in a
+        # test run it is an error that fails the notebook.
+        warnings.filterwarnings("error", module=r"__main__|nlbook(\..*)?$")
 
     info = SetupInfo(
         seed=seed,

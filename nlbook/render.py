@@ -174,7 +174,7 @@ def render_book(notebooks: Sequence[str | Path], output_dir: str | Path = DEFAUL
 
 def _default_notebooks() -> list[Path]:
     folder = Path(__file__).resolve().parent.parent / "notebooks"
-    notebooks = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    notebooks = sorted(folder.glob("[0-9][0-9]*_*.ipynb"))
     here = Path.cwd()
     notebooks = [path.relative_to(here) if path.is_relative_to(here) else path
                  for path in notebooks]

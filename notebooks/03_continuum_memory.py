@@ -423,33 +423,39 @@ viz.plot_stream_losses({name: curve[start_b - 300:] for name, curve in stream_lo
                        boundaries=[300, 600], labels=["A (end)", "B", "A again"], smooth=10,
                        ylabel="stream MSE (moving average)")
 
+# %% [markdown]
+# **What we measure** (the cell writes the table from this run; full size: 6000 A samples,
+# mean of 5 task pairs; smoke mode uses 600 A samples and gives different numbers):
+
 # %%
-for name, curve in stream_losses.items():
-    print(f"{name:18s} mean stream MSE during 'A again': {curve[again].mean().item():.3f}")
+from IPython.display import Markdown
+
+again_mse = {name: curve[again].mean().item() for name, curve in stream_losses.items()}
+rows = [f"| {name} | " + " | ".join(f"{error:.3g}" for error in errors)
+        + f" | {again_mse[name]:.3g} |" for name, errors in results.items()]
+slow = results["slow + reset fast"]
+Markdown("\n".join([
+    "| model | " + " | ".join(stages) + ' | stream MSE in "A again" |',
+    "|---" * (len(stages) + 2) + "|", *rows, "",
+    f"The slow level's knowledge of A after the context end: test MSE {slow[2]:.3g}, against "
+    f"{results['one level'][2]:.3g} for one level; while re-learning A in context, stream MSE "
+    f"{again_mse['slow + reset fast']:.3g} against {again_mse['one level']:.3g}."]))
 
 # %% [markdown]
-# **What we measure** (full size: 6000 A samples, mean of 5 task pairs, measured with this
-# notebook; smoke mode uses 600 A samples and gives different numbers):
-#
-# | model | end of A | after B | after context end | after A again | stream MSE in "A again" |
-# |---|---|---|---|---|---|
-# | one level | 4e−32 | 2.01 | 2.01 | 7e−5 | 0.205 |
-# | naive CMS | 5e−32 | 1.98 | 1.98 | 0.009 | 0.228 |
-# | slow + reset fast | 0.022 | 2.02 | **0.060** | 0.049 | **0.006** |
-#
 # - One level and the naive CMS both learn A perfectly and both **forget it completely**
-#   after 300 samples of B (test MSE ≈ 2, the distance between two random tasks). Updating the
-#   second level every 64 tokens changes nothing: its summed update moves it as far as a
-#   per-token level, only later. **Update frequency alone does not protect memory.**
+#   after 300 samples of B (their test MSE reaches the distance between two random tasks).
+#   Updating the second level every 64 tokens changes nothing: its summed update moves it as
+#   far as a per-token level, only later. **Update frequency alone does not protect memory.**
 # - The CMS whose slow level is really slow (small $\eta$) and whose fast level is reset at the
 #   end of each context forgets as much *while B sits in the fast level*, but when the context
 #   ends the fast level restarts from its initial state and the slow level's knowledge of A is
-#   back: 0.060 instead of 2. It then re-learns A in context
-#   almost at once (stream MSE 0.006 vs 0.2 during "A again").
+#   back (the "after context end" column). It then re-learns A in context almost at once (the
+#   last column).
 # - The price: on its own the slow level is a *worse* model of A than a single fast level
-#   (0.022 and 0.049, both measured right after a context end, against ≈ 0). In smoke mode,
-#   with only 600 samples of A, the slow level has barely learned A (≈ 0.7): persistence needs
-#   a slow level that has seen a lot of data with a small rate, plus resets of the fast one.
+#   (its "end of A" and "after A again" entries, both measured right after a context end, are
+#   above the single level's near-zero ones). In smoke mode, with only 600 samples of A, the
+#   slow level has barely learned A: persistence needs a slow level that has seen a lot of data
+#   with a small rate, plus resets of the fast one.
 #   Closing the remaining gap needs the outer loop that meta-learns the initial states
 #   (chapter 5), which this toy does not have.
 
@@ -475,16 +481,17 @@ from nlbook.exercises import continuum_memory as ex
 
 prediction = None  # your prediction: "a", "b", "c" or "d"
 
-token = torch.randn(1, 1, 4, generator=generator).expand(1, 64, 4).contiguous()
-token_target = torch.randn(1, 1, 4, generator=generator).expand(1, 64, 4).contiguous()
-for chunk in (1, 64):
-    level = ContinuumMemory(4, [chunk], [1e-4], linear=True, residual=False, pre_norm=False,
-                            generator=torch.Generator().manual_seed(1))
-    start_weight = level.levels[0]["weight"].detach().clone()
-    with torch.no_grad():
-        moved = level(token, token_target, loss_fn=squared_error_loss)
-    distance = (moved.state.parameters[0]["weight"][0] - start_weight).norm().item()
-    print(f"C = {chunk:2d}: ‖W_64 − W_0‖ = {distance:.5f}")
+with ex.experiment("summed_updates"):
+    token = torch.randn(1, 1, 4, generator=generator).expand(1, 64, 4).contiguous()
+    token_target = torch.randn(1, 1, 4, generator=generator).expand(1, 64, 4).contiguous()
+    for chunk in (1, 64):
+        level = ContinuumMemory(4, [chunk], [1e-4], linear=True, residual=False, pre_norm=False,
+                                generator=torch.Generator().manual_seed(1))
+        start_weight = level.blocks[0]["weight"].detach().clone()
+        with torch.no_grad():
+            moved = level(token, token_target, loss_fn=squared_error_loss)
+        distance = (moved.state.parameters[0]["weight"][0] - start_weight).norm().item()
+        print(f"C = {chunk:2d}: ‖W_64 − W_0‖ = {distance:.5f}")
 ex.answer("summed_updates", prediction)
 
 # %% [markdown]
@@ -498,21 +505,22 @@ ex.answer("summed_updates", prediction)
 # %%
 prediction = None  # "a", "b", "c" or "d"
 
-level = ContinuumMemory(3, [4], [0.1], linear=True, residual=False, pre_norm=False,
-                        generator=generator)
-inputs_7 = torch.randn(1, 7, 3, generator=generator)
-targets_7 = torch.randn(1, 7, 3, generator=generator)
-record = CMSRecord(1)
-with torch.no_grad():
-    state = level(inputs_7, targets_7, loss_fn=squared_error_loss, record=record).state
-print("tokens seen:", state.position, "| updates at token counts:", record.update_steps(0))
-print("carried for the level:", {"parameters": sorted(state.parameters[0]),
-                                 "gradient_sums": sorted(state.gradient_sums[0])})
-W, b = state.parameters[0]["weight"][0], state.parameters[0]["bias"][0]
-by_hand = sum(torch.outer(W @ inputs_7[0, t] + b - targets_7[0, t], inputs_7[0, t])
-              for t in (4, 5, 6))  # tokens 5, 6, 7, at the parameters after token 4
-print(f"max |carried gradient sum − tokens 5..7 by hand| = "
-      f"{(state.gradient_sums[0]['weight'][0] - by_hand).abs().max().item():.1e}")
+with ex.experiment("open_chunk"):
+    level = ContinuumMemory(3, [4], [0.1], linear=True, residual=False, pre_norm=False,
+                            generator=generator)
+    inputs_7 = torch.randn(1, 7, 3, generator=generator)
+    targets_7 = torch.randn(1, 7, 3, generator=generator)
+    record = CMSRecord(1)
+    with torch.no_grad():
+        state = level(inputs_7, targets_7, loss_fn=squared_error_loss, record=record).state
+    print("tokens seen:", state.position, "| updates at token counts:", record.update_steps(0))
+    print("carried for the level:", {"parameters": sorted(state.parameters[0]),
+                                     "gradient_sums": sorted(state.gradient_sums[0])})
+    W, b = state.parameters[0]["weight"][0], state.parameters[0]["bias"][0]
+    by_hand = sum(torch.outer(W @ inputs_7[0, t] + b - targets_7[0, t], inputs_7[0, t])
+                  for t in (4, 5, 6))  # tokens 5, 6, 7, at the parameters after token 4
+    print(f"max |carried gradient sum − tokens 5..7 by hand| = "
+          f"{(state.gradient_sums[0]['weight'][0] - by_hand).abs().max().item():.1e}")
 ex.answer("open_chunk", prediction)
 
 # %% [markdown]

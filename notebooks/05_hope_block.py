@@ -335,19 +335,19 @@ viz.plot_speed_and_size(names, speeds, sizes)
 
 # %% [markdown]
 # **Reading the numbers.** On a CPU HOPE trains several times slower than a Transformer of the
-# same size (`python -m nlbook.bench hope` measured 0.37–0.39× at 1M parameters, one thread).
+# same size (the cell above measures it here; `python -m nlbook.bench hope` measures it at 1M
+# parameters, and the [results page](../RESULTS.md) lists what it printed).
 # Attention at context 128 is one fused kernel; HOPE runs the Titans chunk by chunk
 # (triangular solves on small matrices) and the CMS segment by segment with an inner backward
 # pass. A longer context does not close the gap on this CPU: at the same 2,048 tokens per step
-# (`python -m nlbook.bench hope --context 64,256,1024`, one run on a shared CPU) the ratio fell
-# from 0.31 at context 64 to 0.22 at 256 and 0.13 at 1024, because HOPE's chunks run one after
+# (`python -m nlbook.bench hope --context 64,256,1024`) the ratio falls as the context grows,
+# because HOPE's chunks run one after
 # another and a longer context means a smaller batch in each; attention's quadratic cost is
 # still small at 1,024 characters for this width, so the two never cross here. Generation is
 # the other way round: HOPE's state has a fixed size, so its cost per token does not grow with
-# the text. Per *step* HOPE learns at least as fast in short runs (one
-# measurement, 150 steps at the size of section 5: validation 2.34 nats/char for HOPE, 2.52
-# for the Transformer); per *second* on a CPU, the Transformer wins in this regime. Chapter 6
-# compares the two properly, at equal wall-clock time.
+# the text. How much each learns per *step* is chapter 6's measurement; per *second* on a CPU
+# the Transformer wins in this regime (the cell above). Chapter 6 compares the two properly, at
+# equal steps and at equal wall-clock time.
 
 # %% [markdown]
 # ## 7 · Exercises
@@ -367,13 +367,14 @@ viz.plot_speed_and_size(names, speeds, sizes)
 # %%
 prediction = None  # your prediction: "a", "b", "c" or "d"
 
-small_model = hope.HopeLM(65, 32, 1, 2, seed=0)
-tokens_40 = torch.randint(65, (1, 40), generator=generator)
-last_changed = tokens_40.clone()
-last_changed[0, -1] = (last_changed[0, -1] + 1) % 65
-with torch.no_grad():
-    change = (small_model(tokens_40)[0] - small_model(last_changed)[0]).abs().amax(-1)[0]
-print("positions whose logits changed:", torch.nonzero(change > 0).flatten().tolist())
+with ex.experiment("causal"):
+    small_model = hope.HopeLM(65, 32, 1, 2, seed=0)
+    tokens_40 = torch.randint(65, (1, 40), generator=generator)
+    last_changed = tokens_40.clone()
+    last_changed[0, -1] = (last_changed[0, -1] + 1) % 65
+    with torch.no_grad():
+        change = (small_model(tokens_40)[0] - small_model(last_changed)[0]).abs().amax(-1)[0]
+    print("positions whose logits changed:", torch.nonzero(change > 0).flatten().tolist())
 ex.answer("causal", prediction)
 
 # %% [markdown]
@@ -386,8 +387,6 @@ ex.answer("causal", prediction)
 
 # %%
 import dataclasses
-
-prediction = None  # "a", "b", "c" or "d"
 
 
 def count_values(state) -> int:
@@ -404,10 +403,13 @@ def count_values(state) -> int:
     return 0
 
 
-for length in (10, smoke(1000, 100)):
-    with torch.no_grad():
-        _, carried = small_model.stream(torch.randint(65, (1, length), generator=generator))
-    print(f"after {length:4d} tokens the state holds {count_values(carried):,} values")
+prediction = None  # "a", "b", "c" or "d"
+
+with ex.experiment("state_size"):
+    for length in (10, smoke(1000, 100)):
+        with torch.no_grad():
+            _, carried = small_model.stream(torch.randint(65, (1, length), generator=generator))
+        print(f"after {length:4d} tokens the state holds {count_values(carried):,} values")
 ex.answer("state_size", prediction)
 
 # %% [markdown]
@@ -473,5 +475,5 @@ ex.check_stream_greedy(stream_greedy)
 # "logit-lens" loss through the final readout, not the final layer's loss (a cost choice). The
 # CMS's η = 0 block is updated by AdamW at every training step rather than at a lower outer
 # frequency
-# (`nlbook.cms.MultiRateOptimizer` would do that). Sizes here are ~10⁵–10⁶ parameters, four
+# (`nlbook.cms.MultiRateOptimizer` would do that). Sizes here are 10⁵ to 10⁶ parameters, four
 # orders of magnitude below the paper's.

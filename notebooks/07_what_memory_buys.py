@@ -567,12 +567,13 @@ from nlbook.tasks import recall_accuracy
 
 prediction = None  # your prediction: "a", "b", "c" or "d"
 
-shakespeare = load_corpus().vocabulary
-copier = ex.WindowCopier(shakespeare, context_length=64)
-seen = recall_accuracy(copier, shakespeare, gaps=(8, 128), trials=64, seed=0)
-for gap in seen.gaps:
-    print(f"gap {gap:3d}: accuracy {100 * seen.accuracy[gap]:5.1f} % (fact in the window: "
-          f"{seen.fact_in_window[gap]})")
+with ex.experiment("window_copier"):
+    shakespeare = load_corpus().vocabulary
+    copier = ex.WindowCopier(shakespeare, context_length=64)
+    seen = recall_accuracy(copier, shakespeare, gaps=(8, 128), trials=64, seed=0)
+    for gap in seen.gaps:
+        print(f"gap {gap:3d}: accuracy {100 * seen.accuracy[gap]:5.1f} % (fact in the window: "
+              f"{seen.fact_in_window[gap]})")
 ex.answer("window_copier", prediction)
 
 # %% [markdown]
@@ -617,9 +618,10 @@ from nlbook.tasks import sample_strings
 
 prediction = None  # "a", "b", "c" or "d"
 
-_, labels = sample_strings("anbn", 512, (32, 64), generator=np.random.default_rng(0))
-always_no = np.mean([not label for label in labels])
-print(f"'always no' on 512 Bin1 strings of aⁿbⁿ: {100 * always_no:.1f} %")
+with ex.experiment("always_reject"):
+    _, labels = sample_strings("anbn", 512, (32, 64), generator=np.random.default_rng(0))
+    always_no = np.mean([not label for label in labels])
+    print(f"'always no' on 512 Bin1 strings of aⁿbⁿ: {100 * always_no:.1f} %")
 ex.answer("always_reject", prediction)
 
 # %% [markdown]

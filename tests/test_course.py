@@ -14,7 +14,7 @@ import pytest
 from nlbook import course
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+SOURCES = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.py"))
 
 
 def first_code_cell(path: Path) -> str:

@@ -23,8 +23,10 @@ from nlbook.exercises import _core, solutions
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 CHAPTER_NOTEBOOK = {
+    "levels": "00_levels.py",
     "associative_memory": "01_associative_memory.py",
     "nested_optimizers": "02_nested_optimizers.py",
+    "muon_m3": "02b_muon_m3.py",
     "continuum_memory": "03_continuum_memory.py",
     "self_modifying": "04_self_modifying.py",
     "hope_block": "05_hope_block.py",
@@ -34,7 +36,8 @@ CHAPTER_NOTEBOOK = {
 EXERCISES = [(chapter, name) for chapter, table in solutions.BY_CHAPTER.items()
              for name in table]
 # Exercises whose result is a matrix (or batch of matrices) that can come back transposed.
-TRANSPOSABLE = {"delta_step", "titans_step", "chunk_update", "dgd_step", "causal_conv",
+TRANSPOSABLE = {"hebbian_step", "ns_step",
+                "delta_step", "titans_step", "chunk_update", "dgd_step", "causal_conv",
                 "block_forward", "top_p_filter"}
 
 
@@ -281,6 +284,15 @@ def _forgetting_flipped(steps, loss_a, phase_ends):
 
 
 PARTICULAR_MISTAKES = [
+    ("levels", "hebbian_step", lambda S, k, v, b: S - b * torch.outer(k, v), "wrong sign"),
+    ("levels", "hebbian_step", lambda S, k, v, b: b * torch.outer(k, v), "old memory"),
+    ("levels", "hebbian_step", lambda S, k, v, b: S + b * torch.outer(v, k), "transposed"),
+    ("associative_memory", "delta_step",
+     lambda S, k, v, b, d: d * S - b * torch.outer(k, k @ S - v).T, "transposed"),
+    ("muon_m3", "ns_step", lambda X: 1.5 * X + 0.5 * X @ X.T @ X, "wrong sign"),
+    ("muon_m3", "ns_step", lambda X: 1.5 * X - 0.5 * X.T @ X @ X, "transposed"),
+    ("levels", "levels_of", lambda f: [sorted(set(f)).index(x) + 1 for x in f], "reversed"),
+    ("levels", "levels_of", lambda f: list(range(1, len(f) + 1)), "share one level|sort"),
     ("associative_memory", "delta_step", _delta_step_hebbian, "Hebbian"),
     ("associative_memory", "delta_step", _delta_step_undecayed_erase, "decayed memory"),
     ("associative_memory", "delta_step", lambda S, k, v, b, d: S * float("nan"), "NaN"),
@@ -439,3 +451,121 @@ def test_notebooks_hold_stubs_and_call_every_checker_and_question(chapter):
 def test_not_done_message_names_no_formula():
     message = _core._not_done_message("check_delta_step", "delta_step", "nlbook.exercises.x")
     assert not set("=←Σ∑+−*/") & set(message.replace("ex = ", ""))
+
+
+# ----------------------------------------------------------------------------- predict, then run
+
+def _prediction_cells(chapter: str) -> list[str]:
+    import jupytext
+
+    notebook = jupytext.read(NOTEBOOKS / CHAPTER_NOTEBOOK[chapter])
+    return [cell.source for cell in notebook.cells
+            if cell.cell_type == "code" and "ex.answer(" in cell.source]
+
+
+@pytest.mark.parametrize("chapter", list(CHAPTER_NOTEBOOK))
+def test_every_prediction_cell_runs_its_experiment_out_of_sight(chapter):
+    """Between ``prediction = ...`` and ``ex.answer(name, prediction)`` a predict-then-run cell
+    runs nothing but ``with ex.experiment(name):`` (which holds the result back)."""
+    for source in _prediction_cells(chapter):
+        statements = ast.parse(source).body
+        start = next(i for i, node in enumerate(statements) if isinstance(node, ast.Assign)
+                     and ast.unparse(node.targets[0]) == "prediction")
+        answer = next(i for i, node in enumerate(statements) if isinstance(node, ast.Expr)
+                      and ast.unparse(node.value).startswith("ex.answer("))
+        name = ast.literal_eval(statements[answer].value.args[0])
+        between = statements[start + 1:answer]
+        assert answer == len(statements) - 1, f"{name}: ex.answer must end its cell"
+        for node in between:
+            assert isinstance(node, ast.With) and ast.unparse(node.items[0].context_expr) == (
+                f"ex.experiment({name!r})"), (
+                f"{CHAPTER_NOTEBOOK[chapter]} question {name}: run the experiment inside "
+                f"`with ex.experiment({name!r}):`, got {ast.unparse(node)[:80]!r}")
+
+
+def test_an_experiment_is_hidden_until_a_prediction_then_shown_beside_it(capsys):
+    ex = _module("associative_memory")
+    question = ex.QUESTIONS["overwrite"]
+    with ex.experiment("overwrite"):
+        print("RESULT-31415")
+    assert capsys.readouterr().out == ""
+    ex.answer("overwrite")
+    waiting = capsys.readouterr().out
+    assert "RESULT-31415" not in waiting and "not done yet" in waiting
+    assert "hidden until you predict" in waiting
+    ex.answer("overwrite", question.correct)
+    judged = capsys.readouterr().out
+    assert judged.index("You predicted") < judged.index("RESULT-31415") < judged.index("right")
+    ex.reveal("overwrite")
+    assert "RESULT-31415" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="name"):
+        with ex.experiment("no_such_question"):
+            pass
+
+
+def test_an_experiment_holds_its_figures_back():
+    import matplotlib.pyplot as plt
+
+    ex = _module("associative_memory")
+    with ex.experiment("half_step") as held:
+        plt.figure()
+    assert len(held.figures) == 1 and not plt.get_fignums()
+
+
+def test_a_prediction_cell_shows_no_result_in_a_real_kernel(tmp_path):
+    """Through nbclient (what JupyterLab's "Run all" does): the cell's outputs hold no printout
+    and no figure of the experiment until a prediction is set; then both are shown."""
+    import nbclient
+    import nbformat
+
+    experiment = ('with ex.experiment("overwrite"):\n'
+                  '    print("RESULT-27182")\n'
+                  '    plt.figure(); plt.plot([0, 1])\n')
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import matplotlib.pyplot as plt\n"
+                                  "from nlbook.exercises import associative_memory as ex"),
+        nbformat.v4.new_code_cell(f"prediction = None\n{experiment}"
+                                  'ex.answer("overwrite", prediction)'),
+        nbformat.v4.new_code_cell(f"prediction = 'b'\n{experiment}"
+                                  'ex.answer("overwrite", prediction)'),
+    ])
+    nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+
+    def shown(cell):
+        text = "".join(output.get("text", "") for output in cell.outputs)
+        images = [output for output in cell.outputs if "image/png" in output.get("data", {})]
+        return text, images
+
+    text, images = shown(notebook.cells[1])
+    assert "RESULT-27182" not in text and not images and "not done yet" in text
+    text, images = shown(notebook.cells[2])
+    assert "RESULT-27182" in text and len(images) == 1 and "You predicted (b)" in text
+
+
+# ----------------------------------------------------------------------------- how a failure reads
+
+def test_a_wrong_answer_shows_the_hint_without_a_traceback():
+    """In Jupyter a failed check renders as its hint alone: no frames of the checker (whose
+    code would give the formula away)."""
+    from nlbook.exercises import associative_memory as ex
+
+    with pytest.raises(_core.CheckFailed) as caught:
+        ex.check_delta_step(lambda S, k, v, beta, decay: S + beta * torch.outer(k, v))
+    rendered = "\n".join(caught.value._render_traceback_())
+    assert "Hebbian" in rendered and "Traceback" not in rendered and "File " not in rendered
+    assert isinstance(caught.value, AssertionError)
+
+
+def test_an_integer_answer_is_reported_as_written():
+    from nlbook.exercises import nested_optimizers as ex
+
+    with pytest.raises(AssertionError, match=r"got 6\b") as caught:
+        ex.check_gradients_for_mass(lambda beta, fraction: 6)
+    assert "6.0" not in str(caught.value)
+
+
+def test_an_error_inside_the_learners_function_is_explained():
+    from nlbook.exercises import self_modifying as ex
+
+    with pytest.raises(_core.CheckFailed, match="your function raised ZeroDivisionError"):
+        ex.check_effective_step(lambda lr, x: 1 / 0)

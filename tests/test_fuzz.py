@@ -1670,6 +1670,11 @@ entry(viz.plot_optimizer_trajectories,
 entry(viz.plot_momentum_memory_length, lambda: dict(momenta=[0.5, 0.9], max_count=20),
       {"momenta": FloatList(item=Float(0, 1, high_inclusive=False), scalar=True),
        "max_count": Int(low=1, high=10 ** 6)}, **FIGURE)
+entry(viz.plot_newton_schulz,
+      lambda: dict(initial=[0.01, 0.1, 1.0], after={"1 step": [0.03, 0.3, 0.9]}, title=None),
+      {"initial": Obj(), "after": Obj(), "title": Str(none=True, empty=True)}, **FIGURE,
+      extra=[("after", "a series of another length", {"1 step": [0.5]}, REFUSE),
+             ("initial", "a zero singular value", [0.0, 1.0, 0.5], REFUSE)])
 entry(viz.plot_continual_stream,
       lambda: dict(results=optim.continual_stream({"sgd": sgd}, tasks=2, switch_every=2,
                                                   steps=4, input_dim=3, hidden=4, output_dim=2,

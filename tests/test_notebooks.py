@@ -26,8 +26,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
-SOURCES = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
-NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+SOURCES = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]*_*.py"))
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]*_*.ipynb"))
 KERNEL = "python3"
 
 
@@ -128,6 +128,21 @@ def check_equations_are_typeset(source: Path) -> None:
                 f"{line.strip()!r} (write it as $…$)")
 
 
+_HEADING_COMMENT = re.compile(r"^# #{1,6} \S")
+
+
+def check_no_markdown_in_code(source: Path) -> None:
+    """A markdown heading written as a comment inside a code cell (``# ## 1. ...``) is a
+    missing ``# %% [markdown]`` marker: the section's heading and prose would render as code."""
+    for index, cell in enumerate(jupytext.reads(committed_text(source), fmt="py:percent").cells):
+        if cell.cell_type != "code":
+            continue
+        for line in cell.source.splitlines():
+            assert not _HEADING_COMMENT.match(line), (
+                f"{source.name} code cell {index} holds a markdown heading as a comment: "
+                f"{line.strip()!r} (a missing `# %% [markdown]` marker above it?)")
+
+
 # ----------------------------------------------------------------------------- the tests
 
 def test_there_are_notebooks():
@@ -159,6 +174,11 @@ def test_every_chapter_typesets_its_equations(source: Path):
     check_equations_are_typeset(source)
 
 
+@pytest.mark.parametrize("source", SOURCES, ids=lambda path: path.name)
+def test_no_code_cell_holds_a_markdown_heading(source: Path):
+    check_no_markdown_in_code(source)
+
+
 def test_the_checks_catch_what_they_are_for(tmp_path: Path):
     """Each check fails on the defect it exists for (outside git, the file on disk counts)."""
     import nbformat
@@ -176,6 +196,10 @@ def test_the_checks_catch_what_they_are_for(tmp_path: Path):
         check_kernelspec(source)
     with pytest.raises(AssertionError, match="plain text"):
         check_equations_are_typeset(source)
+    heading = tmp_path / "09_heading.py"
+    heading.write_text("# %%\nx = 1\n\n# ## 1. A section\n#\n# Its prose.\n", encoding="utf-8")
+    with pytest.raises(AssertionError, match="missing `# %% \\[markdown\\]` marker"):
+        check_no_markdown_in_code(heading)
     source.write_text(source.read_text(encoding="utf-8") + "\n# %%\ny = 2\n", encoding="utf-8")
     with pytest.raises(AssertionError, match="differ"):
         check_pair_in_sync(source)
@@ -278,3 +302,18 @@ def test_run_all_reports_every_exercise_not_done_without_an_echo(saved_clone):
         printed = "".join(output.get("text", "") for output in cell.outputs
                           if output["output_type"] == "stream")
         assert "not done yet" in printed, cell.source
+
+
+def test_run_all_hides_every_predict_then_run_result(saved_clone):
+    """Through nbclient: a predict-then-run cell's outputs hold nothing of its experiment before
+    a prediction is set (the experiment ran; ``ex.answer`` only says how to see it)."""
+    _, notebook = saved_clone
+    cells = [cell for cell in notebook.cells
+             if cell.cell_type == "code" and "ex.answer(" in cell.source]
+    assert cells
+    for cell in cells:
+        name = re.search(r'ex\.answer\("(\w+)"', cell.source).group(1)
+        assert [output["output_type"] for output in cell.outputs] == ["stream"], cell.source
+        printed = cell.outputs[0]["text"]
+        assert printed.startswith(f"{name}: not done yet."), printed
+        assert "hidden until you predict" in printed, printed

@@ -90,7 +90,7 @@ def test_every_relative_link_resolves(path: Path):
 
 
 def test_every_chapter_links_to_the_glossary():
-    for source in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py")):
+    for source in sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.py")):
         opening = source.read_text(encoding="utf-8").split("# %%\n", 1)[0]
         assert "(GLOSSARY.md)" in opening, f"{source.name}: its opening must link the glossary"
 

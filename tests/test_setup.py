@@ -47,3 +47,22 @@ def test_tampered_or_missing_data_gives_a_clear_error(tmp_path):
     data.tiny_shakespeare_path(tmp_path).write_text(original.replace("ROMEO", "R0MEO", 1))
     with pytest.raises(data.DataFileError, match="sha256"):
         data.load_tiny_shakespeare(tmp_path)
+
+
+def test_strict_warnings_turn_a_notebooks_own_warning_into_an_error(monkeypatch):
+    """The tests set NLBOOK_STRICT_WARNINGS: a warning from a notebook cell (module __main__)
+    or from nlbook fails the run instead of being printed to a learner."""
+    import warnings
+
+    import nlbook
+
+    monkeypatch.setenv("NLBOOK_STRICT_WARNINGS", "1")
+    with warnings.catch_warnings():
+        nlbook.setup(verbose=False)
+        with pytest.raises(DeprecationWarning):
+            warnings.warn_explicit("old name", DeprecationWarning, "cell.py", 1,
+                                   module="__main__")
+        with pytest.raises(UserWarning):
+            warnings.warn_explicit("careful", UserWarning, "x.py", 1, module="nlbook.cms")
+        with pytest.warns(UserWarning, match="elsewhere"):  # a library's own: not ours to fix
+            warnings.warn_explicit("elsewhere", UserWarning, "y.py", 1, module="matplotlib")

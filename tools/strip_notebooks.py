@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="change nothing; exit 1 when a notebook holds run results")
     arguments = parser.parse_args(argv)
-    paths = arguments.paths or sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    paths = arguments.paths or sorted(NOTEBOOK_DIR.glob("[0-9][0-9]*_*.ipynb"))
     dirty = []
     for path in paths:
         before = path.read_text(encoding="utf-8")

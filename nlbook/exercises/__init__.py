@@ -23,8 +23,8 @@ import importlib
 __all__ = ["CHAPTERS", "answer", "reveal", "solution"]
 
 #: The chapter modules, in course order.
-CHAPTERS = ("associative_memory", "nested_optimizers", "continuum_memory", "self_modifying",
-            "hope_block", "tiny_shakespeare", "what_memory_buys")
+CHAPTERS = ("levels", "associative_memory", "nested_optimizers", "muon_m3", "continuum_memory",
+            "self_modifying", "hope_block", "tiny_shakespeare", "what_memory_buys")
 
 
 def _chapter_with(kind: str, name: str):

@@ -7,27 +7,32 @@
   untouched notebook runs to the end. A checker returns a :class:`CheckResult`: truthy when the
   answer is right, and it shows nothing in Jupyter (the checker already printed its message, so
   a cell ending with the checker has no ``Out[...]`` echo).
-- A predict-then-run question is asked in the notebook; ``answer(name, prediction)`` compares
-  the learner's prediction with the result and explains it; ``reveal(name)`` explains without a
-  prediction.
+- A predict-then-run question is asked in the notebook. Its experiment runs inside
+  ``with experiment(name):``, which holds back what the experiment prints and draws (the cell
+  shows nothing of it, so the question cannot be passed by reading); ``answer(name,
+  prediction)`` then shows the held result next to the learner's prediction and explains it.
+  Without a prediction ``answer`` says how to reveal and shows nothing; ``reveal(name)`` shows
+  the result and explains it without a prediction. "Run all" still runs every experiment.
 - ``solution(name)`` prints one solution. Solutions live in :mod:`nlbook.exercises.solutions`,
   out of the notebooks' reading path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import io
 import math
 import re
 import textwrap
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["Chapter", "CheckResult", "Question", "checker", "compare", "expect_number",
-           "expect_tensor"]
+__all__ = ["Chapter", "CheckFailed", "CheckResult", "Question", "checker", "compare",
+           "expect_number", "expect_tensor"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,28 @@ def _not_done_message(checker_name: str, exercise: str, module: str) -> str:
 Checker = Callable[[Callable], CheckResult]
 
 
+class CheckFailed(AssertionError):
+    """A wrong answer: in Jupyter only the hint is shown, not a traceback through the checker
+    (whose code would also give the answer away)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return _wrap(str(self)).splitlines()
+
+
+_SHAPE_ERROR = re.compile(r"size of tensor|shape|must match|dimension|mat1 and mat2|"
+                          r"expected .* to have", re.IGNORECASE)
+
+
+def _learner_error_hint(error: Exception) -> str:
+    """A sentence for an exception raised inside the learner's own function."""
+    said = f"{type(error).__name__}: {error}".strip()
+    if isinstance(error, RuntimeError) and _SHAPE_ERROR.search(str(error)):
+        return (f"your function raised {said}. The shapes do not fit: a result or an outer "
+                "product is probably transposed (check which index is the row, and the shapes "
+                "this exercise's text gives for each argument).")
+    return f"your function raised {said}. Run it on a small input by hand to find the line."
+
+
 def checker(exercise: str) -> Callable[[Callable[[Callable], str]], Checker]:
     """Turn ``body(learner_fn) -> confirmation`` into a checker of the learner's ``exercise``.
 
@@ -80,6 +107,12 @@ def checker(exercise: str) -> Callable[[Callable[[Callable], str]], Checker]:
                 message = _not_done_message(body.__name__, exercise, body.__module__)
                 print(message)
                 return CheckResult(exercise, False, message)
+            except CheckFailed:
+                raise
+            except AssertionError as wrong:  # the hint, without the checker's traceback
+                raise CheckFailed(str(wrong)) from None
+            except Exception as error:  # raised inside the learner's function
+                raise CheckFailed(f"{exercise}: {_learner_error_hint(error)}") from None
             message = f"{body.__name__}: correct. {confirmation}"
             print(message)
             return CheckResult(exercise, True, message)
@@ -133,13 +166,18 @@ def expect_tensor(what: str, got: object, shape: tuple[int, ...], *,
 
 
 def expect_number(what: str, got: object) -> float:
-    """``got`` as a finite float (a Python number or a one-element tensor), or an
-    AssertionError with a hint."""
+    """``got`` as a finite number (a Python number or a one-element tensor), or an
+    AssertionError with a hint. An integer answer stays an int, so that a message reports it
+    as the learner wrote it ("got 6", not "got 6.0")."""
     if got is None:
         raise _missing_return(what)
     if isinstance(got, torch.Tensor) and got.numel() != 1:
         raise AssertionError(f"{what} must return one number, got a tensor of shape "
                              f"{tuple(got.shape)}")
+    if isinstance(got, torch.Tensor) and not (got.is_floating_point() or got.is_complex()):
+        got = got.item()
+    if isinstance(got, int) and not isinstance(got, bool):
+        return got  # type: ignore[return-value]
     try:
         value = float(got)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -185,6 +223,62 @@ class Question:
                              f"{self.correct!r}")
 
 
+@dataclass
+class HeldResult:
+    """What one experiment printed and drew, held back until a prediction is made."""
+
+    text: str = ""
+    outputs: list = field(default_factory=list)  # IPython rich outputs (display(...) calls)
+    figures: list = field(default_factory=list)  # matplotlib figures the experiment opened
+
+    def show(self) -> None:
+        """Print the text and display the held outputs and figures (in Jupyter)."""
+        if self.text:
+            print(self.text.rstrip("\n"))
+        if not (self.outputs or self.figures):
+            return
+        try:
+            from IPython.display import display
+        except ImportError:  # plain Python: the text is all there is to show
+            return
+        for output in self.outputs:
+            output.display()
+        for figure in self.figures:
+            display(figure)
+
+
+@contextlib.contextmanager
+def _capture() -> Iterator[HeldResult]:
+    """Hold back stdout, IPython displays and new pyplot figures of the ``with`` body."""
+    held = HeldResult()
+    buffer = io.StringIO()
+    pyplot = None
+    try:
+        import matplotlib.pyplot as pyplot
+        before = set(pyplot.get_fignums())
+    except ImportError:
+        before = set()
+    rich = None
+    try:
+        from IPython import get_ipython
+        from IPython.utils.capture import capture_output
+        if get_ipython() is not None:
+            rich = capture_output(stdout=False, stderr=False, display=True)
+    except ImportError:
+        pass
+    with contextlib.redirect_stdout(buffer), (rich or contextlib.nullcontext()) as captured:
+        try:
+            yield held
+        finally:
+            held.text = buffer.getvalue()
+            if captured is not None:
+                held.outputs = list(captured.outputs)
+            if pyplot is not None:  # closed, so that the inline backend does not show them
+                for number in sorted(set(pyplot.get_fignums()) - before):
+                    held.figures.append(pyplot.figure(number))
+                    pyplot.close(number)
+
+
 def _normalise_choice(prediction: object) -> str:
     return str(prediction).strip().strip("()").strip().lower()
 
@@ -203,6 +297,24 @@ class Chapter:
     module: str
     questions: Mapping[str, Question]
     solutions: Mapping[str, Callable]
+    held: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @contextlib.contextmanager
+    def experiment(self, name: str) -> Iterator[HeldResult]:
+        """Run question ``name``'s experiment in this ``with`` block: what it prints and draws
+        is held back (the cell shows none of it) until ``answer(name, prediction)`` shows it
+        next to the prediction, or ``reveal(name)`` shows it."""
+        self._question(name)
+        with _capture() as held:
+            yield held
+        self.held[name] = held
+
+    def _show_result(self, name: str) -> None:
+        held = self.held.get(name)
+        if held is not None and (held.text or held.outputs or held.figures):
+            print("What the experiment gave:")
+            held.show()
+            print()
 
     def _question(self, name: str) -> Question:
         if name not in self.questions:
@@ -220,10 +332,12 @@ class Chapter:
             return
         letters = ", ".join(repr(letter) for letter in question.choices)
         if prediction is None or _normalise_choice(prediction) in ("", "...", "none"):
-            print(_wrap(f"{name}: not done yet. Set `prediction` at the top of this cell to "
-                        f"your guess (one of {letters}) and run the cell again: you get the "
-                        f"explanation once you have committed to a guess (or call "
-                        f"ex.reveal({name!r}))."))
+            ran = (" The experiment has run; its result is hidden until you predict."
+                   if name in self.held else "")
+            print(_wrap(f"{name}: not done yet.{ran} Set `prediction` at the top of this cell "
+                        f"to your guess (one of {letters}) and run the cell again: you then see "
+                        f"the result next to your guess, with the explanation (or call "
+                        f"ex.reveal({name!r}) to see it without a guess)."))
             return
         choice = _normalise_choice(prediction)
         if choice not in question.choices:
@@ -234,6 +348,9 @@ class Chapter:
         else:
             verdict = (f"Your prediction ({choice}, {question.choices[choice]}) is not what "
                        f"happened. The answer is ({question.correct}): {right}")
+        print(_wrap(f"You predicted ({choice}): {question.choices[choice]}"))
+        print()
+        self._show_result(name)
         print(_wrap(verdict, question.explanation))
 
     def reveal(self, name: str) -> None:
@@ -241,6 +358,7 @@ class Chapter:
         question = self._question(name)
         head = (f"Answer ({question.correct}): {question.choices[question.correct]}"
                 if question.choices else "")
+        self._show_result(name)
         print(_wrap(head, question.explanation) if head else _wrap(question.explanation))
 
     def solution(self, name: str) -> None:

@@ -16,7 +16,7 @@ from nlbook.exercises._core import Chapter, CheckResult, Question, checker, comp
 from nlbook.memory import delta_rule, reference_titans_memory
 
 __all__ = ["QUESTIONS", "SOLUTIONS", "answer", "check_delta_step", "check_titans_step",
-           "reveal", "solution"]
+           "experiment", "reveal", "solution"]
 
 
 def _example(seed: int, key_dim: int = 4, value_dim: int = 3):
@@ -61,10 +61,10 @@ def check_delta_step(delta_step: Callable) -> CheckResult:
 
 @checker("titans_step")
 def check_titans_step(titans_step: Callable) -> CheckResult:
-    """Check ``titans_step(M, S, k, v, lr, momentum, forget) -> (M_new, S_new)`` for one token.
+    """Check ``titans_step(M, Z, k, v, lr, momentum, forget) -> (M_new, Z_new)`` for one token.
 
-    Expected (Titans eq. 13-14 with ℓ = ½‖Mᵀk - v‖²): S_new = momentum S - lr k (Mᵀk - v)ᵀ,
-    M_new = (1 - forget) M + S_new.
+    Expected (Titans eq. 13-14 with ℓ = ½‖Mᵀk - v‖²): Z_new = momentum Z - lr k (Mᵀk - v)ᵀ,
+    M_new = (1 - forget) M + Z_new.
     """
     for seed, (lr, momentum, forget) in enumerate([(0.5, 0.0, 0.0), (0.3, 0.9, 0.1)]):
         memory, key, value = _example(seed)
@@ -75,21 +75,21 @@ def check_titans_step(titans_step: Callable) -> CheckResult:
             lr * one, momentum * one, forget * one,
             initial_state=(memory[None, None], surprise[None, None]))
         expected_memory, expected_surprise = expected_memory[0, 0], expected_surprise[0, 0]
-        what = f"titans_step(M, S, k, v, lr={lr}, momentum={momentum}, forget={forget})"
+        what = f"titans_step(M, Z, k, v, lr={lr}, momentum={momentum}, forget={forget})"
         result = titans_step(memory.clone(), surprise.clone(), key.clone(), value.clone(), lr,
                              momentum, forget)
         if result is None:
             expect_tensor(what, result, tuple(expected_memory.shape))  # the missing-return hint
         if not isinstance(result, tuple) or len(result) != 2:
-            raise AssertionError(f"{what} must return the pair (M_new, S_new), got "
+            raise AssertionError(f"{what} must return the pair (M_new, Z_new), got "
                                  f"{type(result).__name__}")
         got_memory = expect_tensor(f"{what}[0] (M_new)", result[0], tuple(expected_memory.shape))
-        got_surprise = expect_tensor(f"{what}[1] (S_new)", result[1],
+        got_surprise = expect_tensor(f"{what}[1] (Z_new)", result[1],
                                      tuple(expected_surprise.shape))
         if ((got_memory - expected_surprise).abs().max() < 1e-9
                 and (got_surprise - expected_memory).abs().max() < 1e-9):
-            raise AssertionError(f"{what}: M_new and S_new are swapped: return (M_new, S_new)")
-        compare(f"{what}[1] (S_new)", got_surprise, expected_surprise,
+            raise AssertionError(f"{what}: M_new and Z_new are swapped: return (M_new, Z_new)")
+        compare(f"{what}[1] (Z_new)", got_surprise, expected_surprise,
                 "The new surprise keeps momentum × the old one and adds a gradient step on "
                 "½‖Mᵀk − v‖², with the gradient taken at the old M.")
         compare(f"{what}[0] (M_new)", got_memory, expected_memory,
@@ -131,3 +131,4 @@ QUESTIONS = {
 SOLUTIONS = solutions.BY_CHAPTER["associative_memory"]
 _CHAPTER = Chapter(__name__, QUESTIONS, SOLUTIONS)
 answer, reveal, solution = _CHAPTER.answer, _CHAPTER.reveal, _CHAPTER.solution
+experiment = _CHAPTER.experiment

@@ -24,7 +24,7 @@ from nlbook.exercises._core import (
 )
 
 __all__ = ["QUESTIONS", "SOLUTIONS", "answer", "check_chunk_update", "check_update_steps",
-           "reference_chunk_update", "reveal", "solution"]
+           "experiment", "reference_chunk_update", "reveal", "solution"]
 
 
 def reference_chunk_update(weight: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor,
@@ -156,3 +156,4 @@ QUESTIONS = {
 SOLUTIONS = solutions.BY_CHAPTER["continuum_memory"]
 _CHAPTER = Chapter(__name__, QUESTIONS, SOLUTIONS)
 answer, reveal, solution = _CHAPTER.answer, _CHAPTER.reveal, _CHAPTER.solution
+experiment = _CHAPTER.experiment

@@ -18,7 +18,7 @@ from nlbook.exercises._core import Chapter, CheckResult, Question, checker, comp
 from nlbook.hope import CausalDepthwiseConv, HopeBlock, HopeLM
 
 __all__ = ["QUESTIONS", "SOLUTIONS", "answer", "check_block_forward", "check_causal_conv",
-           "check_stream_greedy", "reference_causal_conv", "reveal", "solution"]
+           "check_stream_greedy", "experiment", "reference_causal_conv", "reveal", "solution"]
 
 
 def reference_causal_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -188,3 +188,4 @@ QUESTIONS = {
 SOLUTIONS = solutions.BY_CHAPTER["hope_block"]
 _CHAPTER = Chapter(__name__, QUESTIONS, SOLUTIONS)
 answer, reveal, solution = _CHAPTER.answer, _CHAPTER.reveal, _CHAPTER.solution
+experiment = _CHAPTER.experiment

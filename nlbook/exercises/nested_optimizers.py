@@ -22,7 +22,7 @@ from nlbook.exercises._core import (
 )
 
 __all__ = ["QUESTIONS", "SOLUTIONS", "answer", "check_delta_momentum_step",
-           "check_gradients_for_mass", "check_momentum_step", "reveal", "solution"]
+           "check_gradients_for_mass", "check_momentum_step", "experiment", "reveal", "solution"]
 
 
 def _cases(seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor, float, float]]:
@@ -127,3 +127,4 @@ QUESTIONS = {
 SOLUTIONS = solutions.BY_CHAPTER["nested_optimizers"]
 _CHAPTER = Chapter(__name__, QUESTIONS, SOLUTIONS)
 answer, reveal, solution = _CHAPTER.answer, _CHAPTER.reveal, _CHAPTER.solution
+experiment = _CHAPTER.experiment

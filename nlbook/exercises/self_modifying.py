@@ -23,7 +23,7 @@ from nlbook.exercises._core import (
 from nlbook.selfmod import dgd_proximal_closed_form, dgd_step
 
 __all__ = ["QUESTIONS", "SOLUTIONS", "answer", "check_dgd_step", "check_effective_step",
-           "reveal", "solution"]
+           "experiment", "reveal", "solution"]
 
 
 def _case(seed: int):
@@ -105,3 +105,4 @@ QUESTIONS = {
 SOLUTIONS = solutions.BY_CHAPTER["self_modifying"]
 _CHAPTER = Chapter(__name__, QUESTIONS, SOLUTIONS)
 answer, reveal, solution = _CHAPTER.answer, _CHAPTER.reveal, _CHAPTER.solution
+experiment = _CHAPTER.experiment

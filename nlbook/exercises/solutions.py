@@ -14,6 +14,17 @@ import torch
 __all__ = ["BY_CHAPTER"]
 
 
+# ----------------------------------------------------------------------------- chapter 0
+
+def hebbian_step(S, k, v, beta):
+    return S + beta * torch.outer(k, v)  # −k vᵀ + (S − S_t)/β = 0
+
+
+def levels_of(frequencies):
+    ranked = sorted(set(frequencies), reverse=True)  # the fastest first
+    return [ranked.index(frequency) + 1 for frequency in frequencies]
+
+
 # ----------------------------------------------------------------------------- chapter 1
 
 def delta_step(S, k, v, beta, decay):
@@ -21,9 +32,9 @@ def delta_step(S, k, v, beta, decay):
     return S - beta * torch.outer(k, k @ S - v)  # erase what k reads now, write v
 
 
-def titans_step(M, S, k, v, lr, momentum, forget):
-    S_new = momentum * S - lr * torch.outer(k, k @ M - v)  # gradient at the old M
-    return (1 - forget) * M + S_new, S_new
+def titans_step(M, Z, k, v, lr, momentum, forget):
+    Z_new = momentum * Z - lr * torch.outer(k, k @ M - v)  # Z: the surprise (momentum)
+    return (1 - forget) * M + Z_new, Z_new
 
 
 # ----------------------------------------------------------------------------- chapter 2
@@ -42,6 +53,12 @@ def gradients_for_mass(beta, fraction):
 def delta_momentum_step(memory, gradient, lr, momentum):
     unit = gradient / gradient.norm()
     return momentum * memory - (memory @ unit) * unit - lr * gradient  # erase uses the old m
+
+
+# ----------------------------------------------------------------------------- chapter 2b
+
+def ns_step(X):
+    return 1.5 * X - 0.5 * X @ X.T @ X  # σ → 1.5 σ − 0.5 σ³
 
 
 # ----------------------------------------------------------------------------- chapter 3
@@ -127,9 +144,11 @@ def forgetting_and_recovery(steps, loss_a, phase_ends):
 
 
 BY_CHAPTER = {
+    "levels": {"hebbian_step": hebbian_step, "levels_of": levels_of},
     "associative_memory": {"delta_step": delta_step, "titans_step": titans_step},
     "nested_optimizers": {"momentum_step": momentum_step, "gradients_for_mass":
                           gradients_for_mass, "delta_momentum_step": delta_momentum_step},
+    "muon_m3": {"ns_step": ns_step},
     "continuum_memory": {"chunk_update": chunk_update, "update_steps": update_steps},
     "self_modifying": {"effective_step": effective_step, "dgd_step": dgd_step},
     "hope_block": {"causal_conv": causal_conv, "block_forward": block_forward,

@@ -28,18 +28,9 @@ from nlbook.exercises._core import (
 )
 from nlbook.transformer import sample_next_token
 
-__all__ = [
-    "QUESTIONS",
-    "SOLUTIONS",
-    "answer",
-    "bigram_count_cross_entropy",
-    "check_bigram_loss",
-    "check_bits_per_char",
-    "check_top_p_filter",
-    "reference_top_p_filter",
-    "reveal",
-    "solution",
-]
+__all__ = ["QUESTIONS", "SOLUTIONS", "answer", "bigram_count_cross_entropy", "check_bigram_loss",
+           "check_bits_per_char", "check_top_p_filter", "experiment", "reference_top_p_filter",
+           "reveal", "solution"]
 
 
 # ------------------------------------------------------------------------------ bits per char
@@ -222,3 +213,4 @@ QUESTIONS = {
 SOLUTIONS = solutions.BY_CHAPTER["tiny_shakespeare"]
 _CHAPTER = Chapter(__name__, QUESTIONS, SOLUTIONS)
 answer, reveal, solution = _CHAPTER.answer, _CHAPTER.reveal, _CHAPTER.solution
+experiment = _CHAPTER.experiment

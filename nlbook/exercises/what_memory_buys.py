@@ -21,16 +21,8 @@ from nlbook.exercises import solutions
 from nlbook.exercises._core import Chapter, CheckResult, Question, checker, expect_number
 from nlbook.tasks.recall import induction_guesses
 
-__all__ = [
-    "QUESTIONS",
-    "SOLUTIONS",
-    "WindowCopier",
-    "answer",
-    "check_forgetting_and_recovery",
-    "check_is_anbn",
-    "reveal",
-    "solution",
-]
+__all__ = ["QUESTIONS", "SOLUTIONS", "WindowCopier", "answer", "check_forgetting_and_recovery",
+           "check_is_anbn", "experiment", "reveal", "solution"]
 
 
 # ------------------------------------------------------------------------------ aⁿbⁿ
@@ -197,3 +189,4 @@ QUESTIONS = {
 SOLUTIONS = solutions.BY_CHAPTER["what_memory_buys"]
 _CHAPTER = Chapter(__name__, QUESTIONS, SOLUTIONS)
 answer, reveal, solution = _CHAPTER.answer, _CHAPTER.reveal, _CHAPTER.solution
+experiment = _CHAPTER.experiment

@@ -21,8 +21,14 @@ from nlbook.viz.palette import colors_for
 __all__ = [
     "plot_continual_stream",
     "plot_momentum_memory_length",
+    "plot_newton_schulz",
     "plot_optimizer_trajectories",
 ]
+
+#: Line styles cycled with the colours, so that series differ in print and for colour-blind
+#: readers too.
+_LINE_STYLES = ("-", "--", "-.", ":")
+_MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
 def plot_optimizer_trajectories(runs: Mapping[str, tuple], landscape: Mapping[str, object],
@@ -174,4 +180,45 @@ def plot_continual_stream(results: Mapping[str, object],
     final_axes.set_ylabel("test loss of the final model")
     final_axes.set_title("after the stream: every task")
     final_axes.legend(fontsize=7)
+    return figure
+
+
+def plot_newton_schulz(initial, after: Mapping[str, object], *,
+                       title: str | None = None) -> matplotlib.figure.Figure:
+    """What Newton–Schulz does to singular values (arXiv eq. 43–44; Muon's σ = NS_k).
+
+    Args:
+        initial: (n,) singular values of X₀ = G/‖G‖_F, all in (0, 1] (the x axis, log scale).
+        after: per label (e.g. "1 step", "5 steps") the (n,) singular values each initial one
+            becomes after that many iterations (the same order as ``initial``).
+        title: the figure's title (default: a description).
+
+    The diagonal (nothing changes) and the target 1 are drawn dashed; each series has its own
+    colour, line style and marker. The legend sits outside the axes, clear of the data.
+    """
+    initial = check_array("initial", initial, ndim=1, layout="(n,) singular values",
+                          non_empty=True)
+    if not np.all(np.isfinite(initial)) or np.any(initial <= 0):
+        raise ValueError(f"initial must hold finite singular values > 0, got {initial.tolist()}")
+    after = check_mapping("after", after)
+    series = {}
+    for label, values in after.items():
+        series[label] = check_array(f"after[{label!r}]", values, ndim=1,
+                                    layout="(n,) like initial", length=initial.size)
+    title = check_text("title", title, allow_none=True)
+    figure, (axes,) = new_figure(1, width=6.6, height=3.8)
+    axes.plot(initial, initial, color="0.55", ls="--", lw=1.0, label="no change")
+    axes.axhline(1.0, color="0.3", ls=":", lw=1.0, label="target 1 (orthogonal)")
+    for index, ((label, values), colour) in enumerate(zip(series.items(),
+                                                          colors_for(series), strict=True)):
+        axes.plot(initial, values, color=colour, ls=_LINE_STYLES[index % len(_LINE_STYLES)],
+                  marker=_MARKERS[index % len(_MARKERS)], markevery=max(1, initial.size // 8),
+                  markersize=4, lw=1.6, label=label)
+    axes.set_xscale("log")
+    axes.set_xlabel("singular value of X₀ = G / ‖G‖_F")
+    axes.set_ylabel("singular value after the iterations")
+    axes.set_title(title if title is not None else
+                   "Newton–Schulz pushes every singular value towards 1")
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    figure.tight_layout()
     return figure
