@@ -8,7 +8,8 @@ given, then once per mutation of one argument (see tests/_fuzz.py): rank ±1, dt
 NaN/inf, huge values, None, strings, bools for ints, batch mismatches, gates out of range, token
 ids out of range, chunk sizes 0/−1/1.5/T+3/100000; non-contiguous and requires_grad copies must
 give the same result. Anything other than a valid result or a ValueError/TypeError naming the
-argument fails the test (a call past its CPU-time budget is a hang: load is not). Seeded, tiny sizes.
+argument fails the test (a call past its CPU-time budget is a hang: load is not). Seeded,
+tiny sizes.
 
 ``test_command_lines_with_bad_arguments`` runs every ``python -m nlbook.*`` entry point in
 process with bad arguments: each must print one ``error: ...`` line and exit non-zero, without

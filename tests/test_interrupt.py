@@ -122,7 +122,7 @@ def test_a_failed_write_names_the_file_and_leaves_nothing(tmp_path, monkeypatch)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoints.os, "fsync", full_disk)
-    with pytest.raises(OSError, match="cannot write checkpoint .*run.pt: No space left"):
+    with pytest.raises(OSError, match=r"cannot write checkpoint .*run\.pt: No space left"):
         checkpoints.save_checkpoint(path, {**state, "weights": torch.zeros(1000)})
     assert sorted(item.name for item in tmp_path.iterdir()) == ["run.pt"]  # no partial file
     assert path.read_bytes() == before
@@ -158,7 +158,7 @@ def test_a_checkpoint_with_non_finite_weights_is_refused_by_every_command(tmp_pa
     for main, argv in ((evaluate.main, ["--checkpoint", str(path)]),
                        (sample.main, ["--checkpoint", str(path), "--max-new-tokens", "3"]),
                        (train_main, ["--checkpoint", str(path), "--resume", "--no-progress"])):
-        status, out, err = run_command_line(main, argv)
+        status, _, err = run_command_line(main, argv)
         lines = [line for line in err.splitlines() if line.strip()]
         assert status != 0
         assert len(lines) == 1 and lines[0].startswith("error: "), lines

@@ -30,7 +30,6 @@ from nlbook.train.config import (
     TrainConfig,
 )
 
-
 #: What ``torch.load(weights_only=True)`` reads back: tensors and plain containers.
 _LOADABLE_SCALARS = (bool, int, float, str, bytes, type(None), torch.dtype, torch.device,
                      torch.Size)

@@ -21,7 +21,6 @@ from nlbook._checks import check_writable_path
 from nlbook._cli import (
     Parser,
     error_line,
-    non_negative_int,
     positive_float,
     positive_int,
     run_command,
