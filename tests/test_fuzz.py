@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import io
 import math
 import os
@@ -2067,6 +2068,12 @@ def bad_command_lines(tmp: Path) -> list[tuple[str, object, list[str], Path | No
         train_case("--figure unwritable", "--figure", "/proc/nlbook/loss.png"),
         train_case("--checkpoint unwritable", "--checkpoint", "/proc/nlbook/run.pt",
                    keep=tmp / "never"),
+        train_case("--checkpoint ''", "--checkpoint", "", keep=tmp / "never"),
+        train_case("--figure ''", "--figure", ""),
+        train_case("--checkpoint-every 0", "--checkpoint-every", "0"),
+        train_case("--seed 10**20", "--seed", str(10 ** 20)),
+        train_case("--threads 10**20", "--threads", str(10 ** 20)),
+        train_case("--data ''", "--data", ""),
         train_case("--minutes inf", "--steps", "-", "--minutes", "inf"),
         train_case("--minutes 0", "--minutes", "0"),
         train_case("--steps 0", "--steps", "0"),
@@ -2144,12 +2151,15 @@ def bad_command_lines(tmp: Path) -> list[tuple[str, object, list[str], Path | No
                  ["formal", "--d-model", "x"], ["recall", "--trials", "0"],
                  ["recall", "--minutes", "inf"], ["recall", "--seed", "-1"],
                  ["continual", "--evaluations", "0"],
+                 ["shakespeare", "--data", str(tmp / "missing.txt")],
+                 ["shakespeare", "--data", ""],
+                 ["stateful", "--data", str(tmp / "missing.txt"), "--steps", "1"],
                  ["continual", "--steps", "1", "--evaluations", "3"],
                  ["bogus"], []):
         cases.append((f"bench {' '.join(argv) or '(no benchmark)'}", bench.main, argv, None))
     from nlbook import course, render
 
-    for argv in (["bogus"], [], ["check", "extra"]):
+    for argv in (["bogus"], [], ["check", "extra"], ["sync", "extra"]):
         cases.append((f"course {' '.join(argv) or '(no command)'}", course.main, argv, None))
     notebook = tmp / "a.ipynb"
     notebook.write_text("{}", encoding="utf-8")
@@ -2206,3 +2216,154 @@ def test_python_dash_m_prints_one_error_line():
     assert completed.returncode == 2
     assert completed.stderr.strip().startswith("error: argument --threads")
     assert len(completed.stderr.strip().splitlines()) == 1
+
+
+# ============================================================================================
+# every command line, every subcommand, every flag
+
+def command_parsers() -> dict[str, tuple[object, object]]:
+    """``python -m`` name -> (its parser builder, its main)."""
+    from nlbook import course, render
+    from nlbook.train import cli as train_cli
+
+    return {"nlbook.train": (train_cli._parser, train_cli.main),
+            "nlbook.sample": (sample._parser, sample.main),
+            "nlbook.evaluate": (evaluate._parser, evaluate.main),
+            "nlbook.bench": (bench._parser, bench.main),
+            "nlbook.course": (course._parser, course.main),
+            "nlbook.render": (render._parser, render.main)}
+
+
+def command_modules() -> set[str]:
+    """Every ``python -m`` command of the package: a module with a ``__main__`` block, or a
+    package with a ``__main__`` module."""
+    found = set()
+    for info in pkgutil.walk_packages(nlbook.__path__, "nlbook."):
+        if info.name.endswith(".__main__"):
+            found.add(info.name.rsplit(".", 1)[0])
+            continue
+        spec = importlib.util.find_spec(info.name)
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+            if 'if __name__ == "__main__"' in Path(spec.origin).read_text(encoding="utf-8"):
+                found.add(info.name)
+    return found
+
+
+def subcommands(parser) -> dict[str, object]:
+    """'' -> the parser itself when it has no subcommands, else subcommand -> its parser (a
+    positional with choices, like course's sync/check, counts as subcommands of one parser)."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+        if not action.option_strings and action.choices and action.dest != "help":
+            return {choice: parser for choice in action.choices}
+    return {"": parser}
+
+
+def flags(parser) -> list:
+    import argparse
+
+    return [action for action in parser._actions if action.option_strings
+            and not isinstance(action, argparse._HelpAction)]
+
+
+def automatic_bad_arguments(action) -> list[list[str]]:
+    """Bad values every flag of its kind must refuse at parsing (its name in the error)."""
+    import argparse
+
+    flag = action.option_strings[0]
+    if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):
+        return [[f"{flag}=x"]]
+    if action.choices:
+        return [[flag, "bogus"]]
+    kind = getattr(action.type, "__name__", "")
+    if kind in ("positive_int", "non_negative_int", "seed_int", "thread_count"):
+        return [[flag, "x"], [flag, str(10 ** 20)], [flag, "1.5"]]
+    if kind in ("positive_float", "non_negative_float", "finite_float", "unit_interval",
+                "probability"):
+        return [[flag, "x"], [flag, "nan"], [flag, "inf"]]
+    return []  # a free text (a path, a device, a name): only the hand-written cases cover it
+
+
+REQUIRED_ARGUMENTS = {"nlbook.sample": lambda: ["--checkpoint", checkpoint_file()],
+                      "nlbook.evaluate": lambda: ["--checkpoint", checkpoint_file()]}
+
+
+def automatic_command_lines() -> list[tuple[str, object, list[str]]]:
+    cases = []
+    for command, (build, main) in command_parsers().items():
+        for name, parser in subcommands(build()).items():
+            prefix = [name] if name else []
+            for action in flags(parser):
+                for bad in automatic_bad_arguments(action):
+                    argv = [*prefix, *REQUIRED_ARGUMENTS.get(command, list)(), *bad]
+                    cases.append((f"{command} {' '.join(prefix + bad)}", main, argv))
+    return cases
+
+
+def _short(command: str) -> str:
+    return command.removeprefix("nlbook.")
+
+
+def test_every_command_line_has_a_fuzz_entry(tmp_path):
+    """A new ``python -m nlbook.X``, a new subcommand or a new free-text flag fails here until
+    bad_command_lines (above) has a case for it; typed flags are fuzzed automatically."""
+    assert command_modules() == set(command_parsers()), \
+        "a python -m command without an entry in command_parsers() (tests/test_fuzz.py)"
+    cases = bad_command_lines(tmp_path)
+    missing = []
+    for command, (build, _) in command_parsers().items():
+        short = _short(command)
+        for name, parser in subcommands(build()).items():
+            label = f"{short} {name}".strip()
+            mine = [argv for case_label, _, argv, _ in cases
+                    if case_label == label or case_label.startswith(label + " ")]
+            if not mine:
+                missing.append(f"{label}: no bad-argument case")
+            for action in flags(parser):
+                if automatic_bad_arguments(action):
+                    continue
+                if not any(flag in argv or any(item.startswith(flag + "=") for item in argv)
+                           for argv in mine for flag in action.option_strings):
+                    missing.append(f"{label} {action.option_strings[0]}: a free-text flag "
+                                   f"without a bad-argument case")
+    assert not missing, "\n".join(missing)
+
+
+def test_every_flag_refuses_bad_values_naming_itself(capsys):
+    problems, count = [], 0
+    threads = torch.get_num_threads()
+    try:
+        for label, main, argv in automatic_command_lines():
+            count += 1
+            status, out, err = run_command_line(main, argv)
+            lines = [line for line in err.splitlines() if line.strip()]
+            flag = next(item for item in reversed(argv) if item.startswith("--")).split("=")[0]
+            if status != 2 or len(lines) != 1 or not lines[0].startswith("error: ") \
+                    or flag not in lines[0] or "Traceback" in out + err:
+                problems.append(f"{label}: status {status}, stderr {lines[-2:]}")
+    finally:
+        torch.set_num_threads(threads)
+    with capsys.disabled():
+        print(f"\ncommand-line flags: {count} automatic bad values, {len(problems)} problems")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_flag_says_what_it_is_and_its_default():
+    """``--help`` describes every flag of every command and subcommand, with its default
+    (argparse's own ``-h`` aside; a required flag has none)."""
+    from nlbook._cli import help_string
+
+    missing = []
+    for command, (build, _) in command_parsers().items():
+        for name, parser in subcommands(build()).items():
+            for action in flags(parser):
+                text = help_string(parser, action)
+                if not (action.help or "").strip():
+                    missing.append(f"{command} {name} {action.option_strings[0]}: no help")
+                elif "default" not in text.lower() and not action.required:
+                    missing.append(f"{command} {name} {action.option_strings[0]}: no default "
+                                   f"in {text!r}")
+    assert not missing, "\n".join(missing)
