@@ -1242,7 +1242,7 @@ def train_result():
 
 
 for error_class in (training.CheckpointError, training.ModelUnavailableError,
-                    training.TrainingDivergedError):
+                    training.TrainingDivergedError, training.TrainingInterrupted):
     exempt(error_class, ERROR)
 exempt(training.TrainResult, RECORD)
 for command in (training.main, evaluate.main, sample.main, bench.main):
@@ -1335,8 +1335,12 @@ entry(checkpoints.load_model, lambda: dict(path=checkpoint_file(), device="cpu")
              ("path", "a checkpoint with a pickled object", Lazy(pickled_checkpoint),
               training.CheckpointError)])
 entry(checkpoints.save_checkpoint,
-      lambda: dict(path=str(fixture_dir() / "saved.pt"), state={"format": "x", "a": 1}),
-      {"path": OutFile(), "state": Obj()}, same=False)
+      lambda: dict(path=str(fixture_dir() / "saved.pt"),
+                   state={"format": training.CHECKPOINT_FORMAT, "a": 1}),
+      {"path": OutFile(), "state": Obj()}, same=False,
+      extra=[("state", "another format (load_checkpoint refuses it)", {"format": "x"}, REFUSE),
+             ("state", "an arbitrary object inside",
+              {"format": training.CHECKPOINT_FORMAT, "a": Payload()}, REFUSE)])
 EVALUATION = dict(model=Obj(), ids=Tensor(kind="int", vocab=len(vocabulary())),
                   device=Device())
 entry(training.estimate_loss,
@@ -1346,12 +1350,14 @@ entry(training.estimate_loss,
        "batches": Int(low=1, role="cost"), "seed": Int(low=0, role="seed")})
 entry(training.evaluate_all,
       lambda: dict(model=small_text_model(), ids=text_ids(), context_length=8, batch_size=4,
-                   device="cpu"),
-      {**EVALUATION, "context_length": Int(low=1, high=8), "batch_size": Int(low=1)})
+                   device="cpu", progress=False),
+      {**EVALUATION, "context_length": Int(low=1, high=8), "batch_size": Int(low=1),
+       "progress": Bool()})
 entry(training.evaluate_stream,
       lambda: dict(model=small_text_model(), ids=text_ids(), window=8, device="cpu",
-                   batch_size=4),
-      {**EVALUATION, "window": Int(low=1, high=8), "batch_size": Int(low=1)})
+                   batch_size=4, progress=False),
+      {**EVALUATION, "window": Int(low=1, high=8), "batch_size": Int(low=1),
+       "progress": Bool()})
 entry(training.loss_by_position,
       lambda: dict(model=small_text_model(), ids=text_ids(), length=8, windows=3, seed=0,
                    device="cpu", batch_size=2),
@@ -1365,9 +1371,9 @@ entry(loop.save_loss_figure,
              ("references", "a NaN reference", {"uniform": math.nan}, REFUSE)])
 entry(evaluate.evaluate_checkpoint,
       lambda: dict(checkpoint=checkpoint_file(), data=None, split=None, window=8,
-                   device="cpu"),
+                   device="cpu", progress=False),
       {"checkpoint": File(), "data": File(none=True), "split": Choice(none=True),
-       "window": Int(low=1), "device": Device()}, same=False)
+       "window": Int(low=1), "device": Device(), "progress": Bool()}, same=False)
 entry(sample.sample_text,
       lambda: dict(model=small_text_model(), vocabulary=vocabulary(), prompt="to be",
                    max_new_tokens=4, temperature=0.8, top_k=5, top_p=0.9,
@@ -1932,8 +1938,8 @@ entry(hope.frozen_memories, lambda: dict(model=small_hope()), {"model": Obj()},
 REGISTRY[key_of(hope.frozen_memories)].call = frozen_memories
 entry(training.evaluation.stream_token_losses,
       lambda: dict(model=small_text_model(), ids=text_ids(), window=8, device="cpu",
-                   batch_size=2),
-      {**EVALUATION, "window": Int(low=1), "batch_size": Int(low=1)},
+                   batch_size=2, progress=False),
+      {**EVALUATION, "window": Int(low=1), "batch_size": Int(low=1), "progress": Bool()},
       check=shape_is(lambda r: r, lambda a: (len(a["ids"]) - 1,)))
 LANGUAGE_ACCURACY = {"HOPE": {"bin0": [1.0, 0.8], "bin1": [0.5, 0.6]},
                      "Transformer": {"bin0": [0.9, 0.7], "bin1": [0.5, 0.4]}}

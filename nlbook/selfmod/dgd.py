@@ -77,20 +77,23 @@ def _check_layer_step(W, x, grad_y, x_name: str = "x", grad_name: str = "grad_y"
 
 
 def _check_conditioning(lr: torch.Tensor, squared_norm: torch.Tensor, dtype: torch.dtype,
-                        function: str) -> None:
+                        function: str, x_name: str) -> None:
     """Refuse an ``lr`` for which I + lr x xᵀ is numerically singular in ``dtype``.
 
     Its eigenvalues are 1 and 1 + lr‖x‖²: once lr‖x‖² exceeds 1/eps of the dtype, the 1 is
     rounded away and the inverse (solve) fails or not depending on the linear-algebra library.
     A clear refusal whatever the library decides. ``squared_norm`` (...,) is ‖x‖² (the trace
     of X Xᵀ for several inputs, an upper bound of its largest eigenvalue)."""
-    spread = (lr.detach().double() * squared_norm.detach().double()).max()
+    product = lr.detach().double() * squared_norm.detach().double()
+    if product.numel() == 0:
+        return
+    spread = product.max()
     limit = 1.0 / torch.finfo(dtype).eps
     if not bool(torch.isfinite(spread)) or float(spread) > limit:
-        raise ValueError(f"lr is too large for {function} in {dtype}: lr·‖x‖² = "
-                         f"{float(spread):.3g} exceeds 1/eps = {limit:.3g}, so I + lr x xᵀ is "
-                         f"numerically singular; use a smaller lr or float64 (dgd_step computes "
-                         f"the same step without an inverse)")
+        raise ValueError(f"lr and {x_name} are too large together for {function} in {dtype}: "
+                         f"lr·‖{x_name}‖² = {float(spread):.3g} exceeds 1/eps = {limit:.3g}, so "
+                         f"I + lr {x_name} {x_name}ᵀ is numerically singular; use a smaller lr "
+                         f"or float64 (dgd_step computes the same step without an inverse)")
 
 
 def _solved(compute, function: str):
@@ -157,7 +160,7 @@ def dgd_proximal_closed_form(W: torch.Tensor, x: torch.Tensor, grad_y: torch.Ten
     """
     _check_layer_step(W, x, grad_y)
     lr = _check_step_size("lr", lr, W, 0.0, math.inf, low_inclusive=False)
-    _check_conditioning(lr, (x * x).sum(-1), W.dtype, "dgd_proximal_closed_form")
+    _check_conditioning(lr, (x * x).sum(-1), W.dtype, "dgd_proximal_closed_form", "x")
     lr = lr[..., None, None] if lr.ndim else lr
     eye = torch.eye(x.shape[-1], dtype=W.dtype, device=W.device)
     u = -grad_y
@@ -187,7 +190,7 @@ def dgd_step_rank_k(W: torch.Tensor, X: torch.Tensor, grad_Y: torch.Tensor, lr) 
     if X.shape[-2] < 1:
         raise ValueError(f"X must hold at least one input (r >= 1), got shape {tuple(X.shape)}")
     lr_tensor = _check_step_size("lr", lr, W, 0.0, math.inf, low_inclusive=False)
-    _check_conditioning(lr_tensor, (X * X).sum((-2, -1)), W.dtype, "dgd_step_rank_k")
+    _check_conditioning(lr_tensor, (X * X).sum((-2, -1)), W.dtype, "dgd_step_rank_k", "X")
     lr_tensor = lr_tensor[..., None, None] if lr_tensor.ndim else lr_tensor
     rank = X.shape[-2]
     gram = torch.eye(rank, dtype=W.dtype, device=W.device) + lr_tensor * X @ X.transpose(-1, -2)

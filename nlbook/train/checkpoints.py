@@ -172,7 +172,7 @@ def _check_model_state(state: dict[str, Any], path) -> None:
         raise CheckpointError(f"checkpoint {path} holds an empty vocabulary")
 
 
-def check_finite_weights(state: dict[str, Any], path) -> None:
+def _check_finite_weights(state: dict[str, Any], path) -> None:
     """CheckpointError naming the file and the first parameter that holds NaN or inf: a model
     whose training diverged is refused at load, by every command (sampling or scoring it would
     print nonsense, resuming it would train from garbage)."""
@@ -192,7 +192,7 @@ def _build_checkpoint_model(state: dict[str, Any], path) -> nn.Module:
     """The model a checkpoint describes, with its weights; CheckpointError naming what does
     not fit (an unknown model, options it does not take, weights of another shape)."""
     _check_model_state(state, path)
-    check_finite_weights(state, path)
+    _check_finite_weights(state, path)
     model_config = state["model_config"]
     try:
         model = _build_from_model_config(model_config)

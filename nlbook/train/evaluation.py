@@ -157,6 +157,7 @@ def evaluate_all(model: nn.Module, ids: torch.Tensor, *, context_length: int,
     _check_model(model)
     check_positive_int("batch_size", batch_size)
     device = check_device("device", device)
+    check_bool("progress", progress)
     _check_ids_for(model, ids, 2)
     inputs, targets = _sequential_windows(ids, context_length)
     with _EvalMode(model):

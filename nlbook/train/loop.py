@@ -49,9 +49,9 @@ from nlbook.train.building import (
 )
 from nlbook.train.checkpoints import (
     _build_from_model_config,
+    _check_finite_weights,
     _model_config,
     _require_keys,
-    check_finite_weights,
     load_checkpoint,
     save_checkpoint,
 )
@@ -220,7 +220,7 @@ def set_up_run(config: TrainConfig, *, corpus: CharCorpus | None = None, resume:
         # On the CPU: RNG states must be CPU tensors; load_state_dict moves the rest.
         state = load_checkpoint(config.checkpoint, map_location="cpu")
         _require_keys(state, config.checkpoint, {"config": dict}, "resume its run")
-        check_finite_weights(state, config.checkpoint)
+        _check_finite_weights(state, config.checkpoint)
         stored = dict(state["config"], device=config.device, checkpoint=config.checkpoint,
                       compile=config.compile)
         try:
