@@ -339,11 +339,11 @@ entry(chunk_kernel.gated_delta_chunk,
       lambda: dict(state=randn(2, 3, 4), keys=F.normalize(randn(2, 5, 3, seed=1), dim=-1),
                    values=randn(2, 5, 4, seed=2), beta=rand(2, 5, seed=3),
                    log_alpha=-rand(2, 5, seed=4, high=0.2), queries=randn(2, 5, 3, seed=5)),
-      # Leading dims broadcast (documented): a tensor of rank ± 1 or batch 1 is valid input.
-      {"state": Tensor(rank=False), "keys": Tensor(rank=False), "values": Tensor(rank=False),
-       "beta": Tensor(gate=(0, math.inf), rank=False),
-       "log_alpha": Tensor(gate=(-math.inf, 0), rank=False),
-       "queries": Tensor(none=True, rank=False)}, check=chunk_shapes)
+      # Leading dims of size 1 broadcast (documented); an axis more or fewer is refused (it
+      # gave results of another shape), and so is beta > 1.
+      {"state": Tensor(), "keys": Tensor(), "values": Tensor(),
+       "beta": Tensor(gate=(0, 1)), "log_alpha": Tensor(gate=(-math.inf, 0)),
+       "queries": Tensor(none=True)}, check=chunk_shapes)
 entry(chunk_kernel.block_sizes, lambda: dict(length=70, block=32),
       {"length": Int(low=0), "block": Int(low=1, none=True)})
 

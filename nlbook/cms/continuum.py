@@ -22,6 +22,7 @@ from nlbook._checks import (
     check_positive_int,
     check_scalar_in_range,
     check_torch_generator,
+    data_checks_enabled,
     describe,
     entry_point,
 )
@@ -567,7 +568,9 @@ class ContinuumMemory(nn.Module):
                 [None if block is None else block.materialize(batch, shapes[index])
                  for index, block in enumerate(sums)], position + length, pending_input)
         output, losses = torch.cat(outputs, 1), torch.cat(losses, 1)
-        if not torch.compiler.is_compiling():  # a compiled graph is not broken for a check
+        # The outermost call only (and never while compiling): inside HOPE a NaN reaches the
+        # training loop, which stops with TrainingDivergedError naming the step.
+        if data_checks_enabled():
             self._check_finite_result(output, losses[:, :known], pending_loss, position, length)
         return CMSOutput(output, losses, new_state, pending_loss)
 
