@@ -136,6 +136,9 @@ class Int(Spec):
             out.append((f"{self.high + 1}", self.high + 1, REFUSE))
         if self.role == "size":
             out.append(("10**12", HUGE_INT, EITHER))
+        if isinstance(value, int) and not isinstance(value, bool):
+            # numpy integers: a valid result, or a refusal naming the argument (a seed)
+            out.append(("a numpy int64", np.int64(value), EITHER))
         if self.role == "chunk":
             if self.low != 1:
                 out += [("0", 0, REFUSE)]

@@ -243,6 +243,7 @@ def set_up_run(config: TrainConfig, *, corpus: CharCorpus | None = None, resume:
     check_device("device", config.device)  # available here: before any data or model is built
     if corpus is None:
         corpus = load_corpus(config.data)
+    _check_corpus_length(corpus, config)
     if state is not None:
         if state["corpus"]["sha256"] != corpus.sha256:
             raise CheckpointError(f"checkpoint {config.checkpoint} was trained on another text "
@@ -284,6 +285,21 @@ def set_up_run(config: TrainConfig, *, corpus: CharCorpus | None = None, resume:
     run.step_module = data_parallel(StepForward(forward_model, streams is not None), world,
                                     device)
     return run
+
+
+def _check_corpus_length(corpus: CharCorpus, config: TrainConfig) -> None:
+    """A text too short for the run's windows is refused before anything is built, naming the
+    corpus and the context (not later, inside the batch sampler, under its own names)."""
+    need = config.context_length + 1
+    splits = {"train": len(corpus.train_ids), "validation": len(corpus.val_ids)}
+    short = {name: count for name, count in splits.items() if count < need}
+    if short:
+        raise ValueError(
+            f"corpus {corpus.source} is too short for context_length {config.context_length}: "
+            + ", ".join(f"its {name} split holds {count} characters" for name, count in
+                        short.items())
+            + f", each split needs at least context_length + 1 = {need} (give a longer text, "
+              f"or a shorter context_length / --context-length)")
 
 
 def _rank_seed(seed: int, rank: int, step: int) -> int:
