@@ -489,6 +489,18 @@ entry(cms.squared_error_loss, lambda: dict(outputs=randn(2, 5, 4), targets=randn
       check=shape_is(lambda r: r, lambda a: a["outputs"].shape[:2]))
 for record_class in (cms.CMSOutput, cms.CMSState, cms.LevelRecord):
     exempt(record_class, RECORD)
+method("CMSRecord.update_sizes",
+       lambda record, block: record.update_sizes(block),
+       lambda: dict(record=cms_record(), block=1),
+       {"record": Free(), "block": Int(low=0, high=1, role="index")})
+method("cms.cross_entropy_loss(readout)(outputs, targets)",
+       lambda readout, outputs, targets: cms.cross_entropy_loss(readout)(outputs, targets),
+       lambda: dict(readout=torch.nn.Linear(4, V), outputs=randn(2, 5, 4),
+                    targets=tokens(2, 5, V)),
+       {"readout": Func(), "outputs": Tensor(batch="B"),
+        "targets": Tensor(kind="int", vocab=V, batch="B")}, same=False,
+       extra=[("readout", "a readout of the wrong shape", lambda outputs: outputs[..., 0],
+               REFUSE)])
 
 # ============================================================================================
 # nlbook.hope: V = 7, d = 8, one layer, two heads, small chunks
@@ -934,6 +946,10 @@ def recall_stream():
     return recall.key_overwrite_stream(n_keys=3, n_writes=6, dim=4, seed=0)
 
 
+method("RecallStream.latest_value_index",
+       lambda stream, step: stream.latest_value_index(step),
+       lambda: dict(stream=recall_stream(), step=3),
+       {"stream": Free(), "step": Int(low=0, high=5, role="index")})
 entry(recall.key_overwrite_stream, lambda: dict(n_keys=3, n_writes=6, dim=4, seed=0),
       {"n_keys": Int(low=1), "n_writes": Int(low=1), "dim": Int(low=1),
        "seed": Int(low=0, role="seed")})

@@ -594,5 +594,5 @@ class ContinuumMemory(nn.Module):
             raise ValueError(
                 f"the in-context state became non-finite (NaN or inf) in tokens "
                 f"{position}..{position + length} of the stream: the inner updates diverged. "
-                f"Use smaller learning_rates (now {list(self.learning_rates)}) or inputs of a "
-                f"smaller scale (e.g. normalised)")
+                f"Use smaller learning_rates (now {list(self.learning_rates)}) or inputs x of "
+                f"a smaller scale (e.g. normalised)")
