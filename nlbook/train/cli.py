@@ -20,6 +20,7 @@ import torch
 from nlbook._checks import check_writable_path
 from nlbook._cli import (
     Parser,
+    Stopwatch,
     error_line,
     positive_float,
     positive_int,
@@ -217,6 +218,7 @@ def _terminate_as_interrupt():
 
 def _run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
+    clock = Stopwatch()
     main_process, error_prefix, config = True, "error:", None
     try:
         world_size = launched_world_size()
@@ -281,13 +283,14 @@ def _run(args: argparse.Namespace) -> int:
     count = parameter_count(result.model)
     full_val = evaluate_all(result.model, corpus.val_ids,
                             context_length=result.config.context_length,
-                            device=result.config.device)
+                            device=result.config.device, progress=not args.no_progress)
     print(f"parameters: {count.total:,} ({count.non_embedding:,} non-embedding)")
     print(f"validation (every character, fresh windows of {result.config.context_length}): "
           f"{full_val:.4f} nats/char = {full_val / LN2:.4f} bits/char")
     if hasattr(result.model, "stream"):
         streaming = evaluate_stream(result.model, corpus.val_ids, window=1024,
-                                    device=result.config.device)
+                                    device=result.config.device,
+                                    progress=not args.no_progress)
         print(f"validation (every character, one stream, state carried): {streaming:.4f} "
               f"nats/char = {streaming / LN2:.4f} bits/char")
     references = None
@@ -301,4 +304,5 @@ def _run(args: argparse.Namespace) -> int:
                                          for name, nats in references.items()))
     print(f"figure: {save_loss_figure(result, figure, references)}")
     print(f"checkpoint: {result.checkpoint}")
+    print(clock.line())
     return 0
