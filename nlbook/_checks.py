@@ -143,6 +143,12 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
         expected += " or None"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ArgumentTypeError(f"{name} must be {expected}, got {describe(value)}")
+    if not isinstance(value, int) and "seed" in name:
+        # torch.Generator.manual_seed takes Python ints only ("an integer is required"): a
+        # numpy seed is refused here, by name, rather than deep inside torch.
+        raise ArgumentTypeError(f"{name} must be a Python int, got {describe(value)} "
+                                f"({type(value).__module__}.{type(value).__name__}): pass "
+                                f"int({name})")
     value = int(value)
     if (low is not None and value < low) or (high is not None and value > high):
         raise ValueError(f"{name} must be {expected}, got {value!r}")

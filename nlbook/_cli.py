@@ -18,21 +18,71 @@ import sys
 from collections.abc import Callable
 
 __all__ = [
+    "HelpFormatter",
     "Parser",
+    "Stopwatch",
     "error_line",
     "finite_float",
+    "help_string",
     "non_negative_float",
     "non_negative_int",
     "positive_float",
     "positive_int",
     "probability",
     "run_command",
+    "seed_int",
+    "thread_count",
     "unit_interval",
 ]
 
+#: The largest int a flag accepts: torch reads seeds and sizes as 64-bit ints.
+INT_LIMIT = 2**63 - 1
+#: The most torch CPU threads a command accepts.
+THREAD_LIMIT = 1024
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` with every flag's default: appended as ``(default: X)`` unless the help text
+    already says it (``default: the preset's``); switches say ``(default: off)``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or action.default is argparse.SUPPRESS \
+                or "default" in text.lower():
+            return text
+        if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):
+            return f"{text} (default: {'on' if action.default else 'off'})"
+        if action.default is None or action.default == []:
+            return text
+        shown = action.default if not isinstance(action.default, str) else repr(action.default)
+        return f"{text} (default: {str(shown).replace('%', '%%')})"
+
+
+def help_string(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
+    """What ``--help`` says about ``action`` (for the test that every flag says its default)."""
+    return parser._get_formatter()._get_help_string(action)
+
+
+class Stopwatch:
+    """The elapsed time a command ends with: ``done in 12.3 s``."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._clock = time.perf_counter
+        self.start = self._clock()
+
+    def line(self, what: str = "done") -> str:
+        return f"{what} in {self._clock() - self.start:.1f} s"
+
 
 class Parser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` whose errors are one line: ``error: <message>``."""
+    """``argparse.ArgumentParser`` whose errors are one line: ``error: <message>``, and whose
+    ``--help`` gives every flag's default (:class:`HelpFormatter`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
@@ -41,9 +91,12 @@ class Parser(argparse.ArgumentParser):
 
 def _integer(text: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+    if abs(value) > INT_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected an int of at most 2**63 - 1, got {text!r}")
+    return value
 
 
 def _real(text: str) -> float:
@@ -69,6 +122,20 @@ def non_negative_int(text: str) -> int:
     value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """A seed: an int in [0, 2**63 - 1]."""
+    return non_negative_int(text)
+
+
+def thread_count(text: str) -> int:
+    """A number of torch CPU threads: an int in [1, THREAD_LIMIT]."""
+    value = positive_int(text)
+    if value > THREAD_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected at most {THREAD_LIMIT} threads, got "
+                                         f"{text!r}")
     return value
 
 

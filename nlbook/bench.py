@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from nlbook._cli import Parser, non_negative_int, positive_float, positive_int, run_command
+from nlbook._cli import Parser, Stopwatch, positive_float, positive_int, run_command, seed_int
 from nlbook.timing import load_average, time_call
 
 __all__ = ["main", "time_call"]  # time_call lives in nlbook.timing; kept here for old imports
@@ -30,11 +30,14 @@ def _header(title: str) -> None:
 
 
 def _memory_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch", type=positive_int, default=16)
-    parser.add_argument("--heads", type=positive_int, default=4)
-    parser.add_argument("--length", type=positive_int, default=256)
-    parser.add_argument("--dim", type=positive_int, default=32)
-    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--batch", type=positive_int, default=16, help="sequences per call")
+    parser.add_argument("--heads", type=positive_int, default=4, help="memory heads")
+    parser.add_argument("--length", type=positive_int, default=256,
+                        help="tokens per sequence")
+    parser.add_argument("--dim", type=positive_int, default=32,
+                        help="features per head (key and value width)")
+    parser.add_argument("--repeats", type=positive_int, default=5,
+                        help="timed repetitions (the median counts)")
 
 
 def bench_memory(args: argparse.Namespace) -> None:
@@ -47,10 +50,12 @@ def bench_memory(args: argparse.Namespace) -> None:
 
 
 def _optim_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--width", type=positive_int, default=256)
-    parser.add_argument("--depth", type=positive_int, default=3)
-    parser.add_argument("--batch", type=positive_int, default=64)
-    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--width", type=positive_int, default=256,
+                        help="features of every layer of the timed MLP")
+    parser.add_argument("--depth", type=positive_int, default=3, help="layers of the MLP")
+    parser.add_argument("--batch", type=positive_int, default=64, help="examples per step")
+    parser.add_argument("--repeats", type=positive_int, default=5,
+                        help="timed repetitions (the median counts)")
 
 
 def bench_optim(args: argparse.Namespace) -> None:
@@ -64,16 +69,20 @@ def bench_optim(args: argparse.Namespace) -> None:
 
 def _shakespeare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=positive_float, default=5.0,
-                        help="wall-clock training budget of EACH model (default 5)")
+                        help="wall-clock training budget of EACH model, in minutes "
+                             "(default 5)")
     parser.add_argument("--d-model", type=positive_int, default=128,
                         help="HOPE's width; the Transformer's is matched by parameter count")
-    parser.add_argument("--n-layers", type=positive_int, default=4)
-    parser.add_argument("--n-heads", type=positive_int, default=4)
-    parser.add_argument("--context-length", type=positive_int, default=64)
-    parser.add_argument("--batch-size", type=positive_int, default=12)
+    parser.add_argument("--n-layers", type=positive_int, default=4, help="blocks of each model")
+    parser.add_argument("--n-heads", type=positive_int, default=4, help="heads per block")
+    parser.add_argument("--context-length", type=positive_int, default=64,
+                        help="characters per training window")
+    parser.add_argument("--batch-size", type=positive_int, default=12,
+                        help="windows per optimizer step")
     parser.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate (both)")
-    parser.add_argument("--eval-batches", type=positive_int, default=20)
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--eval-batches", type=positive_int, default=20,
+                        help="batches per validation estimate")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of models and data")
     parser.add_argument("--data", help="any UTF-8 text file (default: Tiny Shakespeare)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the n-gram lines")
     parser.add_argument("--progress", action="store_true", help="show tqdm progress bars")
@@ -187,7 +196,7 @@ def _stateful_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated indices of the variants to run (default all): "
                              + "; ".join(f"{i} = {name}" for i, name in
                                          enumerate(STATEFUL_VARIANTS)))
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of models and data")
     parser.add_argument("--data", help="any UTF-8 text file (default: Tiny Shakespeare)")
     parser.add_argument("--position-length", type=positive_int, default=1024,
                         help="length of the loss-by-position windows (default 1024)")
@@ -245,17 +254,20 @@ def bench_stateful(args: argparse.Namespace) -> None:
 def _ablation_arguments(parser: argparse.ArgumentParser) -> None:
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=positive_float,
-                        help="wall-clock budget of EACH variant")
+                        help="wall-clock budget of EACH variant, in minutes (default 1 when "
+                             "neither --minutes nor --steps is given)")
     budget.add_argument("--steps", type=positive_int,
-                        help="optimizer steps of each variant instead")
+                        help="optimizer steps of each variant instead (default: none, the "
+                             "time budget)")
     parser.add_argument("--variants", help="comma-separated indices of the variants (default "
                         "all): " + "; ".join(f"{index} = {name}" for index, name in
                                             enumerate(_ablation_names())))
     parser.add_argument("--scored-characters", type=positive_int, default=None,
                         help="validation characters the fresh and streaming losses use "
                              "(default: the whole split)")
-    parser.add_argument("--position-length", type=positive_int, default=1024)
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--position-length", type=positive_int, default=1024,
+                        help="characters of the loss-by-position windows")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of models and data")
     parser.add_argument("--progress", action="store_true", help="show tqdm progress bars")
 
 
@@ -285,10 +297,11 @@ def _hope_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--d-model", type=positive_int, default=144,
                         help="HOPE's width (about 1M parameters at 4 layers); the Transformer's "
                              "is matched by parameter count")
-    parser.add_argument("--n-layers", type=positive_int, default=4)
-    parser.add_argument("--n-heads", type=positive_int, default=4)
-    parser.add_argument("--batch", type=positive_int, default=16)
-    parser.add_argument("--length", type=positive_int, default=128)
+    parser.add_argument("--n-layers", type=positive_int, default=4, help="blocks of each model")
+    parser.add_argument("--n-heads", type=positive_int, default=4, help="heads per block")
+    parser.add_argument("--batch", type=positive_int, default=16, help="sequences per step")
+    parser.add_argument("--length", type=positive_int, default=128,
+                        help="characters per sequence")
     parser.add_argument("--steps", type=positive_int, default=5,
                         help="timed training steps per model (interleaved; the median counts)")
     parser.add_argument("--context", type=_int_list, default=None,
@@ -348,12 +361,13 @@ def bench_hope(args: argparse.Namespace) -> None:
 def _claims_arguments(parser: argparse.ArgumentParser, *, steps: int, layers: int,
                       steps_help: str) -> None:
     parser.add_argument("--steps", type=positive_int, default=steps, help=steps_help)
-    parser.add_argument("--seed", type=non_negative_int, default=0,
+    parser.add_argument("--seed", type=seed_int, default=0,
                         help="seed of models and data (default 0)")
     parser.add_argument("--d-model", type=positive_int, default=32,
                         help="HOPE's width; the Transformer's is matched by parameter count")
-    parser.add_argument("--n-layers", type=positive_int, default=layers)
-    parser.add_argument("--n-heads", type=positive_int, default=2)
+    parser.add_argument("--n-layers", type=positive_int, default=layers,
+                        help="blocks of each model")
+    parser.add_argument("--n-heads", type=positive_int, default=2, help="heads per block")
     parser.add_argument("--progress", action="store_true", help="print a line per model")
 
 
@@ -446,8 +460,9 @@ def _recall_arguments(parser: argparse.ArgumentParser) -> None:
                       steps_help="optimizer steps per model (equal steps; default 2000, the "
                                  "notebook 600)")
     parser.add_argument("--minutes", type=positive_float, default=None,
-                        help="instead: a wall-clock training budget per model (equal time; "
-                             "--steps then only sizes the cosine, give a generous bound)")
+                        help="instead: a wall-clock training budget per model, in minutes "
+                             "(equal time; --steps then only sizes the cosine, give a generous "
+                             "bound; default: none, equal steps)")
     parser.add_argument("--trials", type=positive_int, default=64,
                         help="prompts per gap (default 64)")
 
@@ -632,18 +647,26 @@ BENCHMARKS: dict[str, BenchmarkEntry] = {
 }
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m nlbook.bench", description=__doc__)
+    sub = parser.add_subparsers(dest="benchmark", required=True,
+                                help="the benchmark to run (see python -m nlbook.bench NAME "
+                                     "--help)")
+    for name, (add_arguments, _, help_text) in BENCHMARKS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status. Every failure is one line
     ``error: ...`` on stderr and a non-zero status, never a traceback."""
-    parser = Parser(prog="python -m nlbook.bench", description=__doc__)
-    sub = parser.add_subparsers(dest="benchmark", required=True)
-    for name, (add_arguments, _, help_text) in BENCHMARKS.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     torch.set_num_threads(1)
 
     def run() -> int:
+        clock = Stopwatch()
         BENCHMARKS[args.benchmark][1](args)
+        print(clock.line(f"bench {args.benchmark}: done"))
         return 0
 
     return run_command(run)

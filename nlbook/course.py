@@ -210,18 +210,30 @@ def _copies(root: Path) -> list[_Copy]:
     copies = []
     sources = _notebook_sources(root)
     for source in sources:
-        lines = source.read_text(encoding="utf-8").split("\n")
-        first, end = _first_code_cell_lines(lines)
+        # A notebook that cannot be read is an error naming it, never skipped.
+        try:
+            lines = source.read_text(encoding="utf-8").split("\n")
+            first, end = _first_code_cell_lines(lines)
+        except (OSError, UnicodeDecodeError, CourseError) as error:
+            raise CourseError(f"{source.relative_to(root)} is not a readable py:percent "
+                              f"notebook: {error}") from None
         current = "\n".join(lines[first:end])
         wanted = setup_cell(address, _seed_of(current))
         copies.append(_Copy(source, f"{source.relative_to(root)}: setup cell", current, wanted))
         twin = source.with_suffix(".ipynb")
-        if twin.is_file():
+        if not twin.is_file():
+            raise CourseError(f"{twin.relative_to(root)} is missing: pair it with its source "
+                              f"(jupytext --sync {source.relative_to(root)})")
+        try:
             cells = json.loads(twin.read_text(encoding="utf-8"))["cells"]
             code = next((cell for cell in cells if cell["cell_type"] == "code"), None)
             twin_current = None if code is None else "".join(code["source"])
-            copies.append(_Copy(twin, f"{twin.relative_to(root)}: setup cell", twin_current,
-                                wanted))
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+            raise CourseError(f"{twin.relative_to(root)} is not a readable notebook "
+                              f"({type(error).__name__}: {str(error)[:120]}): restore it, "
+                              f"e.g. jupytext --sync {source.relative_to(root)}") from None
+        copies.append(_Copy(twin, f"{twin.relative_to(root)}: setup cell", twin_current,
+                            wanted))
     readme = root / "README.md"
     text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
     start, end = text.find(README_START), text.find(README_END)
@@ -251,7 +263,10 @@ def _stray_copies(root: Path, copies: list[_Copy]) -> list[str]:
     for path in _tracked_text_files(root):
         try:
             text = path.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
+        except (UnicodeDecodeError, OSError) as error:
+            if path.suffix in (".py", ".ipynb", ".md", ".toml"):  # course text: never skipped
+                problems.append(f"{path.relative_to(root)}: cannot be read as UTF-8 text "
+                                f"({type(error).__name__})")
             continue
         if path.suffix == ".ipynb" and path in generated:
             # Outside the generated first code cell only.
@@ -321,15 +336,23 @@ def sync(root: Path | None = None) -> list[str]:
     return changed
 
 
-def main(argv: list[str] | None = None) -> int:
-    from nlbook._cli import Parser, run_command
+def _parser():
+    from nlbook._cli import Parser
 
     parser = Parser(
         prog="python -m nlbook.course",
         description="Generate (sync) or check every copy of the course's repository address "
                     "(notebook setup cells, README Colab links) from pyproject.toml.")
-    parser.add_argument("command", choices=["sync", "check"])
-    args = parser.parse_args(argv)
+    parser.add_argument("command", choices=["sync", "check"],
+                        help="sync: rewrite every copy that disagrees; check: list them "
+                             "(exit status 1 when one disagrees)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nlbook._cli import run_command
+
+    args = _parser().parse_args(argv)
 
     def run() -> int:
         if args.command == "sync":

@@ -21,8 +21,15 @@ import sys
 
 import torch
 
-from nlbook._checks import ArgumentTypeError, check_device, check_str, describe
-from nlbook._cli import Parser, positive_int, run_command
+from nlbook._checks import ArgumentTypeError, check_bool, check_device, check_str, describe
+from nlbook._cli import (
+    Parser,
+    Stopwatch,
+    error_line,
+    positive_int,
+    run_command,
+    thread_count,
+)
 from nlbook.data import DataFileError, load_text_file, load_tiny_shakespeare, split_train_val
 
 __all__ = ["evaluate_checkpoint", "main"]
@@ -33,12 +40,14 @@ def _text_of(data: str | None) -> str:
 
 
 def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str | None = None,
-                        window: int = 1024, device: str = "cpu") -> dict[str, float | int | str]:
+                        window: int = 1024, device: str = "cpu", progress: bool = False
+                        ) -> dict[str, float | int | str]:
     """Fresh-window and streaming losses of a saved model (nats/char), as a dict.
 
     ``data`` None: the checkpoint's own corpus, ``split`` "val" by default; another file:
     ``split`` "all" by default. ``window``: the pieces HOPE's stream is read in (it does not
     change the number) and, capped at its context, the Transformer's sliding window.
+    ``progress``: tqdm bars on stderr.
     """
     from hashlib import sha256
 
@@ -56,6 +65,7 @@ def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str 
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ValueError(f"window must be a positive int, got {window!r}")
     device = str(check_device("device", device))
+    check_bool("progress", progress)
     model, vocabulary, state = load_model(checkpoint, device=device)
     _require_keys(state, checkpoint, {"config": dict, "corpus": dict}, "evaluate its model")
     _require_keys(state["corpus"], f"{checkpoint} (corpus)", {"sha256": str, "source": str},
@@ -69,9 +79,10 @@ def evaluate_checkpoint(checkpoint: str, *, data: str | None = None, split: str 
     if split == "val":
         ids = split_train_val(ids)[1]
     context = int(state["model_config"]["context_length"])
-    fresh = evaluate_all(model, ids, context_length=context, device=device)
+    fresh = evaluate_all(model, ids, context_length=context, device=device, progress=progress)
     stream_window = window if hasattr(model, "stream") else min(window, context)
-    streaming = evaluate_stream(model, ids, window=stream_window, device=device)
+    streaming = evaluate_stream(model, ids, window=stream_window, device=device,
+                                progress=progress)
     return {"model": state["model_config"]["name"], "characters": len(ids), "split": split,
             "source": state["corpus"]["source"] if data is None else str(data),
             "context_length": context, "fresh": fresh, "stream": streaming,
@@ -83,33 +94,41 @@ def _line(name: str, nats: float) -> str:
             f"perplexity {math.exp(nats):.3f}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 on success)."""
-    from nlbook.train import CheckpointError, ModelUnavailableError
-
-    parser = Parser(prog="python -m nlbook.evaluate", description=__doc__,
-                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint of nlbook.train")
+def _parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m nlbook.evaluate", description=__doc__)
+    parser.add_argument("--checkpoint", required=True,
+                        help="a checkpoint file written by python -m nlbook.train (required)")
     parser.add_argument("--data", help="a UTF-8 text to score (default: the model's corpus)")
     parser.add_argument("--split", choices=("val", "all"),
                         help="val: the last 10%%; all: the whole text (default: val for the "
                              "model's own corpus, all for another file)")
     parser.add_argument("--window", type=positive_int, default=1024,
-                        help="stream pieces (HOPE) / sliding window, capped at the context "
-                             "(Transformer); default 1024")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=positive_int, default=1)
-    args = parser.parse_args(argv)
+                        help="characters per stream piece (HOPE) / sliding window, capped at "
+                             "the context (Transformer)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    parser.add_argument("--threads", type=thread_count, default=1, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (they are drawn on stderr)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0 on success)."""
+    from nlbook.train import CheckpointError, ModelUnavailableError
+
+    args = _parser().parse_args(argv)
     return run_command(lambda: _run(args, CheckpointError, ModelUnavailableError))
 
 
 def _run(args: argparse.Namespace, CheckpointError, ModelUnavailableError) -> int:
+    clock = Stopwatch()
     try:
         torch.set_num_threads(args.threads)
         result = evaluate_checkpoint(args.checkpoint, data=args.data, split=args.split,
-                                     window=args.window, device=args.device)
+                                     window=args.window, device=args.device,
+                                     progress=not args.no_progress)
     except (CheckpointError, DataFileError, ModelUnavailableError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error_line(error)}", file=sys.stderr)
         return 2
     print(f"{args.checkpoint}: {result['model']} | {result['source']} ({result['split']}, "
           f"{result['characters']:,} characters)")
@@ -118,6 +137,7 @@ def _run(args: argparse.Namespace, CheckpointError, ModelUnavailableError) -> in
            else f"sliding window {result['stream_window']}, stride "
                 f"{max(1, result['stream_window'] // 2)}")
     print(_line(f"streaming ({how}):", result["stream"]))
+    print(clock.line("evaluated"))
     return 0
 
 

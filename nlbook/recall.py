@@ -65,7 +65,12 @@ class RecallStream:
     candidates: torch.Tensor
 
     def latest_value_index(self, step: int) -> torch.Tensor:
-        """(K,) index into ``values`` of each key's latest write up to ``step`` (-1: none)."""
+        """(K,) index into ``values`` of each key's latest write up to ``step`` (-1: none).
+
+        Raises:
+            ValueError: naming ``step`` unless it is an int in [0, T) (T writes).
+        """
+        check_int("step", step, low=0, high=len(self.key_ids) - 1)
         latest = torch.full((self.distinct_keys.shape[0],), -1, dtype=torch.long)
         for position in range(step + 1):
             latest[self.key_ids[position]] = position

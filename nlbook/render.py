@@ -72,14 +72,26 @@ def _describe(notebook_path: Path, notebook, index: int | None, error: Exception
             first_line = first_line[:57] + "..."
         where += f", cell {index + 1} (code cell {code_number}: `{first_line}`)"
     if isinstance(error, CellExecutionError):
-        what = f"{error.ename}: {error.evalue}"
+        what = f"{error.ename}: {_first_line(error.evalue)}"
     elif isinstance(error, CellTimeoutError):
-        what = f"the cell did not finish within the timeout ({error})"
+        what = f"the cell did not finish within the timeout ({_first_line(error)})"
     elif isinstance(error, DeadKernelError):
         what = "the kernel died (out of memory?)"
     else:
-        what = f"{type(error).__name__}: {error}"
+        what = f"{type(error).__name__}: {_first_line(error)}"
     return f"{where} failed: {what}"
+
+
+def _first_line(value) -> str:
+    """One line: a failure is reported on one line (nbclient's messages run over several)."""
+    lines = [line.strip() for line in str(value).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _check_timeout(timeout) -> None:
+    from nlbook._checks import check_int
+
+    check_int("timeout", timeout, low=1, allow_none=True)
 
 
 def render_notebook(notebook_path: str | Path, output_dir: str | Path, *,
@@ -92,16 +104,23 @@ def render_notebook(notebook_path: str | Path, output_dir: str | Path, *,
     Returns a :class:`RenderedNotebook`; on a failing cell its ``error`` is set (and the HTML,
     written anyway, shows the outputs up to the failure).
     """
+    import subprocess
+
     import nbformat
     from nbclient import NotebookClient
     from nbconvert import HTMLExporter
 
-    notebook_path = Path(notebook_path)
-    if not notebook_path.is_file():
-        raise FileNotFoundError(f"notebook {notebook_path} does not exist")
-    notebook = nbformat.read(notebook_path, as_version=4)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    from nlbook._checks import check_str
+
+    notebook_path = _notebook_path("notebook_path", notebook_path)
+    output_dir = _output_folder(output_dir)
+    _check_timeout(timeout)
+    check_str("kernel_name", kernel_name, allow_none=True)
+    try:
+        notebook = nbformat.read(notebook_path, as_version=4)
+    except Exception as error:  # not JSON, not a notebook
+        raise ValueError(f"notebook_path {str(notebook_path)!r} is not a readable notebook: "
+                         f"{_first_line(error)}") from None
     current: list[int | None] = [None]
 
     def on_cell_start(cell, cell_index, **_):
@@ -114,7 +133,9 @@ def render_notebook(notebook_path: str | Path, output_dir: str | Path, *,
     start = time.perf_counter()
     error = None
     try:
-        client.execute()
+        # The kernel's own stderr (its warnings, and the traceback it prints when a timed-out
+        # cell is interrupted) is not for the reader: failures are reported on one line.
+        client.execute(stderr=subprocess.DEVNULL)
     except Exception as exception:  # nbclient's cell, timeout and kernel errors
         error = NotebookFailed(_describe(notebook_path, notebook, current[0], exception),
                                notebook_path, current[0])
@@ -123,6 +144,37 @@ def render_notebook(notebook_path: str | Path, output_dir: str | Path, *,
     target = output_dir / f"{notebook_path.stem}.html"
     target.write_text(body, encoding="utf-8")
     return RenderedNotebook(notebook_path, target, seconds, _title(notebook), error)
+
+
+def _notebook_path(name: str, path) -> Path:
+    """``path`` as an existing ``.ipynb`` file, or ValueError naming ``name``."""
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ValueError(f"{name} must be a notebook path (str or Path), got "
+                         f"{type(path).__name__} {path!r}"[:200])
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: notebook {path} does not exist")
+    if path.suffix != ".ipynb":
+        raise ValueError(f"{name} must be a .ipynb notebook, got {str(path)!r}")
+    return path
+
+
+def _output_folder(path) -> Path:
+    """``path`` as a writable folder (created), or ValueError naming ``output_dir``."""
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ValueError(f"output_dir must be a folder path (str or Path), got "
+                         f"{type(path).__name__} {path!r}"[:200])
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output_dir must be a folder, got the file {str(path)!r}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"output_dir {str(path)!r} cannot be created: "
+                         f"{error.strerror or error}") from None
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"output_dir {str(path)!r} is not writable")
+    return path
 
 
 def _index_page(rendered: Sequence[RenderedNotebook], smoke: bool) -> str:
@@ -145,6 +197,20 @@ def render_book(notebooks: Sequence[str | Path], output_dir: str | Path = DEFAUL
     """Render ``notebooks`` in order into ``output_dir`` (plus an ``index.html``), at full size
     unless ``smoke``; ``progress`` gets one line per notebook. A failing notebook does not stop
     the others: check each result's ``error``."""
+    from nlbook._checks import check_bool, check_callable
+
+    if isinstance(notebooks, (str, bytes, os.PathLike)) or not isinstance(notebooks, Sequence):
+        raise ValueError(f"notebooks must be a list of notebook paths, got "
+                         f"{type(notebooks).__name__}")
+    notebooks = [_notebook_path(f"notebooks[{index}]", path)
+                 for index, path in enumerate(notebooks)]
+    output_dir = _output_folder(output_dir)
+    check_bool("smoke", smoke)
+    _check_timeout(timeout)
+    check_callable("progress", progress, allow_none=True)
+    from nlbook._checks import check_str
+
+    check_str("kernel_name", kernel_name, allow_none=True)
     say = progress or (lambda message: None)
     previous = {name: os.environ.get(name) for name in ("NLBOOK_SMOKE", "NLBOOK_HEADLESS")}
     os.environ["NLBOOK_SMOKE"] = "1" if smoke else "0"  # the kernels inherit the environment
@@ -184,8 +250,8 @@ def _default_notebooks() -> list[Path]:
     return notebooks
 
 
-def main(argv: list[str] | None = None) -> int:
-    from nlbook._cli import Parser, positive_int, run_command
+def _parser():
+    from nlbook._cli import Parser, positive_int
 
     parser = Parser(
         prog="python -m nlbook.render",
@@ -200,7 +266,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="smoke sizes (seconds per notebook) instead of the full sizes")
     parser.add_argument("--timeout", type=positive_int, default=1800,
                         help="seconds one cell may run (default 1800)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from nlbook._cli import run_command
+
+    args = _parser().parse_args(argv)
 
     def run() -> int:
         notebooks = [Path(path) for path in args.notebooks] or _default_notebooks()

@@ -16,11 +16,15 @@ from torch import nn
 from nlbook._checks import check_instance, check_memory, check_positive_int, check_str
 from nlbook._cli import (
     Parser,
+    Stopwatch,
+    error_line,
     non_negative_float,
     non_negative_int,
     positive_int,
     probability,
     run_command,
+    seed_int,
+    thread_count,
 )
 from nlbook.data import CharVocabulary
 
@@ -65,41 +69,78 @@ def sample_text(model: nn.Module, vocabulary: CharVocabulary, prompt: str = "\n"
     return [vocabulary.decode(row.cpu()) for row in out]
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m nlbook.sample",
+                    description="Sample text from an nlbook checkpoint: the characters are "
+                                "written as they are generated.")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a checkpoint file written by python -m nlbook.train (required)")
+    parser.add_argument("--prompt", default="\n",
+                        help="the text the samples continue (characters of the vocabulary)")
+    parser.add_argument("--max-new-tokens", type=non_negative_int, default=500,
+                        help="characters generated per sample")
+    parser.add_argument("--temperature", type=non_negative_float, default=0.8,
+                        help="divides the logits: lower is more conservative, 0 is greedy")
+    parser.add_argument("--top-k", type=positive_int,
+                        help="keep only the k most likely characters (default: all)")
+    parser.add_argument("--top-p", type=probability,
+                        help="keep the smallest set of characters whose probability reaches p, "
+                             "in (0, 1] (default: all)")
+    parser.add_argument("--num-samples", type=positive_int, default=1,
+                        help="samples, one after the other, each under a '--- sample N' line")
+    parser.add_argument("--seed", type=seed_int, default=0,
+                        help="seed of the sampling generator (same seed, same text)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    parser.add_argument("--threads", type=thread_count, default=1, help="torch CPU threads")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     from nlbook.train import CheckpointError, ModelUnavailableError, load_model
 
-    parser = Parser(prog="python -m nlbook.sample",
-                    description="Sample text from an nlbook checkpoint.")
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--prompt", default="\n")
-    parser.add_argument("--max-new-tokens", type=non_negative_int, default=500)
-    parser.add_argument("--temperature", type=non_negative_float, default=0.8)
-    parser.add_argument("--top-k", type=positive_int)
-    parser.add_argument("--top-p", type=probability)
-    parser.add_argument("--num-samples", type=positive_int, default=1)
-    parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     return run_command(lambda: _run(args, CheckpointError, ModelUnavailableError, load_model))
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _run(args: argparse.Namespace, CheckpointError, ModelUnavailableError,
          load_model) -> int:
+    from nlbook.transformer import generate_tokens
+
+    clock = Stopwatch()
     try:
+        torch.set_num_threads(args.threads)
         model, vocabulary, state = load_model(args.checkpoint, device=args.device)
-        generator = torch.Generator().manual_seed(args.seed)
-        samples = sample_text(model, vocabulary, args.prompt, args.max_new_tokens,
-                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                              generator=generator, num_samples=args.num_samples)
+        # Everything sample_text checks, checked before the first character is written.
+        sample_text(model, vocabulary, args.prompt, 0, temperature=args.temperature,
+                    top_k=args.top_k, top_p=args.top_p)
     except (CheckpointError, ModelUnavailableError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error_line(error)}", file=sys.stderr)
         return 2
-    print(f"# {args.checkpoint}: {state['model_config']['name']}, step {state.get('step', '?')}")
-    for index, text in enumerate(samples):
-        if len(samples) > 1:
-            print(f"--- sample {index + 1}")
-        print(text)
+    _write(f"# {args.checkpoint}: {state['model_config']['name']}, step "
+           f"{state.get('step', '?')}\n")
+    device = next(model.parameters()).device
+    prompt = vocabulary.encode(args.prompt, name="prompt").to(device)[None]
+    # One generator for every sample, drawn from in order: one character per call is the same
+    # computation as generate_tokens(..., max_new_tokens) (it crops, runs, samples per step).
+    generator = torch.Generator().manual_seed(args.seed)
+    for index in range(args.num_samples):
+        if args.num_samples > 1:
+            _write(f"--- sample {index + 1}\n")
+        _write(args.prompt)
+        idx = prompt
+        for _ in range(args.max_new_tokens):
+            idx = generate_tokens(model, idx, 1, temperature=args.temperature,
+                                  top_k=args.top_k, top_p=args.top_p, generator=generator)
+            _write(vocabulary.decode(idx[0, -1:].cpu()))
+        _write("\n")
+    print(clock.line(f"sampled {args.num_samples * args.max_new_tokens:,} characters"),
+          file=sys.stderr)
     return 0
 
 

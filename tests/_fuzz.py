@@ -11,8 +11,8 @@ time, each with what must happen:
 - ``same``: the same values as the unmutated call (non-contiguous or requires_grad copies).
 
 Every other outcome is counted and fails the test: an unclear error (another exception type, or
-a message that does not name the argument), a silent wrong result, a hang (a call that runs past
-the alarm).
+a message that does not name the argument), a silent wrong result, a hang (a call that uses more
+than its CPU-time budget, see :func:`alarm`).
 """
 
 from __future__ import annotations
@@ -136,6 +136,9 @@ class Int(Spec):
             out.append((f"{self.high + 1}", self.high + 1, REFUSE))
         if self.role == "size":
             out.append(("10**12", HUGE_INT, EITHER))
+        if isinstance(value, int) and not isinstance(value, bool):
+            # numpy integers: a valid result, or a refusal naming the argument (a seed)
+            out.append(("a numpy int64", np.int64(value), EITHER))
         if self.role == "chunk":
             if self.low != 1:
                 out += [("0", 0, REFUSE)]
@@ -341,7 +344,7 @@ class Entry:
     same: bool = True            # SAME mutations are compared with the baseline
     positional: tuple[str, ...] = ()
     exempt: str | None = None    # a reason to make no call (exception classes, records)
-    alarm: float = 3.0
+    alarm: float = 3.0           # CPU seconds per call (see :func:`alarm`)
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)  # other names an
     # error may use for an argument (a check helper's ``name``, the flag of a wrapped call)
     extra: list[tuple[str, str, Any, str]] = field(default_factory=list)  # more mutations:
@@ -437,18 +440,38 @@ class Outcome:
     detail: str = ""
 
 
+#: A call's wall-clock backstop, as a multiple of its CPU budget (a call that waits without
+#: computing, e.g. on a subprocess): generous, so that a machine busy with other work, where
+#: this process gets a fraction of a core, is never taken for a hang.
+WALL_FACTOR = 20.0
+WALL_MINIMUM = 120.0
+
+
 @contextlib.contextmanager
 def alarm(seconds: float):
-    def ring(signum, frame):
-        raise Hang(f"over {seconds} s")
+    """Raise :class:`Hang` when the call uses more than ``seconds`` of this process's CPU
+    time (``ITIMER_PROF``: user + system time of the process, which does not advance while
+    other processes hold the cores, so load is not a hang), or, as a backstop for a call that
+    blocks, more than ``max(WALL_MINIMUM, WALL_FACTOR * seconds)`` of wall-clock time."""
+    wall = max(WALL_MINIMUM, WALL_FACTOR * seconds)
 
-    previous = signal.signal(signal.SIGALRM, ring)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    def ring_cpu(signum, frame):
+        raise Hang(f"over {seconds} s of CPU time")
+
+    def ring_wall(signum, frame):
+        raise Hang(f"over {wall} s of wall-clock time")
+
+    previous_cpu = signal.signal(signal.SIGPROF, ring_cpu)
+    previous_wall = signal.signal(signal.SIGALRM, ring_wall)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    signal.setitimer(signal.ITIMER_REAL, wall)
     try:
         yield
     finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.signal(signal.SIGPROF, previous_cpu)
+        signal.signal(signal.SIGALRM, previous_wall)
 
 
 @contextlib.contextmanager

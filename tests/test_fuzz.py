@@ -8,7 +8,8 @@ given, then once per mutation of one argument (see tests/_fuzz.py): rank ±1, dt
 NaN/inf, huge values, None, strings, bools for ints, batch mismatches, gates out of range, token
 ids out of range, chunk sizes 0/−1/1.5/T+3/100000; non-contiguous and requires_grad copies must
 give the same result. Anything other than a valid result or a ValueError/TypeError naming the
-argument fails the test (with a per-call alarm for hangs). Seeded, tiny sizes.
+argument fails the test (a call past its CPU-time budget is a hang: load is not). Seeded,
+tiny sizes.
 
 ``test_command_lines_with_bad_arguments`` runs every ``python -m nlbook.*`` entry point in
 process with bad arguments: each must print one ``error: ...`` line and exit non-zero, without
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import io
 import math
 import os
@@ -391,11 +393,11 @@ entry(chunk_kernel.gated_delta_chunk,
       lambda: dict(state=randn(2, 3, 4), keys=F.normalize(randn(2, 5, 3, seed=1), dim=-1),
                    values=randn(2, 5, 4, seed=2), beta=rand(2, 5, seed=3),
                    log_alpha=-rand(2, 5, seed=4, high=0.2), queries=randn(2, 5, 3, seed=5)),
-      # Leading dims broadcast (documented): a tensor of rank ± 1 or batch 1 is valid input.
-      {"state": Tensor(rank=False), "keys": Tensor(rank=False), "values": Tensor(rank=False),
-       "beta": Tensor(gate=(0, math.inf), rank=False),
-       "log_alpha": Tensor(gate=(-math.inf, 0), rank=False),
-       "queries": Tensor(none=True, rank=False)}, check=chunk_shapes)
+      # Leading dims of size 1 broadcast (documented); an axis more or fewer is refused (it
+      # gave results of another shape), and so is beta > 1.
+      {"state": Tensor(), "keys": Tensor(), "values": Tensor(),
+       "beta": Tensor(gate=(0, 1)), "log_alpha": Tensor(gate=(-math.inf, 0)),
+       "queries": Tensor(none=True)}, check=chunk_shapes)
 entry(chunk_kernel.block_sizes, lambda: dict(length=70, block=32),
       {"length": Int(low=0), "block": Int(low=1, none=True)})
 
@@ -541,6 +543,18 @@ entry(cms.squared_error_loss, lambda: dict(outputs=randn(2, 5, 4), targets=randn
       check=shape_is(lambda r: r, lambda a: a["outputs"].shape[:2]))
 for record_class in (cms.CMSOutput, cms.CMSState, cms.LevelRecord):
     exempt(record_class, RECORD)
+method("CMSRecord.update_sizes",
+       lambda record, block: record.update_sizes(block),
+       lambda: dict(record=cms_record(), block=1),
+       {"record": Free(), "block": Int(low=0, high=1, role="index")})
+method("cms.cross_entropy_loss(readout)(outputs, targets)",
+       lambda readout, outputs, targets: cms.cross_entropy_loss(readout)(outputs, targets),
+       lambda: dict(readout=torch.nn.Linear(4, V), outputs=randn(2, 5, 4),
+                    targets=tokens(2, 5, V)),
+       {"readout": Func(), "outputs": Tensor(batch="B"),
+        "targets": Tensor(kind="int", vocab=V, batch="B")}, same=False,
+       extra=[("readout", "a readout of the wrong shape", lambda outputs: outputs[..., 0],
+               REFUSE)])
 
 # ============================================================================================
 # nlbook.hope: V = 7, d = 8, one layer, two heads, small chunks
@@ -986,6 +1000,10 @@ def recall_stream():
     return recall.key_overwrite_stream(n_keys=3, n_writes=6, dim=4, seed=0)
 
 
+method("RecallStream.latest_value_index",
+       lambda stream, step: stream.latest_value_index(step),
+       lambda: dict(stream=recall_stream(), step=3),
+       {"stream": Free(), "step": Int(low=0, high=5, role="index")})
 entry(recall.key_overwrite_stream, lambda: dict(n_keys=3, n_writes=6, dim=4, seed=0),
       {"n_keys": Int(low=1), "n_writes": Int(low=1), "dim": Int(low=1),
        "seed": Int(low=0, role="seed")})
@@ -1335,7 +1353,7 @@ def train_result():
 
 
 for error_class in (training.CheckpointError, training.ModelUnavailableError,
-                    training.TrainingDivergedError):
+                    training.TrainingDivergedError, training.TrainingInterrupted):
     exempt(error_class, ERROR)
 exempt(training.TrainResult, RECORD)
 for command in (training.main, evaluate.main, sample.main, bench.main):
@@ -1428,8 +1446,12 @@ entry(checkpoints.load_model, lambda: dict(path=checkpoint_file(), device="cpu")
              ("path", "a checkpoint with a pickled object", Lazy(pickled_checkpoint),
               training.CheckpointError)])
 entry(checkpoints.save_checkpoint,
-      lambda: dict(path=str(fixture_dir() / "saved.pt"), state={"format": "x", "a": 1}),
-      {"path": OutFile(), "state": Obj()}, same=False)
+      lambda: dict(path=str(fixture_dir() / "saved.pt"),
+                   state={"format": training.CHECKPOINT_FORMAT, "a": 1}),
+      {"path": OutFile(), "state": Obj()}, same=False,
+      extra=[("state", "another format (load_checkpoint refuses it)", {"format": "x"}, REFUSE),
+             ("state", "an arbitrary object inside",
+              {"format": training.CHECKPOINT_FORMAT, "a": Payload()}, REFUSE)])
 EVALUATION = dict(model=Obj(), ids=Tensor(kind="int", vocab=len(vocabulary())),
                   device=Device())
 entry(training.estimate_loss,
@@ -1439,12 +1461,14 @@ entry(training.estimate_loss,
        "batches": Int(low=1, role="cost"), "seed": Int(low=0, role="seed")})
 entry(training.evaluate_all,
       lambda: dict(model=small_text_model(), ids=text_ids(), context_length=8, batch_size=4,
-                   device="cpu"),
-      {**EVALUATION, "context_length": Int(low=1, high=8), "batch_size": Int(low=1)})
+                   device="cpu", progress=False),
+      {**EVALUATION, "context_length": Int(low=1, high=8), "batch_size": Int(low=1),
+       "progress": Bool()})
 entry(training.evaluate_stream,
       lambda: dict(model=small_text_model(), ids=text_ids(), window=8, device="cpu",
-                   batch_size=4),
-      {**EVALUATION, "window": Int(low=1, high=8), "batch_size": Int(low=1)})
+                   batch_size=4, progress=False),
+      {**EVALUATION, "window": Int(low=1, high=8), "batch_size": Int(low=1),
+       "progress": Bool()})
 entry(training.loss_by_position,
       lambda: dict(model=small_text_model(), ids=text_ids(), length=8, windows=3, seed=0,
                    device="cpu", batch_size=2),
@@ -1458,9 +1482,9 @@ entry(loop.save_loss_figure,
              ("references", "a NaN reference", {"uniform": math.nan}, REFUSE)])
 entry(evaluate.evaluate_checkpoint,
       lambda: dict(checkpoint=checkpoint_file(), data=None, split=None, window=8,
-                   device="cpu"),
+                   device="cpu", progress=False),
       {"checkpoint": File(), "data": File(none=True), "split": Choice(none=True),
-       "window": Int(low=1), "device": Device()}, same=False)
+       "window": Int(low=1), "device": Device(), "progress": Bool()}, same=False)
 entry(sample.sample_text,
       lambda: dict(model=small_text_model(), vocabulary=vocabulary(), prompt="to be",
                    max_new_tokens=4, temperature=0.8, top_k=5, top_p=0.9,
@@ -2107,8 +2131,8 @@ entry(hope.frozen_memories, lambda: dict(model=small_hope()), {"model": Obj()},
 REGISTRY[key_of(hope.frozen_memories)].call = frozen_memories
 entry(training.evaluation.stream_token_losses,
       lambda: dict(model=small_text_model(), ids=text_ids(), window=8, device="cpu",
-                   batch_size=2),
-      {**EVALUATION, "window": Int(low=1), "batch_size": Int(low=1)},
+                   batch_size=2, progress=False),
+      {**EVALUATION, "window": Int(low=1), "batch_size": Int(low=1), "progress": Bool()},
       check=shape_is(lambda r: r, lambda a: (len(a["ids"]) - 1,)))
 LANGUAGE_ACCURACY = {"HOPE": {"bin0": [1.0, 0.8], "bin1": [0.5, 0.6]},
                      "Transformer": {"bin0": [0.9, 0.7], "bin1": [0.5, 0.4]}}
@@ -2243,6 +2267,12 @@ def bad_command_lines(tmp: Path) -> list[tuple[str, object, list[str], Path | No
         train_case("--figure unwritable", "--figure", "/proc/nlbook/loss.png"),
         train_case("--checkpoint unwritable", "--checkpoint", "/proc/nlbook/run.pt",
                    keep=tmp / "never"),
+        train_case("--checkpoint ''", "--checkpoint", "", keep=tmp / "never"),
+        train_case("--figure ''", "--figure", ""),
+        train_case("--checkpoint-every 0", "--checkpoint-every", "0"),
+        train_case("--seed 10**20", "--seed", str(10 ** 20)),
+        train_case("--threads 10**20", "--threads", str(10 ** 20)),
+        train_case("--data ''", "--data", ""),
         train_case("--minutes inf", "--steps", "-", "--minutes", "inf"),
         train_case("--minutes 0", "--minutes", "0"),
         train_case("--steps 0", "--steps", "0"),
@@ -2321,12 +2351,15 @@ def bad_command_lines(tmp: Path) -> list[tuple[str, object, list[str], Path | No
                  ["formal", "--seeds", "0,x"], ["recall", "--trials", "0"],
                  ["recall", "--minutes", "inf"], ["recall", "--seed", "-1"],
                  ["continual", "--evaluations", "0"],
+                 ["shakespeare", "--data", str(tmp / "missing.txt")],
+                 ["shakespeare", "--data", ""],
+                 ["stateful", "--data", str(tmp / "missing.txt"), "--steps", "1"],
                  ["continual", "--steps", "1", "--evaluations", "3"],
                  ["bogus"], []):
         cases.append((f"bench {' '.join(argv) or '(no benchmark)'}", bench.main, argv, None))
     from nlbook import course, render
 
-    for argv in (["bogus"], [], ["check", "extra"]):
+    for argv in (["bogus"], [], ["check", "extra"], ["sync", "extra"]):
         cases.append((f"course {' '.join(argv) or '(no command)'}", course.main, argv, None))
     notebook = tmp / "a.ipynb"
     notebook.write_text("{}", encoding="utf-8")
@@ -2383,3 +2416,154 @@ def test_python_dash_m_prints_one_error_line():
     assert completed.returncode == 2
     assert completed.stderr.strip().startswith("error: argument --threads")
     assert len(completed.stderr.strip().splitlines()) == 1
+
+
+# ============================================================================================
+# every command line, every subcommand, every flag
+
+def command_parsers() -> dict[str, tuple[object, object]]:
+    """``python -m`` name -> (its parser builder, its main)."""
+    from nlbook import course, render
+    from nlbook.train import cli as train_cli
+
+    return {"nlbook.train": (train_cli._parser, train_cli.main),
+            "nlbook.sample": (sample._parser, sample.main),
+            "nlbook.evaluate": (evaluate._parser, evaluate.main),
+            "nlbook.bench": (bench._parser, bench.main),
+            "nlbook.course": (course._parser, course.main),
+            "nlbook.render": (render._parser, render.main)}
+
+
+def command_modules() -> set[str]:
+    """Every ``python -m`` command of the package: a module with a ``__main__`` block, or a
+    package with a ``__main__`` module."""
+    found = set()
+    for info in pkgutil.walk_packages(nlbook.__path__, "nlbook."):
+        if info.name.endswith(".__main__"):
+            found.add(info.name.rsplit(".", 1)[0])
+            continue
+        spec = importlib.util.find_spec(info.name)
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+            if 'if __name__ == "__main__"' in Path(spec.origin).read_text(encoding="utf-8"):
+                found.add(info.name)
+    return found
+
+
+def subcommands(parser) -> dict[str, object]:
+    """'' -> the parser itself when it has no subcommands, else subcommand -> its parser (a
+    positional with choices, like course's sync/check, counts as subcommands of one parser)."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+        if not action.option_strings and action.choices and action.dest != "help":
+            return {choice: parser for choice in action.choices}
+    return {"": parser}
+
+
+def flags(parser) -> list:
+    import argparse
+
+    return [action for action in parser._actions if action.option_strings
+            and not isinstance(action, argparse._HelpAction)]
+
+
+def automatic_bad_arguments(action) -> list[list[str]]:
+    """Bad values every flag of its kind must refuse at parsing (its name in the error)."""
+    import argparse
+
+    flag = action.option_strings[0]
+    if action.nargs == 0 or isinstance(action, argparse.BooleanOptionalAction):
+        return [[f"{flag}=x"]]
+    if action.choices:
+        return [[flag, "bogus"]]
+    kind = getattr(action.type, "__name__", "")
+    if kind in ("positive_int", "non_negative_int", "seed_int", "thread_count"):
+        return [[flag, "x"], [flag, str(10 ** 20)], [flag, "1.5"]]
+    if kind in ("positive_float", "non_negative_float", "finite_float", "unit_interval",
+                "probability"):
+        return [[flag, "x"], [flag, "nan"], [flag, "inf"]]
+    return []  # a free text (a path, a device, a name): only the hand-written cases cover it
+
+
+REQUIRED_ARGUMENTS = {"nlbook.sample": lambda: ["--checkpoint", checkpoint_file()],
+                      "nlbook.evaluate": lambda: ["--checkpoint", checkpoint_file()]}
+
+
+def automatic_command_lines() -> list[tuple[str, object, list[str]]]:
+    cases = []
+    for command, (build, main) in command_parsers().items():
+        for name, parser in subcommands(build()).items():
+            prefix = [name] if name else []
+            for action in flags(parser):
+                for bad in automatic_bad_arguments(action):
+                    argv = [*prefix, *REQUIRED_ARGUMENTS.get(command, list)(), *bad]
+                    cases.append((f"{command} {' '.join(prefix + bad)}", main, argv))
+    return cases
+
+
+def _short(command: str) -> str:
+    return command.removeprefix("nlbook.")
+
+
+def test_every_command_line_has_a_fuzz_entry(tmp_path):
+    """A new ``python -m nlbook.X``, a new subcommand or a new free-text flag fails here until
+    bad_command_lines (above) has a case for it; typed flags are fuzzed automatically."""
+    assert command_modules() == set(command_parsers()), \
+        "a python -m command without an entry in command_parsers() (tests/test_fuzz.py)"
+    cases = bad_command_lines(tmp_path)
+    missing = []
+    for command, (build, _) in command_parsers().items():
+        short = _short(command)
+        for name, parser in subcommands(build()).items():
+            label = f"{short} {name}".strip()
+            mine = [argv for case_label, _, argv, _ in cases
+                    if case_label == label or case_label.startswith(label + " ")]
+            if not mine:
+                missing.append(f"{label}: no bad-argument case")
+            for action in flags(parser):
+                if automatic_bad_arguments(action):
+                    continue
+                if not any(flag in argv or any(item.startswith(flag + "=") for item in argv)
+                           for argv in mine for flag in action.option_strings):
+                    missing.append(f"{label} {action.option_strings[0]}: a free-text flag "
+                                   f"without a bad-argument case")
+    assert not missing, "\n".join(missing)
+
+
+def test_every_flag_refuses_bad_values_naming_itself(capsys):
+    problems, count = [], 0
+    threads = torch.get_num_threads()
+    try:
+        for label, main, argv in automatic_command_lines():
+            count += 1
+            status, out, err = run_command_line(main, argv)
+            lines = [line for line in err.splitlines() if line.strip()]
+            flag = next(item for item in reversed(argv) if item.startswith("--")).split("=")[0]
+            if status != 2 or len(lines) != 1 or not lines[0].startswith("error: ") \
+                    or flag not in lines[0] or "Traceback" in out + err:
+                problems.append(f"{label}: status {status}, stderr {lines[-2:]}")
+    finally:
+        torch.set_num_threads(threads)
+    with capsys.disabled():
+        print(f"\ncommand-line flags: {count} automatic bad values, {len(problems)} problems")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_flag_says_what_it_is_and_its_default():
+    """``--help`` describes every flag of every command and subcommand, with its default
+    (argparse's own ``-h`` aside; a required flag has none)."""
+    from nlbook._cli import help_string
+
+    missing = []
+    for command, (build, _) in command_parsers().items():
+        for name, parser in subcommands(build()).items():
+            for action in flags(parser):
+                text = help_string(parser, action)
+                if not (action.help or "").strip():
+                    missing.append(f"{command} {name} {action.option_strings[0]}: no help")
+                elif "default" not in text.lower() and not action.required:
+                    missing.append(f"{command} {name} {action.option_strings[0]}: no default "
+                                   f"in {text!r}")
+    assert not missing, "\n".join(missing)

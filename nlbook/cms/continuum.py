@@ -22,6 +22,7 @@ from nlbook._checks import (
     check_positive_int,
     check_scalar_in_range,
     check_torch_generator,
+    data_checks_enabled,
     describe,
     entry_point,
 )
@@ -566,4 +567,32 @@ class ContinuumMemory(nn.Module):
                 [block.materialize(batch, shapes[index]) for index, block in enumerate(parameters)],
                 [None if block is None else block.materialize(batch, shapes[index])
                  for index, block in enumerate(sums)], position + length, pending_input)
-        return CMSOutput(torch.cat(outputs, 1), torch.cat(losses, 1), new_state, pending_loss)
+        output, losses = torch.cat(outputs, 1), torch.cat(losses, 1)
+        # The outermost call only (and never while compiling): inside HOPE a NaN reaches the
+        # training loop, which stops with TrainingDivergedError naming the step.
+        if data_checks_enabled():
+            self._check_finite_result(output, losses[:, :known], pending_loss, position, length)
+        return CMSOutput(output, losses, new_state, pending_loss)
+
+    def _check_finite_result(self, output: torch.Tensor, losses: torch.Tensor,
+                             pending_loss: torch.Tensor | None, position: int,
+                             length: int) -> None:
+        """A clear error, never a silent NaN: the in-context updates can diverge (inner learning
+        rates too large for the inputs' scale) and ``loss_fn`` can return NaN."""
+        bad_output = ~torch.isfinite(output).all(-1)                     # (B, T)
+        bad_loss = ~torch.isfinite(losses)                               # (B, known)
+        # A loss that is not finite where the output is: loss_fn's doing (the updates it
+        # drives then carry the NaN into the outputs that follow).
+        loss_fault = bool((bad_loss & ~bad_output[:, :bad_loss.shape[1]]).any()) or (
+            pending_loss is not None and not bool(torch.isfinite(pending_loss).all()))
+        if loss_fault:
+            raise ValueError(
+                f"loss_fn returned non-finite per-token losses (NaN or inf) in tokens "
+                f"{position}..{position + length} of the stream for finite outputs: the "
+                f"in-context updates would be NaN. Check loss_fn and the targets")
+        if bool(bad_output.any()):
+            raise ValueError(
+                f"the in-context state became non-finite (NaN or inf) in tokens "
+                f"{position}..{position + length} of the stream: the inner updates diverged. "
+                f"Use smaller learning_rates (now {list(self.learning_rates)}) or inputs x of "
+                f"a smaller scale (e.g. normalised)")

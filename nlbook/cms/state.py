@@ -15,9 +15,11 @@ from nlbook._checks import (
     check_instance,
     check_int,
     check_memory,
+    check_ndim,
     check_positive_int,
     check_shape,
     check_tensor,
+    data_checks_enabled,
     describe,
     entry_point,
 )
@@ -68,11 +70,28 @@ def cross_entropy_loss(readout: Callable[[torch.Tensor], torch.Tensor]) -> LossF
     check_callable("readout", readout)
 
     def loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # Values checked in the outermost call only: inside a model a NaN must reach the
+        # training loop's own stop (see nlbook._checks.entry_point).
+        check_tensor("outputs", outputs, layout="(B, n, d)", dtype="float",
+                     finite=data_checks_enabled())
+        check_ndim("outputs", outputs, 3, "(B, n, d)")
         check_tensor("targets", targets, dtype="int", finite=False)
         if tuple(targets.shape) != tuple(outputs.shape[:2]):
             raise ValueError(f"targets must have shape (B, n) = {tuple(outputs.shape[:2])} of "
                              f"the outputs, got {tuple(targets.shape)}")
-        logits = readout(outputs)
+        try:
+            logits = readout(outputs)
+        except RuntimeError as error:  # e.g. float64 outputs into a float32 layer
+            raise ValueError(f"readout failed on outputs of shape {tuple(outputs.shape)} and "
+                             f"dtype {outputs.dtype}: {str(error).splitlines()[0][:160]}"
+                             ) from None
+        if not isinstance(logits, torch.Tensor) or logits.ndim != 3 \
+                or tuple(logits.shape[:2]) != tuple(outputs.shape[:2]) \
+                or not logits.is_floating_point() or logits.shape[-1] < 1:
+            got = (tuple(logits.shape) if isinstance(logits, torch.Tensor)
+                   else type(logits).__name__)
+            raise ValueError(f"readout must map outputs (B, n, d) = {tuple(outputs.shape)} to "
+                             f"float logits (B, n, V), got {got}")
         # Not only in the outermost call: an id out of range would fail inside cross_entropy.
         if not torch.compiler.is_compiling() and targets.numel():
             smallest, largest = int(targets.min()), int(targets.max())
@@ -183,6 +202,7 @@ class CMSRecord:
 
     def update_sizes(self, block: int) -> torch.Tensor:
         """(n_updates, B) norms of the updates of ``block`` (empty (0, 0) when none)."""
+        check_int("block", block, low=0, high=len(self.blocks) - 1)
         sizes = self.blocks[block].sizes
         return torch.stack(sizes) if sizes else torch.zeros(0, 0)
 

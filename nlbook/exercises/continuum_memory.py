@@ -34,7 +34,18 @@ def reference_chunk_update(weight: torch.Tensor, inputs: torch.Tensor, targets: 
 
     Args: weight (d_out, d_in) with d_out = d_in, inputs (C, d_in), targets (C, d_out).
     """
+    from nlbook._checks import check_scalar_in_range, check_shape, check_tensor
+
+    check_tensor("inputs", inputs, ndim=2, layout="(C, d_in)", dtype="float")
     chunk, dim = inputs.shape
+    if chunk < 1 or dim < 1:
+        raise ValueError(f"inputs must have shape (C, d_in) with C, d_in >= 1, got "
+                         f"{tuple(inputs.shape)}")
+    check_tensor("weight", weight, ndim=2, layout="(d_out, d_in)", dtype="float")
+    check_shape("weight", weight, (dim, dim), "(d_in, d_in) with d_in of inputs")
+    check_tensor("targets", targets, ndim=2, layout="(C, d_out)", dtype="float")
+    check_shape("targets", targets, (chunk, dim), "(C, d_out) with C and d of inputs")
+    check_scalar_in_range("rate", rate, 0.0, float("inf"))
     cms = ContinuumMemory(dim, [chunk], [rate], linear=True, residual=False, pre_norm=False,
                           dtype=torch.float64)
     with torch.no_grad():

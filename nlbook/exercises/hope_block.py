@@ -24,6 +24,14 @@ __all__ = ["QUESTIONS", "SOLUTIONS", "answer", "check_block_forward", "check_cau
 def reference_causal_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """nlbook's answer: y_t = Σ_j weight[:, j] ⊙ x_{t−w+1+j} (zeros before the start).
     x (B, T, d), weight (d, w) → (B, T, d)."""
+    from nlbook._checks import check_same_dtype_device, check_tensor
+
+    check_tensor("x", x, ndim=3, layout="(B, T, d)", dtype="float")
+    check_tensor("weight", weight, ndim=2, layout="(d, w)", dtype="float")
+    if weight.shape[0] != x.shape[-1] or weight.shape[1] < 1:
+        raise ValueError(f"weight must have shape (d, w) with d = {x.shape[-1]} of x and w >= 1, "
+                         f"got {tuple(weight.shape)}")
+    check_same_dtype_device("x", x, weight=weight)
     conv = CausalDepthwiseConv(weight.shape[0], weight.shape[1]).to(weight.dtype)
     with torch.no_grad():
         conv.weight.copy_(weight)

@@ -151,11 +151,25 @@ class WindowCopier(nn.Module):
     every fact inside its last ``context_length`` characters and has no other knowledge."""
 
     def __init__(self, vocabulary, context_length: int = 64, match: int = 12) -> None:
+        from nlbook._checks import check_instance, check_positive_int
+        from nlbook.data import CharVocabulary
+
+        check_instance("vocabulary", vocabulary, CharVocabulary,
+                       expected="an nlbook.data.CharVocabulary")
+        check_positive_int("context_length", context_length)
+        check_positive_int("match", match)
+        if "e" not in vocabulary.chars:
+            raise ValueError("vocabulary must hold 'e' (the copier's guess without a match)")
         super().__init__()
         self.vocab_size, self.context_length, self.match = len(vocabulary), context_length, match
         self.fallback = vocabulary.chars.index("e")
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        from nlbook.transformer import check_token_ids
+
+        check_token_ids("idx", idx, self.vocab_size, None)
+        if targets is not None:
+            raise ValueError("targets must be None: the copier predicts, it is not trained")
         guesses = induction_guesses(idx, vocab_size=self.vocab_size, fallback=self.fallback,
                                     match=self.match)
         return torch.nn.functional.one_hot(guesses, self.vocab_size).float(), None

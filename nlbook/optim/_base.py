@@ -111,7 +111,15 @@ def _precondition(grad: torch.Tensor, state: dict, group: dict) -> torch.Tensor:
     P = diag(1/(√v̂ + ε))), or a user callable ``preconditioner(grad, state) -> P g``."""
     preconditioner = group["preconditioner"]
     if callable(preconditioner):
-        return preconditioner(grad, state)
+        value = preconditioner(grad, state)
+        # A wrong shape would broadcast into the update: refused, naming the callable.
+        if not isinstance(value, torch.Tensor) or value.shape != grad.shape \
+                or not value.is_floating_point():
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else \
+                type(value).__name__
+            raise ValueError(f"preconditioner must return P g, a float tensor of the gradient's "
+                             f"shape {tuple(grad.shape)}, got {shape}")
+        return value
     if preconditioner == "identity":
         return grad
     beta2 = group["beta2"]

@@ -228,9 +228,35 @@ def gated_delta_chunk(state: torch.Tensor, keys: torch.Tensor, values: torch.Ten
         (S_C, reads) with S_C (..., d_k, d_v) and reads (..., C, d_v) or None.
 
     Raises:
-        ValueError: naming the argument, for shapes that do not fit (C >= 1), mixed dtypes or
-            devices, and (in the outermost call) non-finite values, beta < 0 or log_alpha > 0.
+        ValueError: naming the argument, for shapes that do not fit (C >= 1; leading dims of
+            the state's rank), mixed dtypes or devices, and (in the outermost call) non-finite
+            values, beta outside [0, 1] or log_alpha > 0.
     """
+    _check_chunk(state, keys, values, beta, log_alpha, queries)
+    _check_public_chunk(state, keys, values, beta, log_alpha, queries)
+    return _gated_delta(state, keys, values, beta, log_alpha, queries)
+
+
+def _check_public_chunk(state, keys, values, beta, log_alpha, queries) -> None:
+    """What the public kernel adds to :func:`_check_chunk`: every tensor's leading dims (...)
+    have as many axes as the state's (size 1 broadcasts; an axis more or fewer would silently
+    give a result of another shape), and 0 <= beta <= 1 (the effective step of a unit key:
+    beyond 1 the erase overshoots and flips the stored direction)."""
+    if not data_checks_enabled():  # called inside nlbook (HOPE's memories): checked there
+        return
+    lead = state.shape[:-2]
+    for name, tensor, tail in (("keys", keys, 2), ("values", values, 2), ("beta", beta, 1),
+                               ("log_alpha", log_alpha, 1), ("queries", queries, 2)):
+        if tensor is not None and tensor.ndim - tail != len(lead):
+            raise ValueError(f"{name} must have {len(lead)} leading dims (...) like state "
+                             f"{tuple(state.shape)} (size 1 broadcasts), got shape "
+                             f"{tuple(tensor.shape)}")
+    check_in_range("beta", beta, 0.0, 1.0)
+
+
+def _gated_delta(state, keys, values, beta, log_alpha, queries=None):
+    """:func:`gated_delta_chunk` without the public checks (HOPE's memories call it with a
+    state shared over the batch)."""
     _check_chunk(state, keys, values, beta, log_alpha, queries)
     lead = torch.broadcast_shapes(state.shape[:-2], keys.shape[:-2], values.shape[:-2],
                                   beta.shape[:-1], log_alpha.shape[:-1])
@@ -265,7 +291,7 @@ def _anchored_chunk(state, anchor, keys, values, beta, log_alpha, queries=None, 
     DGD step; α < 1 forgets the in-context change S − A. ``anchor=None`` means A = 0.
     ``erase=False``: the same without the erase term −β k kᵀ (:func:`gated_hebbian_chunk`).
     """
-    kernel = gated_delta_chunk if erase else gated_hebbian_chunk
+    kernel = _gated_delta if erase else gated_hebbian_chunk
     if anchor is None:
         return kernel(state, keys, values, beta, log_alpha, queries)
     final, reads = kernel(state - anchor, keys, values - keys @ anchor, beta, log_alpha,

@@ -76,6 +76,37 @@ def _check_layer_step(W, x, grad_y, x_name: str = "x", grad_name: str = "grad_y"
         check_finite(name, tensor)
 
 
+def _check_conditioning(lr: torch.Tensor, squared_norm: torch.Tensor, dtype: torch.dtype,
+                        function: str, x_name: str) -> None:
+    """Refuse an ``lr`` for which I + lr x xᵀ is numerically singular in ``dtype``.
+
+    Its eigenvalues are 1 and 1 + lr‖x‖²: once lr‖x‖² exceeds 1/eps of the dtype, the 1 is
+    rounded away and the inverse (solve) fails or not depending on the linear-algebra library.
+    A clear refusal whatever the library decides. ``squared_norm`` (...,) is ‖x‖² (the trace
+    of X Xᵀ for several inputs, an upper bound of its largest eigenvalue)."""
+    product = lr.detach().double() * squared_norm.detach().double()
+    if product.numel() == 0:
+        return
+    spread = product.max()
+    limit = 1.0 / torch.finfo(dtype).eps
+    if not bool(torch.isfinite(spread)) or float(spread) > limit:
+        raise ValueError(f"lr and {x_name} are too large together for {function} in {dtype}: "
+                         f"lr·‖{x_name}‖² = {float(spread):.3g} exceeds 1/eps = {limit:.3g}, so "
+                         f"I + lr {x_name} {x_name}ᵀ is numerically singular; use a smaller lr "
+                         f"or float64 (dgd_step computes the same step without an inverse)")
+
+
+def _solved(compute, function: str):
+    """``compute()``; a linear-algebra failure that the conditioning check missed becomes a
+    ValueError naming lr (the check is a bound, the library decides)."""
+    try:
+        return compute()
+    except torch.linalg.LinAlgError as error:
+        raise ValueError(f"lr makes the system of {function} singular in this dtype "
+                         f"({str(error).splitlines()[0][:120]}); use a smaller lr or "
+                         f"float64") from None
+
+
 @entry_point
 def dgd_step(W: torch.Tensor, x: torch.Tensor, grad_y: torch.Tensor, lr, *,
              retention=1.0) -> torch.Tensor:
@@ -129,11 +160,13 @@ def dgd_proximal_closed_form(W: torch.Tensor, x: torch.Tensor, grad_y: torch.Ten
     """
     _check_layer_step(W, x, grad_y)
     lr = _check_step_size("lr", lr, W, 0.0, math.inf, low_inclusive=False)
+    _check_conditioning(lr, (x * x).sum(-1), W.dtype, "dgd_proximal_closed_form", "x")
     lr = lr[..., None, None] if lr.ndim else lr
     eye = torch.eye(x.shape[-1], dtype=W.dtype, device=W.device)
     u = -grad_y
     outer_xx = x[..., :, None] * x[..., None, :]
-    return (W + lr * u[..., :, None] * x[..., None, :]) @ torch.linalg.inv(eye + lr * outer_xx)
+    inverse = _solved(lambda: torch.linalg.inv(eye + lr * outer_xx), "dgd_proximal_closed_form")
+    return (W + lr * u[..., :, None] * x[..., None, :]) @ inverse
 
 
 @entry_point
@@ -157,11 +190,13 @@ def dgd_step_rank_k(W: torch.Tensor, X: torch.Tensor, grad_Y: torch.Tensor, lr) 
     if X.shape[-2] < 1:
         raise ValueError(f"X must hold at least one input (r >= 1), got shape {tuple(X.shape)}")
     lr_tensor = _check_step_size("lr", lr, W, 0.0, math.inf, low_inclusive=False)
+    _check_conditioning(lr_tensor, (X * X).sum((-2, -1)), W.dtype, "dgd_step_rank_k", "X")
     lr_tensor = lr_tensor[..., None, None] if lr_tensor.ndim else lr_tensor
     rank = X.shape[-2]
     gram = torch.eye(rank, dtype=W.dtype, device=W.device) + lr_tensor * X @ X.transpose(-1, -2)
     residual = W @ X.transpose(-1, -2) + grad_Y.transpose(-1, -2)     # W X − U: (..., d_out, r)
-    return W - lr_tensor * torch.linalg.solve(gram, residual, left=False) @ X
+    solved = _solved(lambda: torch.linalg.solve(gram, residual, left=False), "dgd_step_rank_k")
+    return W - lr_tensor * solved @ X
 
 
 #: The rules of :func:`correlated_stream_experiment`.

@@ -284,8 +284,7 @@ def sample_positive(language: str, length: int, generator: np.random.Generator) 
     """
     language = _language(language)
     _check_generator(generator)
-    check_positive_int("length", length)
-    check_memory("length", length, bytes_per_element=16, what="the string")
+    check_int("length", length, low=1, high=MAX_STRING_LENGTH)
     if not _positive_length_ok(language, length):
         raise ValueError(f"length must be a length that {language} has positive strings of, "
                          f"got {length}")
@@ -385,7 +384,15 @@ def _check_lengths(name: str, lengths: Sequence[int]) -> tuple[int, int]:
             raise ValueError(f"{name} must be a (shortest, longest) pair of ints, got {lengths!r}")
     if not 1 <= low <= high:
         raise ValueError(f"{name} must satisfy 1 <= shortest <= longest, got {lengths!r}")
+    if high > MAX_STRING_LENGTH:
+        raise ValueError(f"{name} must stay within {MAX_STRING_LENGTH:,} characters (the tasks "
+                         f"test lengths up to a few hundred), got {lengths!r}")
     return low, high
+
+
+#: The longest string the samplers build: the experiments use lengths up to a few hundred;
+#: a billion characters (a typo) would be a gigabyte string built character by character.
+MAX_STRING_LENGTH = 1_000_000
 
 
 def _positive_lengths(language: str, low: int, high: int) -> list[int]:

@@ -69,6 +69,7 @@ from nlbook.train.evaluation import (
 )
 from nlbook.train.loop import (
     Run,
+    TrainingInterrupted,
     checkpoint_state,
     record_evaluation,
     save_loss_figure,
@@ -91,6 +92,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDivergedError",
+    "TrainingInterrupted",
     "build_model",
     "build_optimizer",
     "checkpoint_state",

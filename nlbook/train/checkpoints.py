@@ -3,7 +3,11 @@ only."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import secrets
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +30,76 @@ from nlbook.train.config import (
     TrainConfig,
 )
 
+#: What ``torch.load(weights_only=True)`` reads back: tensors and plain containers.
+_LOADABLE_SCALARS = (bool, int, float, str, bytes, type(None), torch.dtype, torch.device,
+                     torch.Size)
+
+
+def _check_loadable(value: Any, where: str) -> None:
+    """Raise ValueError naming ``where`` for a value ``load_checkpoint`` would refuse."""
+    if isinstance(value, (torch.Tensor, *_LOADABLE_SCALARS)):
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int)):
+                raise ValueError(f"state{where} has the key {key!r} ({type(key).__name__}); "
+                                 f"a checkpoint's keys must be str or int")
+            _check_loadable(item, f"{where}[{key!r}]")
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_loadable(item, f"{where}[{index}]")
+        return
+    raise ValueError(f"state{where} holds {describe(value)}: a checkpoint may hold only "
+                     f"tensors, numbers, strings, None and lists/tuples/dicts of them "
+                     f"(load_checkpoint reads with torch.load(weights_only=True))")
+
+
+def _temporary_path(path: Path) -> Path:
+    """A temporary file next to ``path`` unique to this writer (process and call), so that two
+    runs given the same checkpoint path never share one."""
+    return path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` with ``torch.save`` atomically: to ``<path>.tmp``, then ``os.replace``, so
-    a crash mid-write never leaves a truncated checkpoint in place of the last good one."""
+    """Write ``state`` with ``torch.save`` atomically: to a temporary file of this writer
+    (``<path>.<pid>.<random>.tmp``), flushed to disk, then ``os.replace``, so a crash mid-write
+    never leaves a truncated checkpoint in place of the last good one.
+
+    ``state`` must be what :func:`load_checkpoint` reads back: a dict with ``"format":
+    CHECKPOINT_FORMAT`` holding only tensors and plain containers.
+
+    Raises:
+        ValueError: naming ``state`` or ``path`` (a state load_checkpoint would refuse, a path
+            that cannot be written).
+        OSError: one line naming the file when the write fails (a full disk, a folder that
+            became unwritable); the partial temporary file is removed and the previous
+            checkpoint at ``path`` is left as it was.
+    """
     check_instance("state", state, dict, expected="a dict of tensors and plain containers")
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"state['format'] must be {CHECKPOINT_FORMAT!r} (load_checkpoint "
+                         f"refuses anything else), got {describe(state.get('format'))}")
+    _check_loadable(state, "")
     path = check_writable_path("path", path)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    # Serialised in memory first: a write error is then a plain OSError with its errno (torch's
+    # own writer reports a full disk as an opaque "enforce fail at inline_container.cc").
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    temporary = _temporary_path(path)
+    try:
+        with open(temporary, "wb") as file:
+            file.write(buffer.getbuffer())
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        reason = error.strerror or type(error).__name__
+        raise OSError(error.errno, f"cannot write checkpoint {path}: {reason} (nothing was "
+                                   f"left behind; a previous checkpoint there is unchanged)"
+                      ) from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
@@ -52,7 +117,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's own warning would precede nlbook's error
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # UnpicklingError, RuntimeError, EOFError, ...
         raise CheckpointError(
             f"refusing to load checkpoint {path}: it cannot be read with "
@@ -105,10 +172,27 @@ def _check_model_state(state: dict[str, Any], path) -> None:
         raise CheckpointError(f"checkpoint {path} holds an empty vocabulary")
 
 
+def _check_finite_weights(state: dict[str, Any], path) -> None:
+    """CheckpointError naming the file and the first parameter that holds NaN or inf: a model
+    whose training diverged is refused at load, by every command (sampling or scoring it would
+    print nonsense, resuming it would train from garbage)."""
+    weights = state.get("model")
+    if not isinstance(weights, dict):
+        return
+    for name, tensor in weights.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() \
+                and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"checkpoint {path} holds non-finite weights ({bad} of "
+                                  f"{tensor.numel()} values of {name!r} are NaN or inf): its "
+                                  f"training diverged; use an earlier checkpoint")
+
+
 def _build_checkpoint_model(state: dict[str, Any], path) -> nn.Module:
     """The model a checkpoint describes, with its weights; CheckpointError naming what does
     not fit (an unknown model, options it does not take, weights of another shape)."""
     _check_model_state(state, path)
+    _check_finite_weights(state, path)
     model_config = state["model_config"]
     try:
         model = _build_from_model_config(model_config)

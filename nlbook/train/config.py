@@ -251,11 +251,21 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """The configuration ``to_dict`` wrote. An unknown (misspelled) key is refused, naming
+        it and the fields it is close to: it is never silently ignored."""
         if not isinstance(values, dict):
             raise ValueError(f"values must be a dict (TrainConfig.to_dict), got "
                              f"{type(values).__name__}")
-        known = {item.name for item in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in known})
+        known = [item.name for item in dataclasses.fields(cls)]
+        for key in values:
+            if key not in known:
+                import difflib
+
+                close = difflib.get_close_matches(str(key), known, n=3)
+                hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+                raise ValueError(f"values holds the unknown key {key!r}{hint}; TrainConfig "
+                                 f"takes {', '.join(known)}")
+        return cls(**values)
 
 
 @dataclass

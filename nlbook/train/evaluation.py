@@ -18,12 +18,19 @@ never reads more than the window. So the course reports three numbers:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-from nlbook._checks import check_device, check_int, check_int_sequence, check_positive_int
+from nlbook._checks import (
+    check_bool,
+    check_device,
+    check_int,
+    check_int_sequence,
+    check_positive_int,
+)
 from nlbook.data import random_batch
 from nlbook.data import sequential_windows as _sequential_windows
 
@@ -129,19 +136,33 @@ def window_batch_losses(model: nn.Module, ids: torch.Tensor, *, batch_size: int,
     return losses
 
 
+def _steps(values: range, progress: bool, what: str):
+    """``values``, with a tqdm bar on stderr when ``progress``."""
+    check_bool("progress", progress)
+    if not progress:
+        return values
+    from tqdm.auto import tqdm
+
+    return tqdm(values, desc=what, unit="batch", file=sys.stderr, dynamic_ncols=True,
+                leave=False)
+
+
 def evaluate_all(model: nn.Module, ids: torch.Tensor, *, context_length: int,
-                 batch_size: int = 64, device: str | torch.device = "cpu") -> float:
+                 batch_size: int = 64, device: str | torch.device = "cpu",
+                 progress: bool = False) -> float:
     """Cross-entropy (nats/char) of *every* character of ``ids`` once, in consecutive fresh
     windows of ``context_length`` (the number an n-gram baseline scored on the same text
-    compares with, except that a window's first characters see little context)."""
+    compares with, except that a window's first characters see little context).
+    ``progress``: a tqdm bar on stderr."""
     _check_model(model)
     check_positive_int("batch_size", batch_size)
     device = check_device("device", device)
+    check_bool("progress", progress)
     _check_ids_for(model, ids, 2)
     inputs, targets = _sequential_windows(ids, context_length)
     with _EvalMode(model):
         total, count = 0.0, 0
-        for start in range(0, len(inputs), batch_size):
+        for start in _steps(range(0, len(inputs), batch_size), progress, "fresh windows"):
             x = inputs[start:start + batch_size].to(device)
             y = targets[start:start + batch_size].to(device)
             logits, _ = model(x)
@@ -170,7 +191,8 @@ def _sliding_windows(length: int, window: int) -> Iterator[tuple[int, int, int]]
 
 
 def evaluate_stream(model: nn.Module, ids: torch.Tensor, *, window: int,
-                    device: str | torch.device = "cpu", batch_size: int = 64) -> float:
+                    device: str | torch.device = "cpu", batch_size: int = 64,
+                    progress: bool = False) -> float:
     """Mean nats/char of every character of ``ids`` after the first, each scored once, in order.
 
     A model with ``stream`` (HOPE) reads ``ids`` as one stream in pieces of ``window`` tokens,
@@ -180,7 +202,8 @@ def evaluate_stream(model: nn.Module, ids: torch.Tensor, *, window: int,
     window and scores each token once, so every token after the first window sees at least half
     a window of context (windows batched by ``batch_size``).
 
-    Runs under ``torch.no_grad()`` in eval mode and restores the model's mode.
+    Runs under ``torch.no_grad()`` in eval mode and restores the model's mode. ``progress``:
+    a tqdm bar on stderr.
 
     Raises:
         ValueError: naming the argument, for a model that is not a module, ``ids`` that are not
@@ -188,12 +211,12 @@ def evaluate_stream(model: nn.Module, ids: torch.Tensor, *, window: int,
             (or longer than a fixed-context model's ``context_length``).
     """
     return float(stream_token_losses(model, ids, window=window, device=device,
-                                      batch_size=batch_size).mean())
+                                      batch_size=batch_size, progress=progress).mean())
 
 
 def stream_token_losses(model: nn.Module, ids: torch.Tensor, *, window: int,
-                         device: str | torch.device = "cpu", batch_size: int = 64
-                         ) -> torch.Tensor:
+                         device: str | torch.device = "cpu", batch_size: int = 64,
+                         progress: bool = False) -> torch.Tensor:
     """The per-token losses behind :func:`evaluate_stream` (same arguments, same reading):
     (len(ids) − 1,) float64, entry t the loss of predicting ``ids[t + 1]``. Binned along the
     text they show whether a carried state drifts over a long stream."""
@@ -202,12 +225,13 @@ def stream_token_losses(model: nn.Module, ids: torch.Tensor, *, window: int,
     check_positive_int("window", window)
     check_positive_int("batch_size", batch_size)
     device = check_device("device", device)
+    check_bool("progress", progress)
     count = len(ids) - 1
     losses = torch.zeros(count, dtype=torch.float64)
     with _EvalMode(model):
         if hasattr(model, "stream"):
             state = None
-            for start in range(0, count, window):
+            for start in _steps(range(0, count, window), progress, "stream"):
                 end = min(start + window, count)
                 inputs = ids[None, start:end].to(device)
                 targets = ids[None, start + 1:end + 1].to(device)
@@ -222,8 +246,12 @@ def stream_token_losses(model: nn.Module, ids: torch.Tensor, *, window: int,
         groups: dict[int, list[tuple[int, int, int]]] = {}
         for span in _sliding_windows(len(ids), window):
             groups.setdefault(span[1] - span[0], []).append(span)
+        bar = _steps(range(sum(-(-len(members) // batch_size) for members in groups.values())),
+                     progress, "sliding windows")
+        batches = iter(bar)
         for length, members in groups.items():
             for first in range(0, len(members), batch_size):
+                next(batches, None)
                 batch = members[first:first + batch_size]
                 starts = torch.tensor([start for start, _, _ in batch])
                 rows = starts[:, None] + torch.arange(length)
@@ -231,6 +259,7 @@ def stream_token_losses(model: nn.Module, ids: torch.Tensor, *, window: int,
                 window_losses = _summed_cross_entropy(logits, ids[rows + 1].to(device))
                 for row, (start, end, scored_from) in enumerate(batch):
                     losses[start + scored_from:end] = window_losses[row, scored_from:].double()
+        next(batches, None)  # the bar ends (and closes)
     return losses
 
 

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +49,7 @@ from nlbook.train.building import (
 )
 from nlbook.train.checkpoints import (
     _build_from_model_config,
+    _check_finite_weights,
     _model_config,
     _require_keys,
     load_checkpoint,
@@ -216,6 +220,7 @@ def set_up_run(config: TrainConfig, *, corpus: CharCorpus | None = None, resume:
         # On the CPU: RNG states must be CPU tensors; load_state_dict moves the rest.
         state = load_checkpoint(config.checkpoint, map_location="cpu")
         _require_keys(state, config.checkpoint, {"config": dict}, "resume its run")
+        _check_finite_weights(state, config.checkpoint)
         stored = dict(state["config"], device=config.device, checkpoint=config.checkpoint,
                       compile=config.compile)
         try:
@@ -238,6 +243,7 @@ def set_up_run(config: TrainConfig, *, corpus: CharCorpus | None = None, resume:
     check_device("device", config.device)  # available here: before any data or model is built
     if corpus is None:
         corpus = load_corpus(config.data)
+    _check_corpus_length(corpus, config)
     if state is not None:
         if state["corpus"]["sha256"] != corpus.sha256:
             raise CheckpointError(f"checkpoint {config.checkpoint} was trained on another text "
@@ -279,6 +285,21 @@ def set_up_run(config: TrainConfig, *, corpus: CharCorpus | None = None, resume:
     run.step_module = data_parallel(StepForward(forward_model, streams is not None), world,
                                     device)
     return run
+
+
+def _check_corpus_length(corpus: CharCorpus, config: TrainConfig) -> None:
+    """A text too short for the run's windows is refused before anything is built, naming the
+    corpus and the context (not later, inside the batch sampler, under its own names)."""
+    need = config.context_length + 1
+    splits = {"train": len(corpus.train_ids), "validation": len(corpus.val_ids)}
+    short = {name: count for name, count in splits.items() if count < need}
+    if short:
+        raise ValueError(
+            f"corpus {corpus.source} is too short for context_length {config.context_length}: "
+            + ", ".join(f"its {name} split holds {count} characters" for name, count in
+                        short.items())
+            + f", each split needs at least context_length + 1 = {need} (give a longer text, "
+              f"or a shorter context_length / --context-length)")
 
 
 def _rank_seed(seed: int, rank: int, step: int) -> int:
@@ -608,6 +629,81 @@ class _Progress:
 
 # ----------------------------------------------------------------------------- the loop
 
+#: Besides every ``checkpoint_interval`` steps, a checkpoint is written when this many seconds
+#: of training passed since the last one: a run never loses more than a few minutes of work.
+CHECKPOINT_SECONDS = 300.0
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM stopped :func:`train` between two steps, after it wrote a
+    checkpoint of the current step (when the run has a ``config.checkpoint``).
+
+    ``step``: the step the run reached; ``checkpoint``: the file written (None: the run
+    writes none); ``signal_number``: the signal (``signal.SIGINT`` or ``signal.SIGTERM``)."""
+
+    def __init__(self, message: str, step: int, checkpoint: str | None,
+                 signal_number: int) -> None:
+        super().__init__(message)
+        self.step, self.checkpoint, self.signal_number = step, checkpoint, signal_number
+
+
+class _StopRequests:
+    """SIGINT and SIGTERM during :func:`train`: recorded by a handler and acted on between two
+    steps (a checkpoint of the current step, then :class:`TrainingInterrupted`), so that a
+    signal never stops a run half-way through an update. A second signal stops at once
+    (``KeyboardInterrupt``). Handlers can be set from the main thread only; elsewhere the
+    signals keep their own behaviour."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.received: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for number in self.SIGNALS:
+                self.previous[number] = signal.signal(number, self._record)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def _record(self, number: int, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt  # a second signal: stop now
+        self.received = number
+        print(f"\n{signal.Signals(number).name} received: finishing this step, then writing a "
+              f"checkpoint (send it again to stop at once)", file=sys.stderr, flush=True)
+
+    def pending(self, run: Run, last_write: float) -> tuple[bool, bool]:
+        """(a signal was received, a timed checkpoint is due), the same on every rank: any
+        rank's signal stops them all, rank 0's clock decides the timed checkpoint."""
+        stop = self.received is not None
+        due = time.perf_counter() - last_write >= CHECKPOINT_SECONDS
+        if run.world.distributed:
+            flags = torch.tensor([float(stop), float(due and run.world.is_main)],
+                                 dtype=torch.float64, device=run.device)
+            run.world.sum_(flags)
+            stop, due = bool(flags[0] > 0), bool(flags[1] > 0)
+        return stop, due
+
+    def interrupt(self, run: Run) -> TrainingInterrupted:
+        """Write a checkpoint of the current step; the exception to raise."""
+        number = self.received if self.received is not None else signal.SIGINT
+        if run.config.checkpoint is not None and run.last_good_step != run.step:
+            write_checkpoint(run)
+        written = (f"; checkpoint {run.config.checkpoint} holds step {run.step}"
+                   if run.config.checkpoint is not None else " (no checkpoint: config."
+                   "checkpoint is None)")
+        return TrainingInterrupted(f"training interrupted by {signal.Signals(number).name} at "
+                                   f"step {run.step}{written}", run.step,
+                                   run.config.checkpoint, number)
+
+
+
 def describe_run(config: TrainConfig, world_size: int) -> str:
     """The run's first log line: the model and preset, the world size, the batch, the device."""
     check_instance("config", config, TrainConfig, expected="a TrainConfig")
@@ -632,6 +728,10 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
         resume: continue from ``config.checkpoint`` exactly where it stopped. The stored
             configuration is used (only ``device`` and ``checkpoint`` come from ``config``).
         stop_at_step: stop (and checkpoint) after this many steps, as if interrupted there.
+            Ctrl-C (SIGINT) and SIGTERM stop the run between two steps, after a checkpoint of
+            the current step: :class:`TrainingInterrupted` (a KeyboardInterrupt) is raised.
+            Checkpoints are also written every ``config.checkpoint_interval`` steps (default:
+            ``eval_interval``) and after :data:`CHECKPOINT_SECONDS` of training.
         progress: show a tqdm progress bar with the loss.
         after_step: called as ``after_step(step, model)`` after every optimizer step (for
             notebooks that watch training, and tests that inject faults).
@@ -656,35 +756,45 @@ def train(config: TrainConfig, *, corpus: CharCorpus | None = None, resume: bool
     world = join_world(config.device)  # one process unless launched by torchrun
     say = log if log is not None and world.is_main else (lambda message: None)
     bar = None
+    stops = _StopRequests(say)
     try:
-        run = set_up_run(config, corpus=corpus, resume=resume, world=world)
-        say(describe_run(run.config, world.size))
-        if run.resumed_from_world_size is not None:
-            written = ("" if run.resumed_from_world_size == world.size else
-                       f" (written by {run.resumed_from_world_size} processes)")
-            say(f"resumed {run.config.checkpoint} at step {run.step}{written}")
-        checkpoint_interval = run.config.checkpoint_interval or run.config.eval_interval
-        run.start_clock()
-        bar = _Progress(run, enabled=progress and world.is_main, say=say)
-        if run.step == 0 and not run.history["val_steps"]:
-            bar.eval_seconds = record_evaluation(run)
-        while not run.finished:
-            if stop_at_step is not None and run.step >= stop_at_step:
-                break
-            bar.before_step()
-            loss_value = train_step(run)
-            if after_step is not None:
-                after_step(run.step, run.model)
-            bar.after_step(loss_value)
-            stop_at_deadline(run, say)
-            if run.step % run.config.eval_interval == 0 or run.finished \
-                    or run.step == stop_at_step:
-                _check_finite_model(run)  # a non-finite model is never evaluated or returned
-            if run.step % run.config.eval_interval == 0 or run.finished:
-                record_evaluation(run)
-            bar.show()
-            if run.step % checkpoint_interval == 0 or run.finished or run.step == stop_at_step:
-                write_checkpoint(run)
+        with stops:
+            run = set_up_run(config, corpus=corpus, resume=resume, world=world)
+            say(describe_run(run.config, world.size))
+            if run.resumed_from_world_size is not None:
+                written = ("" if run.resumed_from_world_size == world.size else
+                           f" (written by {run.resumed_from_world_size} processes)")
+                say(f"resumed {run.config.checkpoint} at step {run.step}{written}")
+            checkpoint_interval = run.config.checkpoint_interval or run.config.eval_interval
+            run.start_clock()
+            last_write = time.perf_counter()
+            bar = _Progress(run, enabled=progress and world.is_main, say=say)
+            if run.step == 0 and not run.history["val_steps"]:
+                bar.eval_seconds = record_evaluation(run)
+            while not run.finished:
+                stop, due = stops.pending(run, last_write)
+                if stop:
+                    raise stops.interrupt(run)
+                if stop_at_step is not None and run.step >= stop_at_step:
+                    break
+                bar.before_step()
+                loss_value = train_step(run)
+                if after_step is not None:
+                    after_step(run.step, run.model)
+                bar.after_step(loss_value)
+                stop_at_deadline(run, say)
+                if run.step % run.config.eval_interval == 0 or run.finished \
+                        or run.step == stop_at_step:
+                    _check_finite_model(run)  # a non-finite model is never evaluated or kept
+                if run.step % run.config.eval_interval == 0 or run.finished:
+                    record_evaluation(run)
+                bar.show()
+                if run.step % checkpoint_interval == 0 or run.finished \
+                        or run.step == stop_at_step or due:
+                    write_checkpoint(run)
+                    last_write = time.perf_counter()
+            if stops.pending(run, last_write)[0]:  # a signal during the last step
+                raise stops.interrupt(run)
     finally:
         if bar is not None:
             bar.close()
