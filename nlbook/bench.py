@@ -371,14 +371,6 @@ def _claims_arguments(parser: argparse.ArgumentParser, *, steps: int, layers: in
     parser.add_argument("--progress", action="store_true", help="print a line per model")
 
 
-def _formal_seeds(text: str) -> list[int]:
-    """Comma-separated seeds >= 0 (argparse type of ``bench formal --seeds``)."""
-    seeds = [non_negative_int(part.strip()) for part in text.split(",") if part.strip()]
-    if not seeds:
-        raise argparse.ArgumentTypeError(f"expected comma-separated seeds, got {text!r}")
-    return seeds
-
-
 def _formal_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=positive_int, default=300,
                         help="optimizer steps per model, language and seed, equal for every "
@@ -387,7 +379,7 @@ def _formal_arguments(parser: argparse.ArgumentParser) -> None:
                         help="strings per step (default 32)")
     parser.add_argument("--lr", type=positive_float, default=3e-3,
                         help="AdamW learning rate of every model (default 3e-3)")
-    parser.add_argument("--seeds", type=_formal_seeds, default=[0, 1, 2],
+    parser.add_argument("--seeds", type=_seed_list, default=[0, 1, 2],
                         help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--d-model", type=positive_int, default=32,
                         help="width of every model (default 32)")
@@ -536,7 +528,7 @@ def _name_list(text: str) -> list[str]:
 
 def _seed_list(text: str) -> list[int]:
     """A comma-separated list of seeds >= 0 (argparse type)."""
-    seeds = [non_negative_int(part.strip()) for part in text.split(",") if part.strip()]
+    seeds = [seed_int(part.strip()) for part in text.split(",") if part.strip()]
     if not seeds:
         raise argparse.ArgumentTypeError(f"expected comma-separated seeds, got {text!r}")
     return seeds
