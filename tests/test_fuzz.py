@@ -1216,9 +1216,12 @@ entry(task_recall.recall_training_text,
        "answer_length": Int(low=1), "seed": Int(low=0, role="seed")})
 entry(task_recall.mqar_batch,
       lambda: dict(batch_size=2, vocab_size=12, sequence_length=12, kv_pairs=3,
-                   generator=torch.Generator().manual_seed(0)),
+                   generator=torch.Generator().manual_seed(0), power_a=0.01,
+                   random_non_queries=True),
       {"batch_size": Int(low=1), "vocab_size": Int(low=1), "sequence_length": Int(low=1),
-       "kv_pairs": Int(low=1), "generator": Gen()})
+       "kv_pairs": Int(low=1), "generator": Gen(),
+       "power_a": Float(0, 1, low_inclusive=False, none=True),
+       "random_non_queries": Bool()})
 entry(task_recall.induction_guesses,
       lambda: dict(idx=tokens(2, 20, V), vocab_size=V, fallback=3, match=4),
       {"idx": Tensor(kind="int", vocab=V), "vocab_size": Int(low=1), "fallback": Int(low=0),
@@ -2056,6 +2059,42 @@ entry(claims.run_recall,
        "training_gaps": IntList(item=Int(low=0, role="cost")),
        "spacing": Int(low=0), "stream_length": Int(low=1, role="cost"),
        "answer_length": Int(low=1, role="cost"), "switches": SWITCHES,
+       "log": Func(none=True)}, same=False, alarm=10.0, extra=MODEL_EXTRAS)
+
+# nlbook.claims.mqar
+from nlbook.claims import mqar as claims_mqar  # noqa: E402
+
+for record_class in (claims_mqar.MQARResult, claims_mqar.MQARRun):
+    exempt(record_class, RECORD)
+entry(claims_mqar.mqar_models,
+      lambda: dict(vocab_size=12, d_model=8, n_layers=1, n_heads=2, sequence_length=12,
+                   names=["delta", "transformer"], hope_options=None),
+      {"vocab_size": Int(low=1), "d_model": Int(low=1), "n_layers": Int(low=1),
+       "n_heads": Int(low=1), "sequence_length": Int(low=1), "names": Obj(),
+       "hope_options": Obj(none=True)}, same=False,
+      extra=[("names", "an unknown model", ["lstm"], REFUSE), ("names", "[]", [], REFUSE)])
+REGISTRY[key_of(claims_mqar.mqar_models)].call = lambda **a: {
+    name: factory(seed=0) for name, factory in claims_mqar.mqar_models(**a).items()}
+
+
+def mqar_factories():
+    return {"T": lambda: transformer.TransformerLM(12, 8, 1, 2, context_length=12)}
+
+
+entry(claims_mqar.run_mqar,
+      lambda: dict(models=mqar_factories(), seeds=(0,), steps=1, batch_size=2, vocab_size=12,
+                   sequence_length=12, kv_pairs=3, learning_rate=3e-3, weight_decay=0.1,
+                   warmup_steps=None, constant_learning_rate=False, test_size=2,
+                   eval_every=1, eval_size=2, power_a=None, random_non_queries=False,
+                   log=None),
+      {"models": MODELS, "seeds": SEEDS, "steps": Int(low=1, role="cost"),
+       "batch_size": Int(low=1, role="cost"), "vocab_size": Int(low=1, role="cost"),
+       "sequence_length": Int(low=1, role="cost"), "kv_pairs": Int(low=1),
+       "learning_rate": Float(0, 1, low_inclusive=False), "weight_decay": Float(0, 1),
+       "warmup_steps": Int(low=1, none=True), "constant_learning_rate": Bool(),
+       "test_size": Int(low=1, role="cost"), "eval_every": Int(low=1),
+       "eval_size": Int(low=1, role="cost"),
+       "power_a": Float(0, 1, low_inclusive=False, none=True), "random_non_queries": Bool(),
        "log": Func(none=True)}, same=False, alarm=10.0, extra=MODEL_EXTRAS)
 
 

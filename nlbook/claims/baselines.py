@@ -58,7 +58,9 @@ class LSTMLM(nn.Module):
         self.vocab_size, self.d_model, self.n_layers = vocab_size, d_model, n_layers
         self.context_length = context_length
         self.token_embedding = nn.Embedding(vocab_size, d_model)
-        self.lstm = nn.LSTM(d_model, d_model, num_layers=n_layers, batch_first=True)
+        # nn.LSTM takes Python ints only (a numpy integer passes the checks above).
+        self.lstm = nn.LSTM(int(d_model), int(d_model), num_layers=int(n_layers),
+                            batch_first=True)
         self.lm_head = nn.Linear(d_model, vocab_size)
 
     @entry_point

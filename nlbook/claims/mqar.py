@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from nlbook._checks import check_bool, check_positive_int, check_scalar_in_range
+from nlbook._checks import check_bool, check_memory, check_positive_int, check_scalar_in_range
 from nlbook.claims._common import (
     ModelFactory,
     build_model,
@@ -91,6 +91,12 @@ def mqar_models(vocab_size: int = 64, *, d_model: int = 64, n_layers: int = 2, n
     unknown = [name for name in names if name not in MQAR_MODELS]
     if unknown:
         raise ValueError(f"names must be model names from {MQAR_MODELS}, got {unknown[0]!r}")
+    if hope_options is not None and (not isinstance(hope_options, Mapping) or not all(
+            isinstance(key, str) for key in hope_options)):
+        raise ValueError(f"hope_options must be a dict of HopeLM option name -> value or None, "
+                         f"got {hope_options!r}")
+    check_memory("sequence_length and d_model", 8 * sequence_length * d_model * n_layers,
+                 what="the activations of one sequence")
     hope_options = dict(hope_options or {})
     mixers = {"hope": {}, "delta": {"mixer": "delta"},
               "linear_attention": {"mixer": "linear_attention"}} | MQAR_HOPE_VARIANTS

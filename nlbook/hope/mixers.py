@@ -253,6 +253,7 @@ class GatedDeltaRule(_HeadProjections):
 
     def __init__(self, d_model: int, heads: int, head_dim: int | None = None, *,
                  chunk_size: int = 64, generator: torch.Generator | None = None) -> None:
+        check_positive_int("heads", heads)  # before 2·heads below
         super().__init__(d_model, heads, head_dim, 2 * heads, generator)
         check_positive_int("chunk_size", chunk_size)
         self.chunk_size = chunk_size
