@@ -40,8 +40,8 @@ from nlbook.claims._common import (
 from nlbook.claims.protocol import wilson_interval
 from nlbook.tasks.recall import mqar_batch
 
-__all__ = ["MQAR_HOPE_VARIANTS", "MQAR_MODELS", "MQARResult", "MQARRun", "mqar_models",
-           "run_mqar"]
+__all__ = ["MQAR_HOPE_VARIANTS", "MQAR_MODELS", "MQARResult", "MQARRun",
+           "load_mqar_results", "mqar_models", "run_mqar"]
 
 #: HOPE with one of the three changes that made it bind undone (chapter 5, "what was wrong"),
 #: and with all three undone (HOPE as it was before): name → HopeLM options.
@@ -189,6 +189,29 @@ class MQARResult:
             json.dump(data, handle, indent=1)
         os.replace(temporary, path)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> MQARResult:
+        """The inverse of :meth:`to_dict` (also reads what :meth:`save` wrote)."""
+        if not isinstance(data, Mapping) or not {"setting", "seeds", "runs"} <= set(data):
+            raise ValueError("data must be a dict with 'setting', 'seeds' and 'runs' (what "
+                             "MQARResult.to_dict returns)")
+        runs = {}
+        for name, items in data["runs"].items():
+            runs[name] = [MQARRun(**(dict(item) | {
+                "interval": tuple(item["interval"]),
+                "curve": [tuple(point) for point in item["curve"]]})) for item in items]
+        return cls(runs, list(data["seeds"]), dict(data["setting"]))
+
+    def markdown(self) -> str:
+        """:meth:`table` as a Markdown table (the results page)."""
+        lines = self.table().splitlines()
+        header = [cell.strip() for cell in _split_columns(lines[0], lines[1])]
+        rows = [[cell.strip() for cell in _split_columns(line, lines[1])] for line in lines[2:]]
+        out = ["| " + " | ".join(header) + " |",
+               "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+        out += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(out)
+
     def table(self) -> str:
         """The plain-text table ``python -m nlbook.bench mqar`` prints."""
         rows = []
@@ -205,6 +228,43 @@ class MQARResult:
         return format_table(["model", "params", "test accuracy % per seed [95 % interval]",
                              "mean (range)", f"first step >= {100 * SOLVED:.0f} %",
                              "ms/step"], rows)
+
+
+def _split_columns(line: str, rule: str) -> list[str]:
+    """Cut ``line`` at the columns of :func:`format_table`'s rule line (dashes and spaces)."""
+    cells, start = [], 0
+    for index, character in enumerate(rule + " "):
+        if character == " " and index > start and rule[index - 1:index] == "-":
+            cells.append(line[start:index])
+            start = index + 1
+    return cells
+
+
+def load_mqar_results(paths: Sequence[str]) -> tuple[MQARResult, list[str]]:
+    """One :class:`MQARResult` from files that :meth:`MQARResult.save` wrote for the same
+    setting and models (e.g. one file per seed), seeds in file order; with the commits of the
+    files (for the record). ValueError if their settings or models differ."""
+    import json
+
+    if isinstance(paths, (str, bytes)) or not isinstance(paths, Sequence) or not paths:
+        raise ValueError(f"paths must be a non-empty list of result files, got {paths!r}")
+    combined: MQARResult | None = None
+    commits = []
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        result = MQARResult.from_dict(data)
+        commits.append(str(data.get("commit", "unknown")))
+        if combined is None:
+            combined = result
+            continue
+        if result.setting != combined.setting or list(result.runs) != list(combined.runs):
+            raise ValueError(f"paths must hold one setting and one list of models: {path} "
+                             f"differs from {paths[0]}")
+        for name, runs in result.runs.items():
+            combined.runs[name].extend(runs)
+        combined.seeds.extend(result.seeds)
+    return combined, commits
 
 
 def _schedule(step: int, steps: int, peak: float, warmup: int, constant: bool) -> float:
