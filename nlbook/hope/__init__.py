@@ -22,9 +22,21 @@ Block (:class:`HopeBlock`), x (B, T, d) → (B, T, d)::
   own pre-LayerNorm (chapter 3). Why: pre-norm keeps the residual stream's scale free, as in the
   Transformer baseline, so the comparison changes one thing (the mixer) at a time.
 - Convolution: a causal depth-wise convolution of window 4 on the memory's input (arXiv §8.3:
-  "local convolution with window 4"), initialised to the identity. It is applied once, before
+  "local convolution with window 4"), its taps drawn uniformly in ±1/√4 (PyTorch's Conv1d
+  default; ``conv_init="identity"`` restores the old identity start). It is applied once, before
   the projections of self-modifying Titans (so q, k, v all see it); Titans §4.4 convolves after
-  each projection (3 convolutions instead of 1).
+  each projection (3 convolutions instead of 1). Why random: a memory binds a key to the value
+  that follows it only if the value's token carries the previous token; started at the
+  identity, the previous-token taps are 0, get almost no gradient, and on MQAR no mixer of the
+  block (self-modifying Titans, the gated delta rule, linear attention) learned to bind in
+  1,000 steps (chapter 5; ``python -m nlbook.bench mqar --models hope,hope-identity-conv``).
+- Self-modifying Titans (:class:`nlbook.selfmod.SelfModifyingTitans`) starts so that it can
+  bind: M_v reads its own input x_v = W_v x (with one input for M_k and M_v, keys and values
+  start with cosine 0.93 and the written target v̂ − k nearly vanishes), and the main memory's
+  fixed first layer has std 1 (unit-variance pre-activations at unit keys; at the fan-in scale
+  a DGD write with η ≈ 1 stores about a sixth of its target). Both are initial values and input
+  maps inside the paper's design (A-eq 86–89 fix neither); their effect is measured on MQAR in
+  RESULTS.md.
 - Residuals: around the self-modifying Titans and around each CMS block.
 - No positional embedding: the recurrent memories and the convolution see tokens in order, so
   order is already in the state ("NoPE" works for recurrent models). The model therefore has
