@@ -281,9 +281,9 @@ for rank in (1, 3):
 # ### 3.1 · The rule, for one head (A-eq 86–89)
 #
 # Every projection except $q$ becomes a memory written in context. With fixed projections
-# $x_t = W_x x$ and $q_t = \mathrm{normalize}(W_q x)$:
+# $x_t = W_x x$, $x^v_t = W_v x$ and $q_t = \mathrm{normalize}(W_q x)$:
 #
-# - generate: $k_t = \mathrm{normalize}(M_k(x_t))$, $v_t = \mathrm{normalize}(M_v(x_t))$,
+# - generate: $k_t = \mathrm{normalize}(M_k(x_t))$, $v_t = \mathrm{normalize}(M_v(x^v_t))$,
 #   $\eta_t = \mathrm{softplus}(M_\eta(x_t) + b_\eta)$,
 #   $\alpha_t = \mathrm{sigmoid}(M_\alpha(x_t) + b_\alpha)$;
 # - every memory $\square \in \{k, v, \eta, \alpha, \text{memory}\}$ makes its **own target**
@@ -300,8 +300,15 @@ for rank in (1, 3):
 # reading, each one writes a single linear layer $W_2$ on the fixed feature
 # $\mathrm{silu}(W_1 k_t)$; its first layer changes only through the outer optimiser (the table
 # in section 3.4 says why: writing the first layer diverged).
-# $M_\eta$ and $M_\alpha$ are linear maps $w \cdot z$ (input $k_t$, target $\hat v$). Retention
-# acts on the in-context change:
+# $M_\eta$ and $M_\alpha$ are linear maps $w \cdot z$ (input $k_t$, target $\hat v$).
+#
+# Why $M_v$ reads its own input $x^v_t = W_v x$: the paper writes every memory as a function of
+# the same $x_t$. With residual memories, $M_k(x_t) \approx M_v(x_t) \approx x_t$ at the start, so keys
+# and values begin nearly equal and the written target $\hat v - k$ nearly vanishes: the memory
+# has nothing to bind. Chapter 5 measures it on a recall task
+# (`SelfModifyingTitans(..., shared_generator_input=True)` is the literal reading).
+#
+# Retention acts on the in-context change:
 #
 # $$W \leftarrow W_0 + (W - W_0)(\alpha I - \eta' h h^\top) + \eta' (u - W_0 h)\, h^\top.$$
 #
@@ -350,9 +357,10 @@ def write(weight, weight_0, layer_input, target, eta, alpha):
 def token_step(running, snapshot, token):
     """One token: keys, values, η, α and targets from ``snapshot``, writes into ``running``."""
     x_t = weights["input_projection"].T @ token
+    x_value = weights["value_projection"].T @ token          # M_v's own input (see below)
     q_t = F.normalize(weights["query_projection"].T @ token, dim=0)
     k_t = F.normalize(apply(snapshot["k"], x_t), dim=0)
-    v_t = F.normalize(apply(snapshot["v"], x_t), dim=0)
+    v_t = F.normalize(apply(snapshot["v"], x_value), dim=0)
     eta = F.softplus(apply(snapshot["η"], x_t)[0] + weights["lr_bias"].flatten()[0])
     alpha = torch.sigmoid(apply(snapshot["α"], x_t)[0] + weights["retention_bias"].flatten()[0])
     new = {}

@@ -107,14 +107,16 @@ def test_frozen_memories_keep_a_state_taken_mid_chunk():
 
 
 def test_frozen_memories_leave_only_the_convolution_window():
-    """Inside the switch a prediction depends on the last 4 tokens only (the convolution's
-    window): nothing else of the stream reaches it, so every in-context write is gone."""
+    """Inside the switch a prediction depends on the last 1 + L·(w − 1) tokens only (the
+    convolutions' windows, w = 4, stacked over the L blocks): nothing else of the stream reaches
+    it, so every in-context write is gone."""
     model = _tiny_hope().eval()
+    reach = len(model.blocks) * (model.blocks[0].conv.window - 1)
     idx = torch.randint(0, 20, (2, 30), generator=torch.Generator().manual_seed(1))
     with torch.no_grad(), frozen_memories(model):
         full, _ = model(idx)
-        for position in (3, 11, 29):
-            alone, _ = model(idx[:, position - 3:position + 1])
+        for position in (reach, 11, 29):
+            alone, _ = model(idx[:, position - reach:position + 1])
             torch.testing.assert_close(full[:, position], alone[:, -1], rtol=1e-5, atol=1e-5)
     with torch.no_grad():
         full, _ = model(idx)

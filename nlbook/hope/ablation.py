@@ -76,8 +76,9 @@ def frozen_memories(model: nn.Module) -> Iterator[nn.Module]:
     - CMS: η = 0 for every block, as :func:`frozen_cms` (the gradient sum of a chunk left open
       when the switch began is then applied with η = 0: dropped).
 
-    What still moves: the causal convolution's buffer (the last 3 inputs, a fixed window, not
-    a memory). So inside the block HOPE is a model that sees 4 tokens and its fixed weights.
+    What still moves: the causal convolutions' buffers (the last 3 inputs of each block, a
+    fixed window, not a memory). So inside the block HOPE is a model that sees the last
+    1 + 3·L tokens (L blocks) and its fixed weights.
 
     On exit the gate biases (the same tensors, bit for bit) and the CMS learning rates are
     restored, also after an exception. An evaluation switch: do not train inside it.
