@@ -33,6 +33,7 @@ from nlbook.claims import (
 )
 from nlbook.data import load_corpus
 from nlbook.hope import HopeLM, frozen_cms, frozen_memories
+from nlbook.hope.ablation import FROZEN_GATE_BIAS
 from nlbook.tasks.recall import induction_guesses
 from nlbook.transformer import TransformerLM
 
@@ -468,3 +469,31 @@ def test_bench_commands_print_their_tables(command, extra, needed, capsys):
     if command == "formal":  # the control first, the delta rule's beta range, no verdict
         assert printed.index("positive control LSTM") < printed.index("Formal languages")
         assert "delta β∈(0,2)" in printed and "not tested at this budget" in printed
+
+
+def test_ascending_writes_negate_every_titans_step_and_restore():
+    """Inside the switch each DGD write of the Titans memories is one step of gradient ascent:
+    with one token and one head, W₁ = W₀(αI + η′xxᵀ) − η′ u xᵀ instead of W₀(αI − η′xxᵀ) + η′ u xᵀ,
+    so the change from W₀ (what was written) flips its sign where α = 1."""
+    from nlbook.hope import ascending_writes
+
+    model = _tiny_hope()
+    for block in model.blocks:
+        with torch.no_grad():
+            block.titans.retention_bias.fill_(FROZEN_GATE_BIAS)  # α = 1: nothing decays
+    idx = torch.randint(0, 20, (1, 1), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        _, descent = model.stream(idx)
+        with ascending_writes(model):
+            _, ascent = model.stream(idx)
+            assert all(block.titans.write_sign == -1.0 for block in model.blocks)
+        _, again = model.stream(idx)
+    assert all(block.titans.write_sign == 1.0 for block in model.blocks)
+    layer = model.blocks[0]
+    initial = layer.titans.initial_state(1).memory_second
+    down = descent.layers[0].titans.memory_second - initial
+    up = ascent.layers[0].titans.memory_second - initial
+    assert float(down.abs().max()) > 1e-4
+    torch.testing.assert_close(up, -down, rtol=1e-4, atol=1e-6)
+    assert torch.equal(again.layers[0].titans.memory_second,
+                       descent.layers[0].titans.memory_second)

@@ -2168,6 +2168,16 @@ def frozen_memories(model):
 entry(hope.frozen_memories, lambda: dict(model=small_hope()), {"model": Obj()},
       extra=[("model", "a Transformer", small_transformer(), REFUSE)])
 REGISTRY[key_of(hope.frozen_memories)].call = frozen_memories
+
+
+def ascending_writes(model):
+    with hope.ascending_writes(model) as inside:
+        return inside is model
+
+
+entry(hope.ascending_writes, lambda: dict(model=small_hope()), {"model": Obj()},
+      extra=[("model", "a Transformer", small_transformer(), REFUSE)])
+REGISTRY[key_of(hope.ascending_writes)].call = ascending_writes
 entry(training.evaluation.stream_token_losses,
       lambda: dict(model=small_text_model(), ids=text_ids(), window=8, device="cpu",
                    batch_size=2, progress=False),

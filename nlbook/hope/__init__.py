@@ -102,7 +102,7 @@ pass over the same text (tested to 1e-5 in float32), at O(1) cost per token.
 
 from __future__ import annotations
 
-from nlbook.hope.ablation import frozen_cms, frozen_memories
+from nlbook.hope.ablation import ascending_writes, frozen_cms, frozen_memories
 from nlbook.hope.block import CausalDepthwiseConv, HopeBlock, HopeBlockOutput, HopeBlockState
 from nlbook.hope.language_model import HopeLM, HopeState, matched_models
 from nlbook.hope.speed import benchmark_hope, training_tokens_per_second
@@ -118,6 +118,7 @@ __all__ = [
     "HopeState",
     "PassageTrace",
     "TransformerLM",
+    "ascending_writes",
     "benchmark_hope",
     "frozen_cms",
     "frozen_memories",

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["FROZEN_GATE_BIAS", "frozen_cms", "frozen_memories"]
+__all__ = ["FROZEN_GATE_BIAS", "ascending_writes", "frozen_cms", "frozen_memories"]
 
 #: The gate bias that :func:`frozen_memories` writes: η_t = softplus(w·x + b) with b = −1e4
 #: underflows to exactly 0 and α_t = sigmoid(w·x + b) with b = +1e4 rounds to exactly 1, in
@@ -101,3 +101,28 @@ def frozen_memories(model: nn.Module) -> Iterator[nn.Module]:
                 for block, (lr_bias, retention_bias) in zip(blocks, saved, strict=True):
                     block.titans.lr_bias.copy_(lr_bias)
                     block.titans.retention_bias.copy_(retention_bias)
+
+
+@contextmanager
+def ascending_writes(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, **every in-context write of the self-modifying Titans memories goes
+    uphill**: the step η′_t of each DGD write (A-eq 57/88) is negated, so each write is one step
+    of gradient *ascent* on the memory's inner objective ‖M(k_t) − v̂_t‖² instead of descent.
+
+    A memory that binds keys to values needs the descent: after an ascent step M(k) moves away
+    from the value. Liu et al. (arXiv 2602.21204) report that for TTT and Titans-style layers
+    trained as language models the flip barely changes results, i.e. such layers may not use
+    their inner objective as a memory; this switch asks the same question of HOPE (chapter 7).
+    The CMS's in-context updates are left as they are (a separate switch: :func:`frozen_cms`).
+
+    On exit every layer writes by descent again, also after an exception. An evaluation switch:
+    do not train inside it.
+    """
+    blocks = _check_hope(model, titans=True)
+    try:
+        for block in blocks:
+            block.titans.write_sign = -1.0
+        yield model
+    finally:
+        for block in blocks:
+            block.titans.write_sign = 1.0

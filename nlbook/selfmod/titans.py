@@ -203,10 +203,15 @@ class SelfModifyingTitans(nn.Module):
                                   memory_second, memory_second, 0)
 
     # ---- pieces ------------------------------------------------------------------------------
+    #: +1 writes by gradient descent on each memory's inner objective; −1 (set only by
+    #: :func:`nlbook.hope.ascending_writes`, an evaluation switch) by gradient *ascent*.
+    write_sign: float = 1.0
+
     def _step(self, lr: torch.Tensor, input_norm: torch.Tensor) -> torch.Tensor:
         """The step of a write: DGD's η′ = η/(1 + η‖x‖²) (A-eq 57), or the plain gradient
-        step's η when ``dgd=False``."""
-        return lr / (1 + lr * input_norm) if self.dgd else lr
+        step's η when ``dgd=False``; negated under :func:`nlbook.hope.ascending_writes`."""
+        step = lr / (1 + lr * input_norm) if self.dgd else lr
+        return step if self.write_sign > 0 else -step
 
     def _generate(self, x: torch.Tensor, first: torch.Tensor, second: torch.Tensor):
         """k, v, η, α for a chunk of generator inputs x (B, H, 2, C, d) = [x_k; x_v] from a
