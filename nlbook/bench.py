@@ -575,16 +575,27 @@ def _mqar_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fill the blanks with random tokens (Zoology's filler)")
     parser.add_argument("--progress", action="store_true",
                         help="print a line after every held-out evaluation")
-    parser.add_argument("--json", type=str, default=None, metavar="PATH",
+    parser.add_argument("--json", type=_json_path, default=None, metavar="PATH",
                         help="also write every run (per seed: accuracy, interval, first step "
                              ">= 90 %%, curve, ms/step) and the setting to this JSON file")
+
+
+def _json_path(text: str) -> str:
+    """A results file path ending in .json (argparse type; checked writable before the run)."""
+    if not text.strip() or not text.endswith(".json"):
+        raise argparse.ArgumentTypeError(f"expected a file path ending in .json, got {text!r}")
+    return text
 
 
 def bench_mqar(args: argparse.Namespace) -> None:
     """MQAR (Zoology): every model trained on the same batches, interleaved step by step."""
     import time
 
+    from nlbook._checks import check_writable_path
     from nlbook.claims.mqar import mqar_models, run_mqar
+
+    if args.json is not None:
+        check_writable_path("--json", args.json, suffixes=(".json",))
 
     schedule = "constant" if args.constant_lr else "cosine"
     _header(f"mqar: V {args.vocab}, T {args.seq}, {args.kv} pairs, {args.steps} steps, "
@@ -612,6 +623,35 @@ def bench_mqar(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def _sign_flip_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seeds", type=_seed_list, default=[0, 1, 2],
+                        help="comma-separated seeds of the MQAR runs (default 0,1,2)")
+    parser.add_argument("--steps", type=positive_int, default=600,
+                        help="MQAR training steps of HOPE per seed (default 600)")
+    parser.add_argument("--characters", type=positive_int, default=20_000,
+                        help="validation characters streamed through the shipped checkpoint "
+                             "(default 20,000)")
+
+
+def bench_sign_flip(args: argparse.Namespace) -> None:
+    """Chapter 7: HOPE's in-context writes flipped to gradient ascent (Liu et al. 2026)."""
+    import time
+
+    from nlbook.claims.sign_flip import run_sign_flip
+    from nlbook.data import DATA_DIR, load_corpus
+    from nlbook.train import load_model
+
+    _header(f"sign-flip: MQAR (T 32, 4 pairs, {args.steps} steps, seeds "
+            f"{','.join(map(str, args.seeds))}) and the shipped checkpoint's stream")
+    start = time.perf_counter()
+    model, _, _ = load_model(DATA_DIR / "hope-shakespeare-tiny.pt")
+    ids = load_corpus().val_ids[:args.characters]
+    result = run_sign_flip(seeds=args.seeds, steps=args.steps, language_model=model,
+                           stream_ids=ids, log=print)
+    print(result.table())
+    print(f"total {time.perf_counter() - start:.0f} s")
+
+
 BenchmarkEntry = tuple[
     Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None], str
 ]
@@ -636,6 +676,8 @@ BENCHMARKS: dict[str, BenchmarkEntry] = {
                   "chapter 7: continual learning A -> B -> A, forgetting and recovery"),
     "mqar": (_mqar_arguments, bench_mqar,
              "chapters 1, 5, 7: multi-query associative recall (Zoology's MQAR)"),
+    "sign-flip": (_sign_flip_arguments, bench_sign_flip,
+                  "chapter 7: HOPE's in-context writes flipped to gradient ascent"),
 }
 
 

@@ -65,6 +65,7 @@ from nlbook.claims.recall import (
     run_recall,
     visible_gap,
 )
+from nlbook.claims.sign_flip import SignFlipResult, run_sign_flip
 from nlbook.claims.table import CLAIMS, VERDICTS, Claim, claims_table
 
 __all__ = [
@@ -86,6 +87,7 @@ __all__ = [
     "MQARRun",
     "ModelFactory",
     "RecallGapResult",
+    "SignFlipResult",
     "Switch",
     "TextLearner",
     "ablation_configs",
@@ -103,6 +105,7 @@ __all__ = [
     "run_formal",
     "run_mqar",
     "run_recall",
+    "run_sign_flip",
     "visible_gap",
     "wilson_interval",
 ]

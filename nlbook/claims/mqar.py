@@ -148,6 +148,8 @@ class MQARResult:
     runs: dict[str, list[MQARRun]]
     seeds: list[int]
     setting: dict[str, object] = field(default_factory=dict)
+    #: The trained models, one per seed, with ``run_mqar(..., keep_models=True)`` (not saved).
+    models: dict[str, list[nn.Module]] = field(default_factory=dict, repr=False)
 
     def summary(self) -> dict[str, dict[str, object]]:
         """Per model: accuracies per seed, mean, min, max, the first solved step per seed and
@@ -299,7 +301,7 @@ def run_mqar(models: Mapping[str, ModelFactory], *, seeds: Sequence[int] = (0, 1
              weight_decay: float = 0.1, warmup_steps: int | None = None,
              constant_learning_rate: bool = False, test_size: int = 1024,
              eval_every: int = 50, eval_size: int = 256, power_a: float | None = None,
-             random_non_queries: bool = False,
+             random_non_queries: bool = False, keep_models: bool = False,
              log: Callable[[str], None] | None = None) -> MQARResult:
     """Train every model on MQAR at equal tokens, interleaved, and score it (see the module
     docstring).
@@ -317,6 +319,8 @@ def run_mqar(models: Mapping[str, ModelFactory], *, seeds: Sequence[int] = (0, 1
             constant rate with ``constant_learning_rate``.
         test_size: test sequences (every query scored). eval_every, eval_size: the held-out
             set scored every ``eval_every`` steps for the first step ≥ 90 %.
+        keep_models: keep the trained models in ``result.models`` (for switches such as
+            :func:`nlbook.hope.ascending_writes`).
         log: called with a progress line after every evaluation.
     """
     models = check_models(models)
@@ -331,6 +335,7 @@ def run_mqar(models: Mapping[str, ModelFactory], *, seeds: Sequence[int] = (0, 1
     warmup = max(1, steps // 10) if warmup_steps is None else warmup_steps
     check_positive_int("warmup_steps", warmup)
     check_bool("constant_learning_rate", constant_learning_rate)
+    check_bool("keep_models", keep_models)
     if log is not None and not callable(log):
         raise ValueError(f"log must be a callable or None, got {log!r}")
     task = dict(vocab_size=vocab_size, sequence_length=sequence_length, kv_pairs=kv_pairs,
@@ -343,6 +348,7 @@ def run_mqar(models: Mapping[str, ModelFactory], *, seeds: Sequence[int] = (0, 1
     held_queries = int((held_targets >= 0).sum())
     test_queries = int((test_targets >= 0).sum())
     runs: dict[str, list[MQARRun]] = {name: [] for name in models}
+    kept: dict[str, list[nn.Module]] = {name: [] for name in models} if keep_models else {}
     for seed in seeds:
         built = {name: build_model(factory, seed, name) for name, factory in models.items()}
         optimizers = {name: torch.optim.AdamW(model.parameters(), lr=learning_rate,
@@ -391,8 +397,10 @@ def run_mqar(models: Mapping[str, ModelFactory], *, seeds: Sequence[int] = (0, 1
                 first_solved_step=solved[name], curve=curves[name],
                 ms_per_step=1000 * statistics.median(times[name]) if times[name] else math.nan,
                 parameters=parameters_of(model), diverged_at=diverged[name]))
+            if keep_models:
+                kept[name].append(model.eval())
     setting = dict(task, steps=steps, batch_size=batch_size, learning_rate=learning_rate,
                    weight_decay=weight_decay, warmup_steps=warmup,
                    constant_learning_rate=constant_learning_rate, test_size=test_size,
                    eval_every=eval_every, eval_size=eval_size)
-    return MQARResult(runs, list(seeds), setting)
+    return MQARResult(runs, list(seeds), setting, kept)
