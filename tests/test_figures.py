@@ -18,6 +18,13 @@ def _same(first, second) -> bool:
     return matplotlib.colors.to_rgba(first)[:3] == matplotlib.colors.to_rgba(second)[:3]
 
 
+def _same_hue(first, second) -> bool:
+    """Equal colours, or shades of one colour (two series of one model: one hue, two shades)."""
+    first_hsv = matplotlib.colors.rgb_to_hsv(matplotlib.colors.to_rgb(first))
+    second_hsv = matplotlib.colors.rgb_to_hsv(matplotlib.colors.to_rgb(second))
+    return abs(first_hsv[0] - second_hsv[0]) < 0.02
+
+
 def _line_colors(figure) -> dict[str, object]:
     return {line.get_label(): line.get_color() for axis in figure.axes for line in axis.lines
             if not line.get_label().startswith("_")}
@@ -54,8 +61,8 @@ def test_training_curves_draw_a_model_and_the_references_in_their_palette_colour
     figure = viz.plot_training_curves([1, 2, 3], [4.0, 3.0, 2.5], [0, 3], [4.1, 2.6],
                                       references=REFERENCES, label=model)
     colors = _line_colors(figure)
-    assert _same(colors[f"{model} validation"], viz.model_color(model))
-    assert _same(colors[f"{model} train (smoothed)"], viz.model_color(model))
+    assert _same_hue(colors[f"{model} validation"], viz.model_color(model))
+    assert _same_hue(colors[f"{model} train (smoothed)"], viz.model_color(model))
     for name, nats in REFERENCES.items():
         assert _same(colors[f"{name}: {nats:.3f}"], viz.model_color(name))
 
@@ -198,3 +205,54 @@ def test_a_multi_select_shows_every_option():
 
     control = widgets.multi_select(OPTIMIZER_NAMES, ("momentum", "adam", "muon"), "optimizers")
     assert control.rows >= len(OPTIMIZER_NAMES) and control.value == ("momentum", "adam", "muon")
+
+
+# ----------------------------------------------------------------------------- every series
+
+def _plot_calls():
+    """Every ``viz.plot_*`` with the sample arguments of its fuzz-registry entry."""
+    import test_fuzz
+
+    calls = []
+    for name in viz.__all__:
+        if not name.startswith("plot_"):
+            continue
+        entry = test_fuzz.REGISTRY.get(test_fuzz.key_of(getattr(viz, name)))
+        if entry is not None and not entry.exempt:
+            calls.append((name, entry.make))
+    return calls
+
+
+def _check_series_and_legends(figure, what: str) -> None:
+    from nlbook.viz._common import _covered, _series, style_key
+
+    for axis in figure.axes:
+        lines = _series(axis)
+        colours = [matplotlib.colors.to_hex(line.get_color()) for line in lines]
+        styles = [style_key(line) for line in lines
+                  if line.get_linestyle() not in ("None", "none", "", " ")]
+        labels = [line.get_label() for line in lines]
+        assert len(set(colours)) == len(colours), f"{what}: two series share a colour {labels}"
+        assert len(set(styles)) == len(styles), f"{what}: two series share a line style {labels}"
+        legend = axis.get_legend()
+        if legend is not None and getattr(legend, "_bbox_to_anchor", None) is None:
+            assert not _covered(axis, legend), f"{what}: the legend covers data"
+
+
+def test_every_plot_gives_each_series_its_colour_and_style_and_keeps_legends_off_data():
+    calls = _plot_calls()
+    assert len(calls) > 20
+    for name, make in calls:
+        _check_series_and_legends(getattr(viz, name)(**make()), name)
+
+
+def test_two_curves_of_one_model_differ_in_colour_and_style():
+    """Chapter 6's case: HOPE and HOPE with its CMS frozen (one palette colour, two series)."""
+    steps = np.arange(20)
+    figure = viz.plot_loss_curves(
+        {"HOPE": (steps, 3 - 0.05 * steps), "HOPE, CMS frozen": (steps, 3.1 - 0.05 * steps),
+         "Hope-Attention": (steps, 3.2 - 0.04 * steps)}, references=REFERENCES,
+        xlabel="step", title="t")
+    _check_series_and_legends(figure, "plot_loss_curves")
+    colours = _line_colors(figure)
+    assert _same(colours["HOPE"], viz.model_color("HOPE"))  # the first keeps the palette's

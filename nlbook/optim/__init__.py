@@ -1,4 +1,4 @@
-"""Optimizers as associative memories (chapter 2; arXiv 2512.24695 §4 and §7.2).
+"""Optimizers as associative memories (chapters 2 and 2b; arXiv 2512.24695 §4 and §7.2).
 
 Every optimizer here is a ``torch.optim.Optimizer`` whose state is a *memory of gradients*: an
 inner level that is trained, one gradient step at a time, on an inner objective over the

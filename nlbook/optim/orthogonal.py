@@ -137,7 +137,7 @@ class M3(_MemoryOptimizer):
     rest; measured there (tiny Transformer, 300 steps at the default rate 2e-3, validation
     nats/char, 20 batches): that reading 2.29, AdamW 2.46, Muon 2.45, Algorithm 1 as printed
     3.35 (sums, unit scale), EMAs with unit scale 3.71, sums with the momentum's scale 3.04.
-    The class default stays Algorithm 1 as printed, the rule chapter 2 teaches and tests
+    The class default stays Algorithm 1 as printed, the rule chapter 2b teaches and tests
     against its two nested loops.
     """
 

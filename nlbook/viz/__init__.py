@@ -19,7 +19,7 @@ from nlbook.viz import (
     selfmod,
     training,
 )
-from nlbook.viz._common import new_figure, to_numpy
+from nlbook.viz._common import distinguish_series, new_figure, to_numpy
 from nlbook.viz.associative import *  # noqa: F403
 from nlbook.viz.claims import *  # noqa: F403
 from nlbook.viz.continuum import *  # noqa: F403
@@ -36,3 +36,23 @@ from nlbook.viz.training import *  # noqa: F403
 __all__ = ["MODEL_COLORS", "colors_for", "model_color", "new_figure", "to_numpy"]
 __all__ += sorted(name for module in (associative, claims, continuum, diagrams, hope, optimizers,
                                       selfmod, training) for name in module.__all__)
+
+
+def _styled(plot):
+    """``plot`` with :func:`~nlbook.viz._common.distinguish_series` run on its figure."""
+    import functools
+
+    @functools.wraps(plot)
+    def draw(*args, **kwargs):
+        figure = plot(*args, **kwargs)
+        distinguish_series(figure)
+        return figure
+
+    return draw
+
+
+# Every series of every figure gets its own colour and line style, and no legend covers data.
+for _name in __all__:
+    if _name.startswith("plot_"):
+        globals()[_name] = _styled(globals()[_name])
+del _name

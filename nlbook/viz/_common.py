@@ -7,6 +7,7 @@ import numbers
 from collections.abc import Mapping, Sequence
 
 import matplotlib
+import matplotlib.lines
 
 # Importing pyplot does not pick a GUI backend by itself; notebooks keep their inline backend.
 import matplotlib.pyplot as plt
@@ -47,6 +48,97 @@ def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 4.2, height: fl
                                 squeeze=False, layout="constrained", **subplot_kwargs)
     plt.close(figure)
     return figure, axes.ravel()
+
+
+#: Line styles given, in turn, to the series of one axes that would otherwise share a style.
+SERIES_STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (1, 1)), (0, (8, 2)),
+                 (0, (3, 1, 1, 1, 1, 1)))
+
+
+def _series(axis) -> list:
+    """The labelled lines of ``axis`` that are series (more than one point), in drawing order."""
+    return [line for line in axis.lines if not str(line.get_label()).startswith("_")
+            and np.size(line.get_xdata()) > 1]
+
+
+def style_key(line) -> tuple:
+    """What a line's style looks like: its dash pattern (``get_linestyle`` says "--" for every
+    custom dash)."""
+    _, dashes = getattr(line, "_unscaled_dash_pattern", (0, None))
+    return (line.get_linestyle(), tuple(dashes) if dashes else ())
+
+
+def _shade(colour, index: int) -> tuple[float, float, float]:
+    """The ``index``-th shade (1, 2, ...) of ``colour``: alternately darker and lighter."""
+    red, green, blue = matplotlib.colors.to_rgb(colour)
+    amount = 0.35 * ((index + 1) // 2) / (1 + 0.5 * ((index - 1) // 2))
+    target = 0.0 if index % 2 else 1.0  # darker first, then lighter
+    return tuple(channel + (target - channel) * min(amount, 0.7)
+                 for channel in (red, green, blue))
+
+
+def _covered(axis, legend) -> bool:
+    """Whether ``legend`` (inside ``axis``) covers a data point of a series."""
+    figure = axis.figure
+    figure.canvas.draw_without_rendering() if hasattr(figure.canvas, "draw_without_rendering") \
+        else figure.canvas.draw()
+    box = legend.get_window_extent()
+    for line in axis.lines:
+        points = axis.transData.transform(np.column_stack(
+            [np.asarray(line.get_xdata(), dtype=float), np.asarray(line.get_ydata(), dtype=float)]))
+        finite = np.isfinite(points).all(axis=1)
+        inside = ((points[finite, 0] >= box.x0) & (points[finite, 0] <= box.x1)
+                  & (points[finite, 1] >= box.y0) & (points[finite, 1] <= box.y1))
+        if inside.any():
+            return True
+    return False
+
+
+def distinguish_series(figure) -> None:
+    """Give every series of each axes its own colour and line style, and keep legends off
+    the data.
+
+    A series that repeats an earlier one's colour (two curves of one model, e.g. HOPE and HOPE
+    with its CMS frozen) gets a shade of it, so the palette still names the model; a series that
+    repeats a line style gets the next unused one of :data:`SERIES_STYLES`. A legend inside the
+    axes that covers a data point moves outside, to the right. Every ``nlbook.viz.plot_*`` runs
+    this on its figure (``nlbook.viz`` wraps them), and ``tests/test_figures.py`` checks it.
+    """
+    for axis in figure.axes:
+        lines = _series(axis)
+        colours: dict[str, int] = {}
+        styles: list = []
+        probe = matplotlib.lines.Line2D([], [])
+        for line in lines:
+            colour = matplotlib.colors.to_hex(line.get_color())
+            if colour in colours:
+                colours[colour] += 1
+                line.set_color(_shade(colour, colours[colour] - 1))
+            else:
+                colours[colour] = 1
+            if line.get_linestyle() in ("None", "none", " ", ""):
+                continue  # markers only: the marker tells the series apart
+            style = style_key(line)
+            if style in styles:
+                for candidate in SERIES_STYLES:
+                    probe.set_linestyle(candidate)
+                    if style_key(probe) not in styles:
+                        line.set_linestyle(candidate)
+                        style = style_key(probe)
+                        break
+            styles.append(style)
+        legend = axis.get_legend()
+        if legend is None or not lines:
+            continue
+        by_label = {str(line.get_label()): line for line in axis.lines}
+        for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=False):
+            line = by_label.get(text.get_text())
+            if line is not None and hasattr(handle, "set_linestyle"):
+                handle.set_color(line.get_color())
+                handle.set_linestyle(line.get_linestyle())
+        if getattr(legend, "_bbox_to_anchor", None) is None and _covered(axis, legend):
+            legend.set_bbox_to_anchor((1.02, 1.0), transform=axis.transAxes)
+            legend._loc = 2  # "upper left" of the anchor: beside the axes, clear of the data
 
 
 # --------------------------------------------------------------------------------------------

@@ -196,7 +196,8 @@ def plot_cms_explorer(trajectories: Sequence, steps_per_block: Sequence, losses,
         limit = max(float(np.abs(values).max()), 1e-12)
         index = int(np.searchsorted(steps, time, side="right"))
         image = axes[column].imshow(values[index], cmap="RdBu_r", vmin=-limit, vmax=limit)
-        axes[column].set_title(f"{names[block]}: {index} updates", fontsize=9)
+        axes[column].set_title(f"{names[block]}\n{index} updates", fontsize=8)  # two lines:
+        # one line per panel ran into its neighbours
         axes[column].set_xticks([])
         axes[column].set_yticks([])
         figure.colorbar(image, ax=axes[column], shrink=0.8)

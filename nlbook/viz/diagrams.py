@@ -192,8 +192,13 @@ def plot_cms_chain(chunk_sizes: Sequence[int], learning_rates: Sequence[float], 
          fontsize=7.5)
     axis.text(end + 0.55, y - 0.95, f"∇ {loss}: summed over each\nblock's chunk, applied when "
               "it closes", fontsize=7, ha="center", va="top", color="0.3")
-    axis.set_xlim(0, end + 1.4)
-    axis.set_ylim(-0.35, 1.75)
+    axis.set_xlim(0, end + 1.7)  # room for the note under the output box
+    # The longest dashed gradient arrow (to block 0) sags by about curve × length / 2 below its
+    # ends: the axes reach below it, so that it is not clipped at the bottom of the figure.
+    sag = 0.25 * (2.3 * count - 0.2) / 2
+    bottom = min(-0.35, y - 0.62 - sag - 0.15)
+    axis.set_ylim(bottom, 1.75)
+    figure.set_figheight(2.9 * (1.75 - bottom) / 2.1)
     axis.axis("off")
     axis.set_title(title or "the CMS chain: blocks in chain order, coloured by level "
                    "(level 1 the fastest)", fontsize=10)

@@ -220,5 +220,4 @@ def plot_newton_schulz(initial, after: Mapping[str, object], *,
     axes.set_title(title if title is not None else
                    "Newton–Schulz pushes every singular value towards 1")
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
-    figure.tight_layout()
     return figure
