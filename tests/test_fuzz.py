@@ -26,6 +26,7 @@ import math
 import os
 import pkgutil
 import sys
+import tempfile
 import time
 import typing
 from contextlib import redirect_stderr, redirect_stdout
@@ -2077,6 +2078,15 @@ REGISTRY[key_of(claims_mqar.mqar_models)].call = lambda **a: {
     name: factory(seed=0) for name, factory in claims_mqar.mqar_models(**a).items()}
 
 
+@functools.cache
+def mqar_result_file() -> str:
+    path = Path(tempfile.mkdtemp()) / "mqar.json"
+    claims_mqar.run_mqar(mqar_factories(), seeds=(0,), steps=1, batch_size=2, vocab_size=12,
+                         sequence_length=12, kv_pairs=3, test_size=2, eval_every=1,
+                         eval_size=2).save(str(path))
+    return str(path)
+
+
 def mqar_factories():
     return {"T": lambda: transformer.TransformerLM(12, 8, 1, 2, context_length=12)}
 
@@ -2096,6 +2106,21 @@ entry(claims_mqar.run_mqar,
        "eval_size": Int(low=1, role="cost"),
        "power_a": Float(0, 1, low_inclusive=False, none=True), "random_non_queries": Bool(),
        "log": Func(none=True)}, same=False, alarm=10.0, extra=MODEL_EXTRAS)
+entry(claims_mqar.load_mqar_results, lambda: dict(paths=[mqar_result_file()]),
+      {"paths": Obj()}, same=False,
+      extra=[("paths", "[]", [], REFUSE), ("paths", "a str", "x.json", REFUSE)])
+entry(claims_mqar.mqar_headline, lambda: dict(name="mqar/t32-cosine"), {"name": Str()},
+      same=False)
+from nlbook.claims import sign_flip as claims_sign_flip  # noqa: E402
+
+exempt(claims_sign_flip.SignFlipResult, RECORD)
+entry(claims_sign_flip.run_sign_flip,
+      lambda: dict(seeds=(0,), steps=1, vocab_size=12, sequence_length=12, kv_pairs=3,
+                   test_size=2, language_model=None, stream_ids=None, log=None),
+      {"seeds": SEEDS, "steps": Int(low=1, role="cost"), "vocab_size": Int(low=1, role="cost"),
+       "sequence_length": Int(low=1, role="cost"), "kv_pairs": Int(low=1),
+       "test_size": Int(low=1, role="cost"), "language_model": Obj(none=True),
+       "stream_ids": Obj(none=True), "log": Func(none=True)}, same=False, alarm=30.0)
 
 
 def continual_factories():

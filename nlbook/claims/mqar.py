@@ -41,7 +41,7 @@ from nlbook.claims.protocol import wilson_interval
 from nlbook.tasks.recall import mqar_batch
 
 __all__ = ["MQAR_HOPE_VARIANTS", "MQAR_MODELS", "MQARResult", "MQARRun",
-           "load_mqar_results", "mqar_models", "run_mqar"]
+           "load_mqar_results", "mqar_headline", "mqar_models", "run_mqar"]
 
 #: HOPE with one of the three changes that made it bind undone (chapter 5, "what was wrong"),
 #: and with all three undone (HOPE as it was before): name → HopeLM options.
@@ -267,6 +267,26 @@ def load_mqar_results(paths: Sequence[str]) -> tuple[MQARResult, list[str]]:
             combined.runs[name].extend(runs)
         combined.seeds.extend(result.seeds)
     return combined, commits
+
+
+def mqar_headline(name: str = "mqar/t32-cosine") -> str | None:
+    """One line per the results files ``data/<name>-seed*.json``: each model's test accuracy
+    over seeds as "min-max %", e.g. for the claims map; None when the files are missing."""
+    from pathlib import Path
+
+    from nlbook.data import DATA_DIR
+
+    paths = sorted(Path(DATA_DIR).glob(f"{name}-seed*.json"))
+    if not paths:
+        return None
+    result, _ = load_mqar_results([str(path) for path in paths])
+    parts = []
+    for model, item in result.summary().items():
+        low, high = 100 * item["min"], 100 * item["max"]
+        span = f"{low:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}-{high:.1f}"
+        parts.append(f"{model} {span} %")
+    return (f"{', '.join(parts)} ({len(result.seeds)} seeds, {result.setting['steps']} steps, "
+            f"T = {result.setting['sequence_length']}, {result.setting['kv_pairs']} pairs)")
 
 
 def _schedule(step: int, steps: int, peak: float, warmup: int, constant: bool) -> float:
