@@ -555,6 +555,9 @@ def _mqar_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sequences per step (default 32)")
     parser.add_argument("--lr", type=positive_float, default=3e-3,
                         help="AdamW peak learning rate (default 3e-3)")
+    parser.add_argument("--warmup", type=positive_int, default=None,
+                        help="linear warm-up steps, the same for every model (default: a "
+                             "tenth of --steps)")
     parser.add_argument("--constant-lr", action="store_true",
                         help="constant learning rate after the warm-up instead of cosine decay "
                              "(for the steps-to-90%% measure)")
@@ -606,8 +609,9 @@ def bench_mqar(args: argparse.Namespace) -> None:
                          n_heads=args.n_heads, sequence_length=args.seq, names=args.models)
     result = run_mqar(models, seeds=args.seeds, steps=args.steps, batch_size=args.batch,
                       vocab_size=args.vocab, sequence_length=args.seq, kv_pairs=args.kv,
-                      learning_rate=args.lr, constant_learning_rate=args.constant_lr,
-                      test_size=args.test_size, eval_every=args.eval_every,
+                      learning_rate=args.lr, warmup_steps=args.warmup,
+                      constant_learning_rate=args.constant_lr, test_size=args.test_size,
+                      eval_every=args.eval_every,
                       power_a=args.power_a, random_non_queries=args.random_non_queries,
                       log=print if args.progress else None)
     print(result.table())
@@ -619,6 +623,7 @@ def bench_mqar(args: argparse.Namespace) -> None:
                 ("models", ",".join(args.models)), ("seeds", ",".join(map(str, args.seeds))),
                 ("vocab", args.vocab), ("seq", args.seq), ("kv", args.kv),
                 ("steps", args.steps), ("batch", args.batch), ("lr", args.lr)))
+            + (f" --warmup {args.warmup}" if args.warmup is not None else "")
             + (" --constant-lr" if args.constant_lr else ""))
         print(f"wrote {args.json}")
 
