@@ -28,7 +28,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from nlbook._checks import check_bool, check_memory, check_positive_int, check_scalar_in_range
+from nlbook._checks import (
+    check_bool,
+    check_memory,
+    check_positive_int,
+    check_scalar_in_range,
+    check_str,
+)
 from nlbook.claims._common import (
     ModelFactory,
     build_model,
@@ -95,7 +101,7 @@ def mqar_models(vocab_size: int = 64, *, d_model: int = 64, n_layers: int = 2, n
             isinstance(key, str) for key in hope_options)):
         raise ValueError(f"hope_options must be a dict of HopeLM option name -> value or None, "
                          f"got {hope_options!r}")
-    check_memory("sequence_length and d_model", 8 * sequence_length * d_model * n_layers,
+    check_memory("sequence_length, d_model and n_layers", 8 * sequence_length * d_model * n_layers,
                  what="the activations of one sequence")
     hope_options = dict(hope_options or {})
     mixers = {"hope": {}, "delta": {"mixer": "delta"},
@@ -276,6 +282,10 @@ def mqar_headline(name: str = "mqar/t32-cosine") -> str | None:
 
     from nlbook.data import DATA_DIR
 
+    check_str("name", name)
+    if not name.strip() or any(part in ("", "..") for part in name.split("/")):
+        raise ValueError(f"name must name results files under data/ such as "
+                         f"'mqar/t32-cosine', got {name!r}")
     paths = sorted(Path(DATA_DIR).glob(f"{name}-seed*.json"))
     if not paths:
         return None

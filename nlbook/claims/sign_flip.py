@@ -86,6 +86,8 @@ def run_sign_flip(*, seeds=(0, 1, 2), steps: int = 600, vocab_size: int = 64,
     seeds = list(check_seeds(seeds))
     for name, value in (("steps", steps), ("test_size", test_size)):
         check_positive_int(name, value)
+    if log is not None and not callable(log):
+        raise ValueError(f"log must be a callable or None, got {log!r}")
     if (language_model is None) != (stream_ids is None):
         raise ValueError("language_model and stream_ids must be given together (or neither)")
     factories = mqar_models(vocab_size, sequence_length=sequence_length, names=["hope"])
