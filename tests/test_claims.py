@@ -466,3 +466,16 @@ def test_bench_commands_print_their_tables(command, extra, needed, capsys):
     if command == "formal":  # the control first, the delta rule's beta range, no verdict
         assert printed.index("positive control LSTM") < printed.index("Formal languages")
         assert "delta β∈(0,2)" in printed and "not tested at this budget" in printed
+
+
+def test_bench_formal_stops_when_its_positive_control_fails(capsys):
+    """One step teaches the LSTM nothing: the bench prints the failed control and no verdict
+    beyond "not tested at this budget", and trains nothing else."""
+    from nlbook.bench import main
+
+    main(["formal", "--steps", "1", "--seeds", "0", "--examples", "4", "--train-strings", "10",
+          "--d-model", "8"])
+    printed = capsys.readouterr().out
+    assert "positive control LSTM" in printed and "FAILED" in printed
+    assert "not tested at this budget" in printed
+    assert "Transformer" not in printed and "HOPE" not in printed
