@@ -497,3 +497,16 @@ def test_ascending_writes_negate_every_titans_step_and_restore():
     torch.testing.assert_close(up, -down, rtol=1e-4, atol=1e-6)
     assert torch.equal(again.layers[0].titans.memory_second,
                        descent.layers[0].titans.memory_second)
+
+
+def test_bench_formal_stops_when_its_positive_control_fails(capsys):
+    """One step teaches the LSTM nothing: the bench prints the failed control and no verdict
+    beyond "not tested at this budget", and trains nothing else."""
+    from nlbook.bench import main
+
+    main(["formal", "--steps", "1", "--seeds", "0", "--examples", "4", "--train-strings", "10",
+          "--d-model", "8"])
+    printed = capsys.readouterr().out
+    assert "positive control LSTM" in printed and "FAILED" in printed
+    assert "not tested at this budget" in printed
+    assert "Transformer" not in printed and "HOPE" not in printed
