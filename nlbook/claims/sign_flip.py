@@ -46,6 +46,9 @@ class SignFlipResult:
     stream_descent: float | None = None
     stream_ascent: float | None = None
     stream_characters: int = 0
+    #: The first scored character whose loss was not finite with ascent writes (None: none):
+    #: ``stream_ascent`` is then the mean over the characters before it.
+    stream_ascent_diverged_at: int | None = None
 
     def table(self) -> str:
         def cell(values: list[float]) -> str:
@@ -59,8 +62,12 @@ class SignFlipResult:
                 ["  mean", f"{100 * statistics.fmean(self.descent):.1f}",
                  f"{100 * statistics.fmean(self.ascent):.1f}"]]
         if self.stream_descent is not None:
+            ascent = f"{self.stream_ascent:.3f}"
+            if self.stream_ascent_diverged_at is not None:
+                ascent = (f"{ascent} before it diverged (non-finite from character "
+                          f"{self.stream_ascent_diverged_at:,})")
             rows.append([f"stream loss, nats/char ({self.stream_characters:,} characters)",
-                         f"{self.stream_descent:.3f}", f"{self.stream_ascent:.3f}"])
+                         f"{self.stream_descent:.3f}", ascent])
         return format_table(["", "writes by descent (as trained)", "writes by ascent (flipped)"],
                             rows, notes=[f"in-context chance {100 / self.kv_pairs:.1f} %"])
 
@@ -81,7 +88,7 @@ def run_sign_flip(*, seeds=(0, 1, 2), steps: int = 600, vocab_size: int = 64,
     score its test set with descent and ascent writes; optionally stream ``stream_ids`` (1-D
     int64) through ``language_model`` (a trained HopeLM) both ways."""
     from nlbook.hope import ascending_writes
-    from nlbook.train.evaluation import evaluate_stream
+    from nlbook.train.evaluation import evaluate_stream, stream_token_losses
 
     seeds = list(check_seeds(seeds))
     for name, value in (("steps", steps), ("test_size", test_size)):
@@ -109,6 +116,11 @@ def run_sign_flip(*, seeds=(0, 1, 2), steps: int = 600, vocab_size: int = 64,
     if language_model is not None:
         out.stream_descent = evaluate_stream(language_model, stream_ids, window=256)
         with ascending_writes(language_model):
-            out.stream_ascent = evaluate_stream(language_model, stream_ids, window=256)
+            losses = stream_token_losses(language_model, stream_ids, window=256)
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad):
+            out.stream_ascent_diverged_at = int(bad[0, 0])
+            losses = losses[:out.stream_ascent_diverged_at]
+        out.stream_ascent = float(losses.mean()) if len(losses) else float("nan")
         out.stream_characters = int(stream_ids.numel())
     return out
