@@ -7,7 +7,8 @@ RESULTS.md holds blocks such as::
     <!-- /results -->
 
 Each block is rewritten from ``data/<name>-seed*.json`` (files that ``python -m nlbook.bench
-mqar --json`` wrote, one per seed), so no number of a run is typed by hand;
+mqar --json`` wrote, one per seed), or, for ``claims-map``, from ``nlbook.claims.CLAIMS``, so
+no number of a run is typed by hand here;
 ``tests/test_results_page.py`` fails when a block and its files disagree.
 
     python tools/results_tables.py           # rewrite every block of RESULTS.md
@@ -32,8 +33,15 @@ def _seed_number(path: Path) -> int:
 
 
 def render(name: str) -> str:
-    """The Markdown of block ``name``: its table, the seeds, commits and the command."""
+    """The Markdown of block ``name``: ``claims-map`` is :func:`nlbook.claims.claims_table`
+    (chapter 7's map, whose recall row reads the MQAR files); any other name is the MQAR table
+    of ``data/<name>-seed*.json`` with its seeds, commits and setting."""
     from nlbook.claims.mqar import load_mqar_results
+
+    if name == "claims-map":
+        from nlbook.claims import claims_table
+
+        return claims_table() + "\n"
 
     paths = sorted((ROOT / "data").glob(f"{name}-seed*.json"), key=_seed_number)
     if not paths:
