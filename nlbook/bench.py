@@ -598,7 +598,7 @@ def bench_mqar(args: argparse.Namespace) -> None:
     from nlbook.claims.mqar import mqar_models, run_mqar
 
     if args.json is not None:
-        check_writable_path("--json", args.json, suffixes=(".json",))
+        check_writable_path("--json", args.json, suffixes=("json",))
 
     schedule = "constant" if args.constant_lr else "cosine"
     _header(f"mqar: V {args.vocab}, T {args.seq}, {args.kv} pairs, {args.steps} steps, "
