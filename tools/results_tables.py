@@ -45,7 +45,7 @@ def render(name: str) -> str:
 
     paths = sorted((ROOT / "data").glob(f"{name}-seed*.json"), key=_seed_number)
     if not paths:
-        raise SystemExit(f"error: no results files data/{name}-seed*.json for block {name!r}")
+        return f"(not run: no results files `data/{name}-seed*.json`)\n"
     result, commits = load_mqar_results([str(path) for path in paths])
     setting = result.setting
     schedule = "constant" if setting["constant_learning_rate"] else "cosine"
