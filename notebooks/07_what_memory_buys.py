@@ -353,6 +353,10 @@ recall.plot()
 #   (`python -m nlbook.bench recall`, README) trains 2000 steps: then HOPE recalls a little
 #   (10–11 % at gaps 16–256, chance with its memories frozen and at gap 512), and the
 #   Transformer still nothing, not even inside its window.
+#
+# **So the claims map takes its recall row from MQAR instead** (chapter 5, RESULTS.md): a task
+# on which a positive control does pass at this budget (the gated delta rule in the HOPE
+# block), and which says whether each memory binds a key to its value.
 
 # %% [markdown]
 # ## 4. Continual learning: Shakespeare, then Python, then Shakespeare again
@@ -478,9 +482,11 @@ viz.plot_loss_by_position(context_curves,
 #
 # Every claim of the paper that this course could look at, its scale in the paper, what the
 # course measures and at what scale, and the verdict here: **holds**, **does not hold**,
-# **mixed** (holds for some tasks or settings, not all) or **not testable on a CPU**, with the
-# reason. The numbers are the README's full-size measurements (the bench commands named in
-# each row); the runs of this notebook, smaller, print above.
+# **mixed** (holds for some tasks or settings, not all), **not tested at this budget** (a
+# positive control failed, or the setup cannot exercise the mechanism) or **not testable on a
+# CPU**, with the reason. The numbers are the full-size measurements of RESULTS.md (the bench
+# commands named in each row; the recall row reads the MQAR results files); the runs of this
+# notebook, smaller, print above.
 
 # %%
 from IPython.display import Markdown, display
