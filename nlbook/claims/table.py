@@ -71,6 +71,17 @@ CLAIMS: list[Claim] = [
           "once three starting choices are fixed (RESULTS.md); the attention control, "
           "Transformer++, does not pass at the issue's schedule (it does with a longer "
           "warm-up), so the paper's ordering against attention is not read here"),
+    Claim("memories that are memories (outside the paper)",
+          "flipping a TTT/Titans layer's inner gradient descent to ascent barely changes "
+          "results (Liu et al. 2026, arXiv 2602.21204)",
+          "language models of hundreds of millions of parameters",
+          "HOPE's Titans writes flipped to ascent on trained models (`bench sign-flip`, "
+          "RESULTS.md): MQAR recall falls from near 100 % to below in-context chance in every "
+          "seed; the shipped language model's stream diverges within 1,000 characters",
+          "116k (MQAR, 3 seeds) and 110k (characters) parameters",
+          "does not hold",
+          "for HOPE the direction of its in-context writes is what makes it recall: its "
+          "memory uses its inner objective"),
     Claim("long context: NIAH, BABILong",
           "HOPE keeps 100 % on single-needle NIAH up to 16K (Table 1) and holds BABILong to 10M "
           "tokens (Fig. 9)",
