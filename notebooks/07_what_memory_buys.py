@@ -108,8 +108,8 @@ clock = {}  # seconds each experiment took, for the summary
 # 13.41, without the CMS to 13.04, without momentum or weight decay to about 13.6-13.7.
 #
 # **Here.** Chapter 6's shipped HOPE (the `tiny` preset, about a hundred thousand
-# parameters), each variant trained for the same budget on carried streams (chapter 6, section 5), the Transformer
-# (matched parameters) on fresh windows, one seed for all, each scored as one
+# parameters), each variant trained for the same budget on carried streams (chapter 6,
+# section 5), the Transformer (matched parameters) on fresh windows, one seed for all, each scored as one
 # stream (the Transformer with a sliding window) on the same validation characters. Each
 # variant is a switch of `nlbook.hope.HopeBlock`, tested to remove exactly its part:
 #
