@@ -303,10 +303,10 @@ for rank in (1, 3):
 # $M_\eta$ and $M_\alpha$ are linear maps $w \cdot z$ (input $k_t$, target $\hat v$).
 #
 # Why $M_v$ reads its own input $x^v_t = W_v x$: the paper writes every memory as a function of
-# the same $x_t$. With residual memories, $M_k(x_t) \approx M_v(x_t) \approx x_t$ at the start,
-# so keys and values begin nearly equal and the written target $\hat v - k$ nearly vanishes: the memory
-# has nothing to bind. Chapter 5 measures it on a recall task
-# (`SelfModifyingTitans(..., shared_generator_input=True)` is the literal reading).
+# the same $x_t$. With residual memories, $M_k(x_t) \approx M_v(x_t) \approx x_t$ at the start, so
+# keys and values begin nearly equal and the written target $\hat v - k$ nearly vanishes: the
+# memory has nothing to bind. Chapter 5 measures it on a recall task (`SelfModifyingTitans(...,
+# shared_generator_input=True)` is the literal reading).
 #
 # Retention acts on the in-context change:
 #

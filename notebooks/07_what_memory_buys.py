@@ -107,11 +107,11 @@ clock = {}  # seconds each experiment took, for the summary
 # DGD (a plain gradient step in the self-modifying memories) perplexity rises from 12.24 to
 # 13.41, without the CMS to 13.04, without momentum or weight decay to about 13.6-13.7.
 #
-# **Here.** Chapter 6's shipped HOPE (the `tiny` preset, about a hundred thousand
-# parameters), each variant trained for the same budget on carried streams (chapter 6,
-# section 5), the Transformer (matched parameters) on fresh windows, one seed for all, each scored as one
-# stream (the Transformer with a sliding window) on the same validation characters. Each
-# variant is a switch of `nlbook.hope.HopeBlock`, tested to remove exactly its part:
+# **Here.** Chapter 6's shipped HOPE (the `tiny` preset, about a hundred thousand parameters),
+# each variant trained for the same budget on carried streams (chapter 6, section 5), the
+# Transformer (matched parameters) on fresh windows, one seed for all, each scored as one stream
+# (the Transformer with a sliding window) on the same validation characters. Each variant is a
+# switch of `nlbook.hope.HopeBlock`, tested to remove exactly its part:
 #
 # - **without DGD:** the memories' writes lose DGD's erase term: the plain gradient step
 #   $W_t = \alpha_t W_{t-1} + \eta_t u_t x_t^\top$ instead of
