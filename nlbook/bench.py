@@ -385,7 +385,8 @@ def _formal_arguments(parser: argparse.ArgumentParser) -> None:
                         help="width of every model (default 32)")
     parser.add_argument("--n-layers", type=positive_int, default=1,
                         help="blocks of HOPE, Transformer++ and the delta rule (default 1)")
-    parser.add_argument("--n-heads", type=positive_int, default=2)
+    parser.add_argument("--n-heads", type=positive_int, default=2,
+                        help="heads of Transformer++ and HOPE (default 2)")
     parser.add_argument("--languages", default="parity,aa_star,abab_star,anbn,anbncn,shuffle2",
                         help="comma-separated languages (default all six)")
     parser.add_argument("--train-strings", type=positive_int, default=10_000,
@@ -580,7 +581,8 @@ def _mqar_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print a line after every held-out evaluation")
     parser.add_argument("--json", type=_json_path, default=None, metavar="PATH",
                         help="also write every run (per seed: accuracy, interval, first step "
-                             ">= 90 %%, curve, ms/step) and the setting to this JSON file")
+                             ">= 90 %%, curve, ms/step) and the setting to this JSON file "
+                             "(default: none, print only)")
 
 
 def _json_path(text: str) -> str:

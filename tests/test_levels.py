@@ -146,7 +146,8 @@ def test_update_ticks_and_explorer_label_every_row_by_its_level_level_1_first():
                     for block in range(cms.num_blocks)]
     figure = viz.plot_cms_explorer(trajectories, steps, out.losses[0], time=6,
                                    labels=cms.block_labels(), levels=cms.level_of_block)
-    titles = [axis.get_title().split(":")[0] for axis in figure.axes[:cms.num_blocks]]
+    titles = [axis.get_title().split("\n")[0].split(":")[0]  # the title's first line
+              for axis in figure.axes[:cms.num_blocks]]
     assert titles == _expected_order(cms)                        # left to right
     # The widget draws the very same call (explore renders it once in headless mode).
     box = widgets.explore(viz.plot_cms_explorer,
