@@ -441,7 +441,8 @@ class TinyRecaller(nn.Module):
         self.rule = rule
         self.embedding = parameter(vocab_size, width, scale=1.0)
         # taps for (x_{t-1}, x_t), uniform in ±1 like HOPE's convolution (chapter 5)
-        self.shift = nn.Parameter(2 * torch.rand(2, width, generator=g) - 1)
+        self.shift = nn.Parameter(
+            2 * torch.rand(2, width, generator=g, dtype=torch.float32) - 1)
         self.projections = parameter(width, 3 * width + 3, scale=width ** -0.5)  # q, k, v, gates
         self.readout = parameter(width, vocab_size, scale=width ** -0.5)
 
@@ -472,8 +473,8 @@ rule_models = {name: (lambda seed, name=name: TinyRecaller(name, seed=seed))
 # %% [markdown]
 # **The experiment.** `nlbook.claims.run_mqar` trains the three models on the *same* batches
 # (equal tokens), one step of each in turn, for every seed, and scores each on a fixed test set
-# of 1,024 sequences (4,096 queries; the bracket is a binomial confidence interval, Wilson's). The curves are
-# the accuracy on a held-out set while training, one thin line per seed.
+# of 1,024 sequences (4,096 queries; the bracket is a binomial confidence interval, Wilson's).
+# The curves are the accuracy on a held-out set while training, one thin line per seed.
 
 # %%
 rules_on_mqar = run_mqar(rule_models, seeds=nlbook.smoke([0, 1, 2], [0]),
