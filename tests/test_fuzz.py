@@ -2046,6 +2046,45 @@ entry(claims.formal.formal_delta_models,
 REGISTRY[key_of(claims.formal.formal_delta_models)].call = lambda **a: {
     name: factory(seed=0) for name, factory in claims.formal.formal_delta_models(**a).items()}
 
+# nlbook.claims.mqar: MQAR, the recall yardstick (a tiny model, one step)
+from nlbook.claims import mqar  # noqa: E402
+
+for record_class in (mqar.MQARResult, mqar.MQARRun):
+    exempt(record_class, RECORD)
+MQAR_SMALL = dict(vocab_size=16, sequence_length=12, kv_pairs=2)
+
+
+def mqar_factories():
+    return mqar.mqar_models(16, d_model=8, n_layers=1, n_heads=1, sequence_length=12,
+                            names=["linear_attention"])
+
+
+entry(mqar.mqar_models,
+      lambda: dict(vocab_size=16, d_model=8, n_layers=1, n_heads=1, sequence_length=12,
+                   names=["delta", "hope"], hope_options=None),
+      {"vocab_size": Int(low=1), "d_model": Int(low=1), "n_layers": Int(low=1),
+       "n_heads": Int(low=1), "sequence_length": Int(low=1), "names": Obj(),
+       "hope_options": Obj(none=True)}, same=False,
+      extra=[("names", "an unknown model", ["bogus"], REFUSE), ("names", "a str", "hope",
+                                                                 REFUSE)])
+REGISTRY[key_of(mqar.mqar_models)].call = lambda **a: {
+    name: factory(seed=0) for name, factory in mqar.mqar_models(**a).items()}
+entry(mqar.run_mqar,
+      lambda: dict(models=mqar_factories(), seeds=(0,), steps=1, batch_size=2,
+                   learning_rate=3e-3, weight_decay=0.1, warmup_steps=None,
+                   constant_learning_rate=False, test_size=4, eval_every=1, eval_size=4,
+                   power_a=None, random_non_queries=False, log=None, **MQAR_SMALL),
+      {"models": MODELS, "seeds": SEEDS, "steps": Int(low=1, role="cost"),
+       "batch_size": Int(low=1, role="cost"), "vocab_size": Int(low=1, role="cost"),
+       "sequence_length": Int(low=1, role="cost"), "kv_pairs": Int(low=1, role="cost"),
+       "learning_rate": Float(0, 1, low_inclusive=False), "weight_decay": Float(0, 1),
+       "warmup_steps": Int(low=1, none=True), "constant_learning_rate": Bool(),
+       "test_size": Int(low=1, role="cost"), "eval_every": Int(low=1, role="cost"),
+       "eval_size": Int(low=1, role="cost"),
+       "power_a": Float(0, 1, low_inclusive=False, none=True), "random_non_queries": Bool(),
+       "log": Func(none=True)}, same=False, alarm=10.0,
+      extra=[*MODEL_EXTRAS, ("kv_pairs", "more pairs than the sequence holds", 5, REFUSE)])
+
 # nlbook.claims.baselines: the LSTM control and the delta rule with a beta range
 from nlbook.claims import baselines  # noqa: E402
 

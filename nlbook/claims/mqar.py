@@ -91,6 +91,9 @@ def mqar_models(vocab_size: int = 64, *, d_model: int = 64, n_layers: int = 2, n
     unknown = [name for name in names if name not in MQAR_MODELS]
     if unknown:
         raise ValueError(f"names must be model names from {MQAR_MODELS}, got {unknown[0]!r}")
+    if hope_options is not None and not isinstance(hope_options, Mapping):
+        raise ValueError(f"hope_options must be a dict of HopeLM options or None, got "
+                         f"{type(hope_options).__name__}")
     hope_options = dict(hope_options or {})
     mixers = {"hope": {}, "delta": {"mixer": "delta"},
               "linear_attention": {"mixer": "linear_attention"}} | MQAR_HOPE_VARIANTS
