@@ -35,7 +35,8 @@
 # 4. see softmax attention as the exact, non-parametric solution of an L2 objective;
 # 5. check that the chunkwise (parallel) form computes exactly what the token loop computes.
 #
-# **Time:** about 70 minutes of study (the code runs in under a minute on a laptop CPU).
+# **Time:** about 80 minutes of study (the code runs in about two minutes on a laptop CPU,
+# most of it the MQAR training of section 10).
 #
 # **Prerequisites:** matrix products, gradients of simple functions, PyTorch tensors.
 
