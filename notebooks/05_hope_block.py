@@ -555,8 +555,10 @@ Markdown(
 #   stored; the nearest one is framed, with ✓ when its token is the answer.
 #
 # Move to a query (dark blue) and look for the write the read lands on: at a value's position
-# the key is the previous token, brought in by the convolution. Switch layers and heads to see
-# which of them holds the pairs.
+# the key is the previous token, brought in by the convolution. The cell first counts, for
+# every layer and head, how often a query's read lands nearest to the value stored for its key:
+# that is the memory that holds the pairs, and the explorer opens on it. Switch heads to see
+# what the other one does instead.
 
 
 # %%
@@ -601,12 +603,29 @@ def memory_recall_trace(model, inputs, layer):
 
 
 mqar_hope = trained_on_mqar["hope"]
-explorer_inputs, explorer_targets = mqar_batch(4, **MQAR_TASK,
+explorer_inputs, explorer_targets = mqar_batch(16, **MQAR_TASK,
                                                generator=torch.Generator().manual_seed(2))
 with torch.no_grad():
     explorer_guesses = mqar_hope(explorer_inputs)[0].argmax(-1)
 recall_traces = [memory_recall_trace(mqar_hope, explorer_inputs, layer)
                  for layer in range(mqar_hope.n_layers)]
+queries = torch.nonzero(explorer_targets >= 0)  # (sequence, position) of every query
+answered = (explorer_guesses == explorer_targets)[queries[:, 0], queries[:, 1]]
+print(f"the trained HOPE answers {int(answered.sum())} of {len(queries)} queries of these "
+      f"{explorer_inputs.shape[0]} sequences")
+# Which memory holds the pairs: per layer and head, how often the read at a query lands nearest
+# to the value stored for its key (the written token at the nearest write is the answer).
+holds = {}
+for layer, trace in enumerate(recall_traces):
+    for head in range(MQAR_SIZE["n_heads"]):
+        rows = trace["value_similarity"][queries[:, 0], head, queries[:, 1]]  # (queries, T)
+        nearest = torch.nan_to_num(rows, nan=-2.0).argmax(-1)
+        right = explorer_inputs[queries[:, 0], nearest] == explorer_targets[queries[:, 0],
+                                                                            queries[:, 1]]
+        holds[layer, head] = right.float().mean().item()
+        print(f"layer {layer}, head {head}: the read's nearest stored value is the answer at "
+              f"{int(right.sum())} of {len(queries)} queries")
+best_layer, best_head = max(holds, key=holds.get)
 viz.plot_mqar_sequence(explorer_inputs[0], explorer_targets[0], kv_pairs=MQAR_TASK["kv_pairs"],
                        predictions=explorer_guesses[0],
                        title="sequence 0 and the trained HOPE's answers (under the targets)")
@@ -624,15 +643,16 @@ def explore_recall(sequence: int, layer: int, head: int, position: int):
 
 
 first_query = int(torch.nonzero(explorer_targets[0] >= 0)[0])
-explore_recall(0, mqar_hope.n_layers - 1, 0, first_query)  # called once directly
+explore_recall(0, best_layer, best_head, first_query)  # called once directly
 
 # %%
 widgets.explore(
     explore_recall,
     {"sequence": widgets.int_slider(0, 0, explorer_inputs.shape[0] - 1, description="sequence"),
-     "layer": widgets.dropdown(list(range(mqar_hope.n_layers)), mqar_hope.n_layers - 1,
+     "layer": widgets.dropdown(list(range(mqar_hope.n_layers)), best_layer,
                                description="layer"),
-     "head": widgets.dropdown(list(range(MQAR_SIZE["n_heads"])), 0, description="head"),
+     "head": widgets.dropdown(list(range(MQAR_SIZE["n_heads"])), best_head,
+                              description="head"),
      "position": widgets.int_slider(first_query, 0, MQAR_TASK["sequence_length"] - 1,
                                     description="read at t")},
     play="position",

@@ -255,7 +255,8 @@ def plot_hope_recall(inputs, targets, lr, key_similarity, value_similarity, posi
 
     axis = axes[1]
     limit = 1.0
-    image = axis.imshow(matrices["key_similarity"], cmap="RdBu_r", vmin=-limit, vmax=limit)
+    image = axis.imshow(matrices["key_similarity"], cmap="RdBu_r", vmin=-limit, vmax=limit,
+                        aspect="auto")
     axis.axhline(position, color="black", linewidth=0.8)
     for query in np.flatnonzero(targets >= 0):
         axis.plot(-0.9, query, marker=">", color=ROLE_COLORS["query"], markersize=4,
