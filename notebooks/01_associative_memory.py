@@ -480,7 +480,8 @@ rule_models = {name: (lambda seed, name=name: TinyRecaller(name, seed=seed))
 # %%
 rules_on_mqar = run_mqar(rule_models, seeds=nlbook.smoke([0, 1, 2], [0]),
                          steps=nlbook.smoke(300, 20), batch_size=32, **MQAR_TASK,
-                         learning_rate=1e-2, eval_every=nlbook.smoke(50, 10))
+                         learning_rate=1e-2, eval_every=nlbook.smoke(50, 10),
+                         test_size=nlbook.smoke(1024, 128), eval_size=nlbook.smoke(256, 64))
 print(rules_on_mqar.table())
 viz.plot_mqar_curves({name: [run.curve for run in runs]
                       for name, runs in rules_on_mqar.runs.items()},
