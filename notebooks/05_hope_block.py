@@ -368,6 +368,7 @@ viz.plot_speed_and_size(names, speeds, sizes)
 # %%
 import json
 
+from nlbook import memory as memory_rules
 from nlbook.claims import mqar_models, run_mqar
 from nlbook.claims.mqar import MQAR_HOPE_VARIANTS, MQARResult, MQARRun
 from nlbook.data import DATA_DIR
@@ -449,11 +450,12 @@ if benchmark is not None:
 # 1. **The convolution started at the identity** (`conv_init="identity"`, variant
 #    `hope-identity-conv`). At a value's position the memory must write "key → value", so its
 #    input there must hold the *previous* token, the key. A convolution that starts as the
-#    identity passes on the current token only, and the gradient that would teach it to look
-#    back is tiny while nothing downstream uses the previous token: the chicken-and-egg of
-#    induction. With taps drawn at random every channel mixes the last four tokens from the
-#    first step. (This held for every mixer: with the identity start no rule in the block,
-#    the delta rule and linear attention included, learned to bind within 1,000 steps.)
+#    identity passes on the current token only; it must learn to look back before any memory
+#    can use what looking back brings, and no memory learns to bind before it does (a
+#    chicken-and-egg problem). With taps drawn at random every channel mixes the last four
+#    tokens from the first step. (This held for every mixer: with the identity start no rule
+#    in the block, the delta rule and linear attention included, learned to bind within
+#    1,000 steps.)
 # 2. **One input for the key and the value memories** (`shared_generator_input=True`,
 #    `hope-shared-input`). The paper writes every memory of the generator as reading the same
 #    $x_t$ (A-eq 86). With residual memories $M(z) = z + \dots$ the generated key and value then
@@ -466,6 +468,26 @@ if benchmark is not None:
 #    $\eta\lVert\phi\rVert^2 / (1 + \eta\lVert\phi\rVert^2)$ of its target (A-eq 57). At unit
 #    scale, pre-activations have unit variance and a write with $\eta \approx 1$ stores most of it.
 #
+# **A question · one write at a small feature (predict, then run).** The main memory's written
+# layer reads the feature $x = \phi(k)$, here with $\lVert x\rVert^2 = 0.19$ (the fan-in scale at
+# a unit key). One DGD write with $\eta = 1$ goes into an empty memory, with the target $u$.
+# What does the memory then return for the same key, as a fraction of $u$?
+#
+# (a) all of it · (b) about 0.84 of it · (c) about 0.16 of it · (d) about 0.19 of it
+
+# %%
+prediction = None  # "a", "b", "c" or "d"
+
+with ex.experiment("dgd_fraction"):
+    feature = torch.randn(1, 1, 1, 16, generator=generator)
+    feature = feature * (0.19 / feature.square().sum()).sqrt()    # ‖x‖² = 0.19, shape (B, H, T, d)
+    target = torch.randn(1, 1, 1, 8, generator=generator)         # u
+    step = 1.0 / (1 + 1.0 * feature.square().sum())              # DGD's η′ = η / (1 + η‖x‖²)
+    read, _ = memory_rules.delta_rule(feature, feature, target, step.reshape(1, 1, 1))
+    print("read ÷ target:", (read / target).flatten().numpy().round(3))
+ex.answer("dgd_fraction", prediction)
+
+# %% [markdown]
 # **The mechanisms, measured at initialisation** (no training): for each variant, how much
 # layer 0's memory input at position $t$ moves when only token $t-1$ changes; the cosine
 # between the generated key and value of a token; $\lVert\phi(k)\rVert^2$ at the keys; and the
