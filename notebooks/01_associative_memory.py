@@ -500,13 +500,15 @@ Markdown(
     + f", against an in-context chance of {100 / MQAR_TASK['kv_pairs']:.0f} %.")
 
 # %% [markdown]
-# **Reading it.** All three rules learn to bind: every one ends far above the in-context chance,
-# so the token shift gave them what they need. What separates them is the rule. Linear
+# **Reading it.** A rule that ends far above the in-context chance has learned to bind each key
+# to its value, from the tokens alone: the token shift gave its writes the previous token. What
+# separates the rules is the rule itself. Linear
 # attention only *adds* $k v^\top$: every read carries the cross-talk of the other pairs, and
 # nothing corrects a write that was off. The delta rule and Titans regress each value (the L2
 # objective of sections 3 and 5): a write first removes what the memory already returns for
-# the key. Compare the curves and the seeds' ranges above before trusting a ranking: a gap
-# smaller than the spread between seeds is not a result. The models are tiny on purpose (about
+# the key. Compare the curves and the seeds' ranges above before trusting a ranking: at this
+# small budget the seeds can differ a lot, and a gap smaller than the spread between seeds is
+# not a result. The models are tiny on purpose (about
 # 7,000 parameters, a few hundred steps); `python -m nlbook.bench mqar` runs the same test for
 # the course's full models, and chapter 5 puts HOPE through it.
 
