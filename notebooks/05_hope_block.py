@@ -573,20 +573,22 @@ Markdown(
 #   feature $\phi(k_i)$: the linear read $\phi(q_t)^\top S_2$ picks up write $i$ in proportion
 #   to it;
 # - bottom: for the read at the chosen position, the same row as bars, and the cosine between
-#   what the memory returns, $M_t(q_t)$, and the value $\hat v_i = M(v_i)$ that write $i$
-#   stored; the nearest one is framed, with ✓ when its token is the answer.
+#   what the in-context part of the memory returns, $\phi(q_t)(S_{2,t} - S_{2,0})$, and what
+#   write $i$ stored, $\hat v_i - M_0(k_i)$; the nearest one is framed, with ✓ when that write's
+#   convolution window holds the query's pair.
 #
 # Move to a query (dark blue) and look for the write the read lands on: at a value's position
 # the key is the previous token, brought in by the convolution. The cell first counts, for
-# every layer and head, how often a query's read lands nearest to the value stored for its key:
-# that is the memory that holds the pairs, and the explorer opens on it. Switch heads to see
-# what the other one does instead.
+# every layer and head, how often a query's read lands nearest to a write whose convolution
+# window (the key at $p$, its value at $p+1$; writes $p+1$ to $p+3$) holds the query's pair, and
+# at which offset from the key that write most often lies: that is the memory that holds the
+# pairs, and the explorer opens on it.
 
 
 # %%
 def memory_recall_trace(model, inputs, layer):
     """One layer's main memory on MQAR sequences: per head η_t, cos(φ(q_t), φ(k_i)) and
-    cos(M_t(q_t), v̂_i) (NaN for i > t), each (B, H, T[, T])."""
+    cos(in-context read, stored target) (NaN for i > t), each (B, H, T[, T])."""
     titans = model.blocks[layer].titans
     captured = {}
     hook = titans.register_forward_pre_hook(
@@ -606,13 +608,16 @@ def memory_recall_trace(model, inputs, layer):
         def feature(z):  # φ(z) = silu(z S1), the fixed first layer
             return torch.nn.functional.silu(z @ titans.main_memory_first)
 
-        # v̂ = M(v) at the chunk's snapshot: the initial memory (T = 32 is one memory chunk)
-        stored = trace["values"] + feature(trace["values"]) @ titans.main_memory_second
+        # what write i stores: v̂_i − M_0(k_i), at the chunk's snapshot, the initial memory
+        # (T = 32 is one memory chunk)
+        initial = titans.main_memory_second
+        stored = (trace["values"] + feature(trace["values"]) @ initial
+                  - trace["keys"] - feature(trace["keys"]) @ initial)
         reads = []
-        for t in range(length):  # M_t(q_t): the memory after token t's write, read at q_t
+        for t in range(length):  # the in-context part of the read after token t's write
             _, state = titans(x[:, :t + 1])
-            reads.append(queries[:, :, t] + (feature(queries[:, :, t:t + 1])
-                                              @ state.memory_second)[:, :, 0])
+            reads.append((feature(queries[:, :, t:t + 1])
+                          @ (state.memory_second - initial))[:, :, 0])
         reads = torch.stack(reads, dim=2)
     future = torch.ones(length, length).triu(1).bool()
 
@@ -635,18 +640,22 @@ queries = torch.nonzero(explorer_targets >= 0)  # (sequence, position) of every 
 answered = (explorer_guesses == explorer_targets)[queries[:, 0], queries[:, 1]]
 print(f"the trained HOPE answers {int(answered.sum())} of {len(queries)} queries of these "
       f"{explorer_inputs.shape[0]} sequences")
-# Which memory holds the pairs: per layer and head, how often the read at a query lands nearest
-# to the value stored for its key (the written token at the nearest write is the answer).
+# Which memory holds the pairs: per layer and head, how often the read's feature at a query is
+# nearest to the feature of a write that sees the query's pair.
 holds = {}
 for layer, trace in enumerate(recall_traces):
     for head in range(MQAR_SIZE["n_heads"]):
-        rows = trace["value_similarity"][queries[:, 0], head, queries[:, 1]]  # (queries, T)
+        rows = trace["key_similarity"][queries[:, 0], head, queries[:, 1]]  # (queries, T)
         nearest = torch.nan_to_num(rows, nan=-2.0).argmax(-1)
-        right = explorer_inputs[queries[:, 0], nearest] == explorer_targets[queries[:, 0],
-                                                                            queries[:, 1]]
+        # the pair's key position p; writes p + 1 … p + 3 see key and value through the conv
+        key_positions = (explorer_inputs[queries[:, 0], :2 * MQAR_TASK["kv_pairs"]:2]
+                         == explorer_inputs[queries[:, 0], queries[:, 1]][:, None]).int().argmax(-1)
+        offset = nearest - 2 * key_positions
+        right = (offset >= 1) & (offset <= 3)
         holds[layer, head] = right.float().mean().item()
-        print(f"layer {layer}, head {head}: the read's nearest stored value is the answer at "
-              f"{int(right.sum())} of {len(queries)} queries")
+        print(f"layer {layer}, head {head}: the read lands nearest to a write that sees its "
+              f"pair at {int(right.sum())} of {len(queries)} queries; most common offset from "
+              f"the key: {int(offset.mode().values)}")
 best_layer, best_head = max(holds, key=holds.get)
 viz.plot_mqar_sequence(explorer_inputs[0], explorer_targets[0], kv_pairs=MQAR_TASK["kv_pairs"],
                        predictions=explorer_guesses[0],

@@ -281,9 +281,13 @@ def plot_hope_recall(inputs, targets, lr, key_similarity, value_similarity, posi
             best = int(np.nanargmax(row))
             axis.bar([best], [shown[best]], color="none", edgecolor="black", linewidth=1.6)
             verdict = ""
-            if what == "value" and answer >= 0:
-                verdict = ("  ✓ the answer" if inputs[best] == answer
-                           else f"  ✗ (answer {answer})")
+            if answer >= 0:
+                # The pair (key at p, value at p + 1) reaches a write through the causal
+                # convolution (window 4): writes p + 1 to p + 3 see both tokens.
+                sources = [p for p in range(0, 2 * kv_pairs, 2) if inputs[p] == inputs[position]]
+                verdict = ("  ✓ a write that sees its pair" if sources
+                           and sources[0] + 1 <= best <= sources[0] + 3
+                           else "  ✗ not its pair")
             axis.set_title(f"read at t = {position} (token {inputs[position]}): nearest {what} "
                            f"written at i = {best} (token {inputs[best]}){verdict}", fontsize=8)
         else:
