@@ -1686,6 +1686,52 @@ entry(viz.plot_speed_and_size,
        "title": TITLE}, **FIGURE)
 
 
+
+def mqar_sequence():
+    inputs = torch.tensor([3, 9, 5, 12, 0, 5, 0, 3])  # 2 pairs (3→9, 5→12), queries 5 and 3
+    targets = torch.tensor([-1, -1, -1, -1, -1, 12, -1, 9])
+    return inputs, targets
+
+
+MQAR_TOKENS = Tensor(kind="int", light=True)
+entry(viz.plot_mqar_sequence,
+      lambda: dict(inputs=mqar_sequence()[0], targets=mqar_sequence()[1], kv_pairs=2,
+                   predictions=torch.tensor([0, 0, 0, 0, 0, 12, 0, 4]), title=""),
+      {"inputs": MQAR_TOKENS, "targets": MQAR_TOKENS, "kv_pairs": Int(low=1, high=4),
+       "predictions": Tensor(kind="int", light=True, none=True), "title": TITLE}, **FIGURE,
+      extra=[("inputs", "a negative token id", torch.tensor([-3, 9, 5, 12, 0, 5, 0, 3]),
+              REFUSE),
+             ("targets", "a target below -1", torch.tensor([-2] * 8), REFUSE),
+             ("predictions", "another length", torch.tensor([0, 1]), REFUSE)])
+entry(viz.plot_mqar_curves,
+      lambda: dict(curves={"hope": [[(50, 0.3), (100, 0.9)], [(50, 0.2), (100, 0.8)]],
+                           "delta": [[(50, 0.5)]]},
+                   chance=0.25, threshold=0.9, title="", xlabel="step"),
+      {"curves": Obj(), "chance": Float(low=0, high=1, none=True),
+       "threshold": Float(low=0, high=1, none=True), "title": TITLE, "xlabel": TITLE},
+      **FIGURE,
+      extra=[("curves", "a curve with three columns", {"a": [[(1, 0.5, 2)]]}, REFUSE),
+             ("curves", "no seed", {"a": []}, REFUSE),
+             ("curves", "a curve that is not a list of seeds", {"a": 0.5}, REFUSE)])
+
+
+def recall_matrix(seed=0):
+    matrix = rand(8, 8, seed=seed, low=-1.0, high=1.0)
+    return matrix.masked_fill(torch.ones(8, 8).triu(1).bool(), float("nan"))
+
+
+entry(viz.plot_hope_recall,
+      lambda: dict(inputs=mqar_sequence()[0], targets=mqar_sequence()[1], lr=rand(8),
+                   key_similarity=recall_matrix(), value_similarity=recall_matrix(1),
+                   position=5, kv_pairs=2, title="t"),
+      {"inputs": MQAR_TOKENS, "targets": MQAR_TOKENS, "lr": LIGHT_ARRAY,
+       "key_similarity": LIGHT_ARRAY, "value_similarity": LIGHT_ARRAY,
+       "position": Int(low=0, high=7, role="index"), "kv_pairs": Int(low=1, high=4),
+       "title": TITLE}, **FIGURE,
+      extra=[("key_similarity", "a (T, T-1) matrix", rand(8, 7), REFUSE),
+             ("lr", "another length", rand(5), REFUSE)])
+
+
 def toy_runs():
     path, losses = optim.run_toy_problem("momentum", steps=4)
     return {"momentum": (path, losses)}

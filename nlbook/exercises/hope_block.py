@@ -192,6 +192,19 @@ QUESTIONS = {
         one pending position. Its size depends on the model, never on the text read. A
         Transformer's KV cache grows by one key and one value per layer and token: after 1,000
         tokens it holds 1,000 of each."""),
+    "dgd_fraction": Question(
+        {"a": "all of it: the memory then returns v̂ − k exactly",
+         "b": "about 0.84 of it",
+         "c": "about 0.16 of it",
+         "d": "about 0.19 of it"},
+        "c",
+        """With the first layer fixed, the written layer is a linear memory of the feature
+        x = φ(k), and DGD's step on it is the delta rule with the step η′ = η/(1 + η‖x‖²)
+        (A-eq 57). From an empty memory one write gives S = η′ x uᵀ, so the read of the same
+        key returns η′‖x‖² u: the fraction η‖x‖²/(1 + η‖x‖²) = 0.19/1.19 ≈ 0.16 of the target
+        u. DGD's normalisation keeps the step safe for any ‖x‖ but makes a small feature store
+        little; at unit scale ‖φ(k)‖² is several times larger and one write stores most of
+        its target."""),
 }
 SOLUTIONS = solutions.BY_CHAPTER["hope_block"]
 _CHAPTER = Chapter(__name__, QUESTIONS, SOLUTIONS)

@@ -16,6 +16,7 @@ from nlbook.viz import (
     diagrams,
     hope,
     optimizers,
+    recall,
     selfmod,
     training,
 )
@@ -27,6 +28,7 @@ from nlbook.viz.diagrams import *  # noqa: F403
 from nlbook.viz.hope import *  # noqa: F403
 from nlbook.viz.optimizers import *  # noqa: F403
 from nlbook.viz.palette import MODEL_COLORS, colors_for, model_color
+from nlbook.viz.recall import *  # noqa: F403
 from nlbook.viz.selfmod import *  # noqa: F403
 from nlbook.viz.training import *  # noqa: F403
 
@@ -35,7 +37,7 @@ from nlbook.viz.training import *  # noqa: F403
 # goes in the star imports above and in this tuple (tests/test_checks.py checks it).
 __all__ = ["MODEL_COLORS", "colors_for", "model_color", "new_figure", "to_numpy"]
 __all__ += sorted(name for module in (associative, claims, continuum, diagrams, hope, optimizers,
-                                      selfmod, training) for name in module.__all__)
+                                      recall, selfmod, training) for name in module.__all__)
 
 
 def _styled(plot):
