@@ -366,11 +366,10 @@ viz.plot_speed_and_size(names, speeds, sizes)
 # accuracy is scored every few steps.
 
 # %%
-import json
 
 from nlbook import memory as memory_rules
 from nlbook.claims import mqar_models, run_mqar
-from nlbook.claims.mqar import MQAR_HOPE_VARIANTS, MQARResult, MQARRun
+from nlbook.claims.mqar import MQAR_HOPE_VARIANTS, MQARResult, load_mqar_results
 from nlbook.data import DATA_DIR
 from nlbook.tasks import mqar_batch
 
@@ -423,19 +422,19 @@ Markdown(
 
 # %%
 def load_mqar(name: str) -> MQARResult | None:
-    """A results file written by `python -m nlbook.bench mqar --json`, or None."""
-    path = DATA_DIR / "mqar" / name
-    if not path.exists():
-        print(f"no results file {path.relative_to(DATA_DIR.parent)}: run "
-              f"`python -m nlbook.bench mqar ... --json {path.relative_to(DATA_DIR.parent)}`")
+    """The results files `data/mqar/<name>-seed*.json` that `python -m nlbook.bench mqar --json`
+    wrote (one per seed), as one result, or None."""
+    paths = sorted((DATA_DIR / "mqar").glob(f"{name}-seed*.json"))
+    if not paths:
+        print(f"no results files data/mqar/{name}-seed*.json: run `python -m nlbook.bench mqar "
+              f"... --json data/mqar/{name}-seed0.json`")
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    runs = {name: [MQARRun(**run) for run in seeds] for name, seeds in data["runs"].items()}
-    print(f"{path.name}: {data.get('command', '')} (commit {data.get('commit', '?')})")
-    return MQARResult(runs, data["seeds"], data["setting"])
+    result, commits = load_mqar_results([str(path) for path in paths])
+    print(f"data/mqar/{name}-seed*.json: seeds {result.seeds}, commit {', '.join(set(commits))}")
+    return result
 
 
-benchmark = load_mqar("t32-constant.json")
+benchmark = load_mqar("t32-constant")
 if benchmark is not None:
     print(benchmark.table())
 
@@ -535,7 +534,7 @@ for name, row in measured.items():
 # HOPE saw in section 7 (the same seed draws the same batches), which takes a few minutes.
 
 # %%
-ablation = load_mqar("t32-what-each-change-buys.json")
+ablation = load_mqar("t32-changes")
 if ablation is None:
     ablation = run_mqar({name: mqar_factories[name] for name in MQAR_HOPE_VARIANTS
                          if name != "hope-before"}, seeds=[0], **MQAR_TRAINING)
