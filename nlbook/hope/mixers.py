@@ -196,7 +196,28 @@ class SlidingWindowAttention(_HeadProjections):
         return y, new_state
 
 
-class GatedLinearAttention(_HeadProjections):
+class _GatedMatrixMemory(_HeadProjections):
+    """What gated linear attention and the gated delta rule share: fused q, k, v and
+    ``gates`` gate columns per head (started small, so every gate starts near its bias), a
+    retention bias b = 3 (α ≈ 0.95), a chunk size, and the memory S (B, H, d, d) as state."""
+
+    def __init__(self, d_model: int, heads: int, head_dim: int | None, gates: int,
+                 chunk_size: int, generator: torch.Generator | None) -> None:
+        check_positive_int("heads", heads)  # before gates·heads below
+        super().__init__(d_model, heads, head_dim, gates * heads, generator)
+        check_positive_int("chunk_size", chunk_size)
+        self.chunk_size = chunk_size
+        with torch.no_grad():
+            self.input_projection[:, 3 * heads * self.head_dim:].mul_(0.1)
+        self.retention_bias = nn.Parameter(torch.full((heads,), 3.0))
+
+    def initial_state(self, batch: int) -> LinearAttentionState:
+        check_positive_int("batch", batch)
+        return LinearAttentionState(self.input_projection.new_zeros(
+            batch, self.heads, self.head_dim, self.head_dim))
+
+
+class GatedLinearAttention(_GatedMatrixMemory):
     """Gated linear attention, S_t = α_t S_{t−1} + k_t v_tᵀ, o_t = S_tᵀ q_t (NL arXiv eq. 64)
     with q, k ℓ2-normalised and α_t = sigmoid(w_α·x_t + b) per head (b starts at 3: α ≈ 0.95).
 
@@ -206,17 +227,8 @@ class GatedLinearAttention(_HeadProjections):
 
     def __init__(self, d_model: int, heads: int, head_dim: int | None = None, *,
                  chunk_size: int = 64, generator: torch.Generator | None = None) -> None:
-        super().__init__(d_model, heads, head_dim, heads, generator)
-        check_positive_int("chunk_size", chunk_size)
-        self.chunk_size = chunk_size
-        with torch.no_grad():  # the retention columns start small: α ≈ sigmoid(3) everywhere
-            self.input_projection[:, 3 * heads * self.head_dim:].mul_(0.1)
-        self.retention_bias = nn.Parameter(torch.full((heads,), 3.0))
-
-    def initial_state(self, batch: int) -> LinearAttentionState:
-        check_positive_int("batch", batch)
-        return LinearAttentionState(self.input_projection.new_zeros(
-            batch, self.heads, self.head_dim, self.head_dim))
+        # One gate column per head: the retention α = sigmoid(w_α·x + 3) starts near 0.95.
+        super().__init__(d_model, heads, head_dim, 1, chunk_size, generator)
 
     @entry_point
     def forward(self, x: torch.Tensor, state: LinearAttentionState | None = None, *,
@@ -237,7 +249,7 @@ class GatedLinearAttention(_HeadProjections):
         return y, new_state
 
 
-class GatedDeltaRule(_HeadProjections):
+class GatedDeltaRule(_GatedMatrixMemory):
     """Gated delta rule (Gated DeltaNet): one gradient step per token on ½‖Sᵀk_t − v_t‖² with
     retention (NL arXiv eq. 65; Titans App. C),
 
@@ -253,18 +265,8 @@ class GatedDeltaRule(_HeadProjections):
 
     def __init__(self, d_model: int, heads: int, head_dim: int | None = None, *,
                  chunk_size: int = 64, generator: torch.Generator | None = None) -> None:
-        check_positive_int("heads", heads)  # before 2·heads below
-        super().__init__(d_model, heads, head_dim, 2 * heads, generator)
-        check_positive_int("chunk_size", chunk_size)
-        self.chunk_size = chunk_size
-        with torch.no_grad():  # the gate columns start small: β ≈ 1/2, α ≈ sigmoid(3)
-            self.input_projection[:, 3 * heads * self.head_dim:].mul_(0.1)
-        self.retention_bias = nn.Parameter(torch.full((heads,), 3.0))
-
-    def initial_state(self, batch: int) -> LinearAttentionState:
-        check_positive_int("batch", batch)
-        return LinearAttentionState(self.input_projection.new_zeros(
-            batch, self.heads, self.head_dim, self.head_dim))
+        # Two gate columns per head: β = sigmoid(w_β·x) starts near 1/2, α near 0.95.
+        super().__init__(d_model, heads, head_dim, 2, chunk_size, generator)
 
     @entry_point
     def forward(self, x: torch.Tensor, state: LinearAttentionState | None = None, *,
