@@ -452,9 +452,9 @@ if benchmark is not None:
 #    identity passes on the current token only; it must learn to look back before any memory
 #    can use what looking back brings, and no memory learns to bind before it does (a
 #    chicken-and-egg problem). With taps drawn at random every channel mixes the last four
-#    tokens from the first step. (This held for every mixer: with the identity start no rule
-#    in the block, the delta rule and linear attention included, learned to bind within
-#    1,000 steps.)
+#    tokens from the first step. (With the identity start the gated delta rule in this block
+#    stayed at chance for 1,000 steps; HOPE with only this start undone does bind, but later:
+#    the curves below.)
 # 2. **One input for the key and the value memories** (`shared_generator_input=True`,
 #    `hope-shared-input`). The paper writes every memory of the generator as reading the same
 #    $x_t$ (A-eq 86). With residual memories $M(z) = z + \dots$ the generated key and value then

@@ -27,9 +27,9 @@ Block (:class:`HopeBlock`), x (B, T, d) → (B, T, d)::
   the projections of self-modifying Titans (so q, k, v all see it); Titans §4.4 convolves after
   each projection (3 convolutions instead of 1). Why random: a memory binds a key to the value
   that follows it only if the value's token carries the previous token; started at the
-  identity, the previous-token taps are 0, get almost no gradient, and on MQAR no mixer of the
-  block (self-modifying Titans, the gated delta rule, linear attention) learned to bind in
-  1,000 steps (chapter 5; ``python -m nlbook.bench mqar --models hope,hope-identity-conv``).
+  identity, the previous-token taps are 0 and must grow first: on MQAR the gated delta rule in
+  the block stayed at chance for 1,000 steps, and HOPE with only this start undone binds, but
+  later (chapter 5; ``python -m nlbook.bench mqar --models hope,hope-identity-conv``).
 - Self-modifying Titans (:class:`nlbook.selfmod.SelfModifyingTitans`) starts so that it can
   bind: M_v reads its own input x_v = W_v x (with one input for M_k and M_v, keys and values
   start with cosine 0.93 and the written target v̂ − k nearly vanishes), and the main memory's
