@@ -439,6 +439,19 @@ if benchmark is not None:
     print(benchmark.table())
 
 # %% [markdown]
+# **Why the two Transformers sit at chance in that table.** Attention solves MQAR with an
+# *induction circuit*: one head finds the earlier copy of the query token, a second reads the
+# token right after it, and the second needs a "previous token" feature at every position. The
+# HOPE block gets that feature from its convolution. The nanoGPT-style Transformer of chapter 6
+# has learned absolute positions, so "one position back" must be learned separately at every
+# position: at this budget it never is (RESULTS.md: still at chance after 4,000 steps). The
+# paper's Transformer++ has rotary positions, where "one position back" is the same relative
+# offset everywhere; it forms the circuit, but only with a longer learning-rate warm-up than
+# the 100 steps used here (RESULTS.md compares the schedules). The nanoGPT Transformer stays in
+# the course as chapter 6's anchor to nanoGPT; Transformer++ is the attention baseline of the
+# recall results.
+
+# %% [markdown]
 # ## 8 · What was wrong: three changes, each undone on its own
 #
 # HOPE as this course first built it did **not** bind keys to values: after 1,000 steps it was
