@@ -121,7 +121,9 @@ def plot_mqar_sequence(inputs, targets, *, kv_pairs: int, predictions=None,
     queries = int((targets >= 0).sum())
     handles = [matplotlib.patches.Patch(facecolor=color, edgecolor="0.6", label=role)
                for role, color in ROLE_COLORS.items()]
-    axis.legend(handles=handles, fontsize=7, ncols=4, loc="upper right", frameon=False)
+    # Beside the strip, not on it: every cell of the strip is data.
+    axis.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                frameon=False)
     axis.set_title(title or f"one MQAR sequence: {kv_pairs} pairs, then {queries} queries "
                    f"(under each: the value to answer"
                    f"{'; below: the model' if predictions is not None else ''})", fontsize=9)
