@@ -498,7 +498,7 @@ def test_ascending_writes_negate_every_titans_step_and_restore():
         _, again = model.stream(idx)
     assert all(block.titans.write_sign == 1.0 for block in model.blocks)
     layer = model.blocks[0]
-    initial = layer.titans.initial_state(1).memory_second
+    initial = layer.titans.initial_state(1).memory_second.detach()
     down = descent.layers[0].titans.memory_second - initial
     up = ascent.layers[0].titans.memory_second - initial
     assert float(down.abs().max()) > 1e-4
