@@ -483,10 +483,7 @@ rules_on_mqar = run_mqar(rule_models, seeds=nlbook.smoke([0, 1, 2], [0]),
                          learning_rate=1e-2, eval_every=nlbook.smoke(50, 10),
                          test_size=nlbook.smoke(1024, 128), eval_size=nlbook.smoke(256, 64))
 print(rules_on_mqar.table())
-viz.plot_mqar_curves({name: [run.curve for run in runs]
-                      for name, runs in rules_on_mqar.runs.items()},
-                     chance=1 / MQAR_TASK["kv_pairs"],
-                     title="this chapter's rules on MQAR (4 pairs, T = 32, d = 32)")
+rules_on_mqar.plot("this chapter's rules on MQAR (4 pairs, T = 32, d = 32)")
 
 # %%
 mqar_summary = rules_on_mqar.summary()

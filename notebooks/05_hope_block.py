@@ -396,10 +396,7 @@ hope_on_mqar = run_mqar({"HOPE": keep("hope"), "gated delta rule": keep("delta")
                         **MQAR_TRAINING)
 print(f"trained in {time.perf_counter() - start:.0f} s")
 print(hope_on_mqar.table())
-viz.plot_mqar_curves({name: [run.curve for run in runs]
-                      for name, runs in hope_on_mqar.runs.items()},
-                     chance=1 / MQAR_TASK["kv_pairs"], threshold=0.9,
-                     title="HOPE and its positive control on MQAR (one seed, live)")
+hope_on_mqar.plot("HOPE and its positive control on MQAR (one seed, live)")
 
 # %%
 from IPython.display import Markdown
@@ -553,9 +550,7 @@ if ablation is None:
                          if name != "hope-before"}, seeds=[0], **MQAR_TRAINING)
     ablation.runs = {"hope": hope_on_mqar.runs["HOPE"]} | ablation.runs
 print(ablation.table())
-viz.plot_mqar_curves({name: [run.curve for run in runs] for name, runs in ablation.runs.items()},
-                     chance=1 / MQAR_TASK["kv_pairs"], threshold=0.9,
-                     title="HOPE with one change undone (thin: seeds; thick: their mean)")
+ablation.plot("HOPE with one change undone (thin: seeds; thick: their mean)")
 
 # %%
 undone = ablation.summary()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import matplotlib.figure
 import pytest
 import torch
 import torch.nn.functional as F
@@ -79,6 +80,8 @@ def test_run_mqar_trains_every_model_on_the_same_batches_and_reports_intervals()
     summary = result.summary()["delta"]
     assert summary["min"] <= summary["mean"] <= summary["max"]
     assert json.loads(json.dumps(result.to_dict()))["setting"]["kv_pairs"] == 3
+    figure = result.plot("three models")
+    assert isinstance(figure, matplotlib.figure.Figure) and figure.axes[0].lines
 
 
 def test_the_test_set_does_not_depend_on_the_training_seed():

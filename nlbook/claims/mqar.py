@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
+import matplotlib.figure
 import torch
 from torch import nn
 
@@ -219,6 +220,15 @@ class MQARResult:
                "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         out += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(out)
+
+    def plot(self, title: str = "") -> matplotlib.figure.Figure:
+        """Held-out accuracy curves of every model and seed, with in-context chance and the
+        90 % threshold (:func:`nlbook.viz.plot_mqar_curves`)."""
+        from nlbook import viz
+
+        return viz.plot_mqar_curves(
+            {name: [run.curve for run in runs] for name, runs in self.runs.items()},
+            chance=1 / int(self.setting["kv_pairs"]), threshold=SOLVED, title=title)
 
     def table(self) -> str:
         """The plain-text table ``python -m nlbook.bench mqar`` prints."""
