@@ -659,6 +659,57 @@ def bench_sign_flip(args: argparse.Namespace) -> None:
     print(f"total {time.perf_counter() - start:.0f} s")
 
 
+def _experiment_list(text: str) -> list[str]:
+    from nlbook.claims.results import CLAIMS_EXPERIMENTS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in CLAIMS_EXPERIMENTS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"expected comma-separated experiments from "
+                                         f"{', '.join(CLAIMS_EXPERIMENTS)}, got {text!r}")
+    return names
+
+
+def _claims_arguments_full(parser: argparse.ArgumentParser) -> None:
+    from nlbook.claims.results import CLAIMS_EXPERIMENTS
+
+    parser.add_argument("--experiments", type=_experiment_list,
+                        default=list(CLAIMS_EXPERIMENTS),
+                        help="comma-separated experiments to run; only their entries of the "
+                             "results file are replaced (default all: "
+                             f"{','.join(CLAIMS_EXPERIMENTS)})")
+    parser.add_argument("--seeds", type=_seed_list, default=[0, 1, 2],
+                        help="comma-separated seeds, at least 3 for a verdict (default 0,1,2)")
+    parser.add_argument("--output", type=_json_path, default=None, metavar="PATH",
+                        help="the results file (default data/claims.json)")
+    parser.add_argument("--progress", action="store_true",
+                        help="print a line per trained model (default off)")
+
+
+def bench_claims(args: argparse.Namespace) -> None:
+    """Chapter 7's full protocol: every experiment of the claims map, written to the results
+    file (nlbook.claims.results)."""
+    from nlbook.claims.results import (
+        CLAIMS_RESULTS_PATH,
+        run_claims_experiment,
+        save_claims_record,
+    )
+
+    output = CLAIMS_RESULTS_PATH if args.output is None else args.output
+    _header(f"claims: the full protocol of chapter 7, experiments {','.join(args.experiments)},"
+            f" seeds {','.join(map(str, args.seeds))} -> {output}")
+    for name in args.experiments:
+        record = run_claims_experiment(name, seeds=args.seeds,
+                                       log=print if args.progress else None)
+        record["command"] = ("python -m nlbook.bench claims --experiments " + name
+                             + (" --seeds " + ",".join(map(str, args.seeds))
+                                if args.seeds != [0, 1, 2] else ""))
+        save_claims_record(name, record, output)
+        print(record["table"])
+        print(f"{name}: {record['verdict']} ({record['why']}); {record['seconds']:.0f} s; "
+              f"written to {output}")
+
+
 BenchmarkEntry = tuple[
     Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], None], str
 ]
@@ -685,6 +736,8 @@ BENCHMARKS: dict[str, BenchmarkEntry] = {
              "chapters 1, 5, 7: multi-query associative recall (Zoology's MQAR)"),
     "sign-flip": (_sign_flip_arguments, bench_sign_flip,
                   "chapter 7: HOPE's in-context writes flipped to gradient ascent"),
+    "claims": (_claims_arguments_full, bench_claims,
+               "chapter 7: the full protocol, every claim's experiment, to data/claims.json"),
 }
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import matplotlib.figure
 import numpy as np
@@ -297,6 +297,64 @@ class FormalResult:
         title = ("Formal languages (next-character-set prediction): strings entirely right, %; "
                  "chance about 0 %")
         return format_table(header, rows, title=title, notes=notes)
+
+    def summary(self) -> str:
+        """One sentence for the claims map: the control, then the claim model's and the
+        control's mean accuracy per bin over the languages the control solves."""
+        if self.control is None:
+            return "no positive control was run"
+        parts = [f"{self.control.model} control {'passed' if self.control.passed else 'FAILED'}"
+                 f" ({100 * self.control.measured:.1f} % lowest seed on its bin-1 cells)"]
+        if self.claim_model in self.accuracy:
+            untested = set(self.untested())
+            for split in _SPLITS:
+                cells = [self.cell(self.claim_model, split, language).mean
+                         for language in self.languages if (language, split) not in untested]
+                if cells:
+                    parts.append(f"{self.claim_model} {split} mean {100 * np.mean(cells):.1f} % "
+                                 f"over the {len(cells)} languages the control solves")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain data (JSON-ready): the setting, the seeds and every per-seed count."""
+        return {
+            "languages": list(self.languages), "models": list(self.models),
+            "seeds": list(self.seeds),
+            "correct": {model: {split: values.tolist() for split, values in splits.items()}
+                        for model, splits in self.correct.items()},
+            "totals": {split: values.tolist() for split, values in self.totals.items()},
+            "train_seconds": dict(self.train_seconds), "step_ms": dict(self.step_ms),
+            "parameters": dict(self.parameters), "steps": self.steps,
+            "batch_size": self.batch_size, "learning_rate": self.learning_rate,
+            "train_strings": self.train_strings, "train_lengths": list(self.train_lengths),
+            "test_lengths": list(self.test_lengths),
+            "control": None if self.control is None else asdict(self.control),
+            "claim_model": self.claim_model, "control_threshold": self.control_threshold,
+            "chance": self.chance, "base": dict(self.base)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> FormalResult:
+        """The inverse of :meth:`to_dict`."""
+        needed = {"languages", "models", "seeds", "correct", "totals", "step_ms"}
+        if not isinstance(data, Mapping) or not needed <= set(data):
+            raise ValueError(f"data must be a dict with keys {sorted(needed)} (what "
+                             f"FormalResult.to_dict returns)")
+        correct = {model: {split: np.asarray(values, dtype=np.int64)
+                           for split, values in splits.items()}
+                   for model, splits in data["correct"].items()}
+        totals = {split: np.asarray(values, dtype=np.int64)
+                  for split, values in data["totals"].items()}
+        accuracy = {model: {split: correct[model][split] / totals[split][:, None]
+                            for split in _SPLITS} for model in correct}
+        control = None if data["control"] is None else Control(**data["control"])
+        return cls(tuple(data["languages"]), tuple(data["models"]), tuple(data["seeds"]),
+                   correct, totals, accuracy, dict(data["train_seconds"]),
+                   dict(data["step_ms"]), dict(data["parameters"]), int(data["steps"]),
+                   int(data["batch_size"]), float(data["learning_rate"]),
+                   int(data["train_strings"]), tuple(data["train_lengths"]),
+                   tuple(data["test_lengths"]), control, claim_model=data["claim_model"],
+                   control_threshold=float(data["control_threshold"]),
+                   chance=float(data["chance"]), base=dict(data["base"]))
 
     def plot(self, models: Sequence[str] | None = None) -> matplotlib.figure.Figure:
         """:func:`nlbook.viz.plot_formal_accuracy` of this result (``models``: a subset)."""
