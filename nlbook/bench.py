@@ -684,6 +684,25 @@ def _claims_arguments_full(parser: argparse.ArgumentParser) -> None:
                         help="the results file (default data/claims.json)")
     parser.add_argument("--progress", action="store_true",
                         help="print a line per trained model (default off)")
+    parser.add_argument("--merge", type=_json_paths, default=None, metavar="PATHS",
+                        help="comma-separated results files of the same experiments run on "
+                             "other seeds in separate processes: combine them into --output "
+                             "instead of running (default: run)")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="recompute every verdict, table and summary of --output from its "
+                             "stored per-seed numbers instead of running (default off)")
+
+
+def _json_paths(text: str) -> list[str]:
+    """Comma-separated existing .json files (argparse type)."""
+    import os
+
+    paths = [part.strip() for part in text.split(",") if part.strip()]
+    if not paths or any(not path.endswith(".json") or not os.path.isfile(path)
+                        for path in paths):
+        raise argparse.ArgumentTypeError(f"expected comma-separated existing .json files, got "
+                                         f"{text!r}")
+    return paths
 
 
 def bench_claims(args: argparse.Namespace) -> None:
@@ -696,6 +715,27 @@ def bench_claims(args: argparse.Namespace) -> None:
     )
 
     output = CLAIMS_RESULTS_PATH if args.output is None else args.output
+    if args.merge is not None or args.rebuild:
+        from nlbook.claims.results import (
+            load_claims_results,
+            merge_claims_records,
+            rebuild_claims_record,
+        )
+
+        if args.merge is not None:
+            parts = [load_claims_results(path) for path in args.merge]
+            names = [name for name in args.experiments if any(name in part for part in parts)]
+            for name in names:
+                record = merge_claims_records(name, [part[name] for part in parts
+                                                     if name in part])
+                save_claims_record(name, record, output)
+                print(f"{name}: seeds {record['seeds']} merged: {record['verdict']}")
+        else:
+            for name, record in load_claims_results(output).items():
+                if name in args.experiments:
+                    save_claims_record(name, rebuild_claims_record(name, record), output)
+                    print(f"{name}: rebuilt: {load_claims_results(output)[name]['verdict']}")
+        return
     _header(f"claims: the full protocol of chapter 7, experiments {','.join(args.experiments)},"
             f" seeds {','.join(map(str, args.seeds))} -> {output}")
     for name in args.experiments:

@@ -43,7 +43,9 @@ def test_without_cms_is_one_plain_mlp_of_the_same_width():
 
 
 def test_other_switches_reach_the_mixer():
-    assert _model("without DGD (plain gradient step)").blocks[0].titans.dgd is False
+    assert _model("without DGD's erase (gated Hebbian write)").blocks[0].titans.dgd is False
+    plain = _model("without DGD (plain gradient step on the L2 objective)").blocks[0].titans
+    assert plain.write_rule == "gd" and not plain.dgd
     assert _model("without self-modification (plain Titans)").blocks[0].titans \
         .self_modifying is False
     assert _model("Hope-Attention (softmax attention)").blocks[0].mixer_name == "attention"
@@ -53,7 +55,9 @@ def test_other_switches_reach_the_mixer():
     assert set(configs) == set(ABLATION_VARIANTS)
     assert configs["Transformer"].model == "transformer" and not \
         configs["Transformer"].carry_state
-    assert all(config.carry_state for name, config in configs.items() if name != "Transformer")
+    assert configs["Transformer++"].model == "transformer++"
+    assert all(config.carry_state for name, config in configs.items()
+               if name not in ("Transformer", "Transformer++"))
     assert len({(config.steps, config.seed, config.batch_size, config.context_length)
                 for config in configs.values()}) == 1
     with pytest.raises(ValueError, match="variants"):
@@ -65,7 +69,7 @@ def test_other_switches_reach_the_mixer():
 def test_run_ablation_end_to_end_on_a_small_text():
     text = "".join(f"To be or not to be, line {index}; that is the question.\n"
                    for index in range(300))
-    names = ["HOPE", "without DGD (plain gradient step)", "Transformer"]
+    names = ["HOPE", "without DGD's erase (gated Hebbian write)", "Transformer"]
     result = run_ablation(steps=2, variants=names, corpus=make_corpus(text), d_model=16,
                           n_heads=2, n_layers=1, context_length=16, batch_size=4,
                           stream_length=64, position_length=48, position_windows=2,
@@ -124,11 +128,11 @@ def test_a_diverging_variant_is_a_row_not_a_crash(monkeypatch):
 
     monkeypatch.setattr(train_module, "train", train)
     text = "".join(f"line {index}: to be or not to be.\n" for index in range(300))
-    result = run_ablation(steps=2, variants=["HOPE", "without DGD (plain gradient step)"],
+    result = run_ablation(steps=2, variants=["HOPE", "without DGD's erase (gated Hebbian write)"],
                           corpus=make_corpus(text), d_model=16, n_heads=2, n_layers=1,
                           context_length=16, batch_size=4, stream_length=64,
                           position_length=32, position_windows=2, scored_characters=300,
                           log=None)
-    row = result.row("without DGD (plain gradient step)")
+    row = result.row("without DGD's erase (gated Hebbian write)")
     assert row.diverged_at == 6 and row.parameters > 0
     assert "diverged: the loss was not finite at step 6" in result.table()

@@ -338,7 +338,9 @@ def test_titans_argument_errors():
 # ---- the ablation switches of chapter 7 (arXiv Table 6) --------------------------------------
 
 
-@pytest.mark.parametrize("options", [dict(dgd=False), dict(self_modifying=False),
+@pytest.mark.parametrize("options", [dict(dgd=False), dict(write_rule="gd"),
+                                     dict(write_rule="gd", self_modifying=False),
+                                     dict(self_modifying=False),
                                      dict(self_modifying=False, dgd=False),
                                      dict(dgd=False, retain_toward_initial=False),
                                      dict(shared_generator_input=True),
@@ -376,6 +378,26 @@ def test_without_self_modification_projections_are_fixed_linear_maps():
         _layer(4, 2, self_modifying=False, write_first_layer=True)
     with pytest.raises(ValueError, match="dgd"):
         _layer(4, 2, dgd=False, write_first_layer=True)
+    with pytest.raises(ValueError, match="write_rule"):
+        _layer(4, 2, write_rule="gd", write_first_layer=True)
+    with pytest.raises(ValueError, match="write_rule"):
+        _layer(4, 2, write_rule="adam")
+    with pytest.raises(ValueError, match="write_rule"):
+        _layer(4, 2, dgd=False, write_rule="gd")
+
+
+def test_plain_gradient_step_erases_with_its_own_step_and_is_bounded():
+    """write_rule="gd" (the paper's "w/o DGD"): one token written into an empty linear memory
+    by W ← αW − η(W x − u)xᵀ with η = sigmoid(·) < 1, while DGD's step is η/(1 + η‖x‖²)."""
+    layer = _layer(1, 1, write_rule="gd")
+    assert layer.write_rule == "gd" and layer._erase and not layer.dgd
+    pre = torch.tensor([-50.0, 0.0, 50.0], dtype=DTYPE)
+    eta = layer._learning_rate(pre.view(1, 1, 3)).detach()
+    assert 0 <= float(eta.min()) and float(eta.max()) <= 1
+    norm = torch.tensor(4.0, dtype=DTYPE)
+    assert torch.equal(layer._step(eta, norm), eta)
+    dgd = _layer(1, 1)
+    assert torch.allclose(dgd._step(eta, norm), eta / (1 + 4 * eta))
 
 
 def test_without_dgd_the_write_has_no_erase_term():

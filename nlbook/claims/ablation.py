@@ -25,7 +25,8 @@ __all__ = ["ABLATION_VARIANTS", "AblationResult", "AblationRow", "ablation_confi
 #: two CMS levels together, trained by AdamW only (a Transformer block's MLP).
 ABLATION_VARIANTS: dict[str, dict[str, object]] = {
     "HOPE": {},
-    "without DGD (plain gradient step)": {"dgd": False},
+    "without DGD (plain gradient step on the L2 objective)": {"write_rule": "gd"},
+    "without DGD's erase (gated Hebbian write)": {"dgd": False},
     "without in-context CMS updates": {"cms_learning_rates": (0.0, 0.0)},
     "without CMS (one plain MLP)": {"cms_chunk_sizes": (1,), "cms_learning_rates": (0.0,),
                                     "cms_hidden_dim": "4d"},
@@ -33,6 +34,7 @@ ABLATION_VARIANTS: dict[str, dict[str, object]] = {
     "Hope-Attention (softmax attention)": {"mixer": "attention"},
     "linear attention in place of Titans": {"mixer": "linear_attention"},
     "Transformer": {"model": "transformer"},
+    "Transformer++": {"model": "transformer++"},
 }
 
 
@@ -133,8 +135,10 @@ def ablation_configs(*, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
     configs = {}
     for name in names:
         options = ABLATION_VARIANTS[name]
-        if options.get("model") == "transformer":
-            configs[name] = TrainConfig(model="transformer", d_model=transformer.d_model,
+        if options.get("model") in ("transformer", "transformer++"):
+            # Transformer++ takes the nanoGPT Transformer's width (its SwiGLU MLP is 3 matrices
+            # of 8d/3: about the same parameters).
+            configs[name] = TrainConfig(model=str(options["model"]), d_model=transformer.d_model,
                                         **shared)
         else:
             configs[name] = TrainConfig(model="hope", d_model=d_model, carry_state=True,

@@ -44,7 +44,15 @@ from nlbook.claims._common import (
     format_table,
     parameters_of,
 )
-from nlbook.claims.protocol import wilson_interval
+from nlbook.claims.protocol import (
+    AccuracyCell,
+    Control,
+    Verdict,
+    accuracy_cell,
+    compare,
+    verdict,
+    wilson_interval,
+)
 from nlbook.tasks.recall import mqar_batch
 
 __all__ = ["MQAR_HOPE_VARIANTS", "MQAR_MODELS", "MQARResult", "MQARRun",
@@ -182,21 +190,66 @@ class MQARResult:
     def save(self, path: str, *, command: str = "") -> None:
         """Write :meth:`to_dict` with the git commit and ``command`` to ``path`` (JSON),
         atomically (a temporary file, then a rename)."""
-        import json
-        import os
-        import subprocess
+        from nlbook.claims.results import git_commit, write_json_atomically
 
-        try:
-            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"],
-                                    capture_output=True, text=True, check=True,
-                                    cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            commit = "unknown"
-        data = {"commit": commit, "command": command, **self.to_dict()}
-        temporary = f"{path}.{os.getpid()}.tmp"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
-        os.replace(temporary, path)
+        write_json_atomically(path, {"commit": git_commit(), "command": command,
+                                     **self.to_dict()})
+
+    @classmethod
+    def combine(cls, results: Sequence[MQARResult]) -> MQARResult:
+        """One result from results of the same setting and models (e.g. one per seed), seeds
+        in order. ValueError if their settings or models differ."""
+        if isinstance(results, (str, bytes)) or not isinstance(results, Sequence) \
+                or not results or not all(isinstance(item, MQARResult) for item in results):
+            raise ValueError(f"results must be a non-empty list of MQARResult, got {results!r}")
+        first = results[0]
+        combined = cls({name: list(runs) for name, runs in first.runs.items()},
+                       list(first.seeds), dict(first.setting))
+        for index, result in enumerate(results[1:], start=1):
+            if result.setting != first.setting or list(result.runs) != list(first.runs):
+                raise ValueError(f"results[{index}] differs from results[0] in its setting or "
+                                 f"models")
+            for name, runs in result.runs.items():
+                combined.runs[name].extend(runs)
+            combined.seeds.extend(result.seeds)
+        return combined
+
+    def cell(self, model: str) -> AccuracyCell:
+        """``model``'s test accuracy over seeds (:func:`~nlbook.claims.protocol.accuracy_cell`:
+        mean ± std, pooled 95 % interval)."""
+        if model not in self.runs:
+            raise ValueError(f"model must be one of {list(self.runs)}, got {model!r}")
+        runs = self.runs[model]
+        return accuracy_cell([run.correct for run in runs], [run.queries for run in runs])
+
+    def control(self, model: str = "transformer++", threshold: float = SOLVED) -> Control:
+        """The positive control: ``model``'s lowest test accuracy over seeds must reach
+        ``threshold``."""
+        if model not in self.runs:
+            raise ValueError(f"model must be one of {list(self.runs)}, got {model!r}")
+        return Control(model, "MQAR test accuracy (lowest seed)",
+                       min(run.accuracy for run in self.runs[model]), threshold)
+
+    def recall_verdict(self) -> Verdict:
+        """The claim of arXiv Table 3 read on MQAR: HOPE is the best attention-free model
+        (above linear attention and the gated delta rule beyond twice the spread) and below
+        the Transformer (Transformer++, the control). A tie is no support."""
+        hope = self.cell("hope")
+        outcomes: list[bool | None] = []
+        for other in ("delta", "linear_attention"):
+            if other in self.runs:
+                outcomes.append({1: True, -1: False}.get(compare(hope, self.cell(other))
+                                                         .direction))
+        outcomes.append({-1: True, 1: False}.get(compare(hope, self.cell("transformer++"))
+                                                 .direction))
+        return verdict(self.control(), outcomes)
+
+    def recall_summary(self) -> str:
+        """One sentence for the claims map."""
+        cells = ", ".join(f"{name} {self.cell(name)}" for name in self.runs)
+        return (f"test accuracy %, {len(self.seeds)} seeds, {self.setting.get('steps')} steps, "
+                f"T = {self.setting.get('sequence_length')}, {self.setting.get('kv_pairs')} "
+                f"pairs: {cells}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> MQARResult:
@@ -266,22 +319,16 @@ def load_mqar_results(paths: Sequence[str]) -> tuple[MQARResult, list[str]]:
 
     if isinstance(paths, (str, bytes)) or not isinstance(paths, Sequence) or not paths:
         raise ValueError(f"paths must be a non-empty list of result files, got {paths!r}")
-    combined: MQARResult | None = None
-    commits = []
+    results, commits = [], []
     for path in paths:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
-        result = MQARResult.from_dict(data)
+        results.append(MQARResult.from_dict(data))
         commits.append(str(data.get("commit", "unknown")))
-        if combined is None:
-            combined = result
-            continue
-        if result.setting != combined.setting or list(result.runs) != list(combined.runs):
-            raise ValueError(f"paths must hold one setting and one list of models: {path} "
-                             f"differs from {paths[0]}")
-        for name, runs in result.runs.items():
-            combined.runs[name].extend(runs)
-        combined.seeds.extend(result.seeds)
+    try:
+        combined = MQARResult.combine(results)
+    except ValueError as error:
+        raise ValueError(f"paths must hold one setting and one list of models: {error}") from None
     return combined, commits
 
 

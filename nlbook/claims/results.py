@@ -28,9 +28,10 @@ from pathlib import Path
 from nlbook._checks import check_callable, check_choice, check_str
 from nlbook.claims.protocol import VERDICTS, Control, Verdict
 
-__all__ = ["CLAIMS_EXPERIMENTS", "CLAIMS_RESULTS_PATH", "claims_record", "experiment_record",
-           "git_commit", "load_claims_results", "run_claims_experiment", "save_claims_record",
-           "write_json_atomically"]
+__all__ = ["CLAIMS_EXPERIMENTS", "CLAIMS_RESULTS_PATH", "RECALL_MODELS", "RECALL_SETTING",
+           "claims_record", "experiment_record", "git_commit", "load_claims_results",
+           "merge_claims_records", "rebuild_claims_record", "run_claims_experiment",
+           "save_claims_record", "write_json_atomically"]
 
 #: Where the full protocol writes its results.
 CLAIMS_RESULTS_PATH = Path(__file__).resolve().parents[2] / "data" / "claims.json"
@@ -150,41 +151,130 @@ def save_claims_record(name: str, record: Mapping[str, object],
         lock.rmdir()
 
 
-# ---- the full protocol, one function per experiment ------------------------------------------
+# ---- the full protocol, one entry per experiment ---------------------------------------------
 
-def _formal(seeds: Sequence[int], log) -> tuple[dict, str]:
+def _record_of(result, *, command: str, seconds: float) -> dict[str, object]:
+    """The record of a result with ``control``, ``verdict()``, ``summary()``, ``table()`` and
+    ``to_dict()`` (the protocol's interface)."""
+    return experiment_record(command=command, seconds=seconds, seeds=result.seeds,
+                             control=result.control, verdict=result.verdict(),
+                             summary=result.summary(), table=result.table(),
+                             result=result.to_dict())
+
+
+def _formal_run(seeds: list[int], log):
     from nlbook.claims.formal import formal_models, formal_switches, run_formal
 
-    result = run_formal(formal_models(), seeds=seeds, switches=formal_switches(), log=log)
-    return experiment_record(
-        command="python -m nlbook.bench claims --experiments formal", seconds=0.0, seeds=seeds,
-        control=result.control, verdict=result.verdict(), summary=result.summary(),
-        table=result.table(), result=result.to_dict()), ""
+    return run_formal(formal_models(), seeds=seeds, switches=formal_switches(), log=log)
 
 
-def _parity_beta(seeds: Sequence[int], log) -> tuple[dict, str]:
+def _parity_run(seeds: list[int], log):
     from nlbook.claims.formal import formal_delta_models, formal_models, run_formal
-    from nlbook.claims.protocol import compare, verdict
 
     models = {"LSTM": formal_models()["LSTM"], **formal_delta_models()}
-    result = run_formal(models, languages=("parity",), seeds=seeds, claim_model=None, log=log)
+    return run_formal(models, languages=("parity",), seeds=seeds, claim_model=None, log=log)
+
+
+def _parity_record(result, *, command: str, seconds: float) -> dict[str, object]:
+    from nlbook.claims.formal import formal_delta_models
+    from nlbook.claims.protocol import compare, verdict
+
     narrow, wide = list(formal_delta_models())
     outcomes, readings = [], []
     for split in ("bin0", "bin1"):
         comparison = compare(result.cell(wide, split, "parity"),
                              result.cell(narrow, split, "parity"))
         outcomes.append({1: True, -1: False}.get(comparison.direction))
-        readings.append(f"{split} {100 * result.cell(wide, split, 'parity').mean:.1f} % "
-                        f"against {100 * result.cell(narrow, split, 'parity').mean:.1f} %")
-    summary = ("parity, delta rule with beta in (0, 2) against beta in (0, 1): "
-               + "; ".join(readings) + f"; {result.control}")
-    return experiment_record(
-        command="python -m nlbook.bench claims --experiments parity-beta", seconds=0.0,
-        seeds=seeds, control=result.control, verdict=verdict(result.control, outcomes),
-        summary=summary, table=result.table(), result=result.to_dict()), ""
+        readings.append(f"{split} {result.cell(wide, split, 'parity')} against "
+                        f"{result.cell(narrow, split, 'parity')}")
+    summary = ("parity, strings right %, delta rule with beta in (0, 2) against beta in "
+               "(0, 1): " + "; ".join(readings))
+    return experiment_record(command=command, seconds=seconds, seeds=result.seeds,
+                             control=result.control, verdict=verdict(result.control, outcomes),
+                             summary=summary, table=result.table(), result=result.to_dict())
 
 
-_RUNNERS: dict[str, Callable] = {"formal": _formal, "parity-beta": _parity_beta}
+#: The recall row's MQAR setting: the issue "HOPE that recalls"'s task (T 32, 4 pairs, V 64,
+#: 1,000 steps of 32, AdamW 3e-3, cosine) with a 300-step warm-up, the shortest with which
+#: Transformer++, the attention control, passed.
+RECALL_SETTING: dict[str, object] = {"steps": 1000, "batch_size": 32, "vocab_size": 64,
+                                     "sequence_length": 32, "kv_pairs": 4,
+                                     "learning_rate": 3e-3, "warmup_steps": 300}
+RECALL_MODELS = ("hope", "delta", "linear_attention", "transformer", "transformer++")
+
+
+def _recall_run(seeds: list[int], log):
+    from nlbook.claims.mqar import mqar_models, run_mqar
+
+    factories = mqar_models(64, sequence_length=32, names=RECALL_MODELS)
+    return run_mqar(factories, seeds=seeds, **RECALL_SETTING, log=log)
+
+
+def _recall_record(result, *, command: str, seconds: float) -> dict[str, object]:
+    return experiment_record(command=command, seconds=seconds, seeds=result.seeds,
+                             control=result.control(), verdict=result.recall_verdict(),
+                             summary=result.recall_summary(), table=result.table(),
+                             result=result.to_dict())
+
+
+def _language_run(seeds: list[int], log):
+    from nlbook.claims.language import run_language
+
+    return run_language(seeds=seeds, log=log)
+
+
+def _language_record(result, *, command: str, seconds: float) -> dict[str, object]:
+    rows = {}
+    for row, (control, judged) in {
+            "perplexity": (result.language_control(), result.perplexity_verdict()),
+            "ablation": (result.language_control(), result.ablation_verdict()),
+            "context": (result.context_control(), result.context_verdict())}.items():
+        rows[row] = {"control": str(control), "control_passed": control.passed,
+                     "verdict": judged.verdict, "why": judged.why,
+                     "summary": result.summary(row)}
+    record = experiment_record(command=command, seconds=seconds, seeds=result.seeds,
+                               control=result.language_control(),
+                               verdict=result.perplexity_verdict(),
+                               summary=result.summary("perplexity"), table=result.table(),
+                               result=result.to_dict())
+    record["rows"] = rows
+    return record
+
+
+def _sign_flip_run(seeds: list[int], log):
+    from nlbook.claims.sign_flip import run_sign_flip
+    from nlbook.data import DATA_DIR, load_corpus
+    from nlbook.train import load_model
+
+    model, _, _ = load_model(DATA_DIR / "hope-shakespeare-tiny.pt")
+    return run_sign_flip(seeds=seeds, language_model=model,
+                         stream_ids=load_corpus().val_ids[:20_000], log=log)
+
+
+def _loader(module: str, name: str, method: str) -> Callable:
+    def load(*args):
+        import importlib
+
+        return getattr(getattr(importlib.import_module(module), name), method)(*args)
+    return load
+
+
+#: name -> (run(seeds, log) -> result, record(result, command=, seconds=) -> dict,
+#: from_dict(data) -> result, combine(results) -> result or None).
+_EXPERIMENTS: dict[str, tuple[Callable, Callable, Callable, Callable | None]] = {
+    "language": (_language_run, _language_record,
+                 _loader("nlbook.claims.language", "LanguageResult", "from_dict"),
+                 _loader("nlbook.claims.language", "LanguageResult", "combine")),
+    "formal": (_formal_run, _record_of,
+               _loader("nlbook.claims.formal", "FormalResult", "from_dict"), None),
+    "parity-beta": (_parity_run, _parity_record,
+                    _loader("nlbook.claims.formal", "FormalResult", "from_dict"), None),
+    "recall": (_recall_run, _recall_record,
+               _loader("nlbook.claims.mqar", "MQARResult", "from_dict"),
+               _loader("nlbook.claims.mqar", "MQARResult", "combine")),
+    "sign-flip": (_sign_flip_run, _record_of,
+                  _loader("nlbook.claims.sign_flip", "SignFlipResult", "from_dict"), None),
+}
 
 
 def run_claims_experiment(name: str, *, seeds: Sequence[int] = (0, 1, 2),
@@ -195,9 +285,44 @@ def run_claims_experiment(name: str, *, seeds: Sequence[int] = (0, 1, 2),
     check_choice("name", name, tuple(CLAIMS_EXPERIMENTS))
     check_callable("log", log, allow_none=True)
     seeds = list(check_seeds(seeds))
-    if name not in _RUNNERS:
+    if name not in _EXPERIMENTS:
         raise ValueError(f"name {name!r}: this experiment has no runner in this version")
+    run, record, _, _ = _EXPERIMENTS[name]
     start = time.perf_counter()
-    record, _ = _RUNNERS[name](seeds, log)
-    record["seconds"] = round(time.perf_counter() - start, 1)
-    return record
+    result = run(seeds, log)
+    return record(result, command=f"python -m nlbook.bench claims --experiments {name}",
+                  seconds=time.perf_counter() - start)
+
+
+def merge_claims_records(name: str, records: Sequence[Mapping[str, object]]
+                         ) -> dict[str, object]:
+    """One record from records of the same experiment run on different seeds in separate
+    processes: the results combined, the verdict and tables computed again from all seeds."""
+    check_choice("name", name, tuple(_EXPERIMENTS))
+    _, record, from_dict, combine = _EXPERIMENTS[name]
+    if isinstance(records, (str, bytes)) or not isinstance(records, Sequence) or not records:
+        raise ValueError(f"records must be a non-empty list of records, got {records!r}")
+    if combine is None:
+        raise ValueError(f"name {name!r}: its results cannot be combined; run its seeds in "
+                         f"one process")
+    results = [from_dict(item["result"]) for item in records]
+    merged = record(combine(results),
+                    command=" && ".join(str(item["command"]) for item in records),
+                    seconds=sum(float(item["seconds"]) for item in records))
+    commits = sorted({str(item["commit"]) for item in records})
+    merged["commit"] = ",".join(commits)
+    return merged
+
+
+def rebuild_claims_record(name: str, record: Mapping[str, object]) -> dict[str, object]:
+    """``record`` with its verdict, tables and summary computed again from its stored per-seed
+    result (after a change to how a result is read, never to its numbers); the command,
+    commit and seconds of the run are kept."""
+    check_choice("name", name, tuple(_EXPERIMENTS))
+    if not isinstance(record, Mapping) or "result" not in record:
+        raise ValueError(f"record must be a record of the results file, got {record!r}")
+    _, make_record, from_dict, _ = _EXPERIMENTS[name]
+    rebuilt = make_record(from_dict(record["result"]), command=str(record["command"]),
+                          seconds=float(record["seconds"]))
+    rebuilt["commit"] = record["commit"]
+    return rebuilt

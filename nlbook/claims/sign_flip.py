@@ -17,8 +17,8 @@ model), and two things are measured:
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -26,7 +26,15 @@ from torch import nn
 from nlbook._checks import check_positive_int
 from nlbook.claims._common import check_seeds, format_table
 from nlbook.claims.mqar import mqar_models, run_mqar
-from nlbook.claims.protocol import wilson_interval
+from nlbook.claims.protocol import (
+    AccuracyCell,
+    Control,
+    Verdict,
+    accuracy_cell,
+    compare,
+    verdict,
+    wilson_interval,
+)
 from nlbook.tasks.recall import mqar_batch
 
 __all__ = ["SignFlipResult", "run_sign_flip"]
@@ -49,6 +57,52 @@ class SignFlipResult:
     #: The first scored character whose loss was not finite with ascent writes (None: none):
     #: ``stream_ascent`` is then the mean over the characters before it.
     stream_ascent_diverged_at: int | None = None
+
+    def cell(self, direction: str) -> AccuracyCell:
+        """MQAR accuracy over seeds with ``direction`` "descent" or "ascent" writes."""
+        if direction not in ("descent", "ascent"):
+            raise ValueError(f"direction must be 'descent' or 'ascent', got {direction!r}")
+        values = self.descent if direction == "descent" else self.ascent
+        return accuracy_cell([round(value * self.queries) for value in values],
+                             [self.queries] * len(values))
+
+    @property
+    def control(self) -> Control:
+        """The positive control: HOPE as trained (descent writes) solves MQAR, ≥ 90 % in its
+        lowest seed; without it a flip has nothing to break."""
+        return Control("HOPE (descent writes)", "MQAR test accuracy (lowest seed)",
+                       min(self.descent), 0.9)
+
+    def verdict(self) -> Verdict:
+        """Liu et al.'s claim "flipping the inner loop to ascent barely changes results", read
+        on HOPE's MQAR accuracy: holds when ascent and descent differ by no more than twice the
+        spread, does not hold when they differ beyond it."""
+        direction = compare(self.cell("ascent"), self.cell("descent")).direction
+        return verdict(self.control, [direction == 0])
+
+    def summary(self) -> str:
+        text = (f"MQAR test accuracy %, {len(self.seeds)} seeds: descent "
+                f"{self.cell('descent')}, ascent {self.cell('ascent')} (in-context chance "
+                f"{100 / self.kv_pairs:.1f} %)")
+        if self.stream_descent is not None:
+            text += (f"; the shipped language model's stream: {self.stream_descent:.3f} "
+                     f"nats/char with descent writes")
+            if self.stream_ascent_diverged_at is not None:
+                text += (f", with ascent not finite from character "
+                         f"{self.stream_ascent_diverged_at:,}")
+            else:
+                text += f", {self.stream_ascent:.3f} with ascent"
+        return text
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> SignFlipResult:
+        if not isinstance(data, Mapping) or not {"seeds", "descent", "ascent"} <= set(data):
+            raise ValueError("data must be a dict with 'seeds', 'descent' and 'ascent' (what "
+                             "SignFlipResult.to_dict returns)")
+        return cls(**dict(data))
 
     def table(self) -> str:
         def cell(values: list[float]) -> str:

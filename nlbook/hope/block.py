@@ -165,9 +165,11 @@ class HopeBlock(nn.Module):
             ``"attention"`` (sliding-window softmax attention over ``attention_window``
             tokens: the paper's Hope-Attention) or ``"linear_attention"`` (gated linear
             attention); the state field keeps the name ``titans`` for every mixer.
-        dgd, self_modifying: self-modifying Titans' ablation switches (``dgd=False``: the plain
-            gradient step, no erase; ``self_modifying=False``: fixed linear k, v, η, α
-            projections and the value as the memory's target, i.e. plain Titans).
+        dgd, self_modifying, write_rule: self-modifying Titans' ablation switches
+            (``write_rule="gd"``: the plain gradient step on the same L2 objective, η bounded,
+            the paper's "w/o DGD"; ``dgd=False`` = ``write_rule="hebbian"``: the gradient step
+            on the dot-product objective, no erase; ``self_modifying=False``: fixed linear k, v,
+            η, α projections and the value as the memory's target, i.e. plain Titans).
         shared_generator_input, memory_first_std: how self-modifying Titans starts (see
             :class:`nlbook.selfmod.SelfModifyingTitans`): M_v reads x_k instead of its own
             input; the std of the main memory's fixed first layer (None: d^-0.5).
@@ -186,6 +188,7 @@ class HopeBlock(nn.Module):
                  cms_hidden_dim: int | None = None, conv_window: int = 4,
                  conv_init: str = "random", first_order: bool = True, mixer: str = "titans",
                  attention_window: int = 64, dgd: bool = True, self_modifying: bool = True,
+                 write_rule: str | None = None,
                  shared_generator_input: bool = False, memory_first_std: float | None = 1.0,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
@@ -239,6 +242,7 @@ class HopeBlock(nn.Module):
                                               chunk_size_memory=chunk_size_memory,
                                               chunk_size_others=chunk_size_others,
                                               dgd=dgd, self_modifying=self_modifying,
+                                              write_rule=write_rule,
                                               shared_generator_input=shared_generator_input,
                                               memory_first_std=memory_first_std,
                                               generator=generator)

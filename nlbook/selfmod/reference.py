@@ -40,9 +40,12 @@ def reference_self_modifying_titans(layer: SelfModifyingTitans, x: torch.Tensor,
     layer_params = {name: p.double() for name, p in layer.named_parameters()}
 
     def step(weight, x_layer, target, eta, alpha):
-        if layer.dgd:  # DGD (A-eq 57 with retention): erase along x, then write
+        if layer.write_rule == "dgd":  # DGD (A-eq 57 with retention): erase along x, then write
             return dgd_step(weight, x_layer, -target, eta, retention=alpha)
-        # Without DGD: the plain gradient step on −⟨W x, target⟩ with retention (no erase).
+        if layer.write_rule == "gd":  # plain gradient step on ½‖W x − target‖², retention α
+            error = weight @ x_layer - target
+            return alpha * weight - eta * error[:, None] * x_layer[None, :]
+        # Hebbian: the plain gradient step on −⟨W x, target⟩ with retention (no erase).
         return alpha * weight + eta * target[:, None] * x_layer[None, :]
 
     def write(weight, initial_weight, x_layer, target, eta, alpha):
@@ -99,7 +102,9 @@ def reference_self_modifying_titans(layer: SelfModifyingTitans, x: torch.Tensor,
                     k_t = F.normalize(x_t, dim=0)
                     v_t = F.normalize(x_value, dim=0)
                 # softplus underflows to 0 for extreme inputs; η = tiny is the same step
-                eta = F.softplus(mlp(snapshot["eta"], x_t)[0] + lr_bias).clamp_min(1e-300)
+                eta_pre = mlp(snapshot["eta"], x_t)[0] + lr_bias
+                eta = (torch.sigmoid(eta_pre) if layer.write_rule == "gd"
+                       else F.softplus(eta_pre)).clamp_min(1e-300)
                 alpha = torch.sigmoid(mlp(snapshot["alpha"], x_t)[0] + retention_bias)
                 written = running if layer.self_modifying else {"memory": None}
                 for name in written:

@@ -12,6 +12,7 @@ from torch import nn
 
 from nlbook._checks import (
     check_bool,
+    check_choice,
     check_dtype_float,
     check_finite,
     check_instance,
@@ -25,6 +26,14 @@ from nlbook._checks import (
 )
 from nlbook.selfmod.chunk_kernel import _anchored_chunk, gated_delta_chunk, gated_hebbian_chunk
 from nlbook.selfmod.dgd import silu_derivative
+
+#: How a memory of self-modifying Titans writes (every layer it writes, with retention α):
+#: ``"dgd"`` the DGD step (A-eq 57/88, η′ = η/(1 + η‖x‖²), η = softplus: HOPE);
+#: ``"gd"`` the plain gradient step on the same L2 objective, W ← αW − η (W x − u) xᵀ, with
+#: η = sigmoid in (0, 1) (the paper's "w/o DGD" row of Table 6: it still erases, with step η);
+#: ``"hebbian"`` the plain gradient step on the dot-product objective, W ← αW + η u xᵀ, η =
+#: softplus unbounded (no erase: ``dgd=False``, a stability note of chapter 7).
+WRITE_RULES = ("dgd", "gd", "hebbian")
 
 
 @dataclass
@@ -97,6 +106,8 @@ class SelfModifyingTitans(nn.Module):
         memory_first_std: std of the main memory's fixed first layer S1 (default 1.0: unit-
             variance pre-activations at unit keys; None: the fan-in scale d^-0.5, with which
             ‖silu(k S1)‖² ≈ 0.19 and a DGD write with η = 1 stores a sixth of its target).
+        write_rule: how every memory writes, one of :data:`WRITE_RULES` (default "dgd";
+            ``dgd=False`` is "hebbian", kept for the earlier ablation switch).
         generator: torch.Generator for the initialisation.
 
     Call: ``y, state = layer(x, state=None)`` with x (B, T, d_model), any T ≥ 1; pass the
@@ -108,7 +119,7 @@ class SelfModifyingTitans(nn.Module):
                  chunk_size_others: int = 8, retain_toward_initial: bool = True,
                  write_first_layer: bool = False, dgd: bool = True,
                  self_modifying: bool = True, shared_generator_input: bool = False,
-                 memory_first_std: float | None = 1.0,
+                 memory_first_std: float | None = 1.0, write_rule: str | None = None,
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
         check_positive_int("d_model", d_model)
@@ -140,17 +151,29 @@ class SelfModifyingTitans(nn.Module):
                            ("self_modifying", self_modifying)):
             if not isinstance(flag, bool):
                 raise ValueError(f"{name} must be a bool, got {flag!r}")
+        if write_rule is None:
+            write_rule = "dgd" if dgd else "hebbian"
+        check_choice("write_rule", write_rule, WRITE_RULES)
+        if not dgd and write_rule != "hebbian":
+            raise ValueError(f"dgd=False is write_rule='hebbian'; got write_rule={write_rule!r} "
+                             f"with it (give only write_rule)")
+        dgd = write_rule == "dgd"
         if write_first_layer and not self_modifying:
             raise ValueError("write_first_layer=True needs self_modifying=True (without "
                              "self-modification there are no generator memories to write)")
-        if write_first_layer and not dgd:
+        if write_first_layer and write_rule != "dgd":
             # A first layer is written towards a local target pre − ∂L/∂pre, whose DGD step is
             # a gradient step; without DGD's erase that target would add W x xᵀ back in.
-            raise ValueError("dgd=False needs write_first_layer=False (the ablation removes "
-                             "DGD's erase from the written second layers)")
+            raise ValueError(f"write_rule={write_rule!r} (dgd=False) needs "
+                             f"write_first_layer=False (the ablations change the written "
+                             f"second layers only)")
         self.retain_toward_initial = retain_toward_initial
         self.write_first_layer = write_first_layer
         self.dgd, self.self_modifying = dgd, self_modifying
+        self.write_rule = write_rule
+        # DGD and the plain gradient step on the L2 objective erase along the input; the gated
+        # Hebbian write (the step on the dot-product objective) does not.
+        self._erase = write_rule != "hebbian"
         self.shared_generator_input = shared_generator_input
 
         def randn(*shape: int, std: float) -> torch.Tensor:
@@ -178,7 +201,10 @@ class SelfModifyingTitans(nn.Module):
         self.main_memory_first = nn.Parameter(randn(
             heads, d, h, std=d ** -0.5 if memory_first_std is None else memory_first_std))
         self.main_memory_second = nn.Parameter(randn(heads, h, d, std=0.5 * h ** -0.5))
-        self.lr_bias = nn.Parameter(torch.full((heads, 1, 1), math.log(math.e - 1)))  # η ≈ 1
+        # η ≈ 1 for DGD (softplus); for the bounded plain step η = sigmoid(·) ≈ 0.1, so that a
+        # step on an unnormalised hidden input (‖silu(k S1)‖² ≈ 6 at h = 16) starts stable.
+        start = math.log(math.e - 1) if write_rule != "gd" else math.log(0.1 / 0.9)
+        self.lr_bias = nn.Parameter(torch.full((heads, 1, 1), start))
         self.retention_bias = nn.Parameter(torch.full((heads, 1, 1), 3.0))          # α ≈ 0.95
 
     # ---- state -------------------------------------------------------------------------------
@@ -209,9 +235,18 @@ class SelfModifyingTitans(nn.Module):
 
     def _step(self, lr: torch.Tensor, input_norm: torch.Tensor) -> torch.Tensor:
         """The step of a write: DGD's η′ = η/(1 + η‖x‖²) (A-eq 57), or the plain gradient
-        step's η when ``dgd=False``; negated under :func:`nlbook.hope.ascending_writes`."""
-        step = lr / (1 + lr * input_norm) if self.dgd else lr
+        step's η (``write_rule`` "gd" or "hebbian"); negated under
+        :func:`nlbook.hope.ascending_writes`."""
+        step = lr / (1 + lr * input_norm) if self.write_rule == "dgd" else lr
         return step if self.write_sign > 0 else -step
+
+    def _learning_rate(self, pre: torch.Tensor) -> torch.Tensor:
+        """η_t from the learning-rate memory's output (without its bias): softplus for DGD
+        and the Hebbian write (unbounded), sigmoid in (0, 1) for the plain gradient step on
+        the L2 objective ("gd": the bound keeps 1 − η‖x‖² from flipping sign at unit keys)."""
+        if self.write_rule == "gd":
+            return torch.sigmoid(pre + self.lr_bias[..., 0])
+        return F.softplus(pre + self.lr_bias[..., 0])
 
     def _generate(self, x: torch.Tensor, first: torch.Tensor, second: torch.Tensor):
         """k, v, η, α for a chunk of generator inputs x (B, H, 2, C, d) = [x_k; x_v] from a
@@ -221,7 +256,7 @@ class SelfModifyingTitans(nn.Module):
         hidden = F.silu(torch.stack([pre[:, :, 0, :, :h], pre[:, :, 1, :, h:2 * h]], dim=2))
         key_value = x + hidden @ second                                       # (B, H, 2, C, d)
         keys = F.normalize(key_value[:, :, 0], dim=-1)
-        lr = F.softplus(pre[:, :, 0, :, 2 * h] + self.lr_bias[..., 0])       # (B, H, C)
+        lr = self._learning_rate(pre[:, :, 0, :, 2 * h])                      # (B, H, C)
         log_alpha = F.logsigmoid(pre[:, :, 0, :, 2 * h + 1] + self.retention_bias[..., 0])
         return keys, F.normalize(key_value[:, :, 1], dim=-1), lr, log_alpha
 
@@ -247,12 +282,12 @@ class SelfModifyingTitans(nn.Module):
                                   pre_value[..., 2 * h:]], dim=-1)            # (B, H, C, 2h+2)
         key_norm = (keys * keys).sum(-1)
         first, _ = _anchored_chunk(first, anchors[0], keys, first_values,
-                                   self._step(lr, key_norm), log_alpha, erase=self.dgd)
+                                   self._step(lr, key_norm), log_alpha, erase=self._erase)
         hidden_norm = (hidden_key * hidden_key).sum(-1)                      # (B, H, 2, C)
         lr2 = lr.unsqueeze(2)
         second, _ = _anchored_chunk(second, anchors[1], hidden_key, targets - keys_mlp,
                                     self._step(lr2, hidden_norm), log_alpha.unsqueeze(2),
-                                    erase=self.dgd)
+                                    erase=self._erase)
         return (keys, values, lr, log_alpha), first, second
 
     def _memory_chunk(self, keys, values, queries, lr, log_alpha, first_snapshot,
@@ -268,11 +303,11 @@ class SelfModifyingTitans(nn.Module):
         key_norm = (keys * keys).sum(-1)
         first, pre_query = _anchored_chunk(first, anchors[0], keys, first_targets,
                                            self._step(lr, key_norm), log_alpha, queries,
-                                           erase=self.dgd)
+                                           erase=self._erase)
         hidden_norm = (hidden_key * hidden_key).sum(-1)
         second, read = _anchored_chunk(second, anchors[1], hidden_key, targets - keys,
                                        self._step(lr, hidden_norm), log_alpha,
-                                       F.silu(pre_query), erase=self.dgd)
+                                       F.silu(pre_query), erase=self._erase)
         return queries + read, first, second
 
     # ---- the two loops: first layers written (general) or fixed (default, faster) ------------
@@ -360,7 +395,7 @@ class SelfModifyingTitans(nn.Module):
             key_value = F.normalize(x_chunk + hidden_chunk @ second_snap, dim=-1)
             keys, values = key_value.unbind(2)                                # (B, H, C, d)
             scalars = x_chunk[:, :, 0] @ scalar_snap                          # (B, H, C, 2)
-            lr = F.softplus(scalars[..., 0] + self.lr_bias[..., 0])
+            lr = self._learning_rate(scalars[..., 0])
             log_alpha = F.logsigmoid(scalars[..., 1] + self.retention_bias[..., 0])
             generated.append((keys, values, lr, log_alpha))
             if end == length and not keep_state:
@@ -374,13 +409,13 @@ class SelfModifyingTitans(nn.Module):
             targets = values.unsqueeze(2) + hidden_value @ second_snap        # v̂ = M(v)
             key_norm = (keys * keys).sum(-1)
             scalar, _ = _anchored_chunk(scalar, scalar_anchor, keys, values @ scalar_snap,
-                                        self._step(lr, key_norm), log_alpha, erase=self.dgd)
+                                        self._step(lr, key_norm), log_alpha, erase=self._erase)
             hidden_norm = (hidden_key * hidden_key).sum(-1)                   # (B, H, 2, C)
             lr2 = lr.unsqueeze(2)
             second, _ = _anchored_chunk(second, anchors[1], hidden_key,
                                         targets - keys.unsqueeze(2),
                                         self._step(lr2, hidden_norm), log_alpha.unsqueeze(2),
-                                    erase=self.dgd)
+                                    erase=self._erase)
             if (state.position + end) % self.chunk_size_others == 0:
                 scalar_snap, second_snap = scalar, second
             if return_trace:
@@ -401,7 +436,7 @@ class SelfModifyingTitans(nn.Module):
                              .transpose(1, 2), dim=-1)
         keys = F.normalize(inputs, dim=-1)
         scalars = inputs @ torch.cat([self.lr_memory, self.retention_memory], dim=-1)
-        lr = F.softplus(scalars[..., 0] + self.lr_bias[..., 0])
+        lr = self._learning_rate(scalars[..., 0])
         log_alpha = F.logsigmoid(scalars[..., 1] + self.retention_bias[..., 0])
         trace_states = ([(state.position + length, {})] if return_trace else [])
         return (keys, values, lr, log_alpha, state.generator_first_snapshot,
@@ -450,7 +485,7 @@ class SelfModifyingTitans(nn.Module):
                        (hidden_key, hidden_value, hidden_query, base, beta, log_alpha)),
                      strict=True)
         reads, position = [], state.position
-        kernel = gated_delta_chunk if self.dgd else gated_hebbian_chunk
+        kernel = gated_delta_chunk if self._erase else gated_hebbian_chunk
         for chunk_key, chunk_value, chunk_query, chunk_base, chunk_beta, chunk_log_alpha in chunks:
             targets = (chunk_value @ change_snap + chunk_base if self.self_modifying
                        else chunk_base)
