@@ -240,7 +240,7 @@ class FormalResult:
     def verdict(self) -> Verdict:
         """The verdict on "``claim_model`` scores 100 on every task" (Table 5): "not tested
         at this budget" unless the control passed."""
-        return verdict(self.control, self.outcomes())
+        return verdict(self.control, self.outcomes(), seeds=len(self.seeds))
 
     def equal_time_steps(self) -> dict[str, int]:
         """Each trained model's step budget at equal time: the time the slowest model takes

@@ -140,12 +140,12 @@ class LanguageResult:
         """"HOPE has lower perplexity than Transformer++ (and the Transformer)", equal
         tokens."""
         outcomes = [self._outcome("HOPE", name) for name in _TRANSFORMERS]
-        return verdict(self.language_control(), outcomes)
+        return verdict(self.language_control(), outcomes, seeds=len(self.seeds))
 
     def ablation_verdict(self) -> Verdict:
         """"Removing DGD or the CMS raises the loss" (Table 6), equal tokens."""
         outcomes = [self._outcome("HOPE", name) for name in (_WITHOUT_DGD, _WITHOUT_CMS)]
-        return verdict(self.language_control(), outcomes)
+        return verdict(self.language_control(), outcomes, seeds=len(self.seeds))
 
     def context_verdict(self) -> Verdict:
         """"HOPE's loss keeps falling with context; without the CMS or DGD it falls less"
@@ -159,7 +159,7 @@ class LanguageResult:
                 continue
             outcomes.append({1: True, -1: False}.get(
                 compare(hope, loss_cell(self.drops(name))).direction))
-        return verdict(self.context_control(), outcomes)
+        return verdict(self.context_control(), outcomes, seeds=len(self.seeds))
 
     # ---- text --------------------------------------------------------------------------------
     def _cell(self, values: list[float]) -> str:
@@ -311,11 +311,12 @@ def run_language(*, seeds: Sequence[int] = (0, 1, 2), steps: int = 1000,
                  variants: Sequence[str] | None = None, position_length: int = 4096,
                  position_windows: int = 8, scored_characters: int | None = None,
                  corpus=None, progress: bool = False,
-                 log: Callable[[str], None] | None = None) -> LanguageResult:
+                 log: Callable[[str], None] | None = None, **sizes) -> LanguageResult:
     """Train every variant for ``steps`` (equal tokens) per seed, the Transformers again at
     equal time, and score them (see the module docstring). ``variants``: names of
     :data:`LANGUAGE_VARIANTS` (default all; the verdicts need HOPE, both Transformers, the
-    plain-step and the no-CMS variants)."""
+    plain-step and the no-CMS variants). ``sizes``: other arguments of
+    :func:`nlbook.claims.ablation.ablation_configs` (default: the ``tiny`` preset's)."""
     from nlbook.claims.ablation import ablation_configs
     from nlbook.data import CharCorpus, load_corpus
     from nlbook.hope.speed import _training_step
@@ -355,7 +356,7 @@ def run_language(*, seeds: Sequence[int] = (0, 1, 2), steps: int = 1000,
     setting: dict[str, object] = {}
     for seed in seeds:
         configs = ablation_configs(steps=steps, seed=seed, vocab_size=corpus.vocab_size,
-                                   variants=names)
+                                   variants=names, **sizes)
         first = next(iter(configs.values()))
         setting = {"steps": steps, "batch_size": first.batch_size,
                    "context_length": first.context_length,

@@ -242,7 +242,7 @@ class MQARResult:
                                                          .direction))
         outcomes.append({-1: True, 1: False}.get(compare(hope, self.cell("transformer++"))
                                                  .direction))
-        return verdict(self.control(), outcomes)
+        return verdict(self.control(), outcomes, seeds=len(self.seeds))
 
     def recall_summary(self) -> str:
         """One sentence for the claims map."""

@@ -258,7 +258,8 @@ class Verdict:
 
 
 def verdict(control: Control | None, outcomes: Sequence[bool | None], *,
-            testable_on_cpu: bool = True, mechanism_exercised: bool = True) -> Verdict:
+            testable_on_cpu: bool = True, mechanism_exercised: bool = True,
+            seeds: int | None = None) -> Verdict:
     """The verdict on a claim from its control and its per-test outcomes.
 
     Args:
@@ -270,6 +271,8 @@ def verdict(control: Control | None, outcomes: Sequence[bool | None], *,
         testable_on_cpu: False for claims no CPU run can test.
         mechanism_exercised: False when the setup cannot exercise the mechanism the claim
             credits (then "not tested at this budget").
+        seeds: how many seeds each cell holds (None: not checked); fewer than
+            :data:`MIN_SEEDS` gives "not tested at this budget" (a sketch, not a result).
 
     Rules, in order: not testable -> "not testable on a CPU"; no control, a failed control,
     the mechanism not exercised, or no outcome -> "not tested at this budget"; every outcome
@@ -278,6 +281,7 @@ def verdict(control: Control | None, outcomes: Sequence[bool | None], *,
     """
     check_bool("testable_on_cpu", testable_on_cpu)
     check_bool("mechanism_exercised", mechanism_exercised)
+    check_int("seeds", seeds, low=1, allow_none=True)
     if control is not None and not isinstance(control, Control):
         raise ArgumentTypeError(f"control must be a Control or None, got {describe(control)}")
     if isinstance(outcomes, (str, bytes)) or not isinstance(outcomes, Sequence):
@@ -295,6 +299,10 @@ def verdict(control: Control | None, outcomes: Sequence[bool | None], *,
     if not mechanism_exercised:
         return Verdict("not tested at this budget",
                        "the setup cannot exercise the mechanism the claim credits")
+    if seeds is not None and seeds < MIN_SEEDS:
+        return Verdict("not tested at this budget",
+                       f"{seeds} seed{'s' if seeds > 1 else ''}: a sketch; a verdict needs "
+                       f"{MIN_SEEDS}")
     if not outcomes:
         return Verdict("not tested at this budget", "no test of the claim was run")
     supported = sum(outcome is True for outcome in outcomes)

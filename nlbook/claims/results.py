@@ -28,10 +28,23 @@ from pathlib import Path
 from nlbook._checks import check_callable, check_choice, check_str
 from nlbook.claims.protocol import VERDICTS, Control, Verdict
 
-__all__ = ["CLAIMS_EXPERIMENTS", "CLAIMS_RESULTS_PATH", "RECALL_MODELS", "RECALL_SETTING",
-           "claims_record", "experiment_record", "git_commit", "load_claims_results",
-           "merge_claims_records", "rebuild_claims_record", "run_claims_experiment",
-           "save_claims_record", "write_json_atomically"]
+__all__ = [
+    "CLAIMS_EXPERIMENTS",
+    "CLAIMS_RESULTS_PATH",
+    "RECALL_MODELS",
+    "RECALL_SETTING",
+    "claims_protocol_minutes",
+    "claims_record",
+    "experiment_record",
+    "git_commit",
+    "load_claims_results",
+    "merge_claims_records",
+    "rebuild_claims_record",
+    "run_claims_experiment",
+    "save_claims_record",
+    "show_claims_record",
+    "write_json_atomically",
+]
 
 #: Where the full protocol writes its results.
 CLAIMS_RESULTS_PATH = Path(__file__).resolve().parents[2] / "data" / "claims.json"
@@ -119,6 +132,29 @@ def claims_record(name: str, path: str | os.PathLike | None = None) -> dict[str,
     return results[name]
 
 
+def show_claims_record(name: str, path: str | os.PathLike | None = None) -> str:
+    """What chapter 7 prints for one experiment of the full protocol: its table (which ends
+    with its control and verdict), then the command, commit, seeds and time of the run."""
+    record = claims_record(name, path)
+    seeds = ", ".join(str(seed) for seed in record["seeds"])
+    return (f"{record['table']}\n-- full protocol: `{record['command']}` (commit "
+            f"{record['commit']}, seeds {seeds}, {float(record['seconds']) / 60:.0f} min of "
+            f"one CPU thread)\n-- verdict: {record['verdict']} ({record['why']})")
+
+
+def claims_figure(name: str, path: str | os.PathLike | None = None):
+    """The figure of one experiment of the full protocol, drawn from its stored result (its
+    result class's ``plot()``)."""
+    check_choice("name", name, tuple(_EXPERIMENTS))
+    figure_of = _EXPERIMENTS[name][2](claims_record(name, path)["result"])
+    return figure_of.plot()
+
+
+def claims_protocol_minutes(path: str | os.PathLike | None = None) -> float:
+    """Minutes of one CPU thread that the full protocol's records took together."""
+    return sum(float(record["seconds"]) for record in load_claims_results(path).values()) / 60
+
+
 def save_claims_record(name: str, record: Mapping[str, object],
                        path: str | os.PathLike | None = None, *,
                        lock_timeout: float = 60.0) -> None:
@@ -190,7 +226,8 @@ def _parity_record(result, *, command: str, seconds: float) -> dict[str, object]
     summary = ("parity, strings right %, delta rule with beta in (0, 2) against beta in "
                "(0, 1): " + "; ".join(readings))
     return experiment_record(command=command, seconds=seconds, seeds=result.seeds,
-                             control=result.control, verdict=verdict(result.control, outcomes),
+                             control=result.control,
+                             verdict=verdict(result.control, outcomes, seeds=len(result.seeds)),
                              summary=summary, table=result.table(), result=result.to_dict())
 
 

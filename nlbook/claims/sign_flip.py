@@ -78,7 +78,7 @@ class SignFlipResult:
         on HOPE's MQAR accuracy: holds when ascent and descent differ by no more than twice the
         spread, does not hold when they differ beyond it."""
         direction = compare(self.cell("ascent"), self.cell("descent")).direction
-        return verdict(self.control, [direction == 0])
+        return verdict(self.control, [direction == 0], seeds=len(self.seeds))
 
     def summary(self) -> str:
         text = (f"MQAR test accuracy %, {len(self.seeds)} seeds: descent "
