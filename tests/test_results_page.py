@@ -20,13 +20,23 @@ def _tool():
 
 def test_every_results_block_equals_its_files():
     tool = _tool()
-    text = (ROOT / "RESULTS.md").read_text(encoding="utf-8")
-    names = [match.group("name") for match in tool.BLOCK.finditer(text)]
-    assert names, "RESULTS.md has no results block"
-    for match in tool.BLOCK.finditer(text):
-        assert match.group("body") == tool.render(match.group("name")), (
-            f"RESULTS.md block {match.group('name')!r} is out of date: run "
-            f"python tools/results_tables.py")
+    for page in ("RESULTS.md", "README.md"):
+        text = (ROOT / page).read_text(encoding="utf-8")
+        names = [match.group("name") for match in tool.BLOCK.finditer(text)]
+        assert names, f"{page} has no results block"
+        for match in tool.BLOCK.finditer(text):
+            assert match.group("body") == tool.render(match.group("name")), (
+                f"{page} block {match.group('name')!r} is out of date: run "
+                f"python tools/results_tables.py")
+
+
+def test_the_readme_and_the_results_page_carry_the_claims_verdicts():
+    tool = _tool()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    names = {match.group("name") for match in tool.BLOCK.finditer(readme)}
+    assert {"claims-verdicts", "claims-protocol-time"} <= names
+    results = (ROOT / "RESULTS.md").read_text(encoding="utf-8")
+    assert "claims-map" in {match.group("name") for match in tool.BLOCK.finditer(results)}
 
 
 def test_a_number_changed_by_hand_is_caught():

@@ -7,9 +7,12 @@ RESULTS.md holds blocks such as::
     <!-- /results -->
 
 Each block is rewritten from ``data/<name>-seed*.json`` (files that ``python -m nlbook.bench
-mqar --json`` wrote, one per seed), or, for ``claims-map``, from ``nlbook.claims.CLAIMS``, so
-no number of a run is typed by hand here;
-``tests/test_results_page.py`` fails when a block and its files disagree.
+mqar --json`` wrote, one per seed), or from the full protocol's results file
+``data/claims.json``: ``claims-map`` (the whole map), ``claims-verdicts`` (topic and verdict,
+the README's), ``claims-protocol-time`` (the minutes the full protocol took) and
+``claims/<experiment>`` (one experiment's table), so no number of a run is typed by hand here;
+``tests/test_results_page.py`` fails when a block and its files disagree. Both RESULTS.md and
+README.md are rewritten.
 
     python tools/results_tables.py           # rewrite every block of RESULTS.md
     python tools/results_tables.py --check   # exit 1 if a block is out of date
@@ -24,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "RESULTS.md"
+PAGES = (ROOT / "RESULTS.md", ROOT / "README.md")
 BLOCK = re.compile(r"(<!-- results: (?P<name>[\w./-]+) -->\n)(?P<body>.*?)(<!-- /results -->)",
                    re.DOTALL)
 
@@ -42,6 +46,22 @@ def render(name: str) -> str:
         from nlbook.claims import claims_table
 
         return claims_table() + "\n"
+    if name == "claims-verdicts":
+        from nlbook.claims import claims_verdicts_table
+
+        return claims_verdicts_table() + "\n"
+    if name == "claims-protocol-time":
+        from nlbook.claims.results import claims_protocol_minutes, load_claims_results
+
+        count = len(load_claims_results())
+        return (f"The full protocol (`python -m nlbook.bench claims`, {count} experiments, "
+                f"three seeds each) took **{claims_protocol_minutes():.0f} minutes** of one CPU "
+                f"thread on this project's 2-core machine (the sum of its records' times in "
+                f"`data/claims.json`; experiments can run in parallel processes).\n")
+    if name.startswith("claims/"):
+        from nlbook.claims.results import show_claims_record
+
+        return "```\n" + show_claims_record(name.split("/", 1)[1]) + "\n```\n"
 
     paths = sorted((ROOT / "data").glob(f"{name}-seed*.json"), key=_seed_number)
     if not paths:
@@ -70,15 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="only check: exit 1 if a block differs from its files")
     args = parser.parse_args(argv)
-    text = PAGE.read_text(encoding="utf-8")
-    new = rewritten(text)
-    if args.check:
-        if new != text:
-            print("RESULTS.md is out of date: run python tools/results_tables.py",
-                  file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(new, encoding="utf-8")
+    stale = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        new = rewritten(text)
+        if new == text:
+            continue
+        if args.check:
+            stale.append(page.name)
+        else:
+            page.write_text(new, encoding="utf-8")
+    if stale:
+        print(f"{', '.join(stale)} out of date: run python tools/results_tables.py",
+              file=sys.stderr)
+        return 1
     return 0
 
 

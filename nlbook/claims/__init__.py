@@ -13,7 +13,15 @@ pure plot of :mod:`nlbook.viz` (``.plot()``):
   :func:`run_recall` → :class:`RecallGapResult`
 - :mod:`nlbook.claims.continual`  continual learning A → B → A, forgetting and recovery:
   :func:`run_continual` → :class:`ContinualResult`, :func:`continual_metrics`
-- :mod:`nlbook.claims.table`      the claims map (each claim, its scale, the verdict here)
+- :mod:`nlbook.claims.language`   Tiny Shakespeare at equal tokens: perplexity, the ablation
+  and the loss against context (arXiv Tables 2 and 6, Fig. 10): :func:`run_language`
+- :mod:`nlbook.claims.mqar`, :mod:`nlbook.claims.sign_flip`  recall (MQAR) and the sign flip
+- :mod:`nlbook.claims.protocol`   the rules every experiment follows (budgets, seeds, controls,
+  verdicts)
+- :mod:`nlbook.claims.results`    the full protocol's results file ``data/claims.json``
+  (``python -m nlbook.bench claims``)
+- :mod:`nlbook.claims.table`      the claims map (each claim, its scale, the verdict here),
+  read from the results file
 
 Every experiment takes ``models`` (name → factory of a fresh ``nn.Module``, called as
 ``factory(seed=seed)``), a budget in optimizer steps (equal steps for every model; the
@@ -49,6 +57,7 @@ from nlbook.claims.formal import (
     formal_switches,
     run_formal,
 )
+from nlbook.claims.language import LANGUAGE_VARIANTS, LanguageResult, run_language
 from nlbook.claims.mqar import (
     MQAR_MODELS,
     MQARResult,
@@ -65,15 +74,32 @@ from nlbook.claims.recall import (
     run_recall,
     visible_gap,
 )
+from nlbook.claims.results import (
+    CLAIMS_EXPERIMENTS,
+    claims_figure,
+    claims_record,
+    load_claims_results,
+    run_claims_experiment,
+    show_claims_record,
+)
 from nlbook.claims.sign_flip import SignFlipResult, run_sign_flip
-from nlbook.claims.table import CLAIMS, VERDICTS, Claim, claims_table
+from nlbook.claims.table import (
+    CLAIMS,
+    VERDICTS,
+    Claim,
+    claims_from_results,
+    claims_table,
+    claims_verdicts_table,
+)
 
 __all__ = [
     "ABLATION_VARIANTS",
     "CLAIMS",
+    "CLAIMS_EXPERIMENTS",
     "FORMAL_TEST_LENGTHS",
     "FORMAL_TRAIN_LENGTHS",
     "LANGUAGE_LABELS",
+    "LANGUAGE_VARIANTS",
     "MQAR_MODELS",
     "RECALL_GAPS",
     "VERDICTS",
@@ -83,6 +109,7 @@ __all__ = [
     "ContinualMetrics",
     "ContinualResult",
     "FormalResult",
+    "LanguageResult",
     "MQARResult",
     "MQARRun",
     "ModelFactory",
@@ -91,21 +118,29 @@ __all__ = [
     "Switch",
     "TextLearner",
     "ablation_configs",
+    "claims_figure",
+    "claims_from_results",
+    "claims_record",
     "claims_table",
+    "claims_verdicts_table",
     "continual_metrics",
     "continual_models",
     "formal_models",
     "formal_switches",
     "format_table",
+    "load_claims_results",
     "mqar_models",
     "recall_models",
     "recall_switches",
     "run_ablation",
+    "run_claims_experiment",
     "run_continual",
     "run_formal",
+    "run_language",
     "run_mqar",
     "run_recall",
     "run_sign_flip",
+    "show_claims_record",
     "visible_gap",
     "wilson_interval",
 ]

@@ -189,16 +189,19 @@ QUESTIONS = {
         26, independent of everything else in the prompt, so any guess is right 1 time in 26
         (3.8 %), not 0 %. That is why a Transformer's recall beyond its window is at chance by
         construction, and why the fact-removed control must be at chance for every model."""),
-    "always_reject": Question(
-        {"a": "0 %", "b": "50 %", "c": "100 %", "d": "it depends on the language"},
+    "finding_or_noise": Question(
+        {"a": "yes: A's mean is higher than B's",
+         "b": "no: the difference is smaller than twice A's spread over seeds",
+         "c": "yes: A reaches 100 % in two seeds of three",
+         "d": "no: a difference of accuracies is never a finding"},
         "b",
-        """The test strings of every bin are balanced: half are in the language, half are near
-        misses. A model that rejects every string longer than anything it trained on is right on
-        every negative and wrong on every positive of Bin1: 50 %, the chance level of this
-        task. (The papers score the same languages with a character-prediction target on
-        positive strings only, where guessing scores near 0 %; their numbers and these are not
-        on one scale.) So a Bin1 accuracy near 50 % means the model learned nothing that
-        carries to longer strings, whatever its Bin0 accuracy."""),
+        """A's three seeds (100 %, 40 %, 100 %) have a mean of 80 % and a standard deviation
+        near 35 points; B's (70 %, 72 %, 68 %) 70 % and 2 points. The difference of the means,
+        10 points, is far below twice the larger spread (about 69 points): one of A's seeds
+        failed outright, and a fourth seed could as well fail again. The protocol reads a
+        difference as a finding only beyond twice the spread (and beyond 2 points), so here
+        neither "A beats B" nor "B beats A" is read. This is why each cell of chapter 7 has
+        three seeds: with one seed, A's first run alone would have "won" by 30 points."""),
 }
 SOLUTIONS = solutions.BY_CHAPTER["what_memory_buys"]
 _CHAPTER = Chapter(__name__, QUESTIONS, SOLUTIONS)
