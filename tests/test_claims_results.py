@@ -134,6 +134,14 @@ def test_bad_records_and_names_are_refused(tmp_path):
         load_claims_results(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="combined"):
         merge_claims_records("formal", [{"result": {}}])
+    from nlbook.claims.results import run_claims_experiment
+
+    with pytest.raises(ValueError, match="name"):
+        run_claims_experiment("bogus")
+    with pytest.raises(ValueError, match="seeds"):
+        run_claims_experiment("recall", seeds=[-1])
+    with pytest.raises(ValueError, match="log"):
+        run_claims_experiment("recall", log=3)
 
 
 def test_bench_claims_merges_parts_and_rebuilds(tmp_path, capsys):
@@ -158,7 +166,7 @@ def _language(seeds, hope=1.70, transformer=1.80, without_dgd=1.75, drop=0.10):
     for index, seed in enumerate(seeds):
         jitter = 0.001 * index
 
-        def run(stream, early=2.0, late=None, parameters=100, equal=None):
+        def run(stream, early=2.0, late=None, parameters=100, equal=None, jitter=jitter):
             late = early - drop if late is None else late
             out = {"parameters": parameters, "steps": 10, "seconds": 1.0, "fresh": stream,
                    "stream": stream + jitter, "early": early, "late": late,

@@ -2168,6 +2168,87 @@ entry(claims_sign_flip.run_sign_flip,
        "test_size": Int(low=1, role="cost"), "language_model": Obj(none=True),
        "stream_ids": Obj(none=True), "log": Func(none=True)}, same=False, alarm=30.0)
 
+# ---- chapter 7's full protocol: nlbook.claims.language, nlbook.claims.results, the map ------
+from nlbook.claims import language as claims_language  # noqa: E402
+from nlbook.claims import results as claims_results  # noqa: E402
+
+exempt(claims_language.LanguageResult, RECORD)
+entry(claims_language.run_language,
+      lambda: dict(seeds=(0,), steps=1, variants=["Transformer"], position_length=16,
+                   position_windows=1, scored_characters=40, corpus=ablation_corpus(),
+                   progress=False, log=None, **ABLATION_SIZES),
+      # variants=None trains every variant at the given sizes: fuzzed by the extras only
+      {"seeds": SEEDS, "steps": Int(low=1, role="cost"), "variants": Free(),
+       "position_length": Int(low=1, role="cost"), "position_windows": Int(low=1, role="cost"),
+       "scored_characters": Int(low=1, none=True, role="cost"), "corpus": Free(),
+       "progress": Bool(), "log": Func(none=True)}, same=False, alarm=60.0,
+      extra=[("variants", "a name not in LANGUAGE_VARIANTS", ["bogus"], REFUSE),
+             ("corpus", "an int", 3, REFUSE), ("corpus", "a str", "bogus", REFUSE)])
+
+
+def claims_fixture_file() -> str:
+    """A results file with one made-up recall record (three seeds)."""
+    path = Path(tempfile.mkdtemp()) / "claims.json"
+    claims_results.save_claims_record("recall", claims_fixture_record(), path)
+    return str(path)
+
+
+def claims_fixture_record(seed: int | None = None) -> dict:
+    seeds = [0, 1, 2] if seed is None else [seed]
+    runs = {name: [claims_mqar.MQARRun(0.9, 90, 100, (0.8, 0.95), None, [(1, 0.9)], 1.0, 10)
+                   for _ in seeds] for name in ("hope", "delta", "transformer++")}
+    result = claims_mqar.MQARResult(runs, seeds, {"steps": 1, "sequence_length": 8,
+                                                  "kv_pairs": 2})
+    return claims_results.experiment_record(
+        command="python -m nlbook.bench claims --experiments recall", seconds=1.0, seeds=seeds,
+        control=result.control(), verdict=result.recall_verdict(),
+        summary=result.recall_summary(), table=result.table(), result=result.to_dict())
+
+
+PATH = Free()  # a file path: any str is one; non-paths are the extras
+PATH_EXTRAS = [("path", "an int", 3, REFUSE), ("path", "''", "", REFUSE)]
+entry(claims_results.git_commit, dict, {}, same=False)
+entry(claims_results.write_json_atomically,
+      lambda: dict(path=str(Path(tempfile.mkdtemp()) / "x.json"), data={"a": 1}),
+      {"path": PATH, "data": Free()}, same=False, extra=PATH_EXTRAS)
+entry(claims_results.experiment_record,
+      lambda: dict(command="python -m nlbook.bench claims", seconds=1.0, seeds=[0, 1, 2],
+                   control=None, verdict=claims.protocol.Verdict("holds", "why"),
+                   summary="s", table="t", result={}),
+      {"command": Str(), "seconds": Float(0, math.inf, high_inclusive=False), "seeds": SEEDS,
+       "control": Obj(none=True), "verdict": Obj(), "summary": Str(), "table": Str(),
+       "result": Obj()}, same=False)
+entry(claims_results.load_claims_results, lambda: dict(path=claims_fixture_file()),
+      {"path": PATH}, same=False, extra=PATH_EXTRAS)
+entry(claims_results.claims_record, lambda: dict(name="recall", path=claims_fixture_file()),
+      {"name": Str(), "path": PATH}, same=False, extra=PATH_EXTRAS)
+entry(claims_results.show_claims_record,
+      lambda: dict(name="recall", path=claims_fixture_file()),
+      {"name": Str(), "path": PATH}, same=False, extra=PATH_EXTRAS)
+entry(claims_results.claims_figure, lambda: dict(name="recall", path=claims_fixture_file()),
+      {"name": Str(), "path": PATH}, same=False, extra=PATH_EXTRAS)
+entry(claims_results.claims_protocol_minutes, lambda: dict(path=claims_fixture_file()),
+      {"path": PATH}, same=False, extra=PATH_EXTRAS)
+entry(claims_results.save_claims_record,
+      lambda: dict(name="recall", record=claims_fixture_record(),
+                   path=str(Path(tempfile.mkdtemp()) / "claims.json"), lock_timeout=5.0),
+      {"name": Str(), "record": Obj(), "path": PATH,
+       "lock_timeout": Float(0, 3600)}, same=False, extra=PATH_EXTRAS)
+entry(claims_results.merge_claims_records,
+      lambda: dict(name="recall", records=[claims_fixture_record(seed) for seed in range(3)]),
+      {"name": Str(), "records": Obj()}, same=False,
+      extra=[("records", "[]", [], REFUSE), ("records", "a list of ints", [1, 2], REFUSE)])
+entry(claims_results.rebuild_claims_record,
+      lambda: dict(name="recall", record=claims_fixture_record()),
+      {"name": Str(), "record": Obj()}, same=False)
+exempt(claims_results.run_claims_experiment,
+       "runs one experiment of the full protocol (minutes to hours); its refusals are tested "
+       "in tests/test_claims_results.py and each experiment's function is fuzzed here")
+entry(claims_table.claims_from_results, lambda: dict(path=claims_fixture_file()),
+      {"path": PATH}, same=False, extra=PATH_EXTRAS)
+entry(claims_table.claims_verdicts_table, lambda: dict(claims=[]), {"claims": Obj(none=True)},
+      same=False)
+
 
 def continual_factories():
     return {"T": lambda: transformer.TransformerLM(len(corpus_pair()[0].vocabulary), 8, 1, 2,
@@ -2475,6 +2556,9 @@ def bad_command_lines(tmp: Path) -> list[tuple[str, object, list[str], Path | No
                  ["mqar", "--json", ""], ["mqar", "--json", "results.txt"],
                  ["mqar", "--kv", "0"], ["sign-flip", "--seeds", "x"],
                  ["sign-flip", "--steps", "0"],
+                 ["claims", "--experiments", "bogus"], ["claims", "--seeds", "0,x"],
+                 ["claims", "--output", "claims.txt"],
+                 ["claims", "--merge", str(tmp / "missing.json")],
                  ["shakespeare", "--data", str(tmp / "missing.txt")],
                  ["shakespeare", "--data", ""],
                  ["stateful", "--data", str(tmp / "missing.txt"), "--steps", "1"],

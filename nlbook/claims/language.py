@@ -374,8 +374,9 @@ def run_language(*, seeds: Sequence[int] = (0, 1, 2), steps: int = 1000,
                                             vocab_size=corpus.vocab_size, seed=seed)
         seconds_per_step = interleaved_step_seconds(closures, rounds=5)
         step_ms[str(seed)] = {name: 1000 * value for name, value in seconds_per_step.items()}
-        budget_seconds = steps * max(value for name, value in seconds_per_step.items()
-                                     if name not in _TRANSFORMERS)
+        budget_seconds = steps * max((value for name, value in seconds_per_step.items()
+                                      if name not in _TRANSFORMERS),
+                                     default=max(seconds_per_step.values()))
         equal_steps = equal_time_steps(seconds_per_step, budget_seconds)
         runs[str(seed)], curves[str(seed)] = {}, {}
         for name, config in configs.items():

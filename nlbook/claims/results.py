@@ -19,13 +19,14 @@ number a run produces is typed by hand.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from nlbook._checks import check_callable, check_choice, check_str
+from nlbook._checks import check_callable, check_choice, check_scalar_in_range, check_str
 from nlbook.claims.protocol import VERDICTS, Control, Verdict
 
 __all__ = [
@@ -63,6 +64,15 @@ CLAIMS_EXPERIMENTS: dict[str, str] = {
 }
 
 
+def _path(name: str, value: object, default: Path | None = None) -> Path:
+    """``value`` as a Path (None: ``default``), or ValueError naming ``name``."""
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise ValueError(f"{name} must be a file path (str or os.PathLike), got {value!r}")
+    return Path(value)
+
+
 def git_commit() -> str:
     """The short commit of the checkout this package runs from ("unknown" outside git)."""
     try:
@@ -76,7 +86,7 @@ def git_commit() -> str:
 def write_json_atomically(path: str | os.PathLike, data: object) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file and a rename, so a reader
     never sees half a file and an interrupted write leaves the old file whole."""
-    path = Path(path)
+    path = _path("path", path)
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(temporary, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=1, ensure_ascii=False)
@@ -88,7 +98,11 @@ def experiment_record(*, command: str, seconds: float, seeds: Sequence[int],
                       control: Control | None, verdict: Verdict, summary: str, table: str,
                       result: Mapping[str, object]) -> dict[str, object]:
     """One entry of the results file (see the module docstring)."""
+    from nlbook.claims._common import check_seeds
+
     check_str("command", command)
+    check_scalar_in_range("seconds", seconds, 0.0, math.inf, high_inclusive=False)
+    seeds = check_seeds(seeds)
     check_str("summary", summary)
     check_str("table", table)
     if not isinstance(verdict, Verdict):
@@ -109,7 +123,7 @@ def experiment_record(*, command: str, seconds: float, seeds: Sequence[int],
 
 def load_claims_results(path: str | os.PathLike | None = None) -> dict[str, dict]:
     """The experiments of the results file: name -> record ({} when there is no file)."""
-    path = Path(CLAIMS_RESULTS_PATH if path is None else path)
+    path = _path("path", path, CLAIMS_RESULTS_PATH)
     if not path.exists():
         return {}
     try:
@@ -165,7 +179,8 @@ def save_claims_record(name: str, record: Mapping[str, object],
     check_choice("name", name, tuple(CLAIMS_EXPERIMENTS))
     if not isinstance(record, Mapping) or "verdict" not in record:
         raise ValueError(f"record must be a dict from experiment_record, got {record!r}")
-    path = Path(CLAIMS_RESULTS_PATH if path is None else path)
+    path = _path("path", path, CLAIMS_RESULTS_PATH)
+    check_scalar_in_range("lock_timeout", lock_timeout, 0.0, 3600.0)
     lock = path.with_name(path.name + ".lock")
     deadline = time.monotonic() + lock_timeout
     while True:
@@ -342,6 +357,11 @@ def merge_claims_records(name: str, records: Sequence[Mapping[str, object]]
     if combine is None:
         raise ValueError(f"name {name!r}: its results cannot be combined; run its seeds in "
                          f"one process")
+    for index, item in enumerate(records):
+        if not isinstance(item, Mapping) or not {"result", "command", "seconds",
+                                                 "commit"} <= set(item):
+            raise ValueError(f"records[{index}] must be a record of the results file (with "
+                             f"result, command, seconds and commit), got {item!r}")
     results = [from_dict(item["result"]) for item in records]
     merged = record(combine(results),
                     command=" && ".join(str(item["command"]) for item in records),
