@@ -58,8 +58,8 @@ ALLOWED: dict[str, dict[str, str]] = {
         "13.04": "the paper's Table 6: without the CMS (quoted from the paper)",
         "13.6": "the paper's Table 6: without momentum, about (quoted from the paper)",
         "13.7": "the paper's Table 6: without weight decay, about (quoted from the paper)",
-        "3.8": "1/26 as a percentage: arithmetic on the 26 letters of an answer",
-        "3.26": "ln 26 in nats: arithmetic on the 26 letters of an answer",
+        "95 %": "the protocol's level: a 95 % interval, and the LSTM control's threshold "
+                "(nlbook.claims.protocol, declared before any run)",
         "1.3": "the paper's largest language model, 1.3B parameters (quoted from the paper)",
     },
     "06_tiny_shakespeare.py": {
