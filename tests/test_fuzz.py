@@ -310,11 +310,12 @@ def small_transformer_plus_plus():
 
 entry(transformer_plus_plus.TransformerPlusPlusLM,
       lambda: dict(vocab_size=V, d_model=8, n_layers=1, n_heads=2, context_length=8,
-                   mlp_ratio=2, dropout=0.0, rotary_base=10000.0),
+                   mlp_ratio=2, dropout=0.0, rotary_base=10000.0, window=4),
       {"vocab_size": Int(low=1), "d_model": Int(low=1), "n_layers": Int(low=1),
        "n_heads": Int(low=1), "context_length": Int(low=1), "mlp_ratio": Int(low=1),
        "dropout": Float(0, 1, high_inclusive=False),
-       "rotary_base": Float(1, low_inclusive=False)}, same=False)
+       "rotary_base": Float(1, low_inclusive=False), "window": Int(low=1, none=True)},
+      same=False)
 method("TransformerPlusPlusLM.forward",
        lambda idx, targets: small_transformer_plus_plus()(idx, targets),
        lambda: dict(idx=tokens(2, 5, V), targets=tokens(2, 5, V, seed=1)),

@@ -13,6 +13,8 @@ pure plot of :mod:`nlbook.viz` (``.plot()``):
   :func:`run_recall` → :class:`RecallGapResult`
 - :mod:`nlbook.claims.continual`  continual learning A → B → A, forgetting and recovery:
   :func:`run_continual` → :class:`ContinualResult`, :func:`continual_metrics`
+- :mod:`nlbook.claims.phased`     continual learning in context (phased MQAR: A, B, A's queries
+  again, weights frozen): :func:`run_phased_mqar` → :class:`PhasedMQARResult`
 - :mod:`nlbook.claims.table`      the claims map (each claim, its scale, the verdict here)
 
 Every experiment takes ``models`` (name → factory of a fresh ``nn.Module``, called as
@@ -56,6 +58,15 @@ from nlbook.claims.mqar import (
     mqar_models,
     run_mqar,
 )
+from nlbook.claims.phased import (
+    PHASED_CLAIM,
+    PHASED_MODELS,
+    PhasedMQARResult,
+    PhasedRun,
+    phased_models,
+    phased_switches,
+    run_phased_mqar,
+)
 from nlbook.claims.protocol import wilson_interval
 from nlbook.claims.recall import (
     RECALL_GAPS,
@@ -75,6 +86,8 @@ __all__ = [
     "FORMAL_TRAIN_LENGTHS",
     "LANGUAGE_LABELS",
     "MQAR_MODELS",
+    "PHASED_CLAIM",
+    "PHASED_MODELS",
     "RECALL_GAPS",
     "VERDICTS",
     "AblationResult",
@@ -86,6 +99,8 @@ __all__ = [
     "MQARResult",
     "MQARRun",
     "ModelFactory",
+    "PhasedMQARResult",
+    "PhasedRun",
     "RecallGapResult",
     "SignFlipResult",
     "Switch",
@@ -98,12 +113,15 @@ __all__ = [
     "formal_switches",
     "format_table",
     "mqar_models",
+    "phased_models",
+    "phased_switches",
     "recall_models",
     "recall_switches",
     "run_ablation",
     "run_continual",
     "run_formal",
     "run_mqar",
+    "run_phased_mqar",
     "run_recall",
     "run_sign_flip",
     "visible_gap",
