@@ -639,7 +639,7 @@ def bench_mqar(args: argparse.Namespace) -> None:
 
 
 #: The phased-MQAR budget sized for one CPU thread (``python -m nlbook.bench phased-mqar``).
-PHASED_STEPS, PHASED_LR, PHASED_WARMUP = 1200, 3e-3, 300
+PHASED_STEPS, PHASED_LR, PHASED_WARMUP, PHASED_GAP = 600, 3e-3, 200, 4
 
 
 def _phased_name_list(text: str) -> list[str]:
@@ -660,7 +660,7 @@ def _phased_mqar_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=_phased_name_list, default=list(PHASED_MODELS),
                         help=f"comma-separated models from {','.join(PHASED_MODELS)} (default "
                              f"all; HOPE with its CMS frozen in context is scored on the "
-                             f"trained hope)")
+                             f"trained hope; the positive control is hope-attention)")
     parser.add_argument("--seeds", type=_seed_list, default=[0, 1, 2],
                         help="comma-separated seeds, one run of every model each (default 0,1,2)")
     parser.add_argument("--steps", type=positive_int, default=PHASED_STEPS,
@@ -675,9 +675,9 @@ def _phased_mqar_arguments(parser: argparse.ArgumentParser) -> None:
                              f"decay (default {PHASED_WARMUP})")
     parser.add_argument("--pairs", type=positive_int, default=4,
                         help="key-value pairs in each of set A and set B (default 4)")
-    parser.add_argument("--gap", type=non_negative_int, default=8,
-                        help="blanks between a set's pairs and its queries, and before A's last "
-                             "queries (default 8)")
+    parser.add_argument("--gap", type=non_negative_int, default=PHASED_GAP,
+                        help=f"blanks between a set's pairs and its queries, and before A's last "
+                             f"queries (default {PHASED_GAP})")
     parser.add_argument("--vocab", type=positive_int, default=64,
                         help="vocabulary size V: keys below V/2, values above (default 64)")
     parser.add_argument("--d-model", type=positive_int, default=64,
@@ -690,16 +690,23 @@ def _phased_mqar_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print every model's training loss every 100 steps (default: off)")
     parser.add_argument("--json", type=_json_path, default=None, metavar="PATH",
                         help="also write every run (per seed and block: correct answers and "
-                             "queries, ms/step) and the setting to this JSON file (default: "
-                             "none, print only)")
+                             "queries, ms/step) and the setting to this JSON file, rewritten "
+                             "after every seed (default: none, print only)")
 
 
 def bench_phased_mqar(args: argparse.Namespace) -> None:
-    """Continual learning in context: phased MQAR (A, B, A's queries again), weights frozen."""
+    """Continual learning in context: phased MQAR (A, B, A's queries again), weights frozen.
+    The seeds run one after the other; the JSON file is rewritten after each (a run cut short
+    keeps its finished seeds)."""
     import time
 
     from nlbook._checks import check_writable_path
-    from nlbook.claims.phased import phased_models, phased_switches, run_phased_mqar
+    from nlbook.claims.phased import (
+        PhasedMQARResult,
+        phased_models,
+        phased_switches,
+        run_phased_mqar,
+    )
     from nlbook.tasks.phased_recall import phased_mqar_layout
 
     if args.json is not None:
@@ -711,27 +718,37 @@ def bench_phased_mqar(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     models = phased_models(args.vocab, d_model=args.d_model, n_layers=args.n_layers,
                            pairs_per_phase=args.pairs, gap=args.gap, names=args.models)
-    result = run_phased_mqar(models, seeds=args.seeds, steps=args.steps, batch_size=args.batch,
-                             vocab_size=args.vocab, pairs_per_phase=args.pairs, gap=args.gap,
-                             learning_rate=args.lr, warmup_steps=args.warmup,
-                             test_size=args.test_size, switches=phased_switches(),
-                             log=print if args.progress else None)
-    seconds = time.perf_counter() - start
-    result.setting.update(d_model=args.d_model, n_layers=args.n_layers, n_heads=2,
-                          window=4 * args.pairs + args.gap, cms_chunk=2 * args.pairs,
-                          seconds=round(seconds))
+    command = "python -m nlbook.bench phased-mqar " + " ".join(
+        f"--{key} {value}" for key, value in (
+            ("models", ",".join(args.models)), ("seeds", ",".join(map(str, args.seeds))),
+            ("steps", args.steps), ("batch", args.batch), ("lr", args.lr),
+            ("warmup", args.warmup), ("pairs", args.pairs), ("gap", args.gap),
+            ("vocab", args.vocab), ("d-model", args.d_model), ("n-layers", args.n_layers),
+            ("test-size", args.test_size)))
+    result: PhasedMQARResult | None = None
+    for seed in args.seeds:
+        part = run_phased_mqar(models, seeds=(seed,), steps=args.steps, batch_size=args.batch,
+                               vocab_size=args.vocab, pairs_per_phase=args.pairs,
+                               gap=args.gap, learning_rate=args.lr, warmup_steps=args.warmup,
+                               test_size=args.test_size, switches=phased_switches(),
+                               log=print if args.progress else None)
+        if result is None:
+            result = part
+        else:
+            for name, runs in part.runs.items():
+                result.runs[name].extend(runs)
+            result.seeds.extend(part.seeds)
+        seconds = time.perf_counter() - start
+        result.setting.update(d_model=args.d_model, n_layers=args.n_layers, n_heads=2,
+                              window=4 * args.pairs + args.gap, cms_chunk=2 * args.pairs,
+                              seconds=round(seconds))
+        if args.json is not None:
+            result.save(args.json, command=command)
+            print(f"wrote {args.json} ({len(result.seeds)} of {len(args.seeds)} seeds, "
+                  f"{seconds:.0f} s)")
     print(result.table())
     print(result.summary())
-    print(f"total {seconds:.0f} s")
-    if args.json is not None:
-        result.save(args.json, command="python -m nlbook.bench phased-mqar " + " ".join(
-            f"--{key} {value}" for key, value in (
-                ("models", ",".join(args.models)), ("seeds", ",".join(map(str, args.seeds))),
-                ("steps", args.steps), ("batch", args.batch), ("lr", args.lr),
-                ("warmup", args.warmup), ("pairs", args.pairs), ("gap", args.gap),
-                ("vocab", args.vocab), ("d-model", args.d_model),
-                ("n-layers", args.n_layers), ("test-size", args.test_size))))
-        print(f"wrote {args.json}")
+    print(f"total {time.perf_counter() - start:.0f} s")
 
 
 def _sign_flip_arguments(parser: argparse.ArgumentParser) -> None:

@@ -179,7 +179,10 @@ def test_phased_models_build_every_model_and_refuse_bad_options():
     models = {name: factory(seed=0) for name, factory in factories.items()}
     assert models["sliding-window transformer++"].window == 4 * 2 + 1
     assert models["transformer++"].window is None
-    assert models["hope"].blocks[0].cms.chunk_sizes[-1] == 4
+    assert models["sliding-window hope-attention"].blocks[0].attention.window == 4 * 2 + 1
+    assert models["hope-attention"].blocks[0].attention.window == 17
+    for name in ("hope", "delta", "linear_attention", "hope-attention"):
+        assert models[name].blocks[0].cms.chunk_sizes[-1] == 4
     with pytest.raises(ValueError, match="window"):
         phased_models(16, d_model=8, pairs_per_phase=2, gap=1, window=17)
     with pytest.raises(ValueError, match="names"):
@@ -202,7 +205,7 @@ def test_run_phased_mqar_at_a_tiny_size_and_its_round_trip(tmp_path):
     assert result.setting["sequence_length"] == 17 and result.chance == 0.5
     assert any("test accuracy" in line for line in lines)
     text = result.table()
-    assert "A last" in text and "positive control transformer++" in text
+    assert "A last" in text and "positive control hope-attention" in text
     assert result.verdict().verdict in ("holds", "mixed", "does not hold",
                                         "not tested at this budget")
     assert "Phased MQAR" in result.summary() and result.summary().endswith(".")
@@ -224,27 +227,32 @@ def _result(cells: dict[str, tuple[int, int, int]], total: int = 1000) -> Phased
     runs = {name: [PhasedRun(list(counts), [total] * 3, 1.0, 10, 0.1) for _ in range(3)]
             for name, counts in cells.items()}
     return PhasedMQARResult(runs, [0, 1, 2], {"pairs_per_phase": 4, "sequence_length": 52,
-                                              "steps": 10, "control": "transformer++",
+                                              "steps": 10, "control": "hope-attention",
                                               "control_threshold": 0.9, "claim_model": "hope"})
 
 
 def test_a_failed_control_gives_not_tested_and_a_passed_one_a_verdict():
     others = {"linear_attention": (900, 900, 400), "delta": (950, 950, 500),
-              "sliding-window transformer++": (990, 990, 260),
+              "sliding-window hope-attention": (990, 990, 260),
+              "sliding-window transformer++": (250, 250, 250),  # never learned A
               "hope (CMS frozen in context)": (990, 990, 600)}
-    failed = _result({"hope": (990, 990, 900), "transformer++": (990, 990, 850), **others})
+    failed = _result({"hope": (990, 990, 900), "hope-attention": (990, 990, 850), **others})
     assert failed.control is not None and not failed.control.passed
     assert failed.verdict().verdict == "not tested at this budget"
-    passed = _result({"hope": (990, 990, 900), "transformer++": (1000, 1000, 995), **others})
+    passed = _result({"hope": (990, 990, 900), "hope-attention": (1000, 1000, 995), **others})
     assert passed.control.passed
     assert passed.verdict().verdict == "holds"
     assert all(item.direction == 1 for item in passed.comparisons().values())
+    # a model that never learned A is not compared (it would "forget" nothing)
+    assert "sliding-window transformer++" not in passed.comparisons()
+    assert passed.not_compared() == ["sliding-window transformer++"]
+    assert "did not learn A" in passed.table()
     assert passed.forgetting("hope") == pytest.approx([-0.09] * 3)
     assert passed.retention("hope") == pytest.approx([(0.9 - 0.25) / (0.99 - 0.25)] * 3)
-    mixed = _result({"hope": (990, 990, 550), "transformer++": (1000, 1000, 995), **others})
+    mixed = _result({"hope": (990, 990, 550), "hope-attention": (1000, 1000, 995), **others})
     assert mixed.verdict().verdict == "mixed"
     # a HOPE that never learned A cannot be said to keep it
-    unlearned = _result({"hope": (250, 250, 250), "transformer++": (1000, 1000, 995), **others})
+    unlearned = _result({"hope": (250, 250, 250), "hope-attention": (1000, 1000, 995), **others})
     assert unlearned.verdict().verdict == "not tested at this budget"
     assert unlearned.retention("hope") == [None, None, None]
     assert _result({"hope": (990, 990, 900)}).control is None

@@ -69,6 +69,7 @@ def phased_mqar_batch(batch_size: int, *, vocab_size: int, pairs_per_phase: int,
     """
     check_positive_int("batch_size", batch_size)
     check_positive_int("vocab_size", vocab_size)
+    check_memory("vocab_size", 2 * vocab_size, bytes_per_element=8, what="the key permutations")
     layout = phased_mqar_layout(pairs_per_phase, gap)
     check_torch_generator("generator", generator)
     n = pairs_per_phase
