@@ -698,6 +698,7 @@ def bench_phased_mqar(args: argparse.Namespace) -> None:
     """Continual learning in context: phased MQAR (A, B, A's queries again), weights frozen.
     The seeds run one after the other; the JSON file is rewritten after each (a run cut short
     keeps its finished seeds)."""
+    import shlex
     import time
 
     from nlbook._checks import check_writable_path
@@ -719,7 +720,7 @@ def bench_phased_mqar(args: argparse.Namespace) -> None:
     models = phased_models(args.vocab, d_model=args.d_model, n_layers=args.n_layers,
                            pairs_per_phase=args.pairs, gap=args.gap, names=args.models)
     command = "python -m nlbook.bench phased-mqar " + " ".join(
-        f"--{key} {value}" for key, value in (
+        f"--{key} {shlex.quote(str(value))}" for key, value in (
             ("models", ",".join(args.models)), ("seeds", ",".join(map(str, args.seeds))),
             ("steps", args.steps), ("batch", args.batch), ("lr", args.lr),
             ("warmup", args.warmup), ("pairs", args.pairs), ("gap", args.gap),
