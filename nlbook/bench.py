@@ -14,7 +14,15 @@ from collections.abc import Callable
 
 import torch
 
-from nlbook._cli import Parser, Stopwatch, positive_float, positive_int, run_command, seed_int
+from nlbook._cli import (
+    Parser,
+    Stopwatch,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_command,
+    seed_int,
+)
 from nlbook.timing import load_average, time_call
 
 __all__ = ["main", "time_call"]  # time_call lives in nlbook.timing; kept here for old imports
@@ -630,6 +638,120 @@ def bench_mqar(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+#: The phased-MQAR budget sized for one CPU thread (``python -m nlbook.bench phased-mqar``).
+PHASED_STEPS, PHASED_LR, PHASED_WARMUP, PHASED_GAP = 600, 3e-3, 200, 4
+
+
+def _phased_name_list(text: str) -> list[str]:
+    """A comma-separated list of phased-MQAR model names (argparse type)."""
+    from nlbook.claims.phased import PHASED_MODELS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PHASED_MODELS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated names from {', '.join(PHASED_MODELS)}, got {text!r}")
+    return names
+
+
+def _phased_mqar_arguments(parser: argparse.ArgumentParser) -> None:
+    from nlbook.claims.phased import PHASED_MODELS
+
+    parser.add_argument("--models", type=_phased_name_list, default=list(PHASED_MODELS),
+                        help=f"comma-separated models from {','.join(PHASED_MODELS)} (default "
+                             f"all; HOPE with its CMS frozen in context is scored on the "
+                             f"trained hope; the positive control is hope-attention)")
+    parser.add_argument("--seeds", type=_seed_list, default=[0, 1, 2],
+                        help="comma-separated seeds, one run of every model each (default 0,1,2)")
+    parser.add_argument("--steps", type=positive_int, default=PHASED_STEPS,
+                        help=f"optimizer steps per model, equal for every model (default "
+                             f"{PHASED_STEPS})")
+    parser.add_argument("--batch", type=positive_int, default=32,
+                        help="sequences per step (default 32)")
+    parser.add_argument("--lr", type=positive_float, default=PHASED_LR,
+                        help=f"AdamW peak learning rate (default {PHASED_LR:g})")
+    parser.add_argument("--warmup", type=positive_int, default=PHASED_WARMUP,
+                        help=f"linear warm-up steps, the same for every model, then cosine "
+                             f"decay (default {PHASED_WARMUP})")
+    parser.add_argument("--pairs", type=positive_int, default=4,
+                        help="key-value pairs in each of set A and set B (default 4)")
+    parser.add_argument("--gap", type=non_negative_int, default=PHASED_GAP,
+                        help=f"blanks between a set's pairs and its queries, and before A's last "
+                             f"queries (default {PHASED_GAP})")
+    parser.add_argument("--vocab", type=positive_int, default=64,
+                        help="vocabulary size V: keys below V/2, values above (default 64)")
+    parser.add_argument("--d-model", type=positive_int, default=64,
+                        help="width of every model (default 64)")
+    parser.add_argument("--n-layers", type=positive_int, default=2,
+                        help="layers of every model (default 2)")
+    parser.add_argument("--test-size", type=positive_int, default=512,
+                        help="test sequences, every query of every block scored (default 512)")
+    parser.add_argument("--progress", action="store_true",
+                        help="print every model's training loss every 100 steps (default: off)")
+    parser.add_argument("--json", type=_json_path, default=None, metavar="PATH",
+                        help="also write every run (per seed and block: correct answers and "
+                             "queries, ms/step) and the setting to this JSON file, rewritten "
+                             "after every seed (default: none, print only)")
+
+
+def bench_phased_mqar(args: argparse.Namespace) -> None:
+    """Continual learning in context: phased MQAR (A, B, A's queries again), weights frozen.
+    The seeds run one after the other; the JSON file is rewritten after each (a run cut short
+    keeps its finished seeds)."""
+    import shlex
+    import time
+
+    from nlbook._checks import check_writable_path
+    from nlbook.claims.phased import (
+        PhasedMQARResult,
+        phased_models,
+        phased_switches,
+        run_phased_mqar,
+    )
+    from nlbook.tasks.phased_recall import phased_mqar_layout
+
+    if args.json is not None:
+        check_writable_path("--json", args.json, suffixes=("json",))
+    length = phased_mqar_layout(args.pairs, args.gap)["sequence"][1]
+    _header(f"phased-mqar: V {args.vocab}, {args.pairs} pairs per phase, gap {args.gap}, "
+            f"T {length}, {args.steps} steps (warm-up {args.warmup}, cosine), batch "
+            f"{args.batch}, lr {args.lr:g}, seeds {','.join(map(str, args.seeds))}")
+    start = time.perf_counter()
+    models = phased_models(args.vocab, d_model=args.d_model, n_layers=args.n_layers,
+                           pairs_per_phase=args.pairs, gap=args.gap, names=args.models)
+    command = "python -m nlbook.bench phased-mqar " + " ".join(
+        f"--{key} {shlex.quote(str(value))}" for key, value in (
+            ("models", ",".join(args.models)), ("seeds", ",".join(map(str, args.seeds))),
+            ("steps", args.steps), ("batch", args.batch), ("lr", args.lr),
+            ("warmup", args.warmup), ("pairs", args.pairs), ("gap", args.gap),
+            ("vocab", args.vocab), ("d-model", args.d_model), ("n-layers", args.n_layers),
+            ("test-size", args.test_size)))
+    result: PhasedMQARResult | None = None
+    for seed in args.seeds:
+        part = run_phased_mqar(models, seeds=(seed,), steps=args.steps, batch_size=args.batch,
+                               vocab_size=args.vocab, pairs_per_phase=args.pairs,
+                               gap=args.gap, learning_rate=args.lr, warmup_steps=args.warmup,
+                               test_size=args.test_size, switches=phased_switches(),
+                               log=print if args.progress else None)
+        if result is None:
+            result = part
+        else:
+            for name, runs in part.runs.items():
+                result.runs[name].extend(runs)
+            result.seeds.extend(part.seeds)
+        seconds = time.perf_counter() - start
+        result.setting.update(d_model=args.d_model, n_layers=args.n_layers, n_heads=2,
+                              window=4 * args.pairs + args.gap, cms_chunk=2 * args.pairs,
+                              seconds=round(seconds))
+        if args.json is not None:
+            result.save(args.json, command=command)
+            print(f"wrote {args.json} ({len(result.seeds)} of {len(args.seeds)} seeds, "
+                  f"{seconds:.0f} s)")
+    print(result.table())
+    print(result.summary())
+    print(f"total {time.perf_counter() - start:.0f} s")
+
+
 def _sign_flip_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=_seed_list, default=[0, 1, 2],
                         help="comma-separated seeds of the MQAR runs (default 0,1,2)")
@@ -774,6 +896,8 @@ BENCHMARKS: dict[str, BenchmarkEntry] = {
                   "chapter 7: continual learning A -> B -> A, forgetting and recovery"),
     "mqar": (_mqar_arguments, bench_mqar,
              "chapters 1, 5, 7: multi-query associative recall (Zoology's MQAR)"),
+    "phased-mqar": (_phased_mqar_arguments, bench_phased_mqar,
+                    "chapter 7: continual learning in context, phased MQAR (A, B, A again)"),
     "sign-flip": (_sign_flip_arguments, bench_sign_flip,
                   "chapter 7: HOPE's in-context writes flipped to gradient ascent"),
     "claims": (_claims_arguments_full, bench_claims,

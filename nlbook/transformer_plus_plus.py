@@ -134,12 +134,17 @@ class RMSNorm(nn.Module):
 
 
 class RotaryAttention(nn.Module):
-    """Causal multi-head attention with rotary q and k: (B, T, d_model) -> (B, T, d_model)."""
+    """Causal multi-head attention with rotary q and k: (B, T, d_model) -> (B, T, d_model).
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float, base: float) -> None:
+    ``window`` w (None: full causal attention): position t attends to positions
+    t - w + 1 .. t only (sliding-window attention, as in Longformer / Mistral)."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float, base: float,
+                 window: int | None = None) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.base = base
+        self.window = window
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
         self.dropout = dropout
@@ -158,8 +163,15 @@ class RotaryAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, width = x.shape
         q, k, v = self.heads(x)
-        attended = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        dropout = self.dropout if self.training else 0.0
+        if self.window is None or self.window >= length:
+            attended = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:  # s may be read at t only if t - window < s <= t
+            offset = torch.arange(length, device=x.device)
+            distance = offset[:, None] - offset[None, :]
+            allowed = (distance >= 0) & (distance < self.window)
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                                      dropout_p=dropout)
         return self.out_dropout(self.out(attended.transpose(1, 2).reshape(batch, length, width)))
 
 
@@ -181,10 +193,10 @@ class PlusPlusBlock(nn.Module):
     """One pre-norm Transformer++ block (rotary attention then SwiGLU, each with a residual)."""
 
     def __init__(self, d_model: int, n_heads: int, hidden: int, dropout: float,
-                 base: float) -> None:
+                 base: float, window: int | None = None) -> None:
         super().__init__()
         self.attention_norm = RMSNorm(d_model)
-        self.attention = RotaryAttention(d_model, n_heads, dropout, base)
+        self.attention = RotaryAttention(d_model, n_heads, dropout, base, window)
         self.mlp_norm = RMSNorm(d_model)
         self.mlp = SwiGLU(d_model, hidden, dropout)
 
@@ -207,6 +219,10 @@ class TransformerPlusPlusLM(nn.Module):
             (:func:`swiglu_hidden_width`), the parameters of a GELU MLP of that ratio.
         dropout: dropout on attention weights and residual branches (train mode).
         rotary_base: θ_i = rotary_base^(-2i/d_head).
+        window: None (default) for full causal attention, or w ≥ 1 for sliding-window
+            attention: in every layer position t attends to t - w + 1 .. t only. One layer's
+            output at t then depends on tokens t - w + 1 .. t alone; through L layers the
+            reach is t - L(w - 1) .. t (each layer reads w - 1 tokens further back).
 
     Call ``logits, loss = model(idx, targets=None)`` with idx int64 (B, T), T <= context_length:
     logits (B, T, V); loss is the mean cross-entropy in nats when targets (B, T) are given
@@ -215,7 +231,7 @@ class TransformerPlusPlusLM(nn.Module):
 
     def __init__(self, vocab_size: int, d_model: int, n_layers: int, n_heads: int, *,
                  context_length: int = 256, mlp_ratio: int = 4, dropout: float = 0.0,
-                 rotary_base: float = 10000.0) -> None:
+                 rotary_base: float = 10000.0, window: int | None = None) -> None:
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("d_model", d_model),
                             ("n_layers", n_layers), ("n_heads", n_heads),
@@ -227,6 +243,7 @@ class TransformerPlusPlusLM(nn.Module):
         check_scalar_in_range("dropout", dropout, 0.0, 1.0, high_inclusive=False)
         check_scalar_in_range("rotary_base", rotary_base, 1.0, math.inf, low_inclusive=False,
                               high_inclusive=False)
+        check_positive_int("window", window, allow_none=True)
         hidden = swiglu_hidden_width(d_model, mlp_ratio)
         check_memory("vocab_size, d_model, n_layers and mlp_ratio",
                      vocab_size * d_model + n_layers * (4 * d_model + 3 * hidden) * d_model,
@@ -237,10 +254,11 @@ class TransformerPlusPlusLM(nn.Module):
         self.n_heads = n_heads
         self.context_length = context_length
         self.rotary_base = float(rotary_base)
+        self.window = window
         self.token_embedding = nn.Embedding(vocab_size, d_model)
         self.embedding_dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            PlusPlusBlock(d_model, n_heads, hidden, dropout, self.rotary_base)
+            PlusPlusBlock(d_model, n_heads, hidden, dropout, self.rotary_base, window)
             for _ in range(n_layers))
         self.final_norm = RMSNorm(d_model)
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)

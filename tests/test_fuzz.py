@@ -310,11 +310,12 @@ def small_transformer_plus_plus():
 
 entry(transformer_plus_plus.TransformerPlusPlusLM,
       lambda: dict(vocab_size=V, d_model=8, n_layers=1, n_heads=2, context_length=8,
-                   mlp_ratio=2, dropout=0.0, rotary_base=10000.0),
+                   mlp_ratio=2, dropout=0.0, rotary_base=10000.0, window=4),
       {"vocab_size": Int(low=1), "d_model": Int(low=1), "n_layers": Int(low=1),
        "n_heads": Int(low=1), "context_length": Int(low=1), "mlp_ratio": Int(low=1),
        "dropout": Float(0, 1, high_inclusive=False),
-       "rotary_base": Float(1, low_inclusive=False)}, same=False)
+       "rotary_base": Float(1, low_inclusive=False), "window": Int(low=1, none=True)},
+      same=False)
 method("TransformerPlusPlusLM.forward",
        lambda idx, targets: small_transformer_plus_plus()(idx, targets),
        lambda: dict(idx=tokens(2, 5, V), targets=tokens(2, 5, V, seed=1)),
@@ -2157,6 +2158,55 @@ entry(claims_mqar.load_mqar_results, lambda: dict(paths=[mqar_result_file()]),
       extra=[("paths", "[]", [], REFUSE), ("paths", "a str", "x.json", REFUSE)])
 entry(claims_mqar.mqar_headline, lambda: dict(name="mqar/t32-cosine"), {"name": Str()},
       same=False)
+# nlbook.claims.phased and nlbook.tasks.phased_recall: continual learning in context
+from nlbook.claims import phased as claims_phased  # noqa: E402
+from nlbook.tasks import phased_recall  # noqa: E402
+
+for record_class in (claims_phased.PhasedMQARResult, claims_phased.PhasedRun):
+    exempt(record_class, RECORD)
+entry(phased_recall.phased_mqar_layout, lambda: dict(pairs_per_phase=2, gap=1),
+      {"pairs_per_phase": Int(low=1), "gap": Int(low=0)})
+entry(phased_recall.phased_mqar_batch,
+      lambda: dict(batch_size=2, vocab_size=12, pairs_per_phase=2, gap=1,
+                   generator=torch.Generator().manual_seed(0)),
+      {"batch_size": Int(low=1), "vocab_size": Int(low=1), "pairs_per_phase": Int(low=1),
+       "gap": Int(low=0), "generator": Gen()},
+      extra=[("pairs_per_phase", "more keys than the vocabulary holds", 3, REFUSE)])
+entry(claims_phased.phased_models,
+      lambda: dict(vocab_size=12, d_model=8, n_layers=1, n_heads=2, pairs_per_phase=2, gap=1,
+                   window=None, cms_chunk=None, names=["delta", "sliding-window transformer++"]),
+      {"vocab_size": Int(low=1), "d_model": Int(low=1), "n_layers": Int(low=1),
+       "n_heads": Int(low=1), "pairs_per_phase": Int(low=1), "gap": Int(low=0),
+       "window": Int(low=1, none=True, high=16), "cms_chunk": Int(low=1, none=True),
+       "names": Obj()}, same=False,
+      extra=[("names", "an unknown model", ["lstm"], REFUSE), ("names", "[]", [], REFUSE),
+             ("window", "as long as the sequence", 17, REFUSE)])
+REGISTRY[key_of(claims_phased.phased_models)].call = lambda **a: {
+    name: factory(seed=0) for name, factory in claims_phased.phased_models(**a).items()}
+entry(claims_phased.phased_switches, dict, same=False)
+
+
+def phased_factories():
+    return {"T": lambda: transformer.TransformerLM(12, 8, 1, 2, context_length=17)}
+
+
+entry(claims_phased.run_phased_mqar,
+      lambda: dict(models=phased_factories(), seeds=(0,), steps=1, batch_size=2, vocab_size=12,
+                   pairs_per_phase=2, gap=1, learning_rate=3e-3, weight_decay=0.1,
+                   warmup_steps=1, test_size=2, switches=None, control="T",
+                   control_threshold=0.9, claim_model="T", log_every=1, log=None),
+      {"models": MODELS, "seeds": SEEDS, "steps": Int(low=1, role="cost"),
+       "batch_size": Int(low=1, role="cost"), "vocab_size": Int(low=1, role="cost"),
+       "pairs_per_phase": Int(low=1), "gap": Int(low=0, role="cost"),
+       "learning_rate": Float(0, 1, low_inclusive=False), "weight_decay": Float(0, 1),
+       "warmup_steps": Int(low=0), "test_size": Int(low=1, role="cost"),
+       "switches": SWITCHES, "control": Str(), "control_threshold": Float(0, 1),
+       "claim_model": Str(), "log_every": Int(low=1), "log": Func(none=True)},
+      same=False, alarm=10.0,
+      extra=[*MODEL_EXTRAS,
+             ("switches", "a switch of a model not trained", {"x": ("H", hope.frozen_cms)},
+              EITHER),
+             ("switches", "a malformed switch", {"x": "T"}, REFUSE)])
 from nlbook.claims import sign_flip as claims_sign_flip  # noqa: E402
 
 exempt(claims_sign_flip.SignFlipResult, RECORD)
@@ -2356,6 +2406,20 @@ entry(viz.plot_recall_by_gap,
        "ylabel": Str(empty=True), "title": Str(none=True, empty=True), "width": SIZE,
        "height": SIZE}, **FIGURE,
       extra=[("accuracy", "one value for three gaps", {"HOPE": [0.5]}, REFUSE)])
+entry(viz.plot_phased_recall,
+      lambda: dict(accuracy={"hope": [0.9, 0.8, 0.5], "transformer++": [1.0, 1.0, 0.99]},
+                   intervals={"hope": [[0.85, 0.94], [0.75, 0.84], [0.45, 0.55]],
+                              "transformer++": [[0.99, 1.0], [0.99, 1.0], [0.98, 1.0]]},
+                   blocks=("A first", "B", "A last"), chance=0.25, title=""),
+      {"accuracy": Obj(), "intervals": Obj(), "blocks": Obj(),
+       "chance": Float(0, 1, none=True), "title": TITLE}, **FIGURE,
+      extra=[("accuracy", "two values for three blocks", {"hope": [0.5, 0.5],
+                                                          "transformer++": [1, 1]}, REFUSE),
+             ("intervals", "low above high", {"hope": [[0.9, 0.8]] * 3,
+                                             "transformer++": [[0.9, 1.0]] * 3}, REFUSE),
+             ("intervals", "a model missing", {"hope": [[0.8, 0.9]] * 3}, REFUSE),
+             ("accuracy", "above 1", {"hope": [1.5, 0.5, 0.5],
+                                      "transformer++": [1, 1, 1]}, REFUSE)])
 entry(viz.plot_continual,
       lambda: dict(steps=[0, 5, 10, 15],
                    losses={"HOPE": {"A": [4.0, 3.0, 3.5, 2.9], "B": [4.0, 3.8, 2.5, 3.0]}},
@@ -2555,6 +2619,9 @@ def bad_command_lines(tmp: Path) -> list[tuple[str, object, list[str], Path | No
                  ["mqar", "--models", "lstm"], ["mqar", "--seeds", "0,x"],
                  ["mqar", "--json", ""], ["mqar", "--json", "results.txt"],
                  ["mqar", "--kv", "0"], ["sign-flip", "--seeds", "x"],
+                 ["phased-mqar", "--models", "lstm"], ["phased-mqar", "--seeds", "0,x"],
+                 ["phased-mqar", "--json", "results.txt"], ["phased-mqar", "--json", ""],
+                 ["phased-mqar", "--pairs", "20"], ["phased-mqar", "--gap", "-1"],
                  ["sign-flip", "--steps", "0"],
                  ["claims", "--experiments", "bogus"], ["claims", "--seeds", "0,x"],
                  ["claims", "--output", "claims.txt"],

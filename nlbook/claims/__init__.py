@@ -16,6 +16,8 @@ pure plot of :mod:`nlbook.viz` (``.plot()``):
 - :mod:`nlbook.claims.language`   Tiny Shakespeare at equal tokens: perplexity, the ablation
   and the loss against context (arXiv Tables 2 and 6, Fig. 10): :func:`run_language`
 - :mod:`nlbook.claims.mqar`, :mod:`nlbook.claims.sign_flip`  recall (MQAR) and the sign flip
+- :mod:`nlbook.claims.phased`     continual learning in context (phased MQAR: A, B, A's queries
+  again, weights frozen): :func:`run_phased_mqar` → :class:`PhasedMQARResult`
 - :mod:`nlbook.claims.protocol`   the rules every experiment follows (budgets, seeds, controls,
   verdicts)
 - :mod:`nlbook.claims.results`    the full protocol's results file ``data/claims.json``
@@ -65,6 +67,15 @@ from nlbook.claims.mqar import (
     mqar_models,
     run_mqar,
 )
+from nlbook.claims.phased import (
+    PHASED_CLAIM,
+    PHASED_MODELS,
+    PhasedMQARResult,
+    PhasedRun,
+    phased_models,
+    phased_switches,
+    run_phased_mqar,
+)
 from nlbook.claims.protocol import wilson_interval
 from nlbook.claims.recall import (
     RECALL_GAPS,
@@ -101,6 +112,8 @@ __all__ = [
     "LANGUAGE_LABELS",
     "LANGUAGE_VARIANTS",
     "MQAR_MODELS",
+    "PHASED_CLAIM",
+    "PHASED_MODELS",
     "RECALL_GAPS",
     "VERDICTS",
     "AblationResult",
@@ -113,6 +126,8 @@ __all__ = [
     "MQARResult",
     "MQARRun",
     "ModelFactory",
+    "PhasedMQARResult",
+    "PhasedRun",
     "RecallGapResult",
     "SignFlipResult",
     "Switch",
@@ -130,6 +145,8 @@ __all__ = [
     "format_table",
     "load_claims_results",
     "mqar_models",
+    "phased_models",
+    "phased_switches",
     "recall_models",
     "recall_switches",
     "run_ablation",
@@ -138,6 +155,7 @@ __all__ = [
     "run_formal",
     "run_language",
     "run_mqar",
+    "run_phased_mqar",
     "run_recall",
     "run_sign_flip",
     "show_claims_record",

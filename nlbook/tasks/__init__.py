@@ -4,6 +4,7 @@
   as accept/reject at an end token, with length bins and a train/evaluate harness
 - :mod:`nlbook.tasks.recall`            facts planted in Shakespeare and recalled across a gap;
   MQAR-style multi-key recall; training text where in-context recall is learnable
+- :mod:`nlbook.tasks.phased_recall`     continual learning in context: MQAR set A, set B, A again
 - :mod:`nlbook.tasks.continual`         corpus A (Tiny Shakespeare) → B (Python source) → A
 
 Every generator is deterministic under an explicit seed or generator and validates its
@@ -35,6 +36,7 @@ from nlbook.tasks.formal_languages import (
     sample_strings,
     train_formal_language,
 )
+from nlbook.tasks.phased_recall import PHASES, phased_mqar_batch, phased_mqar_layout
 from nlbook.tasks.recall import (
     RecallPrompt,
     RecallResult,
@@ -50,6 +52,7 @@ __all__ = [
     "CORPORA",
     "FORMAL_VOCABULARY",
     "LANGUAGES",
+    "PHASES",
     "ContinualPhase",
     "ContinualSetup",
     "ContinualStep",
@@ -68,6 +71,8 @@ __all__ = [
     "is_member",
     "masked_accuracy",
     "mqar_batch",
+    "phased_mqar_batch",
+    "phased_mqar_layout",
     "recall_accuracy",
     "recall_prompt",
     "recall_training_batch",

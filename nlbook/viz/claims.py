@@ -8,10 +8,13 @@ import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib
+import matplotlib.colors
 import numpy as np
 
 from nlbook._checks import check_int_sequence, check_scalar_in_range
 from nlbook.viz._common import (
+    SERIES_STYLES,
+    _shade,
     check_array,
     check_mapping,
     check_text,
@@ -21,7 +24,8 @@ from nlbook.viz._common import (
 )
 from nlbook.viz.palette import colors_for, model_color
 
-__all__ = ["plot_continual", "plot_formal_accuracy", "plot_recall_by_gap"]
+__all__ = ["plot_continual", "plot_formal_accuracy", "plot_phased_recall",
+           "plot_recall_by_gap"]
 
 _CHANCE_COLOR = model_color("chance")
 
@@ -236,4 +240,78 @@ def plot_continual(steps: Sequence[int], losses: Mapping[str, Mapping[str, objec
     axes[0].legend(fontsize=7, loc="upper right")
     figure.suptitle(title or "Continual learning: train on A, then B, then A again (grey: "
                     "training on this corpus)", fontsize=10)
+    return figure
+
+
+def plot_phased_recall(accuracy: Mapping[str, object], intervals: Mapping[str, object], *,
+                       blocks: Sequence[str] = ("A's first queries", "B's queries",
+                                                "A's last queries"),
+                       chance: float | None = None,
+                       title: str = "") -> matplotlib.figure.Figure:
+    """Continual learning in context (phased MQAR): accuracy on each query block per model,
+    with its 95 % interval as whiskers.
+
+    Args:
+        accuracy: model name → (K,) accuracies in [0, 1] (the mean over seeds), one per block.
+        intervals: model name → (K, 2) rows (low, high) in [0, 1], the pooled 95 % interval.
+        blocks: the K block names on the x axis (A's first queries, B's, A's last).
+        chance: the in-context chance 1/n (dashed grey line), or None.
+        title: the axes title.
+    """
+    _check_models("accuracy", accuracy)
+    check_texts("blocks", blocks)
+    count = len(blocks)
+    if not count:
+        raise ValueError("blocks must name at least one query block, got []")
+    check_mapping("intervals", intervals)
+    if set(intervals) != set(accuracy):
+        raise ValueError(f"intervals must have one entry per model of accuracy "
+                         f"({sorted(accuracy)}), got {sorted(intervals)}")
+    checked = {}
+    for name, values in accuracy.items():
+        values = check_array(f"accuracy[{name!r}]", values, ndim=1, layout="(K,)",
+                             length=count)
+        bounds = check_array(f"intervals[{name!r}]", intervals[name], ndim=2, layout="(K, 2)",
+                             length=count)
+        if bounds.shape[1] != 2:
+            raise ValueError(f"intervals[{name!r}] must have rows (low, high), got shape "
+                             f"{bounds.shape}")
+        for label, array in ((f"accuracy[{name!r}]", values),
+                             (f"intervals[{name!r}]", bounds)):
+            if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 1:
+                raise ValueError(f"{label} must hold fractions in [0, 1], got {array.tolist()}")
+        if np.any(bounds[:, 0] > bounds[:, 1]):
+            raise ValueError(f"intervals[{name!r}] must have low <= high in every row, got "
+                             f"{bounds.tolist()}")
+        checked[name] = (values, bounds)
+    if chance is not None:
+        check_scalar_in_range("chance", chance, 0.0, 1.0)
+    check_text("title", title)
+    figure, (axis,) = new_figure(width=7.2, height=3.6)
+    positions = np.arange(count, dtype=float)
+    spread = 0.3 / max(1, len(checked) - 1) if len(checked) > 1 else 0.0
+    colors, seen = [], {}
+    for color in colors_for(list(checked)):  # a repeated palette colour gets a shade of it
+        key = matplotlib.colors.to_hex(color)
+        seen[key] = seen.get(key, 0) + 1
+        colors.append(color if seen[key] == 1 else _shade(color, seen[key] - 1))
+    for index, ((name, (values, bounds)), color) in enumerate(
+            zip(checked.items(), colors, strict=True)):
+        shift = positions + (index - (len(checked) - 1) / 2) * spread
+        whiskers = np.stack([values - bounds[:, 0], bounds[:, 1] - values]).clip(min=0)
+        axis.plot(shift, 100 * values, color=color, marker="o", markersize=4, linewidth=1.6,
+                  linestyle=SERIES_STYLES[index % len(SERIES_STYLES)], label=name)
+        axis.errorbar(shift, 100 * values, yerr=100 * whiskers, fmt="none", capsize=3,
+                      linewidth=1.0, color=color)
+    if chance is not None:
+        axis.axhline(100 * chance, color=_CHANCE_COLOR, linestyle="--", linewidth=1,
+                     label=f"in-context chance ({100 * chance:.0f} %)")
+    axis.set_xticks(positions)
+    axis.set_xticklabels(list(blocks), fontsize=8)
+    axis.set_xlim(-0.5, count - 0.5)
+    axis.set_ylim(0, 102)
+    axis.set_ylabel("accuracy (%), 95 % interval")
+    axis.set_title(title or "Phased MQAR: A, then B, then A's queries again", fontsize=10)
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    axis.grid(alpha=0.3)
     return figure
