@@ -303,6 +303,12 @@ def _sign_flip_run(seeds: list[int], log):
                          stream_ids=load_corpus().val_ids[:20_000], log=log)
 
 
+def _phased_run(seeds: list[int], log):
+    from nlbook.claims.phased import phased_models, phased_switches, run_phased_mqar
+
+    return run_phased_mqar(phased_models(), seeds=seeds, switches=phased_switches(), log=log)
+
+
 def _loader(module: str, name: str, method: str) -> Callable:
     def load(*args):
         import importlib
@@ -324,6 +330,8 @@ _EXPERIMENTS: dict[str, tuple[Callable, Callable, Callable, Callable | None]] = 
     "recall": (_recall_run, _recall_record,
                _loader("nlbook.claims.mqar", "MQARResult", "from_dict"),
                _loader("nlbook.claims.mqar", "MQARResult", "combine")),
+    "phased-mqar": (_phased_run, _record_of,
+                    _loader("nlbook.claims.phased", "PhasedMQARResult", "from_dict"), None),
     "sign-flip": (_sign_flip_run, _record_of,
                   _loader("nlbook.claims.sign_flip", "SignFlipResult", "from_dict"), None),
 }
