@@ -13,6 +13,8 @@ pure plot of :mod:`nlbook.viz` (``.plot()``):
   :func:`run_recall` → :class:`RecallGapResult`
 - :mod:`nlbook.claims.continual`  continual learning A → B → A, forgetting and recovery:
   :func:`run_continual` → :class:`ContinualResult`, :func:`continual_metrics`
+- :mod:`nlbook.claims.mad`       MAD's six synthetic tasks (arXiv Table 4), HOPE against
+  Transformer++: :func:`run_mad` → :class:`MADResult`
 - :mod:`nlbook.claims.table`      the claims map (each claim, its scale, the verdict here)
 
 Every experiment takes ``models`` (name → factory of a fresh ``nn.Module``, called as
@@ -49,6 +51,14 @@ from nlbook.claims.formal import (
     formal_switches,
     run_formal,
 )
+from nlbook.claims.mad import (
+    MAD_MODELS,
+    PAPER_TABLE4,
+    CompressionReader,
+    MADResult,
+    mad_models,
+    run_mad,
+)
 from nlbook.claims.mqar import (
     MQAR_MODELS,
     MQARResult,
@@ -74,15 +84,19 @@ __all__ = [
     "FORMAL_TEST_LENGTHS",
     "FORMAL_TRAIN_LENGTHS",
     "LANGUAGE_LABELS",
+    "MAD_MODELS",
     "MQAR_MODELS",
+    "PAPER_TABLE4",
     "RECALL_GAPS",
     "VERDICTS",
     "AblationResult",
     "AblationRow",
     "Claim",
+    "CompressionReader",
     "ContinualMetrics",
     "ContinualResult",
     "FormalResult",
+    "MADResult",
     "MQARResult",
     "MQARRun",
     "ModelFactory",
@@ -97,12 +111,14 @@ __all__ = [
     "formal_models",
     "formal_switches",
     "format_table",
+    "mad_models",
     "mqar_models",
     "recall_models",
     "recall_switches",
     "run_ablation",
     "run_continual",
     "run_formal",
+    "run_mad",
     "run_mqar",
     "run_recall",
     "run_sign_flip",

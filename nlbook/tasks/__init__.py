@@ -4,6 +4,8 @@
   as accept/reject at an end token, with length bins and a train/evaluate harness
 - :mod:`nlbook.tasks.recall`            facts planted in Shakespeare and recalled across a gap;
   MQAR-style multi-key recall; training text where in-context recall is learnable
+- :mod:`nlbook.tasks.mad`               MAD's six synthetic tasks (Poli et al. 2024): recall,
+  fuzzy and noisy recall, selective copying, compression, memorisation
 - :mod:`nlbook.tasks.continual`         corpus A (Tiny Shakespeare) → B (Python source) → A
 
 Every generator is deterministic under an explicit seed or generator and validates its
@@ -35,6 +37,13 @@ from nlbook.tasks.formal_languages import (
     sample_strings,
     train_formal_language,
 )
+from nlbook.tasks.mad import (
+    MAD_SETTINGS,
+    MAD_TASKS,
+    mad_batch,
+    mad_chance,
+    memorization_table,
+)
 from nlbook.tasks.recall import (
     RecallPrompt,
     RecallResult,
@@ -50,6 +59,8 @@ __all__ = [
     "CORPORA",
     "FORMAL_VOCABULARY",
     "LANGUAGES",
+    "MAD_SETTINGS",
+    "MAD_TASKS",
     "ContinualPhase",
     "ContinualSetup",
     "ContinualStep",
@@ -66,7 +77,10 @@ __all__ = [
     "formal_language_batch",
     "formal_language_task",
     "is_member",
+    "mad_batch",
+    "mad_chance",
     "masked_accuracy",
+    "memorization_table",
     "mqar_batch",
     "recall_accuracy",
     "recall_prompt",
