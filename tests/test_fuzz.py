@@ -2192,15 +2192,18 @@ REGISTRY[key_of(claims_mad.mad_models)].call = lambda **a: {
     name: factory(seed=0, vocab_size=12, sequence_length=12)
     for name, factory in claims_mad.mad_models(**a).items()}
 entry(claims_mad.CompressionReader,
-      lambda: dict(model=transformer_plus_plus.TransformerPlusPlus(12, 8, 1, 2,
+      lambda: dict(model=transformer_plus_plus.TransformerPlusPlusLM(12, 8, 1, 2,
                                                                     context_length=12),
                    vocab_size=12, sequence_length=12),
       {"model": Obj(), "vocab_size": Int(low=1), "sequence_length": Int(low=1)}, same=False)
 
 
 def mad_factories():
-    return {"transformer++": lambda: transformer_plus_plus.TransformerPlusPlus(
-        16, 8, 1, 2, context_length=16)}
+    def factory(seed=0, vocab_size=16, sequence_length=16):
+        return transformer_plus_plus.TransformerPlusPlusLM(vocab_size, 8, 1, 2,
+                                                           context_length=sequence_length)
+
+    return {"transformer++": factory}
 
 
 entry(claims_mad.run_mad,

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlbook._checks import (
+    check_memory,
     check_positive_int,
     check_scalar_in_range,
 )
@@ -152,6 +153,8 @@ class CompressionReader(nn.Module):
         check_positive_int("vocab_size", vocab_size)
         check_positive_int("sequence_length", sequence_length)
         width = head.in_features
+        check_memory("vocab_size", vocab_size * width, what="the decoder's readout")
+        check_memory("sequence_length", sequence_length * width, what="the position codes")
         self.model = model
         self.decoder = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.GELU(),
                                      nn.LayerNorm(width), nn.Linear(width, width), nn.GELU(),
@@ -475,7 +478,11 @@ def run_mad(models: Mapping[str, ModelFactory], *, tasks: Sequence[str] = MAD_TA
     settings = {}
     for task in tasks:
         options = dict(MAD_SETTINGS[task]) | dict((task_options or {}).get(task, {}))
-        mad_batch(task, 1, generator=torch.Generator().manual_seed(0), **options)  # checks
+        try:
+            mad_batch(task, 1, generator=torch.Generator().manual_seed(0), **options)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"task_options[{task!r}] (over MAD_SETTINGS) give a bad setting: "
+                             f"{error}") from None
         settings[task] = options
     result = MADResult({name: {} for name in models}, list(seeds), [], setting=dict(
         steps=steps, batch_size=batch_size, learning_rate=learning_rate,

@@ -304,8 +304,8 @@ def _check_sizes(task: str, vocab: int, length: int, setting: dict[str, object])
     if task in ("in-context-recall", "noisy-in-context-recall"):
         noise = int(setting.get("noise_vocab_size", 0))
         if vocab - noise < 2:
-            raise ValueError(f"vocab_size must leave at least 2 tokens beside "
-                             f"{noise} noise tokens for keys and values, got {vocab}")
+            raise ValueError(f"vocab_size ({vocab}) must leave at least 2 tokens for keys and "
+                             f"values beside noise_vocab_size ({noise}) noise tokens")
         if length < 4 or length % 2:
             raise ValueError(f"sequence_length must be even and >= 4 (pairs of tokens), got "
                              f"{length}")
@@ -344,6 +344,8 @@ def mad_chance(task: str, vocab_size: int | None = None, *,
     the recall tasks and memorisation, the content tokens for copying and compression."""
     if not isinstance(task, str) or task not in MAD_TASKS:
         raise ValueError(f"task must be one of {list(MAD_TASKS)}, got {task!r}")
+    check_positive_int("vocab_size", vocab_size, allow_none=True)
+    check_positive_int("noise_vocab_size", noise_vocab_size, allow_none=True)
     setting = _check_options(task, dict(vocab_size=vocab_size,
                                         noise_vocab_size=noise_vocab_size))
     vocab = int(setting["vocab_size"])

@@ -265,7 +265,7 @@ def plot_mad_accuracy(tasks: Sequence[str], means: Mapping[str, object], *,
     values = {}
     for name, series in means.items():
         array = check_array(f"means[{name!r}]", series).ravel()
-        if array.shape != (len(tasks),) or np.any((array < 0) | (array > 1)):
+        if array.shape != (len(tasks),) or not np.all((array >= 0) & (array <= 1)):
             raise ValueError(f"means[{name!r}] must hold one accuracy in [0, 1] per task "
                              f"({len(tasks)}), got {array.tolist()}")
         values[name] = array
@@ -278,7 +278,7 @@ def plot_mad_accuracy(tasks: Sequence[str], means: Mapping[str, object], *,
             if name not in given:
                 raise ValueError(f"{label} must hold every model of means, missing {name!r}")
             array = check_array(f"{label}[{name!r}]", given[name]).ravel()
-            if array.shape != (len(tasks),) or np.any((array < 0) | (array > 1)):
+            if array.shape != (len(tasks),) or not np.all((array >= 0) & (array <= 1)):
                 raise ValueError(f"{label}[{name!r}] must hold one value in [0, 1] per task "
                                  f"({len(tasks)}), got {array.tolist()}")
             ends.setdefault(name, {})[label] = array
@@ -286,7 +286,7 @@ def plot_mad_accuracy(tasks: Sequence[str], means: Mapping[str, object], *,
         raise ValueError("lows and highs must be given together (the interval's two ends)")
     if chance is not None:
         chance = check_array("chance", chance, ndim=1, layout="(K,)").ravel()
-        if chance.shape != (len(tasks),) or np.any((chance < 0) | (chance > 1)):
+        if chance.shape != (len(tasks),) or not np.all((chance >= 0) & (chance <= 1)):
             raise ValueError(f"chance must hold one accuracy in [0, 1] per task "
                              f"({len(tasks)}), got {chance.tolist()}")
     figure, axes = new_figure(width=width, height=height)
