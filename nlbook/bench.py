@@ -659,6 +659,11 @@ def _mad_task_list(text: str) -> list[str]:
     return names
 
 
+#: ``python -m nlbook.bench mad``'s budget: steps per model and task, warm-up steps, and the
+#: peak learning rate.
+MAD_STEPS, MAD_WARMUP, MAD_LR = 500, 300, 3e-3
+
+
 def _mad_arguments(parser: argparse.ArgumentParser) -> None:
     from nlbook.claims.mad import MAD_MODELS
     from nlbook.tasks.mad import MAD_TASKS
@@ -676,10 +681,13 @@ def _mad_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=positive_int, default=MAD_WARMUP,
                         help=f"linear warm-up steps, the same for every model, then cosine "
                              f"decay (default {MAD_WARMUP})")
+    parser.add_argument("--constant-lr", action="store_true",
+                        help="constant learning rate after the warm-up instead of cosine decay "
+                             "(default: cosine)")
     parser.add_argument("--batch", type=positive_int, default=32,
                         help="sequences per step (default 32)")
-    parser.add_argument("--lr", type=positive_float, default=3e-3,
-                        help="AdamW peak learning rate (default 3e-3)")
+    parser.add_argument("--lr", type=positive_float, default=MAD_LR,
+                        help=f"AdamW peak learning rate (default {MAD_LR:g})")
     parser.add_argument("--d-model", type=positive_int, default=64,
                         help="width of every model (default 64; MAD's is 128)")
     parser.add_argument("--n-layers", type=positive_int, default=2,
@@ -694,10 +702,6 @@ def _mad_arguments(parser: argparse.ArgumentParser) -> None:
                              "file, rewritten after every task (default: none, print only)")
 
 
-#: ``python -m nlbook.bench mad``'s budget: steps per model and task, and warm-up steps.
-MAD_STEPS, MAD_WARMUP = 500, 300
-
-
 def bench_mad(args: argparse.Namespace) -> None:
     """MAD's six tasks: every model trained on the same batches, interleaved step by step."""
     import time
@@ -709,7 +713,8 @@ def bench_mad(args: argparse.Namespace) -> None:
         check_writable_path("--json", args.json, suffixes=("json",))
     if args.warmup > args.steps:
         raise ValueError(f"--warmup must be at most --steps ({args.steps}), got {args.warmup}")
-    _header(f"mad: {','.join(args.tasks)}; {args.steps} steps (warm-up {args.warmup}), batch "
+    _header(f"mad: {','.join(args.tasks)}; {args.steps} steps (warm-up {args.warmup}, "
+            f"{'constant' if args.constant_lr else 'cosine'}), batch "
             f"{args.batch}, lr {args.lr:g}, width {args.d_model}, {args.n_layers} layers, seeds "
             f"{','.join(map(str, args.seeds))}")
     start = time.perf_counter()
@@ -719,7 +724,7 @@ def bench_mad(args: argparse.Namespace) -> None:
             ("seeds", ",".join(map(str, args.seeds))), ("steps", args.steps),
             ("warmup", args.warmup), ("batch", args.batch), ("lr", args.lr),
             ("d-model", args.d_model), ("n-layers", args.n_layers),
-            ("test-size", args.test_size)))
+            ("test-size", args.test_size))) + (" --constant-lr" if args.constant_lr else "")
 
     def save(result) -> None:
         result.setting.update(d_model=args.d_model, n_layers=args.n_layers,
@@ -731,7 +736,8 @@ def bench_mad(args: argparse.Namespace) -> None:
                                 names=args.models),
                      tasks=args.tasks, seeds=args.seeds, steps=args.steps,
                      batch_size=args.batch, learning_rate=args.lr, warmup_steps=args.warmup,
-                     test_size=args.test_size, on_task=save,
+                     constant_learning_rate=args.constant_lr, test_size=args.test_size,
+                     on_task=save,
                      log=print if args.progress else None)
     save(result)
     print(result.table())
