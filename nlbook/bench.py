@@ -752,6 +752,123 @@ def bench_phased_mqar(args: argparse.Namespace) -> None:
     print(f"total {time.perf_counter() - start:.0f} s")
 
 
+# Chapter 7: MAD (Poli et al. 2024), the paper's Table 4.
+
+
+def _mad_model_list(text: str) -> list[str]:
+    """A comma-separated list of MAD model names (argparse type)."""
+    from nlbook.claims.mad import MAD_MODELS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in MAD_MODELS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated distinct names from {', '.join(MAD_MODELS)}, got "
+            f"{text!r}")
+    return names
+
+
+def _mad_task_list(text: str) -> list[str]:
+    """A comma-separated list of MAD task names (argparse type)."""
+    from nlbook.tasks.mad import MAD_TASKS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in MAD_TASKS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated distinct names from {', '.join(MAD_TASKS)}, got "
+            f"{text!r}")
+    return names
+
+
+#: ``python -m nlbook.bench mad``'s budget: steps per model and task, warm-up steps, and the
+#: peak learning rate.
+MAD_STEPS, MAD_WARMUP, MAD_LR = 500, 300, 3e-3
+
+
+def _mad_arguments(parser: argparse.ArgumentParser) -> None:
+    from nlbook.claims.mad import MAD_MODELS
+    from nlbook.tasks.mad import MAD_TASKS
+
+    parser.add_argument("--models", type=_mad_model_list, default=list(MAD_MODELS),
+                        help=f"comma-separated models (default {','.join(MAD_MODELS)})")
+    parser.add_argument("--tasks", type=_mad_task_list, default=list(MAD_TASKS),
+                        help=f"comma-separated tasks (default {','.join(MAD_TASKS)})")
+    parser.add_argument("--seeds", type=_seed_list, default=[0, 1, 2],
+                        help="comma-separated seeds, one run of every model on every task each "
+                             "(default 0,1,2)")
+    parser.add_argument("--steps", type=positive_int, default=MAD_STEPS,
+                        help=f"optimizer steps per model and task, equal for every model "
+                             f"(default {MAD_STEPS})")
+    parser.add_argument("--warmup", type=positive_int, default=MAD_WARMUP,
+                        help=f"linear warm-up steps, the same for every model, then cosine "
+                             f"decay (default {MAD_WARMUP})")
+    parser.add_argument("--constant-lr", action="store_true",
+                        help="constant learning rate after the warm-up instead of cosine decay "
+                             "(default: cosine)")
+    parser.add_argument("--batch", type=positive_int, default=32,
+                        help="sequences per step (default 32)")
+    parser.add_argument("--lr", type=positive_float, default=MAD_LR,
+                        help=f"AdamW peak learning rate (default {MAD_LR:g})")
+    parser.add_argument("--d-model", type=positive_int, default=64,
+                        help="width of every model (default 64; MAD's is 128)")
+    parser.add_argument("--n-layers", type=positive_int, default=2,
+                        help="layers of every model (default 2, as MAD)")
+    parser.add_argument("--test-size", type=positive_int, default=256,
+                        help="test sequences per task (default 256)")
+    parser.add_argument("--progress", action="store_true",
+                        help="print a line after every task and seed (default: off)")
+    parser.add_argument("--json", type=_json_path, default=None, metavar="PATH",
+                        help="also write every run (per seed: correct, total, accuracy, "
+                             "interval), the timings, the setting and the verdict to this JSON "
+                             "file, rewritten after every task (default: none, print only)")
+
+
+def bench_mad(args: argparse.Namespace) -> None:
+    """MAD's six tasks: every model trained on the same batches, interleaved step by step."""
+    import time
+
+    from nlbook._checks import check_writable_path
+    from nlbook.claims.mad import mad_models, run_mad
+
+    if args.json is not None:
+        check_writable_path("--json", args.json, suffixes=("json",))
+    if args.warmup > args.steps:
+        raise ValueError(f"--warmup must be at most --steps ({args.steps}), got {args.warmup}")
+    _header(f"mad: {','.join(args.tasks)}; {args.steps} steps (warm-up {args.warmup}, "
+            f"{'constant' if args.constant_lr else 'cosine'}), batch "
+            f"{args.batch}, lr {args.lr:g}, width {args.d_model}, {args.n_layers} layers, seeds "
+            f"{','.join(map(str, args.seeds))}")
+    start = time.perf_counter()
+    command = "python -m nlbook.bench mad " + " ".join(
+        f"--{key} {value}" for key, value in (
+            ("models", ",".join(args.models)), ("tasks", ",".join(args.tasks)),
+            ("seeds", ",".join(map(str, args.seeds))), ("steps", args.steps),
+            ("warmup", args.warmup), ("batch", args.batch), ("lr", args.lr),
+            ("d-model", args.d_model), ("n-layers", args.n_layers),
+            ("test-size", args.test_size))) + (" --constant-lr" if args.constant_lr else "")
+
+    def save(result) -> None:
+        result.setting.update(d_model=args.d_model, n_layers=args.n_layers,
+                              seconds=round(time.perf_counter() - start, 1))
+        if args.json is not None:
+            result.save(args.json, command=command)
+
+    result = run_mad(mad_models(d_model=args.d_model, n_layers=args.n_layers,
+                                names=args.models),
+                     tasks=args.tasks, seeds=args.seeds, steps=args.steps,
+                     batch_size=args.batch, learning_rate=args.lr, warmup_steps=args.warmup,
+                     constant_learning_rate=args.constant_lr, test_size=args.test_size,
+                     on_task=save,
+                     log=print if args.progress else None)
+    save(result)
+    print(result.table())
+    print(result.summary())
+    print(f"total {time.perf_counter() - start:.0f} s")
+    if args.json is not None:
+        print(f"wrote {args.json}")
+
+
 def _sign_flip_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=_seed_list, default=[0, 1, 2],
                         help="comma-separated seeds of the MQAR runs (default 0,1,2)")
@@ -898,6 +1015,8 @@ BENCHMARKS: dict[str, BenchmarkEntry] = {
              "chapters 1, 5, 7: multi-query associative recall (Zoology's MQAR)"),
     "phased-mqar": (_phased_mqar_arguments, bench_phased_mqar,
                     "chapter 7: continual learning in context, phased MQAR (A, B, A again)"),
+    "mad": (_mad_arguments, bench_mad,
+            "chapter 7: MAD's six synthetic tasks, HOPE vs Transformer++ (arXiv Table 4)"),
     "sign-flip": (_sign_flip_arguments, bench_sign_flip,
                   "chapter 7: HOPE's in-context writes flipped to gradient ascent"),
     "claims": (_claims_arguments_full, bench_claims,

@@ -2207,6 +2207,75 @@ entry(claims_phased.run_phased_mqar,
              ("switches", "a switch of a model not trained", {"x": ("H", hope.frozen_cms)},
               EITHER),
              ("switches", "a malformed switch", {"x": "T"}, REFUSE)])
+
+
+# nlbook.tasks.mad and nlbook.claims.mad
+from nlbook.claims import mad as claims_mad  # noqa: E402
+from nlbook.tasks import mad as task_mad  # noqa: E402
+
+MAD_TASK = Choice(options=task_mad.MAD_TASKS)
+entry(task_mad.mad_batch,
+      lambda: dict(task="noisy-in-context-recall", batch_size=2,
+                   generator=torch.Generator().manual_seed(0), vocab_size=12,
+                   sequence_length=12, noise_vocab_size=4, frac_noise=0.3, motif_size=None,
+                   tokens_to_copy=None, test=False, task_seed=0),
+      {"task": MAD_TASK, "batch_size": Int(low=1), "generator": Gen(),
+       "vocab_size": Int(low=1, none=True), "sequence_length": Int(low=1, none=True),
+       "noise_vocab_size": Int(low=1, none=True),
+       "frac_noise": Float(0, 1, high_inclusive=False, none=True),
+       "motif_size": Int(low=1, none=True), "tokens_to_copy": Int(low=1, none=True),
+       "test": Bool(), "task_seed": Int(low=0, role="seed")},
+      extra=[("task", "an unknown task", "bogus", REFUSE),
+             ("motif_size", "an option of another task", 2, REFUSE)])
+entry(task_mad.mad_chance, lambda: dict(task="memorization", vocab_size=64,
+                                        noise_vocab_size=None),
+      {"task": MAD_TASK, "vocab_size": Int(low=5, none=True),
+       "noise_vocab_size": Int(low=1, none=True)})
+entry(task_mad.memorization_table, lambda: dict(vocab_size=64, task_seed=0),
+      {"vocab_size": Int(low=5), "task_seed": Int(low=0, role="seed")})
+for record_class in (claims_mad.MADResult,):
+    exempt(record_class, RECORD)
+entry(claims_mad.mad_models,
+      lambda: dict(d_model=8, n_layers=1, n_heads=2, names=["delta", "transformer++"]),
+      {"d_model": Int(low=1), "n_layers": Int(low=1), "n_heads": Int(low=1), "names": Obj()},
+      same=False,
+      extra=[("names", "an unknown model", ["lstm"], REFUSE), ("names", "[]", [], REFUSE)])
+REGISTRY[key_of(claims_mad.mad_models)].call = lambda **a: {
+    name: factory(seed=0, vocab_size=12, sequence_length=12)
+    for name, factory in claims_mad.mad_models(**a).items()}
+entry(claims_mad.CompressionReader,
+      lambda: dict(model=transformer_plus_plus.TransformerPlusPlusLM(12, 8, 1, 2,
+                                                                    context_length=12),
+                   vocab_size=12, sequence_length=12),
+      {"model": Obj(), "vocab_size": Int(low=1), "sequence_length": Int(low=1)}, same=False)
+
+
+def mad_factories():
+    def factory(seed=0, vocab_size=16, sequence_length=16):
+        return transformer_plus_plus.TransformerPlusPlusLM(vocab_size, 8, 1, 2,
+                                                           context_length=sequence_length)
+
+    return {"transformer++": factory}
+
+
+entry(claims_mad.run_mad,
+      lambda: dict(models=mad_factories(), tasks=["selective-copying", "compression"],
+                   seeds=(0,), steps=1, batch_size=2, learning_rate=3e-3, weight_decay=0.1,
+                   warmup_steps=None, constant_learning_rate=False, test_size=2,
+                   task_options={"selective-copying": {"sequence_length": 16,
+                                                       "tokens_to_copy": 2},
+                                 "compression": {"sequence_length": 16}},
+                   timing_rounds=1, on_task=None, log=None),
+      {"models": MODELS, "tasks": Obj(), "seeds": SEEDS, "steps": Int(low=1, role="cost"),
+       "batch_size": Int(low=1, role="cost"),
+       "learning_rate": Float(0, 1, low_inclusive=False), "weight_decay": Float(0, 1),
+       "warmup_steps": Int(low=1, none=True), "constant_learning_rate": Bool(),
+       "test_size": Int(low=1, role="cost"), "task_options": Obj(none=True),
+       "timing_rounds": Int(low=1, role="cost"),
+       "on_task": Func(none=True), "log": Func(none=True)}, same=False, alarm=20.0,
+      extra=[("tasks", "an unknown task", ["bogus"], REFUSE), ("tasks", "[]", [], REFUSE),
+             ("task_options", "an option the task does not take",
+              {"compression": {"motif_size": 2}}, REFUSE)])
 from nlbook.claims import sign_flip as claims_sign_flip  # noqa: E402
 
 exempt(claims_sign_flip.SignFlipResult, RECORD)
@@ -2397,6 +2466,17 @@ entry(viz.plot_formal_accuracy,
              ("accuracy", "no bin1", {"HOPE": {"bin0": [1.0, 0.8]}}, REFUSE),
              ("accuracy", "an accuracy above 1", {"HOPE": {"bin0": [1.5, 0.8],
                                                            "bin1": [0.5, 0.6]}}, REFUSE)])
+entry(viz.plot_mad_accuracy,
+      lambda: dict(tasks=["ICR", "copy"], means={"hope": [0.9, 0.5], "transformer++": [1.0, 0.7]},
+                   lows={"hope": [0.85, 0.4], "transformer++": [0.95, 0.6]},
+                   highs={"hope": [0.95, 0.6], "transformer++": [1.0, 0.8]},
+                   chance=[0.125, 0.07], title="", width=4.0, height=3.0),
+      {"tasks": Obj(), "means": Obj(), "lows": Obj(none=True), "highs": Obj(none=True),
+       "chance": FloatList(item=Float(0, 1), none=True), "title": TITLE, "width": SIZE,
+       "height": SIZE}, **FIGURE,
+      extra=[("means", "an accuracy above 1", {"hope": [1.5, 0.5]}, REFUSE),
+             ("means", "one accuracy for two tasks", {"hope": [0.5]}, REFUSE),
+             ("lows", "a model missing", {"hope": [0.8, 0.4]}, REFUSE)])
 entry(viz.plot_recall_by_gap,
       lambda: dict(gaps=[8, 64, 512], accuracy={"HOPE": [0.9, 0.3, 0.04]},
                    controls={"HOPE": [0.1, 0.05, 0.04]}, chance=1 / 26, visible_gap=18,
@@ -2622,6 +2702,10 @@ def bad_command_lines(tmp: Path) -> list[tuple[str, object, list[str], Path | No
                  ["phased-mqar", "--models", "lstm"], ["phased-mqar", "--seeds", "0,x"],
                  ["phased-mqar", "--json", "results.txt"], ["phased-mqar", "--json", ""],
                  ["phased-mqar", "--pairs", "20"], ["phased-mqar", "--gap", "-1"],
+                 ["mqar", "--kv", "0"], ["mad", "--models", "lstm"],
+                 ["mad", "--tasks", "parity"], ["mad", "--seeds", "0,x"],
+                 ["mad", "--json", "results.txt"], ["mad", "--steps", "10", "--warmup", "20"],
+                 ["sign-flip", "--seeds", "x"],
                  ["sign-flip", "--steps", "0"],
                  ["claims", "--experiments", "bogus"], ["claims", "--seeds", "0,x"],
                  ["claims", "--output", "claims.txt"],

@@ -22,6 +22,8 @@ pure plot of :mod:`nlbook.viz` (``.plot()``):
   verdicts)
 - :mod:`nlbook.claims.results`    the full protocol's results file ``data/claims.json``
   (``python -m nlbook.bench claims``)
+- :mod:`nlbook.claims.mad`        MAD's six synthetic tasks (arXiv Table 4), HOPE against
+  Transformer++: :func:`run_mad` → :class:`MADResult`
 - :mod:`nlbook.claims.table`      the claims map (each claim, its scale, the verdict here),
   read from the results file
 
@@ -60,6 +62,14 @@ from nlbook.claims.formal import (
     run_formal,
 )
 from nlbook.claims.language import LANGUAGE_VARIANTS, LanguageResult, run_language
+from nlbook.claims.mad import (
+    MAD_MODELS,
+    PAPER_TABLE4,
+    CompressionReader,
+    MADResult,
+    mad_models,
+    run_mad,
+)
 from nlbook.claims.mqar import (
     MQAR_MODELS,
     MQARResult,
@@ -111,7 +121,9 @@ __all__ = [
     "FORMAL_TRAIN_LENGTHS",
     "LANGUAGE_LABELS",
     "LANGUAGE_VARIANTS",
+    "MAD_MODELS",
     "MQAR_MODELS",
+    "PAPER_TABLE4",
     "PHASED_CLAIM",
     "PHASED_MODELS",
     "RECALL_GAPS",
@@ -119,10 +131,12 @@ __all__ = [
     "AblationResult",
     "AblationRow",
     "Claim",
+    "CompressionReader",
     "ContinualMetrics",
     "ContinualResult",
     "FormalResult",
     "LanguageResult",
+    "MADResult",
     "MQARResult",
     "MQARRun",
     "ModelFactory",
@@ -144,6 +158,7 @@ __all__ = [
     "formal_switches",
     "format_table",
     "load_claims_results",
+    "mad_models",
     "mqar_models",
     "phased_models",
     "phased_switches",
@@ -154,6 +169,7 @@ __all__ = [
     "run_continual",
     "run_formal",
     "run_language",
+    "run_mad",
     "run_mqar",
     "run_phased_mqar",
     "run_recall",

@@ -5,6 +5,8 @@
 - :mod:`nlbook.tasks.recall`            facts planted in Shakespeare and recalled across a gap;
   MQAR-style multi-key recall; training text where in-context recall is learnable
 - :mod:`nlbook.tasks.phased_recall`     continual learning in context: MQAR set A, set B, A again
+- :mod:`nlbook.tasks.mad`               MAD's six synthetic tasks (Poli et al. 2024): recall,
+  fuzzy and noisy recall, selective copying, compression, memorisation
 - :mod:`nlbook.tasks.continual`         corpus A (Tiny Shakespeare) → B (Python source) → A
 
 Every generator is deterministic under an explicit seed or generator and validates its
@@ -36,6 +38,13 @@ from nlbook.tasks.formal_languages import (
     sample_strings,
     train_formal_language,
 )
+from nlbook.tasks.mad import (
+    MAD_SETTINGS,
+    MAD_TASKS,
+    mad_batch,
+    mad_chance,
+    memorization_table,
+)
 from nlbook.tasks.phased_recall import PHASES, phased_mqar_batch, phased_mqar_layout
 from nlbook.tasks.recall import (
     RecallPrompt,
@@ -52,6 +61,8 @@ __all__ = [
     "CORPORA",
     "FORMAL_VOCABULARY",
     "LANGUAGES",
+    "MAD_SETTINGS",
+    "MAD_TASKS",
     "PHASES",
     "ContinualPhase",
     "ContinualSetup",
@@ -69,7 +80,10 @@ __all__ = [
     "formal_language_batch",
     "formal_language_task",
     "is_member",
+    "mad_batch",
+    "mad_chance",
     "masked_accuracy",
+    "memorization_table",
     "mqar_batch",
     "phased_mqar_batch",
     "phased_mqar_layout",

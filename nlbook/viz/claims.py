@@ -24,7 +24,7 @@ from nlbook.viz._common import (
 )
 from nlbook.viz.palette import colors_for, model_color
 
-__all__ = ["plot_continual", "plot_formal_accuracy", "plot_phased_recall",
+__all__ = ["plot_continual", "plot_formal_accuracy", "plot_mad_accuracy", "plot_phased_recall",
            "plot_recall_by_gap"]
 
 _CHANCE_COLOR = model_color("chance")
@@ -314,4 +314,83 @@ def plot_phased_recall(accuracy: Mapping[str, object], intervals: Mapping[str, o
     axis.set_title(title or "Phased MQAR: A, then B, then A's queries again", fontsize=10)
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     axis.grid(alpha=0.3)
+    return figure
+
+
+def plot_mad_accuracy(tasks: Sequence[str], means: Mapping[str, object], *,
+                      lows: Mapping[str, object] | None = None,
+                      highs: Mapping[str, object] | None = None,
+                      chance: Sequence[float] | None = None, title: str = "",
+                      width: float = 7.2, height: float = 3.4) -> matplotlib.figure.Figure:
+    """Grouped bars of test accuracy per MAD task, one bar per model, with interval whiskers.
+
+    Args:
+        tasks: (K,) task labels (x axis).
+        means: model -> (K,) mean accuracies in [0, 1] (each model in its own colour, in the
+            same place of every group).
+        lows, highs: model -> (K,) the interval's ends in [0, 1] (whiskers), or None.
+        chance: (K,) each task's chance accuracy (a short dashed grey line over its group).
+        title: the figure's title.
+
+    Returns:
+        A matplotlib Figure with one axes; the legend sits to the right, off the bars.
+    """
+    _check_models("means", means)
+    tasks = check_texts("tasks", tasks)
+    if not tasks:
+        raise ValueError("tasks must hold at least one label")
+    check_text("title", title)
+    values = {}
+    for name, series in means.items():
+        array = check_array(f"means[{name!r}]", series).ravel()
+        if array.shape != (len(tasks),) or not np.all((array >= 0) & (array <= 1)):
+            raise ValueError(f"means[{name!r}] must hold one accuracy in [0, 1] per task "
+                             f"({len(tasks)}), got {array.tolist()}")
+        values[name] = array
+    ends = {}
+    for label, given in (("lows", lows), ("highs", highs)):
+        if given is None:
+            continue
+        check_mapping(label, given)
+        for name in values:
+            if name not in given:
+                raise ValueError(f"{label} must hold every model of means, missing {name!r}")
+            array = check_array(f"{label}[{name!r}]", given[name]).ravel()
+            if array.shape != (len(tasks),) or not np.all((array >= 0) & (array <= 1)):
+                raise ValueError(f"{label}[{name!r}] must hold one value in [0, 1] per task "
+                                 f"({len(tasks)}), got {array.tolist()}")
+            ends.setdefault(name, {})[label] = array
+    if (lows is None) != (highs is None):
+        raise ValueError("lows and highs must be given together (the interval's two ends)")
+    if chance is not None:
+        chance = check_array("chance", chance, ndim=1, layout="(K,)").ravel()
+        if chance.shape != (len(tasks),) or not np.all((chance >= 0) & (chance <= 1)):
+            raise ValueError(f"chance must hold one accuracy in [0, 1] per task "
+                             f"({len(tasks)}), got {chance.tolist()}")
+    figure, axes = new_figure(width=width, height=height)
+    axis = axes[0]
+    count = len(values)
+    bar = 0.8 / count
+    for index, ((name, array), colour) in enumerate(zip(values.items(), colors_for(values),
+                                                        strict=True)):
+        xs = np.arange(len(tasks)) + (index - (count - 1) / 2) * bar
+        axis.bar(xs, 100 * array, width=bar, color=colour, label=name)
+        if name in ends:
+            low, high = ends[name]["lows"], ends[name]["highs"]
+            below = np.clip(array - low, 0, None)
+            above = np.clip(high - array, 0, None)
+            axis.errorbar(xs, 100 * array, yerr=100 * np.stack([below, above]), fmt="none",
+                          ecolor="0.15", elinewidth=1.0, capsize=2.5)
+    if chance is not None:
+        for position, level in enumerate(chance):
+            axis.plot([position - 0.45, position + 0.45], [100 * level] * 2,
+                      color=_CHANCE_COLOR, linestyle="--", linewidth=1.0,
+                      label="chance" if position == 0 else None)
+    axis.set_xticks(range(len(tasks)), tasks, fontsize=8, rotation=20)
+    axis.set_ylim(0, 105)
+    axis.set_ylabel("test accuracy (%)")
+    axis.grid(alpha=0.3, axis="y")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    axis.set_title(title or "MAD at CPU scale: test accuracy per task (95 % interval)",
+                   fontsize=10)
     return figure
