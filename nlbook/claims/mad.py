@@ -283,7 +283,7 @@ class MADResult:
 
     def verdict(self) -> Verdict:
         """The claim's verdict (:func:`nlbook.claims.protocol.verdict`)."""
-        return verdict(self.control, list(self.outcomes().values()))
+        return verdict(self.control, list(self.outcomes().values()), seeds=len(self.seeds))
 
     # ---- text --------------------------------------------------------------------------
     def table(self) -> str:

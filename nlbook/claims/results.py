@@ -309,6 +309,14 @@ def _phased_run(seeds: list[int], log):
     return run_phased_mqar(phased_models(), seeds=seeds, switches=phased_switches(), log=log)
 
 
+def _mad_run(seeds: list[int], log):
+    from nlbook.claims.mad import mad_models, run_mad
+
+    # bench mad's budget (its defaults): 500 steps, a 300-step warm-up, AdamW 3e-3
+    return run_mad(mad_models(names=("hope", "transformer++")), seeds=seeds, steps=500,
+                   warmup_steps=300, learning_rate=3e-3, log=log)
+
+
 def _loader(module: str, name: str, method: str) -> Callable:
     def load(*args):
         import importlib
@@ -332,6 +340,7 @@ _EXPERIMENTS: dict[str, tuple[Callable, Callable, Callable, Callable | None]] = 
                _loader("nlbook.claims.mqar", "MQARResult", "combine")),
     "phased-mqar": (_phased_run, _record_of,
                     _loader("nlbook.claims.phased", "PhasedMQARResult", "from_dict"), None),
+    "mad": (_mad_run, _record_of, _loader("nlbook.claims.mad", "MADResult", "from_dict"), None),
     "sign-flip": (_sign_flip_run, _record_of,
                   _loader("nlbook.claims.sign_flip", "SignFlipResult", "from_dict"), None),
 }
