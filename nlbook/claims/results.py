@@ -269,10 +269,18 @@ def _recall_record(result, *, command: str, seconds: float) -> dict[str, object]
                              result=result.to_dict())
 
 
+#: The language experiment's protocol, sized for one CPU thread (a HOPE step of the tiny preset
+#: costs about 0.15 s; three HOPE variants and two Transformers per seed).
+LANGUAGE_SETTING: dict[str, object] = {
+    "steps": 400, "scored_characters": 20_000, "position_length": 4096, "position_windows": 4,
+    "variants": ("HOPE", "without DGD (plain gradient step on the L2 objective)",
+                 "without CMS (one plain MLP)", "Transformer", "Transformer++")}
+
+
 def _language_run(seeds: list[int], log):
     from nlbook.claims.language import run_language
 
-    return run_language(seeds=seeds, log=log)
+    return run_language(seeds=seeds, log=log, **LANGUAGE_SETTING)
 
 
 def _language_record(result, *, command: str, seconds: float) -> dict[str, object]:

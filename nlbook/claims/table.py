@@ -51,7 +51,7 @@ CLAIM_ROWS: list[dict[str, str]] = [
      "claim": "HOPE has lower perplexity than Transformer++, Titans and other recurrent models "
               "(Table 2: Wiki ppl 18.68 against 24.18 for Transformer++ at 760M)",
      "paper_scale": "760M / 30B and 1.3B / 100B tokens, equal parameters and tokens",
-     "scale_here": "0.1M parameters, characters, 1,000 steps of 16 x 64 characters, 3 seeds",
+     "scale_here": "0.1M parameters, characters, 400 steps of 16 x 64 characters, 3 seeds",
      "experiment": "language", "row": "perplexity"},
     {"topic": "ablation",
      "claim": "removing DGD or the CMS raises perplexity (Table 6: 12.24 → 13.41 without DGD, "
