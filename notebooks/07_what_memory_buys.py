@@ -149,23 +149,26 @@ assert protocol.verdict(control, [True], seeds=1).verdict == "not tested at this
 # HOPE's perplexity keeps falling with more context; without the CMS or DGD it degrades.
 #
 # **Here, one run for all three.** Chapter 6's `tiny` HOPE (about a hundred thousand
-# parameters) and its variants train on carried streams of Tiny Shakespeare, the Transformer
-# and Transformer++ (matched width) on fresh 64-character windows, **the same steps and
-# batches for all**; the two Transformers train a second time for the steps they take in the
-# time HOPE takes (equal time, the second column). Each is scored on the validation split as
-# one stream (a Transformer with a sliding window). The variants, each a tested switch of
-# `nlbook.hope.HopeBlock`:
+# parameters) and two of its variants train on carried streams of Tiny Shakespeare, the
+# Transformer and Transformer++ (matched width) on fresh 64-character windows, **the same steps
+# and batches for all**; the two Transformers train a second time for the steps they take in
+# the time HOPE takes (equal time, the second column). Each is scored on the same validation
+# characters as one stream (a Transformer with a sliding window). The variants, each a tested
+# switch of `nlbook.hope.HopeBlock`:
 #
 # - **without DGD**: the paper's row, a plain gradient step on the same L2 objective,
 #   $W_t = \alpha_t W_{t-1} - \eta_t (W_{t-1}x_t - u_t)x_t^\top$ with $\eta_t$ bounded in
 #   $(0, 1)$, instead of DGD's $W_t = W_{t-1}(\alpha_t I - \eta'_t x_t x_t^\top) + \eta'_t u_t
 #   x_t^\top$, $\eta'_t = \eta_t/(1+\eta_t\lVert x_t\rVert^2)$ (arXiv A-eq 57, 88). Both erase
 #   along $x_t$; only the step differs;
-# - **without DGD's erase**: the gated Hebbian write $W_t = \alpha_t W_{t-1} + \eta_t u_t
-#   x_t^\top$ with $\eta_t$ unbounded: kept as a note on stability (the memory that writes the
-#   learning rate is written with that learning rate, and nothing bounds the loop);
-# - **without in-context CMS updates**, **without CMS** (one plain MLP of the same size),
-#   **without self-modification** (plain Titans: fixed linear $k, v, \eta, \alpha$).
+# - **without CMS**: one plain MLP as wide as the two CMS blocks together (same parameters).
+#
+# A note on stability, not a row: the gated Hebbian write $W_t = \alpha_t W_{t-1} + \eta_t u_t
+# x_t^\top$ (no erase, $\eta_t$ unbounded; `dgd=False`) diverged within a few steps in the
+# course's earlier ablation runs (`python -m nlbook.bench ablation`): the memory that writes the
+# learning rate is written with that learning rate, and nothing bounds the loop.
+# Other switches (`cms_learning_rates=(0, 0)`, `self_modifying=False`) exist and are tested, but
+# the full protocol does not run them.
 #
 # For the context claim each model reads fresh windows of 4,096 characters, four times the
 # 1,024-character streams HOPE trains on, and we compare each variant's **drop**: its loss over
@@ -173,7 +176,7 @@ assert protocol.verdict(control, [True], seeds=1).verdict == "not tested at this
 # below the bigram model (the budget trains a standard model), and the Transformer's loss must
 # fall across its own window (the setup can see context being used).
 #
-# The live run below is a sketch (one seed, a few hundred steps, five models).
+# The live run below is a sketch (one seed, fewer steps, the same five models).
 
 # %%
 LANGUAGE_STEPS = nlbook.smoke(150, 2)
@@ -193,7 +196,7 @@ assert {run["steps"] for run in language_live.runs["0"].values()
         if run["diverged_at"] is None} == {LANGUAGE_STEPS}
 
 # %% [markdown]
-# **The full protocol** (three seeds, a thousand steps, every variant), from `data/claims.json`:
+# **The full protocol** (three seeds, the same five models), from `data/claims.json`:
 
 # %%
 print(show_claims_record("language"))
