@@ -290,14 +290,17 @@ class LanguageResult:
         return out
 
     def plot(self) -> matplotlib.figure.Figure:
-        """Loss against position (first seed's curves, smoothed), one line per HOPE variant
-        (:func:`nlbook.viz.plot_loss_by_position`)."""
+        """Loss against position (first seed's curves, a running mean over 64 positions), one
+        line per HOPE variant (:func:`nlbook.viz.plot_loss_by_position`)."""
         from nlbook.viz import plot_loss_by_position
 
         curves = self.curves[str(self.seeds[0])]
         chosen = {name: torch.tensor(values) for name, values in curves.items()
                   if name not in _TRANSFORMERS}
-        return plot_loss_by_position(chosen, smooth=64)
+        return plot_loss_by_position(
+            chosen, smoothing=64, training_window=int(self.setting["stream_length"]),
+            title=f"Loss against context ({self.setting['position_length']}-character windows,"
+                  f" seed {self.seeds[0]}; the line: HOPE's training streams)")
 
 
 def _bigram(corpus, scored: torch.Tensor) -> float:
