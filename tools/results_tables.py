@@ -55,9 +55,11 @@ def render(name: str) -> str:
 
         count = len(load_claims_results())
         return (f"The full protocol (`python -m nlbook.bench claims`, {count} experiments, "
-                f"three seeds each) took **{claims_protocol_minutes():.0f} minutes** of one CPU "
-                f"thread on this project's 2-core machine (the sum of its records' times in "
-                f"`data/claims.json`; experiments can run in parallel processes).\n")
+                f"three seeds each) took **{claims_protocol_minutes():.0f} minutes** of "
+                f"wall-clock time, its experiments' times summed (`data/claims.json`), on this "
+                f"project's 2-core machine while it was shared by several other jobs (load "
+                f"average 6-10); run as parallel processes (`--experiments NAME --seeds K`, then "
+                f"`--merge`) it took well under half that from start to end.\n")
     if name.startswith("claims/"):
         from nlbook.claims.results import show_claims_record
 
