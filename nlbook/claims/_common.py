@@ -250,3 +250,31 @@ class TextLearner:
         self.steps += 1
         self.seconds += time.perf_counter() - start
         return value
+
+
+def interleaved_steps(models: Mapping[str, nn.Module],
+                      optimizers: Mapping[str, torch.optim.Optimizer], inputs: torch.Tensor,
+                      targets: torch.Tensor, rate: float, step: int,
+                      diverged: dict[str, int | None], times: Mapping[str, list[float]],
+                      losses: dict[str, float]) -> None:
+    """One optimizer step of every model on the same batch, the models in turn (so a change of
+    the machine's load hits all alike): AdamW at learning rate ``rate``, gradients clipped at
+    norm 1. Appends each step's seconds to ``times[name]``, writes its loss to
+    ``losses[name]`` and, when the loss is not finite, ``diverged[name] = step + 1`` (a
+    diverged model is skipped from then on). Shared by the MQAR, phased-MQAR and MAD runs."""
+    for name, model in models.items():
+        if diverged[name] is not None:
+            continue
+        optimizer = optimizers[name]
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+        start = time.perf_counter()
+        _, loss = model(inputs, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        times[name].append(time.perf_counter() - start)
+        losses[name] = float(loss.detach())
+        if not math.isfinite(losses[name]):
+            diverged[name] = step + 1

@@ -47,7 +47,6 @@ from __future__ import annotations
 import copy
 import math
 import statistics
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -67,6 +66,7 @@ from nlbook.claims._common import (
     check_models,
     check_seeds,
     format_table,
+    interleaved_steps,
     parameters_of,
 )
 from nlbook.claims.mqar import _accuracy, _schedule
@@ -521,16 +521,9 @@ def run_mad(models: Mapping[str, ModelFactory], *, tasks: Sequence[str] = MAD_TA
             for step in range(steps):
                 inputs, targets = mad_batch(task, batch_size, generator=data, **options)
                 rate = _schedule(step, steps, learning_rate, warmup, constant_learning_rate)
-                for name, model in built.items():  # one step of each model in turn
-                    if diverged[name] is not None:
-                        continue
-                    for group in optimizers[name].param_groups:
-                        group["lr"] = rate
-                    start = time.perf_counter()
-                    losses[name] = _train_step(model, optimizers[name], inputs, targets)
-                    times[name].append(time.perf_counter() - start)
-                    if not math.isfinite(losses[name]):
-                        diverged[name] = step + 1
+                # one step of each model in turn: interleaved
+                interleaved_steps(built, optimizers, inputs, targets, rate, step, diverged,
+                                  times, losses)
             line = []
             for name, model in built.items():
                 correct = 0 if diverged[name] is not None else _accuracy(model, test_inputs,

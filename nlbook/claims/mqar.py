@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -42,6 +41,7 @@ from nlbook.claims._common import (
     check_models,
     check_seeds,
     format_table,
+    interleaved_steps,
     parameters_of,
 )
 from nlbook.claims.protocol import (
@@ -462,24 +462,14 @@ def run_mqar(models: Mapping[str, ModelFactory], *, seeds: Sequence[int] = (0, 1
         curves: dict[str, list[tuple[int, float]]] = {name: [] for name in built}
         solved: dict[str, int | None] = dict.fromkeys(built)
         diverged: dict[str, int | None] = dict.fromkeys(built)
+        last_losses: dict[str, float] = {}
         data = torch.Generator().manual_seed(seed)
         for step in range(steps):
             inputs, targets = mqar_batch(batch_size, **task, generator=data)
             rate = _schedule(step, steps, learning_rate, warmup, constant_learning_rate)
-            for name, model in built.items():  # one step of each model in turn: interleaved
-                if diverged[name] is not None:
-                    continue
-                for group in optimizers[name].param_groups:
-                    group["lr"] = rate
-                start = time.perf_counter()
-                _, loss = model(inputs, targets)
-                optimizers[name].zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizers[name].step()
-                times[name].append(time.perf_counter() - start)
-                if not math.isfinite(float(loss.detach())):
-                    diverged[name] = step + 1
+            # one step of each model in turn: interleaved
+            interleaved_steps(built, optimizers, inputs, targets, rate, step, diverged, times,
+                              last_losses)
             if (step + 1) % eval_every == 0 or step + 1 == steps:
                 line = []
                 for name, model in built.items():

@@ -60,7 +60,6 @@ import math
 import os
 import statistics
 import subprocess
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -82,6 +81,7 @@ from nlbook.claims._common import (
     check_seeds,
     check_switches,
     format_table,
+    interleaved_steps,
     parameters_of,
 )
 from nlbook.claims.protocol import (
@@ -485,21 +485,9 @@ def run_phased_mqar(models: Mapping[str, ModelFactory], *, seeds: int | Sequence
         for step in range(steps):
             inputs, targets, _ = phased_mqar_batch(batch_size, **task, generator=data)
             rate = _schedule(step, steps, learning_rate, warmup)
-            for name, model in built.items():  # one step of each model in turn: interleaved
-                if diverged[name] is not None:
-                    continue
-                for group in optimizers[name].param_groups:
-                    group["lr"] = rate
-                start = time.perf_counter()
-                _, loss = model(inputs, targets)
-                optimizers[name].zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizers[name].step()
-                times[name].append(time.perf_counter() - start)
-                losses[name] = float(loss.detach())
-                if not math.isfinite(losses[name]):
-                    diverged[name] = step + 1
+            # one step of each model in turn: interleaved
+            interleaved_steps(built, optimizers, inputs, targets, rate, step, diverged, times,
+                              losses)
             if log is not None and ((step + 1) % log_every == 0 or step + 1 == steps):
                 log(f"seed {seed} step {step + 1}/{steps}: loss " + ", ".join(
                     f"{name} {losses[name]:.3f}" for name in built))
