@@ -1004,13 +1004,16 @@ BENCHMARKS: dict[str, BenchmarkEntry] = {
     "stateful": (_stateful_arguments, bench_stateful,
                  "chapter 6: HOPE trained on fresh windows vs carried streams"),
     "ablation": (_ablation_arguments, bench_ablation,
-                 "chapter 7: HOPE with one part removed, at equal time (the paper's Table 6)"),
+                 "earlier chapter 7 sketch (one seed, no control, no verdict): HOPE with one "
+                 "part removed, at equal time; the protocol's ablation is `claims`"),
     "formal": (_formal_arguments, bench_formal,
                "chapter 7: formal languages, trained short and tested long (arXiv Table 5)"),
     "recall": (_recall_arguments, bench_recall,
-               "chapter 7: recall of a planted fact across a gap, on trained models"),
+               "earlier chapter 7 sketch (one seed, no verdict): recall of a "
+               "planted fact across a gap; the protocol's recall row is MQAR (`claims`)"),
     "continual": (_continual_arguments, bench_continual,
-                  "chapter 7: continual learning A -> B -> A, forgetting and recovery"),
+                  "earlier chapter 7 sketch (one seed, no verdict): continual learning in the "
+                  "weights A -> B -> A; the protocol's test is `phased-mqar` (`claims`)"),
     "mqar": (_mqar_arguments, bench_mqar,
              "chapters 1, 5, 7: multi-query associative recall (Zoology's MQAR)"),
     "phased-mqar": (_phased_mqar_arguments, bench_phased_mqar,
