@@ -122,6 +122,14 @@ def test_records_merge_over_seeds_and_the_verdict_needs_three(tmp_path):
     assert failed["verdict"] == "not tested at this budget" and "FAILED" in failed["why"]
 
 
+def test_a_ranking_at_the_ceiling_is_not_read():
+    at_ceiling = MQARResult.combine([_mqar(seed, 995, 999, 990) for seed in range(3)])
+    judged = at_ceiling.recall_verdict()
+    assert judged.verdict == "not tested at this budget" and "ceiling" in judged.why
+    ranked = MQARResult.combine([_mqar(seed, 950, 700, 999) for seed in range(3)])
+    assert ranked.recall_verdict().verdict == "holds"
+
+
 def test_bad_records_and_names_are_refused(tmp_path):
     with pytest.raises(ValueError, match="name"):
         claims_record("bogus")
