@@ -523,15 +523,19 @@ def bench_continual(args: argparse.Namespace) -> None:
 # Chapters 1, 5 and 7: MQAR, the recall yardstick.
 
 
-def _name_list(text: str) -> list[str]:
-    """A comma-separated list of MQAR model names (argparse type)."""
-    from nlbook.claims.mqar import MQAR_MODELS
+def _names_from(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """An argparse type: comma-separated distinct names from ``choices`` (MQAR, phased-MQAR
+    and MAD models, MAD tasks, the full protocol's experiments)."""
 
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in MQAR_MODELS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated names from {', '.join(MQAR_MODELS)}, got {text!r}")
+    def names(text: str) -> list[str]:
+        chosen = [name.strip() for name in text.split(",") if name.strip()]
+        if not chosen or any(name not in choices for name in chosen) \
+                or len(set(chosen)) != len(chosen):
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated distinct names from {', '.join(choices)}, got "
+                f"{text!r}")
+        return chosen
+
     return names
 
 
@@ -547,7 +551,7 @@ def _mqar_arguments(parser: argparse.ArgumentParser) -> None:
     from nlbook.claims.mqar import MQAR_MODELS
 
     default = MQAR_MODELS[:5]
-    parser.add_argument("--models", type=_name_list, default=list(default),
+    parser.add_argument("--models", type=_names_from(MQAR_MODELS), default=list(default),
                         help=f"comma-separated models from {','.join(MQAR_MODELS)} (default "
                              f"{','.join(default)}; the hope-... names undo one change)")
     parser.add_argument("--seeds", type=_seed_list, default=[0, 1, 2],
@@ -642,22 +646,10 @@ def bench_mqar(args: argparse.Namespace) -> None:
 PHASED_STEPS, PHASED_LR, PHASED_WARMUP, PHASED_GAP = 600, 3e-3, 200, 4
 
 
-def _phased_name_list(text: str) -> list[str]:
-    """A comma-separated list of phased-MQAR model names (argparse type)."""
-    from nlbook.claims.phased import PHASED_MODELS
-
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in PHASED_MODELS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated names from {', '.join(PHASED_MODELS)}, got {text!r}")
-    return names
-
-
 def _phased_mqar_arguments(parser: argparse.ArgumentParser) -> None:
     from nlbook.claims.phased import PHASED_MODELS
 
-    parser.add_argument("--models", type=_phased_name_list, default=list(PHASED_MODELS),
+    parser.add_argument("--models", type=_names_from(PHASED_MODELS), default=list(PHASED_MODELS),
                         help=f"comma-separated models from {','.join(PHASED_MODELS)} (default "
                              f"all; HOPE with its CMS frozen in context is scored on the "
                              f"trained hope; the positive control is hope-attention)")
@@ -755,32 +747,6 @@ def bench_phased_mqar(args: argparse.Namespace) -> None:
 # Chapter 7: MAD (Poli et al. 2024), the paper's Table 4.
 
 
-def _mad_model_list(text: str) -> list[str]:
-    """A comma-separated list of MAD model names (argparse type)."""
-    from nlbook.claims.mad import MAD_MODELS
-
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in MAD_MODELS]
-    if not names or unknown or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated distinct names from {', '.join(MAD_MODELS)}, got "
-            f"{text!r}")
-    return names
-
-
-def _mad_task_list(text: str) -> list[str]:
-    """A comma-separated list of MAD task names (argparse type)."""
-    from nlbook.tasks.mad import MAD_TASKS
-
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in MAD_TASKS]
-    if not names or unknown or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated distinct names from {', '.join(MAD_TASKS)}, got "
-            f"{text!r}")
-    return names
-
-
 #: ``python -m nlbook.bench mad``'s budget: steps per model and task, warm-up steps, and the
 #: peak learning rate.
 MAD_STEPS, MAD_WARMUP, MAD_LR = 500, 300, 3e-3
@@ -790,9 +756,9 @@ def _mad_arguments(parser: argparse.ArgumentParser) -> None:
     from nlbook.claims.mad import MAD_MODELS
     from nlbook.tasks.mad import MAD_TASKS
 
-    parser.add_argument("--models", type=_mad_model_list, default=list(MAD_MODELS),
+    parser.add_argument("--models", type=_names_from(MAD_MODELS), default=list(MAD_MODELS),
                         help=f"comma-separated models (default {','.join(MAD_MODELS)})")
-    parser.add_argument("--tasks", type=_mad_task_list, default=list(MAD_TASKS),
+    parser.add_argument("--tasks", type=_names_from(MAD_TASKS), default=list(MAD_TASKS),
                         help=f"comma-separated tasks (default {','.join(MAD_TASKS)})")
     parser.add_argument("--seeds", type=_seed_list, default=[0, 1, 2],
                         help="comma-separated seeds, one run of every model on every task each "
@@ -898,21 +864,10 @@ def bench_sign_flip(args: argparse.Namespace) -> None:
     print(f"total {time.perf_counter() - start:.0f} s")
 
 
-def _experiment_list(text: str) -> list[str]:
-    from nlbook.claims.results import CLAIMS_EXPERIMENTS
-
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in CLAIMS_EXPERIMENTS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(f"expected comma-separated experiments from "
-                                         f"{', '.join(CLAIMS_EXPERIMENTS)}, got {text!r}")
-    return names
-
-
 def _claims_arguments_full(parser: argparse.ArgumentParser) -> None:
     from nlbook.claims.results import CLAIMS_EXPERIMENTS
 
-    parser.add_argument("--experiments", type=_experiment_list,
+    parser.add_argument("--experiments", type=_names_from(tuple(CLAIMS_EXPERIMENTS)),
                         default=list(CLAIMS_EXPERIMENTS),
                         help="comma-separated experiments to run; only their entries of the "
                              "results file are replaced (default all: "

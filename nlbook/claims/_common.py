@@ -23,7 +23,7 @@ from nlbook._checks import (
 from nlbook.transformer import language_model_loss, parameter_count
 
 __all__ = ["ModelFactory", "Switch", "TextLearner", "build_model", "check_models",
-           "check_seeds", "check_switches", "format_table", "parameters_of"]
+           "check_names", "check_seeds", "check_switches", "format_table", "parameters_of"]
 
 #: Builds a fresh model: ``factory(seed=seed)`` if it has a parameter named ``seed``, else
 #: ``factory()``; either way after ``torch.manual_seed(seed)``.
@@ -85,6 +85,19 @@ def check_switches(switches: Mapping[str, Switch] | None, models: Mapping[str, M
         if entry[0] in models:
             out[name] = entry
     return out
+
+
+def check_names(name: str, names: object, choices: Sequence[str]) -> list[str]:
+    """``names`` as a non-empty list of model names from ``choices``, or ValueError naming
+    ``name`` (the model lists of MQAR, phased MQAR and MAD)."""
+    if isinstance(names, str) or not isinstance(names, (list, tuple)) or not names:
+        raise ValueError(f"{name} must be a non-empty list of model names from "
+                         f"{tuple(choices)}, got {names!r}")
+    unknown = [item for item in names if item not in choices]
+    if unknown:
+        raise ValueError(f"{name} must be model names from {tuple(choices)}, got "
+                         f"{unknown[0]!r}")
+    return list(names)
 
 
 def check_seeds(seeds: int | Sequence[int]) -> tuple[int, ...]:

@@ -64,6 +64,7 @@ from nlbook._checks import (
 from nlbook.claims._common import (
     ModelFactory,
     check_models,
+    check_names,
     check_seeds,
     format_table,
     interleaved_steps,
@@ -112,12 +113,7 @@ def mad_models(*, d_model: int = 64, n_layers: int = 2, n_heads: int = 2,
 
     for name, value in (("d_model", d_model), ("n_layers", n_layers), ("n_heads", n_heads)):
         check_positive_int(name, value)
-    if isinstance(names, str) or not isinstance(names, (list, tuple)) or not names:
-        raise ValueError(f"names must be a non-empty list of model names from {MAD_MODELS}, "
-                         f"got {names!r}")
-    unknown = [name for name in names if name not in MAD_MODELS]
-    if unknown:
-        raise ValueError(f"names must be model names from {MAD_MODELS}, got {unknown[0]!r}")
+    check_names("names", names, MAD_MODELS)
 
     def make(name: str) -> ModelFactory:
         def factory(seed: int = 0, vocab_size: int = 16, sequence_length: int = 64

@@ -39,6 +39,7 @@ from nlbook.claims._common import (
     ModelFactory,
     build_model,
     check_models,
+    check_names,
     check_seeds,
     format_table,
     interleaved_steps,
@@ -103,12 +104,7 @@ def mqar_models(vocab_size: int = 64, *, d_model: int = 64, n_layers: int = 2, n
                         ("n_layers", n_layers), ("n_heads", n_heads),
                         ("sequence_length", sequence_length)):
         check_positive_int(name, value)
-    if isinstance(names, str) or not isinstance(names, (list, tuple)) or not names:
-        raise ValueError(f"names must be a non-empty list of model names from {MQAR_MODELS}, "
-                         f"got {names!r}")
-    unknown = [name for name in names if name not in MQAR_MODELS]
-    if unknown:
-        raise ValueError(f"names must be model names from {MQAR_MODELS}, got {unknown[0]!r}")
+    check_names("names", names, MQAR_MODELS)
     if hope_options is not None and (not isinstance(hope_options, Mapping) or not all(
             isinstance(key, str) for key in hope_options)):
         raise ValueError(f"hope_options must be a dict of HopeLM option name -> value or None, "

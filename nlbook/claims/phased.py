@@ -78,6 +78,7 @@ from nlbook.claims._common import (
     Switch,
     build_model,
     check_models,
+    check_names,
     check_seeds,
     check_switches,
     format_table,
@@ -147,12 +148,7 @@ def phased_models(vocab_size: int = 64, *, d_model: int = 64, n_layers: int = 2,
                          f"gap = {length} tokens), got {window}")
     cms_chunk = 2 * pairs_per_phase if cms_chunk is None else cms_chunk
     check_positive_int("cms_chunk", cms_chunk)
-    if isinstance(names, str) or not isinstance(names, (list, tuple)) or not names:
-        raise ValueError(f"names must be a non-empty list of model names from {PHASED_MODELS}, "
-                         f"got {names!r}")
-    unknown = [name for name in names if name not in PHASED_MODELS]
-    if unknown:
-        raise ValueError(f"names must be model names from {PHASED_MODELS}, got {unknown[0]!r}")
+    check_names("names", names, PHASED_MODELS)
     mixers = {"hope": ("titans", {}), "delta": ("delta", {}),
               "linear_attention": ("linear_attention", {}),
               "sliding-window hope-attention": ("attention", {"attention_window": window}),
